@@ -1,0 +1,168 @@
+// sgt/attention.hpp: one attention pass over a head subset, forward and backward (Eq. 1-3 and Eq. 6).
+//
+// A pass maps the residual stream H to
+//     H' = H + Σ_{i∈R} g_i · W_O^(i) · softmax_causal(q_i k_iᵀ / √HD) v_i,   a = RMSNorm_attn(H),
+//     q_i = RoPE(a W_Q^(i)), k_i = RoPE(a W_K^(i)), v_i = a W_V^(i).
+// The first pass of a layer runs all heads with gains 1 (Eq. 1-3). A loop step of Eq. 6 is the same pass with
+// R = S_l, reusing the layer's own W_Q, W_K, W_V, W_O and attention norm; in the `fade` transition R is all
+// heads and the heads outside S_l carry the fade gain (spec Sec. 4). Only the heads in R are computed: their
+// weights are packed (backend heads.hpp) so that each projection is a single matrix product.
+// Backend-generic: every step is a leaf op called on the Backend tag.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "sgt/core/rng.hpp"
+
+namespace sgt {
+
+// Run-time dimensions of one forward pass. Letters as in config.hpp.
+struct pass_dims {
+    int B = 0, T = 0, C = 0, NH = 0, HD = 0, F = 0, V = 0;
+    double eps = 1e-5;
+    std::int64_t tokens() const { return std::int64_t(B) * T; }
+};
+
+template <class T>
+struct attention_weights {
+    const T* norm;  // (C)       RMSNorm_attn
+    const T* wq;    // (C, C)    rows = heads × HD
+    const T* wk;    // (C, C)
+    const T* wv;    // (C, C)
+    const T* wo;    // (C, C)    columns = heads × HD
+};
+
+template <class T>
+struct attention_grads {
+    T *norm, *wq, *wk, *wv, *wo;
+};
+
+// What one pass keeps for its backward. Buffers only grow, so after the first step nothing is allocated.
+template <class T, class Backend>
+struct attention_record {
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+
+    std::vector<int> heads;     // R, ascending
+    std::vector<double> gains;  // g_i per head of R
+    const T* in = nullptr;      // (B, T, C) the pass input H, owned by the previous stage
+    buffer<T> rstd;             // (B, T)
+    buffer<T> a;                // (B, T, C)         RMSNorm_attn(H)
+    buffer<T> w_qkv;            // (3·n·HD, C)       packed rows of W_Q, W_K, W_V for R
+    buffer<T> w_o;              // (C, n·HD)         packed columns of W_O for R
+    buffer<T> qkv;              // (B, T, 3, n, HD)  RoPE'd q, k and v
+    buffer<T> probs;            // (B, n, T, T)
+    buffer<T> o;                // (B, T, n, HD)     head outputs, times their gains
+    buffer<T> out;              // (B, T, C)         H'
+    buffer<T> mask;             // (B, T, C)         dropout mask of the branch (when dropout is on)
+    std::vector<double> entropy;  // (B, n)          last-row entropy per sequence and head (Eq. 4)
+
+    int n() const { return int(heads.size()); }
+    bool all_unit_gains() const {
+        return std::all_of(gains.begin(), gains.end(), [](double g) { return g == 1.0; });
+    }
+    // Batch-mean entropy of the i-th head of R.
+    double head_entropy(int i, int B) const {
+        double s = 0.0;
+        for (int b = 0; b < B; ++b) s += entropy[std::size_t(b) * n() + i];
+        return s / B;
+    }
+};
+
+// Gradient scratch shared by all passes (sized for n = NH).
+template <class T, class Backend>
+struct attention_scratch {
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+    buffer<T> dy, da, dqkv, d_o, dw_qkv, dw_o;
+};
+
+namespace detail {
+template <class Buffer>
+void grow(Buffer& b, std::int64_t n) {
+    if (std::int64_t(b.size()) < n) b.resize(std::size_t(n));
+}
+}  // namespace detail
+
+template <class T, class Backend>
+void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const attention_weights<T>& w,
+                            const T* in, const pass_dims& d, const T* rope_cos, const T* rope_sin,
+                            double dropout, rng& dropout_rng) {
+    const int n = r.n(), nhd = n * d.HD;
+    const std::int64_t N = d.tokens();
+    detail::grow(r.rstd, N);
+    detail::grow(r.a, N * d.C);
+    detail::grow(r.w_qkv, 3 * std::int64_t(nhd) * d.C);
+    detail::grow(r.w_o, std::int64_t(d.C) * nhd);
+    detail::grow(r.qkv, N * 3 * nhd);
+    detail::grow(r.probs, std::int64_t(d.B) * n * d.T * d.T);
+    detail::grow(r.o, N * nhd);
+    detail::grow(r.out, N * d.C);
+    r.entropy.resize(std::size_t(d.B) * n);
+    r.in = in;
+
+    const std::span<const int> heads(r.heads);
+    const std::int64_t block = std::int64_t(nhd) * d.C;
+    gather_head_rows(be, r.w_qkv.data(), w.wq, heads, d.HD, d.C);
+    gather_head_rows(be, r.w_qkv.data() + block, w.wk, heads, d.HD, d.C);
+    gather_head_rows(be, r.w_qkv.data() + 2 * block, w.wv, heads, d.HD, d.C);
+    gather_head_cols(be, r.w_o.data(), w.wo, heads, d.HD, d.C, d.NH);
+
+    rmsnorm_forward(be, r.a.data(), r.rstd.data(), in, w.norm, int(N), d.C, d.eps);
+    matmul_forward(be, r.qkv.data(), r.a.data(), r.w_qkv.data(), int(N), d.C, 3 * nhd);
+    rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
+    attention_forward(be, r.o.data(), r.probs.data(), r.entropy.data(), r.qkv.data(), d.B, d.T, n, d.HD);
+    if (!r.all_unit_gains()) scale_heads(be, r.o.data(), std::span<const double>(r.gains), N, d.HD);
+    matmul_forward(be, r.out.data(), r.o.data(), r.w_o.data(), int(N), nhd, d.C);  // the branch y
+    if (dropout > 0.0) {
+        detail::grow(r.mask, N * d.C);
+        dropout_forward(be, r.out.data(), r.mask.data(), N * d.C, dropout, dropout_rng);
+    }
+    accumulate(be, r.out.data(), in, N * d.C);  // H' = H + y
+}
+
+// dres (B, T, C): on entry ∂L/∂H', on exit ∂L/∂H (the identity path plus the branch). Weight gradients
+// accumulate into g.
+template <class T, class Backend>
+void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, attention_record<T, Backend>& r,
+                             const attention_weights<T>& w, attention_scratch<T, Backend>& s, const pass_dims& d,
+                             const T* rope_cos, const T* rope_sin, double dropout) {
+    const int n = r.n(), nhd = n * d.HD;
+    const std::int64_t N = d.tokens();
+    detail::grow(s.dy, N * d.C);
+    detail::grow(s.da, N * d.C);
+    detail::grow(s.dqkv, N * 3 * std::int64_t(d.C));
+    detail::grow(s.d_o, N * d.C);
+    detail::grow(s.dw_qkv, 3 * std::int64_t(d.C) * d.C);
+    detail::grow(s.dw_o, std::int64_t(d.C) * d.C);
+
+    copy(be, s.dy.data(), dres, N * d.C);
+    if (dropout > 0.0) dropout_backward(be, s.dy.data(), r.mask.data(), N * d.C);
+
+    fill_zero(be, s.d_o.data(), N * nhd);
+    fill_zero(be, s.dw_o.data(), std::int64_t(d.C) * nhd);
+    matmul_backward(be, s.d_o.data(), s.dw_o.data(), s.dy.data(), r.o.data(), r.w_o.data(), int(N), nhd, d.C);
+    if (!r.all_unit_gains()) scale_heads(be, s.d_o.data(), std::span<const double>(r.gains), N, d.HD);
+
+    attention_backward(be, s.dqkv.data(), s.d_o.data(), r.qkv.data(), r.probs.data(), d.B, d.T, n, d.HD);
+    rope_backward(be, s.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
+
+    fill_zero(be, s.da.data(), N * d.C);
+    fill_zero(be, s.dw_qkv.data(), 3 * std::int64_t(nhd) * d.C);
+    matmul_backward(be, s.da.data(), s.dw_qkv.data(), s.dqkv.data(), r.a.data(), r.w_qkv.data(), int(N), d.C, 3 * nhd);
+
+    const std::span<const int> heads(r.heads);
+    const std::int64_t block = std::int64_t(nhd) * d.C;
+    scatter_add_head_rows(be, g.wq, s.dw_qkv.data(), heads, d.HD, d.C);
+    scatter_add_head_rows(be, g.wk, s.dw_qkv.data() + block, heads, d.HD, d.C);
+    scatter_add_head_rows(be, g.wv, s.dw_qkv.data() + 2 * block, heads, d.HD, d.C);
+    scatter_add_head_cols(be, g.wo, s.dw_o.data(), heads, d.HD, d.C, d.NH);
+
+    rmsnorm_backward(be, dres, g.norm, s.da.data(), r.in, w.norm, r.rstd.data(), int(N), d.C);
+}
+
+}  // namespace sgt

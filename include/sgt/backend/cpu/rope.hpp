@@ -1,0 +1,61 @@
+// sgt/backend/cpu/rope.hpp: rotary position embedding, Hugging Face LLaMA's rotate-half convention
+// (spec Sec. 1): rope(x) = x ⊙ cos + rotate_half(x) ⊙ sin, rotate_half(x1, x2) = (−x2, x1), where the angle of
+// pair j at position t is t · base^(−2j/HD). The same positions are used in every loop step.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "sgt/backend/cpu/backend.hpp"
+
+namespace sgt {
+
+// cos_table, sin_table (T, HD/2).
+template <class T>
+void rope_tables(cpu, T* cos_table, T* sin_table, int T_, int HD, double base) {
+    const int half = HD / 2;
+    for (int t = 0; t < T_; ++t)
+        for (int j = 0; j < half; ++j) {
+            const double angle = t * std::pow(base, -2.0 * j / HD);
+            cos_table[t * half + j] = T(std::cos(angle));
+            sin_table[t * half + j] = T(std::sin(angle));
+        }
+}
+
+// Rotates, in place, n_heads head vectors of HD values per token: x at x + (b·T + t)·row_stride + h·HD.
+// inverse = true applies the transpose (rotation by −angle): the backward of the forward rotation.
+template <class T>
+void rope_apply(cpu, T* x, const T* cos_table, const T* sin_table, int B, int T_, int n_heads, int HD,
+                std::int64_t row_stride, bool inverse) {
+    const int half = HD / 2;
+    const T sign = inverse ? T(-1) : T(1);
+#pragma omp parallel for if (std::int64_t(B) * T_ * n_heads * HD > 65536)
+    for (int bt = 0; bt < B * T_; ++bt) {
+        const int t = bt % T_;
+        const T* c = cos_table + t * half;
+        const T* s = sin_table + t * half;
+        for (int h = 0; h < n_heads; ++h) {
+            T* v = x + bt * row_stride + h * HD;
+            for (int j = 0; j < half; ++j) {
+                const T x1 = v[j], x2 = v[j + half];
+                v[j] = x1 * c[j] - sign * x2 * s[j];
+                v[j + half] = x2 * c[j] + sign * x1 * s[j];
+            }
+        }
+    }
+}
+
+template <class T>
+void rope_forward(cpu, T* x, const T* cos_table, const T* sin_table, int B, int T_, int n_heads, int HD,
+                  std::int64_t row_stride) {
+    rope_apply(cpu{}, x, cos_table, sin_table, B, T_, n_heads, HD, row_stride, false);
+}
+
+// The rotation is orthogonal: its backward is the inverse rotation of the gradient, in place.
+template <class T>
+void rope_backward(cpu, T* dx, const T* cos_table, const T* sin_table, int B, int T_, int n_heads, int HD,
+                   std::int64_t row_stride) {
+    rope_apply(cpu{}, dx, cos_table, sin_table, B, T_, n_heads, HD, row_stride, true);
+}
+
+}  // namespace sgt

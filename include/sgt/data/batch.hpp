@@ -1,0 +1,19 @@
+// sgt/data/batch.hpp: one batch of token ids and next-token targets.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sgt {
+
+// A target below zero is ignored by the loss (it is not counted in the mean), as PyTorch's ignore_index.
+inline constexpr std::int32_t ignore_target = -1;
+
+struct batch {
+    int B = 0;                          // sequences
+    int T = 0;                          // tokens per sequence
+    std::vector<std::int32_t> inputs;   // (B, T) token ids in [0, V)
+    std::vector<std::int32_t> targets;  // (B, T) next-token ids in [0, V), or ignore_target
+};
+
+}  // namespace sgt

@@ -1,0 +1,91 @@
+// sgt/ffn.hpp: the SwiGLU feed-forward sublayer h = H + W_2(silu(W_1 n) ⊙ W_3 n), n = RMSNorm_ffn(H)
+// (spec Sec. 1), forward and backward. Backend-generic.
+#pragma once
+
+#include <cstdint>
+
+#include "sgt/attention.hpp"
+
+namespace sgt {
+
+template <class T>
+struct ffn_weights {
+    const T* norm;  // (C)     RMSNorm_ffn
+    const T* w1;    // (F, C)  gate_proj
+    const T* w3;    // (F, C)  up_proj
+    const T* w2;    // (C, F)  down_proj
+};
+
+template <class T>
+struct ffn_grads {
+    T *norm, *w1, *w3, *w2;
+};
+
+template <class T, class Backend>
+struct ffn_record {
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+    const T* in = nullptr;  // (B, T, C)
+    buffer<T> rstd;         // (B, T)
+    buffer<T> x;            // (B, T, C)  RMSNorm_ffn(H)
+    buffer<T> gate;         // (B, T, F)  W_1 n
+    buffer<T> up;           // (B, T, F)  W_3 n
+    buffer<T> act;          // (B, T, F)  silu(gate) ⊙ up
+    buffer<T> out;          // (B, T, C)
+    buffer<T> mask;         // (B, T, C)  dropout mask of the branch
+};
+
+template <class T, class Backend>
+struct ffn_scratch {
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+    buffer<T> dy, dx, dact, dgate, dup;
+};
+
+template <class T, class Backend>
+void ffn_forward(Backend be, ffn_record<T, Backend>& r, const ffn_weights<T>& w, const T* in, const pass_dims& d,
+                 double dropout, rng& dropout_rng) {
+    const std::int64_t N = d.tokens();
+    detail::grow(r.rstd, N);
+    detail::grow(r.x, N * d.C);
+    detail::grow(r.gate, N * d.F);
+    detail::grow(r.up, N * d.F);
+    detail::grow(r.act, N * d.F);
+    detail::grow(r.out, N * d.C);
+    r.in = in;
+    rmsnorm_forward(be, r.x.data(), r.rstd.data(), in, w.norm, int(N), d.C, d.eps);
+    matmul_forward(be, r.gate.data(), r.x.data(), w.w1, int(N), d.C, d.F);
+    matmul_forward(be, r.up.data(), r.x.data(), w.w3, int(N), d.C, d.F);
+    swiglu_forward(be, r.act.data(), r.gate.data(), r.up.data(), N * d.F);
+    matmul_forward(be, r.out.data(), r.act.data(), w.w2, int(N), d.F, d.C);
+    if (dropout > 0.0) {
+        detail::grow(r.mask, N * d.C);
+        dropout_forward(be, r.out.data(), r.mask.data(), N * d.C, dropout, dropout_rng);
+    }
+    accumulate(be, r.out.data(), in, N * d.C);
+}
+
+// dres: on entry ∂L/∂h, on exit ∂L/∂H.
+template <class T, class Backend>
+void ffn_backward(Backend be, T* dres, const ffn_grads<T>& g, ffn_record<T, Backend>& r, const ffn_weights<T>& w,
+                  ffn_scratch<T, Backend>& s, const pass_dims& d, double dropout) {
+    const std::int64_t N = d.tokens();
+    detail::grow(s.dy, N * d.C);
+    detail::grow(s.dx, N * d.C);
+    detail::grow(s.dact, N * d.F);
+    detail::grow(s.dgate, N * d.F);
+    detail::grow(s.dup, N * d.F);
+    copy(be, s.dy.data(), dres, N * d.C);
+    if (dropout > 0.0) dropout_backward(be, s.dy.data(), r.mask.data(), N * d.C);
+    fill_zero(be, s.dact.data(), N * d.F);
+    matmul_backward(be, s.dact.data(), g.w2, s.dy.data(), r.act.data(), w.w2, int(N), d.F, d.C);
+    fill_zero(be, s.dgate.data(), N * d.F);
+    fill_zero(be, s.dup.data(), N * d.F);
+    swiglu_backward(be, s.dgate.data(), s.dup.data(), s.dact.data(), r.gate.data(), r.up.data(), N * d.F);
+    fill_zero(be, s.dx.data(), N * d.C);
+    matmul_backward(be, s.dx.data(), g.w1, s.dgate.data(), r.x.data(), w.w1, int(N), d.C, d.F);
+    matmul_backward(be, s.dx.data(), g.w3, s.dup.data(), r.x.data(), w.w3, int(N), d.C, d.F);
+    rmsnorm_backward(be, dres, g.norm, s.dx.data(), r.in, w.norm, r.rstd.data(), int(N), d.C);
+}
+
+}  // namespace sgt

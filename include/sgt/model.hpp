@@ -1,0 +1,356 @@
+// sgt/model.hpp: the LLaMA-style decoder with head-sparse attention loops (spec Sec. 1, Eq. 1-3 and 6).
+//
+//     h = E[x];  for each layer l, block_repeat times:
+//         H = first attention pass over all heads (attention.hpp), entropies taken here (Eq. 4)
+//         H = loop step over S_l (Eq. 6), K_l times; the first one over all heads with the fade gain if fading
+//         h = H + FFN(H)                                                                (ffn.hpp)
+//     logits = RMSNorm_final(h) W_lmᵀ;  loss = mean cross-entropy of the counted targets
+//
+// The loop structure is a run-time loop_plan (loop_plan.hpp); Vanilla, Block Loop, Attention Loop and SGT are
+// all this one type. Parameters live in one contiguous buffer with named views, named as Hugging Face LLaMA.
+// Backend-generic: the heavy lifting is leaf ops called on the Backend tag; activation records only grow,
+// so a steady-state training step allocates nothing.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sgt/attention.hpp"
+#include "sgt/backend/cpu.hpp"
+#include "sgt/config.hpp"
+#include "sgt/core/error.hpp"
+#include "sgt/core/rng.hpp"
+#include "sgt/data/batch.hpp"
+#include "sgt/entropy.hpp"
+#include "sgt/ffn.hpp"
+#include "sgt/loop_plan.hpp"
+
+namespace sgt {
+
+// One named parameter tensor inside the model's contiguous buffer.
+struct param_entry {
+    std::string name;                // Hugging Face LLaMA name
+    std::int64_t offset = 0;         // into parameters()
+    std::vector<std::int64_t> shape;
+    bool decay = true;               // weight decay applies (matrices); not to RMSNorm weights
+    std::int64_t numel() const {
+        std::int64_t n = 1;
+        for (auto s : shape) n *= s;
+        return n;
+    }
+};
+
+// The parameter table of a shape, in buffer order: embed, layers (norm, q, k, v, o, norm, gate, up, down), norm, head.
+inline std::vector<param_entry> parameter_table(const model_shape& s) {
+    std::vector<param_entry> t;
+    std::int64_t off = 0;
+    const std::int64_t C = s.width(), F = s.d_ff, V = s.vocab;
+    auto add = [&](std::string name, std::vector<std::int64_t> shape, bool decay) {
+        param_entry e{std::move(name), off, std::move(shape), decay};
+        off += e.numel();
+        t.push_back(std::move(e));
+    };
+    add("model.embed_tokens.weight", {V, C}, true);
+    for (int l = 0; l < s.layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", {C}, false);
+        add(p + "self_attn.q_proj.weight", {C, C}, true);
+        add(p + "self_attn.k_proj.weight", {C, C}, true);
+        add(p + "self_attn.v_proj.weight", {C, C}, true);
+        add(p + "self_attn.o_proj.weight", {C, C}, true);
+        add(p + "post_attention_layernorm.weight", {C}, false);
+        add(p + "mlp.gate_proj.weight", {F, C}, true);
+        add(p + "mlp.up_proj.weight", {F, C}, true);
+        add(p + "mlp.down_proj.weight", {C, F}, true);
+    }
+    add("model.norm.weight", {C}, false);
+    add("lm_head.weight", {V, C}, true);
+    return t;
+}
+
+// Checks a loop plan against a shape and loop budget; throws sgt::error saying what is wrong.
+inline void validate_plan(const loop_plan& plan, const model_shape& s, const loop_budget& b) {
+    require(int(plan.layers.size()) == s.layers, "loop plan: expected {} layers, found {}", s.layers,
+            plan.layers.size());
+    for (int l = 0; l < s.layers; ++l) {
+        const layer_loop& p = plan.layers[l];
+        require(p.k >= 0 && p.k <= b.k_max, "loop plan, layer {}: expected K in [0, K_max = {}], found {}", l,
+                b.k_max, p.k);
+        require(p.block_repeat >= 1, "loop plan, layer {}: expected block_repeat >= 1, found {}", l, p.block_repeat);
+        require(p.fade >= 0.0 && p.fade <= 1.0, "loop plan, layer {}: expected fade in [0, 1], found {}", l, p.fade);
+        require(p.k == 0 || !p.heads.empty(), "loop plan, layer {}: K = {} needs at least one looped head", l, p.k);
+        for (std::size_t i = 0; i < p.heads.size(); ++i) {
+            require(p.heads[i] >= 0 && p.heads[i] < s.heads, "loop plan, layer {}: head {} is outside [0, {})", l,
+                    p.heads[i], s.heads);
+            require(i == 0 || p.heads[i] > p.heads[i - 1],
+                    "loop plan, layer {}: heads must be strictly ascending, found {} after {}", l, p.heads[i],
+                    p.heads[i - 1]);
+        }
+    }
+}
+
+template <class T, model_config Cfg, class Backend = cpu>
+class model {
+public:
+    static constexpr model_config config = validated_config<Cfg>::value;
+    static constexpr model_shape shape = Cfg.shape;
+    static constexpr loop_budget budget = Cfg.loops;
+    static constexpr int NL = shape.layers, NH = shape.heads, HD = shape.head_dim, C = shape.width(),
+                         F = shape.d_ff, V = shape.vocab;
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+    using value_type = T;
+
+    // Activation capacity: batches of at most max_batch sequences of at most max_seq tokens.
+    model(int max_batch, int max_seq, std::uint64_t seed = 0)
+        : max_batch_(max_batch), max_seq_(max_seq), table_(sgt::parameter_table(shape)), dropout_rng_(seed ^ 0xD50Full) {
+        require(max_batch > 0, "model: expected a positive batch size, found {}", max_batch);
+        require(max_seq > 1 && max_seq <= shape.max_seq,
+                "model: sequence length {} is outside [2, {}], the preset's maximum", max_seq, shape.max_seq);
+        params_.resize(std::size_t(shape.total_params()));
+        grads_.resize(params_.size());
+        rope_cos_.resize(std::size_t(max_seq) * HD / 2);
+        rope_sin_.resize(rope_cos_.size());
+        rope_tables(Backend{}, rope_cos_.data(), rope_sin_.data(), max_seq, HD, config.rope_base);
+        rng r(seed);
+        init_weights(r);
+    }
+
+    // Weights N(0, 0.02), RMSNorm weights 1 (spec Sec. 1).
+    void init_weights(rng& r) {
+        for (const auto& e : table_) {
+            T* p = params_.data() + e.offset;
+            for (std::int64_t i = 0; i < e.numel(); ++i) p[i] = e.decay ? T(0.02 * r.normal()) : T(1);
+        }
+    }
+
+    std::span<T> parameters() { return params_; }
+    std::span<const T> parameters() const { return params_; }
+    std::span<T> gradients() { return grads_; }
+    std::span<const T> gradients() const { return grads_; }
+    const std::vector<param_entry>& parameter_table() const { return table_; }
+    const param_entry& entry(std::string_view name) const {
+        for (const auto& e : table_)
+            if (e.name == name) return e;
+        fail("model: no parameter named '{}'", name);
+    }
+    std::span<T> parameter(std::string_view name) {
+        const auto& e = entry(name);
+        return {params_.data() + e.offset, std::size_t(e.numel())};
+    }
+    std::span<T> gradient(std::string_view name) {
+        const auto& e = entry(name);
+        return {grads_.data() + e.offset, std::size_t(e.numel())};
+    }
+    void zero_grad() { fill_zero(Backend{}, grads_.data(), std::int64_t(grads_.size())); }
+
+    // Dropout on the embeddings and on every residual branch, applied while training() is on.
+    void set_dropout(double p) {
+        require(p >= 0.0 && p < 1.0, "model: expected dropout in [0, 1), found {}", p);
+        dropout_ = p;
+    }
+    double dropout() const { return dropout_; }
+    void set_training(bool on) { training_ = on; }
+    bool training() const { return training_; }
+    rng& dropout_rng() { return dropout_rng_; }
+
+    int max_batch() const { return max_batch_; }
+    int max_seq() const { return max_seq_; }
+
+    // Runs the model on a batch under a loop plan; keeps what backward() needs. Returns the mean loss over
+    // the counted targets (0 when there are none). The entropies of this pass are in entropies().
+    double forward(const batch& x, const loop_plan& plan) {
+        check_batch(x);
+        validate_plan(plan, shape, budget);
+        const Backend be{};
+        d_ = pass_dims{x.B, x.T, C, NH, HD, F, V, config.norm_eps};
+        const std::int64_t N = d_.tokens();
+        const double p = training_ ? dropout_ : 0.0;
+        active_dropout_ = p;
+        targets_ = x.targets;
+        tokens_ = x.inputs;
+
+        detail::grow(emb_, N * C);
+        embedding_forward(be, emb_.data(), tokens_.data(), weight(table_[0]), int(N), C);
+        if (p > 0.0) {
+            detail::grow(emb_mask_, N * C);
+            dropout_forward(be, emb_.data(), emb_mask_.data(), N * C, p, dropout_rng_);
+        }
+
+        stages_.clear();
+        entropy_ = entropy_report(NL, NH);
+        const T* h = emb_.data();
+        std::size_t n_attn = 0, n_ffn = 0;
+        for (int l = 0; l < NL; ++l) {
+            const layer_loop& lp = plan.layers[l];
+            const auto aw = attention_weights_of(l);
+            for (int rep = 0; rep < lp.block_repeat; ++rep) {
+                for (int step = 0; step <= lp.k; ++step) {
+                    auto& r = attention_record_at(n_attn);
+                    set_pass_heads(r, lp, step);
+                    attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
+                    stages_.push_back({stage::attention, l, n_attn++});
+                    h = r.out.data();
+                    if (rep == 0 && step == 0)
+                        for (int i = 0; i < NH; ++i) entropy_.first_pass[std::size_t(l) * NH + i] = r.head_entropy(i, x.B);
+                    if (rep == lp.block_repeat - 1 && step == lp.k && step > 0)
+                        for (int i = 0; i < r.n(); ++i)
+                            entropy_.last_loop[std::size_t(l) * NH + r.heads[i]] = r.head_entropy(i, x.B);
+                }
+                auto& f = ffn_record_at(n_ffn);
+                ffn_forward(be, f, ffn_weights_of(l), h, d_, p, dropout_rng_);
+                stages_.push_back({stage::ffn, l, n_ffn++});
+                h = f.out.data();
+            }
+        }
+
+        final_in_ = h;
+        detail::grow(final_rstd_, N);
+        detail::grow(final_x_, N * C);
+        detail::grow(logits_, N * V);
+        rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(table_[table_.size() - 2]), int(N), C,
+                        config.norm_eps);
+        matmul_forward(be, logits_.data(), final_x_.data(), weight(table_.back()), int(N), C, V);
+        loss_ = cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V);
+        return loss_.mean();
+    }
+
+    // Gradients of the mean loss of the last forward(), accumulated into gradients().
+    void backward() {
+        require(!stages_.empty(), "model: backward() needs a forward() first");
+        const Backend be{};
+        const std::int64_t N = d_.tokens();
+        detail::grow(dlogits_, N * V);
+        detail::grow(dx_, N * C);
+        detail::grow(dres_, N * C);
+        const double scale = loss_.count ? 1.0 / double(loss_.count) : 0.0;
+        cross_entropy_backward(be, dlogits_.data(), logits_.data(), targets_.data(), int(N), V, scale);
+        fill_zero(be, dx_.data(), N * C);
+        matmul_backward(be, dx_.data(), grad(table_.back()), dlogits_.data(), final_x_.data(), weight(table_.back()),
+                        int(N), C, V);
+        fill_zero(be, dres_.data(), N * C);
+        const auto& final_norm = table_[table_.size() - 2];
+        rmsnorm_backward(be, dres_.data(), grad(final_norm), dx_.data(), final_in_, weight(final_norm),
+                         final_rstd_.data(), int(N), C);
+        for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) {
+            if (it->kind == stage::attention)
+                attention_pass_backward(be, dres_.data(), attention_grads_of(it->layer), attn_records_[it->record],
+                                        attention_weights_of(it->layer), attn_scratch_, d_, rope_cos_.data(),
+                                        rope_sin_.data(), active_dropout_);
+            else
+                ffn_backward(be, dres_.data(), ffn_grads_of(it->layer), ffn_records_[it->record],
+                             ffn_weights_of(it->layer), ffn_scratch_, d_, active_dropout_);
+        }
+        if (active_dropout_ > 0.0) dropout_backward(be, dres_.data(), emb_mask_.data(), N * C);
+        embedding_backward(be, grad(table_[0]), dres_.data(), tokens_.data(), int(N), C);
+    }
+
+    // (B, T, V) logits of the last forward().
+    std::span<const T> logits() const { return {logits_.data(), std::size_t(d_.tokens() * V)}; }
+    const entropy_report& entropies() const { return entropy_; }
+    const loss_sum& last_loss() const { return loss_; }
+
+private:
+    struct stage {
+        enum kind_t { attention, ffn } kind;
+        int layer;
+        std::size_t record;
+    };
+
+    void check_batch(const batch& x) const {
+        require(x.B > 0 && x.T > 0, "model: expected a non-empty batch, found B = {}, T = {}", x.B, x.T);
+        require(x.T <= shape.max_seq, "model: sequence length {} exceeds the preset's maximum sequence {}", x.T,
+                shape.max_seq);
+        require(x.T <= max_seq_ && x.B <= max_batch_,
+                "model: batch {}x{} exceeds the capacity {}x{} the model was built for", x.B, x.T, max_batch_,
+                max_seq_);
+        const std::size_t n = std::size_t(x.B) * x.T;
+        require(x.inputs.size() == n && x.targets.size() == n,
+                "model: expected {} inputs and targets for B = {}, T = {}, found {} and {}", n, x.B, x.T,
+                x.inputs.size(), x.targets.size());
+        for (std::size_t i = 0; i < n; ++i) {
+            require(x.inputs[i] >= 0 && x.inputs[i] < V, "model: token {} at position {} is outside [0, {})",
+                    x.inputs[i], i, V);
+            require(x.targets[i] >= ignore_target && x.targets[i] < V,
+                    "model: target {} at position {} is outside [0, {}) and not ignore_target ({})", x.targets[i], i,
+                    V, ignore_target);
+        }
+    }
+
+    // Heads and gains of pass `step` of a layer (0 = the first pass; 1..K = loop steps of Eq. 6).
+    static void set_pass_heads(attention_record<T, Backend>& r, const layer_loop& lp, int step) {
+        r.heads.clear();
+        r.gains.clear();
+        if (step == 0 || (step == 1 && lp.fade > 0.0)) {
+            for (int i = 0; i < NH; ++i) {
+                r.heads.push_back(i);
+                const bool selected = step == 0 || std::binary_search(lp.heads.begin(), lp.heads.end(), i);
+                r.gains.push_back(selected ? 1.0 : lp.fade);
+            }
+        } else {
+            r.heads = lp.heads;
+            r.gains.assign(lp.heads.size(), 1.0);
+        }
+    }
+
+    attention_record<T, Backend>& attention_record_at(std::size_t i) {
+        if (attn_records_.size() <= i) attn_records_.resize(i + 1);
+        return attn_records_[i];
+    }
+    ffn_record<T, Backend>& ffn_record_at(std::size_t i) {
+        if (ffn_records_.size() <= i) ffn_records_.resize(i + 1);
+        return ffn_records_[i];
+    }
+
+    const T* weight(const param_entry& e) const { return params_.data() + e.offset; }
+    T* grad(const param_entry& e) { return grads_.data() + e.offset; }
+    // Index in table_ of layer l's first tensor (input_layernorm); the layer's nine tensors follow.
+    static constexpr std::size_t layer_base(int l) { return 1 + 9 * std::size_t(l); }
+
+    attention_weights<T> attention_weights_of(int l) const {
+        const std::size_t b = layer_base(l);
+        return {weight(table_[b]), weight(table_[b + 1]), weight(table_[b + 2]), weight(table_[b + 3]),
+                weight(table_[b + 4])};
+    }
+    attention_grads<T> attention_grads_of(int l) {
+        const std::size_t b = layer_base(l);
+        return {grad(table_[b]), grad(table_[b + 1]), grad(table_[b + 2]), grad(table_[b + 3]), grad(table_[b + 4])};
+    }
+    ffn_weights<T> ffn_weights_of(int l) const {
+        const std::size_t b = layer_base(l);
+        return {weight(table_[b + 5]), weight(table_[b + 6]), weight(table_[b + 7]), weight(table_[b + 8])};
+    }
+    ffn_grads<T> ffn_grads_of(int l) {
+        const std::size_t b = layer_base(l);
+        return {grad(table_[b + 5]), grad(table_[b + 6]), grad(table_[b + 7]), grad(table_[b + 8])};
+    }
+
+    int max_batch_, max_seq_;
+    std::vector<param_entry> table_;
+    buffer<T> params_, grads_;  // (total_params) in table_ order
+    buffer<T> rope_cos_, rope_sin_;  // (max_seq, HD/2)
+    double dropout_ = 0.0, active_dropout_ = 0.0;
+    bool training_ = true;
+    rng dropout_rng_;
+
+    pass_dims d_{};
+    std::vector<std::int32_t> tokens_, targets_;  // (B, T)
+    buffer<T> emb_, emb_mask_;                    // (B, T, C)
+    std::deque<attention_record<T, Backend>> attn_records_;
+    std::deque<ffn_record<T, Backend>> ffn_records_;
+    std::vector<stage> stages_;
+    attention_scratch<T, Backend> attn_scratch_;
+    ffn_scratch<T, Backend> ffn_scratch_;
+    const T* final_in_ = nullptr;
+    buffer<T> final_rstd_, final_x_, logits_, dlogits_, dx_, dres_;
+    loss_sum loss_;
+    entropy_report entropy_;
+};
+
+}  // namespace sgt

@@ -1,0 +1,72 @@
+// sgt/train/adamw.hpp: the AdamW optimizer over a model's contiguous parameter buffer, with decoupled weight
+// decay on the weight matrices and none on the RMSNorm weights, and global-norm gradient clipping.
+// Backend-generic: the update itself is the backend's adamw_update leaf op.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sgt/backend/cpu.hpp"
+#include "sgt/model.hpp"
+
+namespace sgt {
+
+struct adamw_options {
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double eps = 1e-8;
+    double weight_decay = 0.1;  // applied to matrices (param_entry::decay), never to norm weights
+    double clip = 1.0;          // global gradient-norm bound; 0 disables clipping
+};
+
+template <class T, class Backend = cpu>
+class adamw {
+public:
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+
+    adamw(const std::vector<param_entry>& table, std::int64_t n_params, adamw_options o = {})
+        : table_(table), opt_(o), m_(std::size_t(n_params), T(0)), v_(std::size_t(n_params), T(0)) {
+        require(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+                "adamw: expected betas in [0, 1), found ({}, {})", o.beta1, o.beta2);
+        require(o.eps > 0 && o.weight_decay >= 0 && o.clip >= 0,
+                "adamw: expected eps > 0, weight_decay >= 0, clip >= 0, found {}, {}, {}", o.eps, o.weight_decay, o.clip);
+    }
+
+    // Global gradient norm; with clipping on, scales the gradients by min(1, clip / (norm + 1e-6)) as
+    // torch.nn.utils.clip_grad_norm_ does. Returns the norm before clipping.
+    double clip_gradients(std::span<T> grads) {
+        const Backend be{};
+        const double norm = std::sqrt(sum_squares(be, grads.data(), std::int64_t(grads.size())));
+        if (opt_.clip > 0.0) {
+            const double s = opt_.clip / (norm + 1e-6);
+            if (s < 1.0) scale(be, grads.data(), std::int64_t(grads.size()), s);
+        }
+        return norm;
+    }
+
+    // One update with learning rate lr; the step counter (for bias correction) advances by one.
+    void step(std::span<T> params, std::span<const T> grads, double lr) {
+        ++t_;
+        const adamw_hyper h{lr, opt_.beta1, opt_.beta2, opt_.eps};
+        for (const auto& e : table_)
+            adamw_update(Backend{}, params.data() + e.offset, grads.data() + e.offset, m_.data() + e.offset,
+                         v_.data() + e.offset, e.numel(), h, e.decay ? opt_.weight_decay : 0.0, t_);
+    }
+
+    int steps() const { return t_; }
+    const adamw_options& options() const { return opt_; }
+    std::span<T> first_moment() { return m_; }
+    std::span<T> second_moment() { return v_; }
+    void set_steps(int t) { t_ = t; }
+
+private:
+    std::vector<param_entry> table_;
+    adamw_options opt_;
+    buffer<T> m_, v_;  // (total_params)
+    int t_ = 0;
+};
+
+}  // namespace sgt
