@@ -152,17 +152,28 @@ concept numeric_element = element<T> && !std::is_same_v<std::remove_cv_t<T>, boo
 template <element T>
 inline constexpr dtype dtype_of = [] {
     using U = std::remove_cv_t<T>;
-    if constexpr (std::is_same_v<U, bool>) return dtype::boolean;
-    else if constexpr (std::is_same_v<U, std::uint8_t>) return dtype::u8;
-    else if constexpr (std::is_same_v<U, std::int8_t>) return dtype::i8;
-    else if constexpr (std::is_same_v<U, std::int16_t>) return dtype::i16;
-    else if constexpr (std::is_same_v<U, std::uint16_t>) return dtype::u16;
-    else if constexpr (std::is_same_v<U, std::int32_t>) return dtype::i32;
-    else if constexpr (std::is_same_v<U, std::uint32_t>) return dtype::u32;
-    else if constexpr (std::is_same_v<U, std::int64_t>) return dtype::i64;
-    else if constexpr (std::is_same_v<U, std::uint64_t>) return dtype::u64;
-    else if constexpr (std::is_same_v<U, float>) return dtype::f32;
-    else return dtype::f64;
+    if constexpr (std::is_same_v<U, bool>)
+        return dtype::boolean;
+    else if constexpr (std::is_same_v<U, std::uint8_t>)
+        return dtype::u8;
+    else if constexpr (std::is_same_v<U, std::int8_t>)
+        return dtype::i8;
+    else if constexpr (std::is_same_v<U, std::int16_t>)
+        return dtype::i16;
+    else if constexpr (std::is_same_v<U, std::uint16_t>)
+        return dtype::u16;
+    else if constexpr (std::is_same_v<U, std::int32_t>)
+        return dtype::i32;
+    else if constexpr (std::is_same_v<U, std::uint32_t>)
+        return dtype::u32;
+    else if constexpr (std::is_same_v<U, std::int64_t>)
+        return dtype::i64;
+    else if constexpr (std::is_same_v<U, std::uint64_t>)
+        return dtype::u64;
+    else if constexpr (std::is_same_v<U, float>)
+        return dtype::f32;
+    else
+        return dtype::f64;
 }();
 
 // ---------------------------------------------------------------------------------------------------------
@@ -187,15 +198,15 @@ constexpr std::uint16_t float_to_f16(float f) {
     const std::uint32_t ax = x & 0x7FFFFFFFu;
     if (ax > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));  // NaN
     if (ax >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // >= 65520 rounds to infinity
-    auto round_shift = [](std::uint32_t mant, std::uint32_t shift) {  // mant >> shift, ties to even
+    auto round_shift = [](std::uint32_t mant, std::uint32_t shift) {           // mant >> shift, ties to even
         std::uint32_t r = mant >> shift;
         const std::uint32_t rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1u);
         if (rem > half || (rem == half && (r & 1u))) ++r;
         return r;
     };
-    if (ax < 0x38800000u) {                    // below 2^-14: a half subnormal or zero
-        if (ax <= 0x33000000u) return sign;    // at most 2^-25 (a tie at 2^-25 goes to the even 0)
-        const std::uint32_t e = ax >> 23;      // biased float exponent, 102..112
+    if (ax < 0x38800000u) {                                       // below 2^-14: a half subnormal or zero
+        if (ax <= 0x33000000u) return sign;                       // at most 2^-25 (a tie at 2^-25 goes to the even 0)
+        const std::uint32_t e = ax >> 23;                         // biased float exponent, 102..112
         const std::uint32_t mant = (ax & 0x7FFFFFu) | 0x800000u;  // value = mant * 2^(e-150), in units 2^-24
         return static_cast<std::uint16_t>(sign | round_shift(mant, 126u - e));  // may carry into 0x0400
     }
@@ -269,14 +280,11 @@ inline std::string clip(std::string_view s, std::size_t max = 160) {
     return fmt::format("{}... ({} bytes)", s.substr(0, max), s.size());
 }
 
-template <class Int>
-std::string shape_string(std::span<const Int> shape) {
+// "[2, 3]".
+inline std::string shape_string(std::span<const std::int64_t> shape) {
     std::string s = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) s += fmt::format("{}{}", i ? ", " : "", shape[i]);
     return s + "]";
-}
-inline std::string shape_string(const std::vector<std::int64_t>& shape) {
-    return shape_string(std::span<const std::int64_t>(shape));
 }
 
 // What a JSON value is, for "found ..." in a message. Never recurses (the header may nest a million deep).
@@ -316,11 +324,10 @@ inline std::optional<std::uint64_t> checked_mul(std::uint64_t a, std::uint64_t b
 }
 
 // The bytes that numel(shape) elements of `t` take, or nullopt when that overflows 64 bits.
-template <class Int>
-std::optional<std::uint64_t> byte_size(std::span<const Int> shape, dtype t) {
-    if (std::ranges::any_of(shape, [](Int d) { return d == 0; })) return 0;
+inline std::optional<std::uint64_t> byte_size(std::span<const std::int64_t> shape, dtype t) {
+    if (std::ranges::any_of(shape, [](std::int64_t d) { return d == 0; })) return 0;
     std::optional<std::uint64_t> n = dtype_size(t);
-    for (Int d : shape) {
+    for (std::int64_t d : shape) {
         n = checked_mul(*n, static_cast<std::uint64_t>(d));
         if (!n) return std::nullopt;
     }
@@ -402,9 +409,8 @@ void convert(const tensor_view& t, std::span<T> out, std::string_view where) {
     }
     switch (t.type) {
         case dtype::boolean:
-            return convert_elements<std::uint8_t>(t, out, where, [](const std::byte* q) {
-                return static_cast<std::uint8_t>(*q != std::byte{0});
-            });
+            return convert_elements<std::uint8_t>(
+                t, out, where, [](const std::byte* q) { return static_cast<std::uint8_t>(*q != std::byte{0}); });
         case dtype::u8: return convert_elements<std::uint8_t>(t, out, where, load_le<std::uint8_t>);
         case dtype::i8: return convert_elements<std::int8_t>(t, out, where, load_le<std::int8_t>);
         case dtype::i16: return convert_elements<std::int16_t>(t, out, where, load_le<std::int16_t>);
@@ -419,14 +425,14 @@ void convert(const tensor_view& t, std::span<T> out, std::string_view where) {
             return convert_elements<float>(t, out, where,
                                            [](const std::byte* q) { return f16_to_float(load_le<std::uint16_t>(q)); });
         case dtype::bf16:
-            return convert_elements<float>(
-                t, out, where, [](const std::byte* q) { return bf16_to_float(load_le<std::uint16_t>(q)); });
+            return convert_elements<float>(t, out, where,
+                                           [](const std::byte* q) { return bf16_to_float(load_le<std::uint16_t>(q)); });
         case dtype::f8_e4m3:
-            return convert_elements<float>(t, out, where,
-                                           [](const std::byte* q) { return f8_e4m3_to_float(load_le<std::uint8_t>(q)); });
+            return convert_elements<float>(
+                t, out, where, [](const std::byte* q) { return f8_e4m3_to_float(load_le<std::uint8_t>(q)); });
         case dtype::f8_e5m2:
-            return convert_elements<float>(t, out, where,
-                                           [](const std::byte* q) { return f8_e5m2_to_float(load_le<std::uint8_t>(q)); });
+            return convert_elements<float>(
+                t, out, where, [](const std::byte* q) { return f8_e5m2_to_float(load_le<std::uint8_t>(q)); });
     }
 }
 
@@ -438,8 +444,9 @@ inline void check_shape(const tensor_view& t, const std::vector<std::int64_t>& e
 }  // namespace detail
 
 // Converts a tensor's elements into out, whose size must be t.numel(). Any integer or float dtype converts to
-// float/double (BF16, F16 and F8 exactly; F64 to float rounds); integer dtypes (and BOOL, as 0/1) convert to
-// an integer T when every value fits; a float dtype into an integer T is an error.
+// float/double (BF16, F16 and F8 exactly; F64 to float rounds, and a finite value beyond float's range is an
+// error); integer dtypes (and BOOL, as 0/1) convert to an integer T when every value fits; a float dtype into an
+// integer T is an error.
 template <numeric_element T>
 void read_into(const tensor_view& t, std::span<T> out) {
     detail::convert(t, out, "");
@@ -471,7 +478,8 @@ public:
             bytes.resize(static_cast<std::size_t>(st.st_size));
             std::size_t done = 0;
             while (done < bytes.size()) {
-                const ::ssize_t r = ::read(fd, bytes.data() + done, std::min<std::size_t>(bytes.size() - done, 1u << 30));
+                const ::ssize_t r =
+                    ::read(fd, bytes.data() + done, std::min<std::size_t>(bytes.size() - done, 1u << 30));
                 if (r < 0 && errno == EINTR) continue;
                 if (r < 0) fail("{}: reading it failed: {}", source, detail::os_error(errno));
                 if (r == 0) fail("{}: the file ended after {} of its {} bytes", source, done, bytes.size());
@@ -486,7 +494,9 @@ public:
     }
 
     // Parses and validates an in-memory file, taking ownership of the bytes.
-    static safetensors from_bytes(std::vector<std::byte> bytes) { return parse(std::move(bytes), "safetensors buffer"); }
+    static safetensors from_bytes(std::vector<std::byte> bytes) {
+        return parse(std::move(bytes), "safetensors buffer");
+    }
 
     // Parses and validates an in-memory file (copied). Safe on any input: it throws sgt::error and does
     // nothing else for a malformed one.
@@ -583,8 +593,8 @@ private:
         require(d.size() >= 8, "{}: expected at least 8 bytes (the header length), found {} bytes", src, d.size());
         const auto n = detail::load_le<std::uint64_t>(d.data());
         require(n <= max_header_bytes, "{}: header length {} exceeds the limit of {} bytes", src, n, max_header_bytes);
-        require(n <= d.size() - 8, "{}: header length {} is larger than the {} bytes that follow the length field",
-                src, n, d.size() - 8);
+        require(n <= d.size() - 8, "{}: header length {} is larger than the {} bytes that follow the length field", src,
+                n, d.size() - 8);
         const auto* h = reinterpret_cast<const char*>(d.data() + 8);
         const std::span<const std::byte> buffer(d.data() + 8 + n, d.size() - 8 - n);
 
@@ -596,8 +606,10 @@ private:
         const json::parser_callback_t on_event = [&](int depth, json::parse_event_t event, json& parsed) {
             if (depth == 1 && event == json::parse_event_t::key) {
                 const auto& key = parsed.get_ref<const std::string&>();
-                if (seen.insert(key).second) order.push_back(key);
-                else if (!repeated) repeated = key;
+                if (seen.insert(key).second)
+                    order.push_back(key);
+                else if (!repeated)
+                    repeated = key;
             }
             return true;
         };
@@ -638,7 +650,8 @@ private:
             if (!type) {
                 std::string known;
                 for (dtype t : all_dtypes) known += fmt::format("{}{}", known.empty() ? "" : ", ", dtype_name(t));
-                fail("{}: unknown dtype \"{}\", expected one of {}", at, clip(dt->get_ref<const std::string&>()), known);
+                fail("{}: unknown dtype \"{}\", expected one of {}", at, clip(dt->get_ref<const std::string&>()),
+                     known);
             }
 
             const auto sh = e.find("shape");
@@ -653,7 +666,7 @@ private:
                         describe(*sh), shape.size(), describe(dim));
                 shape.push_back(static_cast<std::int64_t>(*v));
             }
-            const auto nbytes = detail::byte_size(std::span<const std::int64_t>(shape), *type);
+            const auto nbytes = detail::byte_size(shape, *type);
             require(nbytes.has_value(), "{}: the byte size of shape {} of {} overflows 64 bits", at,
                     detail::shape_string(shape), dtype_name(*type));
 
@@ -666,16 +679,16 @@ private:
                     describe(*off));
             require(*begin <= *end, "{}: data_offsets [{}, {}] end before they begin", at, *begin, *end);
             require(*end <= buffer.size(),
-                    "{}: data_offsets [{}, {}] reach past the end of the data buffer, which holds {} bytes", at,
-                    *begin, *end, buffer.size());
+                    "{}: data_offsets [{}, {}] reach past the end of the data buffer, which holds {} bytes", at, *begin,
+                    *end, buffer.size());
             require(*end - *begin == *nbytes, "{}: data_offsets [{}, {}] span {} bytes, expected {} (shape {} of {})",
                     at, *begin, *end, *end - *begin, *nbytes, detail::shape_string(shape), dtype_name(*type));
 
             spans.push_back({*begin, *end, s.tensors_.size()});
             s.index_.emplace(name, s.tensors_.size());
-            s.tensors_.push_back(tensor_view{name, *type, std::move(shape),
-                                             buffer.subspan(static_cast<std::size_t>(*begin),
-                                                            static_cast<std::size_t>(*end - *begin))});
+            s.tensors_.push_back(
+                tensor_view{name, *type, std::move(shape),
+                            buffer.subspan(static_cast<std::size_t>(*begin), static_cast<std::size_t>(*end - *begin))});
         }
 
         // The tensors must tile the buffer: sorted by offset, each starts where the previous one ends.
@@ -728,12 +741,12 @@ public:
     // Adds a tensor of T's dtype (float -> F32, std::int64_t -> I64, bool -> BOOL, ...) from any contiguous
     // range: a std::vector, std::array, std::span. Its size must be numel(shape).
     template <std::ranges::contiguous_range R>
-        requires element<std::ranges::range_value_t<R>>
+    requires element<std::ranges::range_value_t<R>>
     void add(std::string name, std::vector<std::int64_t> shape, const R& data) {
         using T = std::remove_cv_t<std::ranges::range_value_t<R>>;
         const std::span<const T> values(std::ranges::data(data), std::ranges::size(data));
         store(std::move(name), dtype_of<T>, std::move(shape), values, [](std::byte* p, T v) {
-            if constexpr (std::is_same_v<T, bool>) *p = std::byte{v ? std::uint8_t{1} : std::uint8_t{0}};
+            if constexpr (std::is_same_v<T, bool>) *p = std::byte{static_cast<std::uint8_t>(v)};
             else detail::store_le(p, v);
         });
     }
@@ -833,7 +846,7 @@ private:
         for (std::size_t i = 0; i < shape.size(); ++i)
             require(shape[i] >= 0, "safetensors_writer: tensor '{}': shape {} has the negative dimension {} at {}",
                     detail::clip(name), detail::shape_string(shape), shape[i], i);
-        const auto n = detail::byte_size(std::span<const std::int64_t>(shape), type);
+        const auto n = detail::byte_size(shape, type);
         require(n.has_value() && *n <= std::numeric_limits<std::size_t>::max() - data_.size(),
                 "safetensors_writer: tensor '{}': the byte size of shape {} of {} overflows", detail::clip(name),
                 detail::shape_string(shape), dtype_name(type));
@@ -854,9 +867,8 @@ private:
                Store store_one) {
         const std::uint64_t n = check_new(name, type, shape);
         const std::uint64_t numel = n / dtype_size(type);
-        require(numel == values.size(),
-                "safetensors_writer: tensor '{}': shape {} holds {} elements, found {} values", detail::clip(name),
-                detail::shape_string(shape), numel, values.size());
+        require(numel == values.size(), "safetensors_writer: tensor '{}': shape {} holds {} elements, found {} values",
+                detail::clip(name), detail::shape_string(shape), numel, values.size());
         const std::span<std::byte> out = append(std::move(name), type, std::move(shape), n);
         const std::size_t size = dtype_size(type);
         for (std::size_t i = 0; i < values.size(); ++i) store_one(out.data() + i * size, values[i]);
@@ -878,13 +890,14 @@ private:
         for (const entry& e : entries_) {
             std::string shape;
             for (std::size_t i = 0; i < e.shape.size(); ++i) shape += fmt::format("{}{}", i ? "," : "", e.shape[i]);
-            h += fmt::format("{}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}", h.size() > 1 ? "," : "",
-                             detail::json_quote(e.name, "tensor name"), dtype_name(e.type), shape, e.begin, e.end);
+            h += fmt::format("{}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                             h.size() > 1 ? "," : "", detail::json_quote(e.name, "tensor name"), dtype_name(e.type),
+                             shape, e.begin, e.end);
         }
         h += "}";
         h.append((8 - h.size() % 8) % 8, ' ');
-        require(h.size() <= max_header_bytes, "safetensors_writer: the header takes {} bytes, more than the limit of {}",
-                h.size(), max_header_bytes);
+        require(h.size() <= max_header_bytes,
+                "safetensors_writer: the header takes {} bytes, more than the limit of {}", h.size(), max_header_bytes);
         std::string block(8, '\0');
         detail::store_le(reinterpret_cast<std::byte*>(block.data()), static_cast<std::uint64_t>(h.size()));
         return block + h;

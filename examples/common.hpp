@@ -1,0 +1,316 @@
+// examples/common.hpp: what the example programs share: run-time choice of preset, data and loop schedule,
+// a progress bar, a JSONL log, and the training loop itself (train → evaluate at an interval → summary).
+#pragma once
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "sgt/sgt.hpp"
+
+namespace examples {
+
+using namespace sgt;
+
+// Calls f.template operator()<Cfg>() with the preset named `name`.
+template <class F>
+decltype(auto) with_preset(const std::string& name, F&& f) {
+    if (name == "tiny") return f.template operator()<presets::tiny>();
+    if (name == "char_mini") return f.template operator()<presets::char_mini>();
+    if (name == "char_small") return f.template operator()<presets::char_small>();
+    fail("unknown preset '{}': expected tiny, char_mini or char_small", name);
+}
+
+// Any loop schedule, chosen at run time.
+class any_schedule {
+public:
+    template <loop_schedule S>
+    explicit any_schedule(S s) : p_(std::make_unique<impl<S>>(std::move(s))) {}
+    const loop_plan& plan() const { return p_->plan(); }
+    std::vector<growth_event> end_step(int t, const entropy_report& e) { return p_->end_step(t, e); }
+    nlohmann::json to_json() const { return p_->to_json(); }
+    std::string name() const { return p_->name(); }
+
+private:
+    struct base {
+        virtual ~base() = default;
+        virtual const loop_plan& plan() const = 0;
+        virtual std::vector<growth_event> end_step(int, const entropy_report&) = 0;
+        virtual nlohmann::json to_json() const = 0;
+        virtual std::string name() const = 0;
+    };
+    template <class S>
+    struct impl final : base {
+        explicit impl(S s) : s(std::move(s)) {}
+        const loop_plan& plan() const override { return s.plan(); }
+        std::vector<growth_event> end_step(int t, const entropy_report& e) override { return s.end_step(t, e); }
+        nlohmann::json to_json() const override { return s.to_json(); }
+        std::string name() const override { return std::string(s.name()); }
+        S s;
+    };
+    std::unique_ptr<base> p_;
+};
+static_assert(loop_schedule<any_schedule>);
+
+// Any dataset, chosen at run time.
+class any_dataset {
+public:
+    template <dataset D>
+    explicit any_dataset(D d) : p_(std::make_shared<impl<D>>(std::move(d))) {}
+    batch train_batch(rng& r, int B, int T) { return p_->train_batch(r, B, T); }
+    std::vector<batch> val_batches(int B, int T, int n) const { return p_->val_batches(B, T, n); }
+    std::string describe() const { return p_->describe(); }
+    int vocab() const { return p_->vocab(); }
+    // Answer accuracy where the data defines one (the k-hop task), for a batch and argmax predictions.
+    std::optional<double> accuracy(const batch& b, std::span<const std::int32_t> pred) const {
+        return p_->accuracy(b, pred);
+    }
+
+private:
+    struct base {
+        virtual ~base() = default;
+        virtual batch train_batch(rng&, int, int) = 0;
+        virtual std::vector<batch> val_batches(int, int, int) const = 0;
+        virtual std::string describe() const = 0;
+        virtual int vocab() const = 0;
+        virtual std::optional<double> accuracy(const batch&, std::span<const std::int32_t>) const = 0;
+    };
+    template <class D>
+    struct impl final : base {
+        explicit impl(D d) : d(std::move(d)) {}
+        batch train_batch(rng& r, int B, int T) override { return d.train_batch(r, B, T); }
+        std::vector<batch> val_batches(int B, int T, int n) const override { return d.val_batches(B, T, n); }
+        std::string describe() const override { return d.describe(); }
+        int vocab() const override { return d.vocab(); }
+        std::optional<double> accuracy(const batch& b, std::span<const std::int32_t> pred) const override {
+            if constexpr (std::is_same_v<D, k_hop_dataset>)
+                return k_hop_accuracy(b, pred);
+            else
+                return std::nullopt;
+        }
+        D d;
+    };
+    std::shared_ptr<base> p_;
+};
+
+// A one-line progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise.
+class progress_bar {
+public:
+    explicit progress_bar(int total, bool quiet = false)
+        : total_(total), quiet_(quiet), tty_(isatty(fileno(stderr))), start_(std::chrono::steady_clock::now()) {}
+
+    void update(int done, double loss, double tokens_per_s, const std::string& extra = {}) {
+        if (quiet_) return;
+        const int decile = done * 10 / total_;
+        if (!tty_ && decile == last_decile_ && done != total_) return;
+        last_decile_ = decile;
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+        const double eta = done > 0 ? elapsed * (total_ - done) / done : 0.0;
+        constexpr int width = 24;
+        const int fill = done * width / total_;
+        const std::string bar = std::string(fill, '#') + std::string(width - fill, '.');
+        fmt::print(stderr, "{}[{}] {:>5}/{} loss {:.4f} | {:>7.0f} tok/s | {} elapsed, ETA {}{}{}",
+                   tty_ ? "\r" : "", bar, done, total_, loss, tokens_per_s, clock(elapsed), clock(eta),
+                   extra.empty() ? "" : " | ", extra);
+        fmt::print(stderr, "{}", tty_ ? "\x1b[K" : "\n");
+        std::fflush(stderr);
+    }
+    void finish() {
+        if (!quiet_ && tty_) fmt::print(stderr, "\n");
+    }
+
+private:
+    static std::string clock(double s) {
+        const int t = int(s + 0.5);
+        return fmt::format("{}:{:02}", t / 60, t % 60);
+    }
+    int total_;
+    bool quiet_, tty_;
+    int last_decile_ = -1;
+    std::chrono::steady_clock::time_point start_;
+};
+
+// One JSON object per line; nothing is written when no path is given.
+class jsonl_log {
+public:
+    explicit jsonl_log(const std::string& path) {
+        if (path.empty()) return;
+        out_.open(path);
+        require(bool(out_), "log: cannot open '{}' for writing", path);
+    }
+    void write(const nlohmann::json& j) {
+        if (out_.is_open()) out_ << j.dump() << '\n' << std::flush;
+    }
+
+private:
+    std::ofstream out_;
+};
+
+struct run_options {
+    std::string preset = "char_mini";
+    int steps = 300;
+    int batch = 8;
+    int seq = 64;
+    cosine_schedule lr{.lr_max = 3e-3, .warmup = 25, .total = 300, .min_ratio = 0.1};
+    adamw_options optim{};
+    double dropout = 0.0;
+    std::uint64_t seed = 1;
+    int eval_interval = 50;
+    int eval_batches = 8;
+    bool quiet = false;
+};
+
+struct run_result {
+    std::string name;
+    double final_val_loss = 0.0;
+    std::optional<double> final_accuracy;
+    double seconds = 0.0;        // training steps only, evaluation excluded
+    double flops = 0.0;          // training FLOPs of the run (spec Sec. 6)
+    double vanilla_flops = 0.0;  // the same run without loops
+    std::int64_t params = 0;
+    std::vector<growth_event> events;
+    nlohmann::json final_structure;
+};
+
+// Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
+template <model_config Cfg>
+run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log) {
+    using model_t = model<float, Cfg>;
+    require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
+            model_t::V);
+    model_t m(o.batch, o.seq, o.seed);
+    m.set_dropout(o.dropout);
+    trainer tr(m, schedule, o.lr, o.optim, o.batch, o.seq);
+    rng data_rng(o.seed * 7919 + 17);
+    const auto val = data.val_batches(o.batch, o.seq, o.eval_batches);
+
+    run_result r;
+    r.name = schedule.name();
+    r.params = Cfg.shape.total_params();
+    auto evaluate = [&](int t) {
+        const double v = tr.evaluate(val);
+        std::optional<double> acc;
+        if (!val.empty()) {
+            // Accuracy of the argmax on the first validation batch (the k-hop task's answers).
+            m.set_training(false);
+            m.forward(val[0], schedule.plan());
+            m.set_training(true);
+            std::vector<std::int32_t> pred(std::size_t(val[0].B) * val[0].T);
+            const auto lg = m.logits();
+            for (std::size_t i = 0; i < pred.size(); ++i) {
+                const float* row = lg.data() + i * model_t::V;
+                pred[i] = std::int32_t(std::max_element(row, row + model_t::V) - row);
+            }
+            acc = data.accuracy(val[0], pred);
+        }
+        nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v}};
+        if (acc) j["accuracy"] = *acc;
+        log.write(j);
+        r.final_val_loss = v;
+        r.final_accuracy = acc;
+        return v;
+    };
+
+    progress_bar bar(o.steps, o.quiet);
+    double last_val = std::nan("");
+    double smoothed = 0.0;
+    for (int t = 1; t <= o.steps; ++t) {
+        const batch b = data.train_batch(data_rng, o.batch, o.seq);
+        const step_stats s = tr.step(b);
+        smoothed = t == 1 ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
+        log.write({{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
+                   {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
+                   {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", b.B * b.T / s.seconds}});
+        for (const auto& e : s.events) {
+            log.write({{"type", "growth"}, {"run", r.name}, {"event", e}});
+            r.events.push_back(e);
+        }
+        if (t % o.eval_interval == 0 || t == o.steps) {
+            const auto& ent = m.entropies();
+            log.write({{"type", "entropy"}, {"run", r.name}, {"step", t}, {"layers", ent.layers}, {"heads", ent.heads},
+                       {"first_pass", ent.first_pass}, {"layer_mean", ent.layer_means()}});
+            last_val = evaluate(t);
+        }
+        const double tok_s = double(tr.steps()) * b.B * b.T / tr.seconds();
+        bar.update(t, smoothed, tok_s,
+                   fmt::format("val {:.4f} | {:.2f} GFLOP", last_val, tr.flops().total() / 1e9));
+    }
+    bar.finish();
+    r.seconds = tr.seconds();
+    r.flops = tr.flops().total();
+    r.vanilla_flops = tr.flops().vanilla_total();
+    r.final_structure = schedule.to_json();
+    log.write({{"type", "summary"}, {"run", r.name}, {"val_loss", r.final_val_loss}, {"seconds", r.seconds},
+               {"flops", r.flops}, {"vanilla_flops", r.vanilla_flops}, {"schedule", r.final_structure}});
+    return r;
+}
+
+// The embedded default: the k-hop pointer-chasing task (data/synthetic.hpp), no file needed.
+// Eight symbols, so that a 64-token sequence holds the mapping and five queries.
+inline any_dataset default_dataset() { return any_dataset(k_hop_dataset(k_hop_options{.symbols = 8})); }
+
+inline any_dataset text_or_default(const std::string& path) {
+    return path.empty() ? default_dataset() : any_dataset(text_dataset(path));
+}
+
+inline std::string human_flops(double f) {
+    if (f >= 1e15) return fmt::format("{:.2f} PFLOP", f / 1e15);
+    if (f >= 1e12) return fmt::format("{:.2f} TFLOP", f / 1e12);
+    return fmt::format("{:.2f} GFLOP", f / 1e9);
+}
+
+// Growth and baseline settings of the example programs (flags of the same names).
+struct growth_flags {
+    std::string variant = "sgt";
+    int t_start = 25, dt = 25, L = -1, k_max = -1, h = -1;
+    std::vector<int> excluded{0};
+    std::string direction = "d2s", transition = "fade", fade = "linear";
+    double ema = 0.0;
+    bool release_rules = false;
+    std::vector<int> block_layers;  // given Block Loop layers; empty: chosen by entropy at t_start
+    int loop_layer = -1, loop_k = 1;
+};
+
+template <model_config Cfg>
+any_schedule make_schedule(const growth_flags& g) {
+    constexpr model_shape s = Cfg.shape;
+    const int L = g.L >= 0 ? g.L : Cfg.loops.L;
+    if (g.variant == "vanilla") return any_schedule(vanilla_schedule(s.layers));
+    if (g.variant == "block")
+        return g.block_layers.empty() ? any_schedule(block_loop_schedule::by_entropy(s.layers, L, g.t_start, g.excluded))
+                                      : any_schedule(block_loop_schedule::given(s.layers, g.block_layers));
+    if (g.variant == "attention")
+        return any_schedule(head_loop_schedule<all_heads>(
+            s.layers, s.heads,
+            head_loop_options{.layer = g.loop_layer >= 0 ? g.loop_layer : s.layers - 1, .h = s.heads, .k = g.loop_k,
+                              .t_start = g.t_start}));
+    if (g.variant == "sgt") {
+        growth_options o = growth_options::from_budget(Cfg.loops);
+        o.t_start = g.t_start;
+        o.dt = g.dt;
+        o.L = L;
+        if (g.k_max >= 0) o.k_max = g.k_max;
+        if (g.h >= 0) o.h = g.h;
+        o.excluded = g.excluded;
+        o.direction = g.direction == "s2d" ? growth_direction::shallow_to_deep : growth_direction::deep_to_shallow;
+        o.transition = g.transition == "hard" ? growth_transition::hard : growth_transition::fade;
+        o.shape = g.fade == "cosine" ? fade_shape::cosine
+                  : g.fade == "exponential" ? fade_shape::exponential : fade_shape::linear;
+        o.ema_alpha = g.ema;
+        o.release_rules = g.release_rules;
+        return any_schedule(growth_operator<>(s, o));
+    }
+    fail("unknown variant '{}': expected vanilla, block, attention or sgt", g.variant);
+}
+
+}  // namespace examples

@@ -1,0 +1,89 @@
+// examples/train: trains one model (Vanilla, Block Loop, Attention Loop or SGT) on a text file, on llm.c token
+// shards, or on the embedded k-hop task, with a progress bar, periodic validation, a JSONL log and a summary.
+//
+//     train                                   # the embedded default, about a minute on 2 cores
+//     train --data input.txt --preset char_small --steps 2000 --variant sgt --k-max 3 --log run.jsonl
+#include <CLI/CLI.hpp>
+
+#include "common.hpp"
+
+using namespace examples;
+
+int main(int argc, char** argv) {
+    CLI::App app{"Train a Sparse Growing Transformer (or a baseline) on the CPU"};
+    run_options o;
+    growth_flags g;
+    std::string data, train_shards, val_shards, log_path;
+    int threads = 0;
+    app.add_option("--preset", o.preset, "tiny, char_mini or char_small")->capture_default_str();
+    app.add_option("--data", data, "a text file (byte-level, 90/10 split); default: the embedded k-hop task");
+    app.add_option("--train-shards", train_shards, "glob of llm.c token shards for training");
+    app.add_option("--val-shards", val_shards, "glob of llm.c token shards for validation");
+    app.add_option("--steps", o.steps, "training steps")->capture_default_str();
+    app.add_option("--batch", o.batch, "sequences per batch")->capture_default_str();
+    app.add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
+    app.add_option("--lr", o.lr.lr_max, "peak learning rate")->capture_default_str();
+    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")->capture_default_str();
+    app.add_option("--weight-decay", o.optim.weight_decay, "AdamW weight decay (not on norms)")->capture_default_str();
+    app.add_option("--clip", o.optim.clip, "global gradient-norm clip (0: off)")->capture_default_str();
+    app.add_option("--dropout", o.dropout, "dropout on embeddings and residual branches")->capture_default_str();
+    app.add_option("--seed", o.seed, "seed of weights, data order and dropout")->capture_default_str();
+    app.add_option("--eval-interval", o.eval_interval, "steps between validations")->capture_default_str();
+    app.add_option("--eval-batches", o.eval_batches, "validation batches")->capture_default_str();
+    app.add_option("--log", log_path, "JSONL log file (steps, evaluations, growth events, entropies)");
+    app.add_option("--threads", threads, "CPU threads (0: OpenMP's default)");
+    app.add_flag("--quiet", o.quiet, "no progress bar");
+    app.add_option("--variant", g.variant, "vanilla, block, attention or sgt")->capture_default_str();
+    app.add_option("--t-start", g.t_start, "first growth decision at the end of this step")->capture_default_str();
+    app.add_option("--dt", g.dt, "steps between growth decisions (and fade window)")->capture_default_str();
+    app.add_option("--L", g.L, "looping layers (default: the preset's budget)");
+    app.add_option("--k-max", g.k_max, "loop depth bound (default: the preset's budget)");
+    app.add_option("--h", g.h, "heads per looping layer (default: the preset's budget)");
+    app.add_option("--exclude", g.excluded, "layers never looped (0-based)")->capture_default_str();
+    app.add_option("--direction", g.direction, "d2s or s2d")->capture_default_str();
+    app.add_option("--transition", g.transition, "fade or hard")->capture_default_str();
+    app.add_option("--fade", g.fade, "linear, cosine or exponential")->capture_default_str();
+    app.add_option("--ema", g.ema, "entropy EMA alpha (0: instantaneous)")->capture_default_str();
+    app.add_flag("--release-rules", g.release_rules, "the authors' release rules (spec Sec. 4 (a)-(d))");
+    app.add_option("--block-layers", g.block_layers, "Block Loop layers (default: chosen by entropy at t_start)");
+    app.add_option("--loop-layer", g.loop_layer, "Attention Loop layer (default: the last)");
+    app.add_option("--loop-k", g.loop_k, "Attention Loop depth")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        if (threads > 0) Eigen::setNbThreads(threads);
+        o.lr.total = o.steps;
+        require(o.steps > o.lr.warmup, "--steps ({}) must exceed --warmup ({})", o.steps, o.lr.warmup);
+        require(o.eval_interval > 0, "--eval-interval must be positive, found {}", o.eval_interval);
+        require(train_shards.empty() == val_shards.empty(), "--train-shards and --val-shards go together");
+        require(data.empty() || train_shards.empty(), "give either --data or --train-shards, not both");
+        return with_preset(o.preset, [&]<model_config Cfg>() {
+            any_dataset ds = !train_shards.empty()
+                                 ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
+                                 : text_or_default(data);
+            any_schedule sched = make_schedule<Cfg>(g);
+            jsonl_log log(log_path);
+            fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | data: {}\n", o.preset,
+                       Cfg.shape.total_params() / 1e6, sched.name(), ds.describe());
+            fmt::print("steps {} | batch {} x {} | lr {} (warm-up {}, cosine to {}x) | dropout {} | seed {}\n",
+                       o.steps, o.batch, o.seq, o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed);
+            log.write({{"type", "config"}, {"preset", o.preset}, {"schedule", sched.to_json()},
+                       {"data", ds.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
+                       {"lr", o.lr.lr_max}, {"seed", o.seed}});
+            const run_result r = train_run<Cfg>(o, ds, sched, log);
+            fmt::print("\n== summary ==\n");
+            fmt::print("final val loss  {:.4f}{}\n", r.final_val_loss,
+                       r.final_accuracy ? fmt::format(" (answer accuracy {:.1f}%)", 100 * *r.final_accuracy) : "");
+            fmt::print("training FLOPs  {} ({:+.2f}% over vanilla)\n", human_flops(r.flops),
+                       100 * (r.flops / r.vanilla_flops - 1));
+            fmt::print("wall time       {:.1f} s ({:.0f} tokens/s)\n", r.seconds,
+                       double(o.steps) * o.batch * o.seq / r.seconds);
+            for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
+            fmt::print("structure       {}\n", r.final_structure.dump());
+            return 0;
+        });
+    } catch (const sgt::error& e) {
+        fmt::print(stderr, "error: {}\n", e.what());
+        return 1;
+    }
+}
