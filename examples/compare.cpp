@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
             auto row = [&](const std::vector<std::string>& cells) {
                 std::string line = markdown ? "| " : "";
                 for (std::size_t i = 0; i < cells.size(); ++i)
-                    line += fmt::format(i == 0 ? "{:<18}" : "{:>12}", cells[i]) + (i + 1 < cells.size() ? sep : "");
+                    line += (i == 0 ? fmt::format("{:<18}", cells[i]) : fmt::format("{:>12}", cells[i])) +
+                            (i + 1 < cells.size() ? sep : "");
                 fmt::print("{}{}\n", line, markdown ? " |" : "");
             };
             std::vector<std::string> head{"model", "train FLOPs", "FLOPs +%", "wall s", "wall +%", "val loss"};

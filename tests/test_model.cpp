@@ -126,3 +126,117 @@ TEST_CASE("loop with S = all heads, K = 1 equals applying the attention sublayer
     const double l0 = looped.forward(b, loop_plan::vanilla(4));
     CHECK(std::abs(l0 - l1) > 1e-6);
 }
+
+TEST_CASE("first-pass entropy (Eq. 4) matches a brute-force computation from the full attention matrix") {
+    tiny_model m(3, 12, 21);
+    perturb_norms(m, 4);
+    for (auto& w : m.parameter("model.layers.0.self_attn.q_proj.weight")) w *= 20.0;  // sharper attention
+    const batch b = random_batch(3, 12, tiny_model::V, 8);
+    m.forward(b, loop_plan::vanilla(tiny_model::NL));
+    constexpr int C = tiny_model::C, HD = tiny_model::HD, T = 12;
+    const auto emb = m.parameter("model.embed_tokens.weight");
+    const auto norm = m.parameter("model.layers.0.input_layernorm.weight");
+    const auto wq = m.parameter("model.layers.0.self_attn.q_proj.weight");
+    const auto wk = m.parameter("model.layers.0.self_attn.k_proj.weight");
+    // RoPE by its definition: pair (j, j + HD/2) rotated by angle t · 10000^(−2j/HD).
+    auto rope = [&](std::vector<double> v, int t) {
+        for (int j = 0; j < HD / 2; ++j) {
+            const double a = t * std::pow(10000.0, -2.0 * j / HD), x1 = v[j], x2 = v[j + HD / 2];
+            v[j] = x1 * std::cos(a) - x2 * std::sin(a);
+            v[j + HD / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+        }
+        return v;
+    };
+    for (int head = 0; head < tiny_model::NH; ++head) {
+        double mean = 0.0;
+        for (int s = 0; s < b.B; ++s) {
+            std::vector<std::vector<double>> q(T), k(T);
+            for (int t = 0; t < T; ++t) {
+                const double* x = emb.data() + std::size_t(b.inputs[s * T + t]) * C;
+                double ss = 0.0;
+                for (int c = 0; c < C; ++c) ss += x[c] * x[c];
+                const double r = 1.0 / std::sqrt(ss / C + 1e-5);
+                q[t].assign(HD, 0.0);
+                k[t].assign(HD, 0.0);
+                for (int d = 0; d < HD; ++d)
+                    for (int c = 0; c < C; ++c) {
+                        const double a = x[c] * r * norm[c];
+                        q[t][d] += a * wq[std::size_t(head * HD + d) * C + c];
+                        k[t][d] += a * wk[std::size_t(head * HD + d) * C + c];
+                    }
+                q[t] = rope(q[t], t);
+                k[t] = rope(k[t], t);
+            }
+            std::vector<double> score(T);
+            double mx = -1e300, z = 0.0;
+            for (int j = 0; j < T; ++j) {
+                score[j] = 0.0;
+                for (int d = 0; d < HD; ++d) score[j] += q[T - 1][d] * k[j][d] / std::sqrt(double(HD));
+                mx = std::max(mx, score[j]);
+            }
+            for (int j = 0; j < T; ++j) z += std::exp(score[j] - mx);
+            double e = 0.0;
+            for (int j = 0; j < T; ++j) {
+                const double p = std::exp(score[j] - mx) / z;
+                e -= p * std::log(p);
+            }
+            mean += e / std::log(double(T)) / b.B;
+        }
+        CAPTURE(head);
+        CHECK(m.entropies().head(0, head) == doctest::Approx(mean).epsilon(1e-12));
+        CHECK(mean < 0.999);  // attention is not uniform, so the comparison is not trivially 1 = 1
+    }
+    CHECK(m.entropies().layer_mean(0) ==
+          doctest::Approx((m.entropies().head(0, 0) + m.entropies().head(0, 1) + m.entropies().head(0, 2) +
+                           m.entropies().head(0, 3)) / 4));
+}
+
+TEST_CASE("uniform attention gives entropy 1 in every layer") {
+    tiny_model m(2, 8, 3);
+    for (const auto& e : m.parameter_table())
+        if (e.name.find("q_proj") != std::string::npos)
+            for (auto& w : m.parameter(e.name)) w = 0.0;  // q = 0: every score is 0, every row uniform
+    m.forward(random_batch(2, 8, tiny_model::V, 1), loop_plan::vanilla(tiny_model::NL));
+    for (double e : m.entropies().first_pass) CHECK(e == doctest::Approx(1.0).epsilon(1e-12));
+}
+
+TEST_CASE("the last-loop entropy is reported for the looped heads only") {
+    tiny_model m(2, 8, 3);
+    loop_plan p = loop_plan::vanilla(tiny_model::NL);
+    p.layers[2] = layer_loop{.k = 2, .heads = {1, 3}};
+    m.forward(random_batch(2, 8, tiny_model::V, 1), p);
+    const auto& e = m.entropies();
+    for (int l = 0; l < tiny_model::NL; ++l)
+        for (int i = 0; i < tiny_model::NH; ++i) {
+            const double v = e.last_loop[std::size_t(l) * tiny_model::NH + i];
+            const bool looped = l == 2 && (i == 1 || i == 3);
+            CHECK(std::isnan(v) != looped);
+            if (looped) CHECK((v > 0.0 && v <= 1.0));
+        }
+}
+
+TEST_CASE("bad input gives sgt::error saying what was expected and what was found") {
+    CHECK_THROWS_WITH_AS(tiny_model(2, 40), "model: sequence length 40 is outside [2, 32], the preset's maximum",
+                         sgt::error);
+    CHECK_THROWS_WITH_AS(tiny_model(0, 8), "model: expected a positive batch size, found 0", sgt::error);
+    tiny_model m(2, 8);
+    const auto plan = loop_plan::vanilla(tiny_model::NL);
+    CHECK_THROWS_WITH_AS(m.forward(random_batch(2, 33, tiny_model::V, 1), plan),
+                         "model: sequence length 33 exceeds the preset's maximum sequence 32", sgt::error);
+    CHECK_THROWS_WITH_AS(m.forward(random_batch(3, 8, tiny_model::V, 1), plan),
+                         "model: batch 3x8 exceeds the capacity 2x8 the model was built for", sgt::error);
+    batch b = random_batch(2, 8, tiny_model::V, 1);
+    b.inputs[5] = 64;
+    CHECK_THROWS_WITH_AS(m.forward(b, plan), "model: token 64 at position 5 is outside [0, 64)", sgt::error);
+    b = random_batch(2, 8, tiny_model::V, 1);
+    b.targets.pop_back();
+    CHECK_THROWS_WITH_AS(m.forward(b, plan), "model: expected 16 inputs and targets for B = 2, T = 8, found 16 and 15",
+                         sgt::error);
+    loop_plan deep = plan;
+    deep.layers[1] = layer_loop{.k = 4, .heads = {0}};
+    CHECK_THROWS_WITH_AS(m.forward(random_batch(2, 8, tiny_model::V, 1), deep),
+                         "loop plan: layer 1 has K = 4, expected K ≤ K_max = 3", sgt::error);
+    CHECK_THROWS_WITH_AS(m.forward(random_batch(2, 8, tiny_model::V, 1), loop_plan::vanilla(3)),
+                         "loop plan: expected 4 layers, found 3", sgt::error);
+    CHECK_THROWS_WITH_AS(m.backward(), "model: backward() needs a forward() first", sgt::error);
+}

@@ -7,7 +7,10 @@
 // Loop and SGT are all just loop plans.
 #pragma once
 
+#include <limits>
 #include <vector>
+
+#include "sgt/core/error.hpp"
 
 namespace sgt {
 
@@ -28,5 +31,27 @@ struct loop_plan {
     static loop_plan vanilla(int n_layers) { return loop_plan{std::vector<layer_loop>(n_layers)}; }
     bool operator==(const loop_plan&) const = default;
 };
+
+// Throws sgt::error unless `p` is a plan a model of n_layers x n_heads can run: K ≥ 0, block_repeat ≥ 1,
+// fade in [0, 1], S ascending, unique, in range, and not empty where K > 0, and K ≤ k_max (the compile-time
+// loop budget of the model that runs it).
+inline void validate_plan(const loop_plan& p, int n_layers, int n_heads, int k_max = std::numeric_limits<int>::max()) {
+    require(static_cast<int>(p.layers.size()) == n_layers, "loop plan: expected {} layers, found {}", n_layers,
+            p.layers.size());
+    for (int l = 0; l < n_layers; ++l) {
+        const auto& x = p.layers[l];
+        require(x.k >= 0, "loop plan: layer {} has K = {}, expected K ≥ 0", l, x.k);
+        require(x.k <= k_max, "loop plan: layer {} has K = {}, expected K ≤ K_max = {}", l, x.k, k_max);
+        require(x.block_repeat >= 1, "loop plan: layer {} has block_repeat = {}, expected ≥ 1", l, x.block_repeat);
+        require(x.fade >= 0.0 && x.fade <= 1.0, "loop plan: layer {} has fade = {}, expected [0, 1]", l, x.fade);
+        require(x.k == 0 || !x.heads.empty(), "loop plan: layer {} loops K = {} times over no heads", l, x.k);
+        for (std::size_t i = 0; i < x.heads.size(); ++i) {
+            require(x.heads[i] >= 0 && x.heads[i] < n_heads, "loop plan: layer {} loops head {}, out of range [0, {})",
+                    l, x.heads[i], n_heads);
+            require(i == 0 || x.heads[i - 1] < x.heads[i], "loop plan: layer {} heads must be ascending and unique",
+                    l);
+        }
+    }
+}
 
 }  // namespace sgt

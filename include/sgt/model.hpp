@@ -74,27 +74,6 @@ inline std::vector<param_entry> parameter_table(const model_shape& s) {
     return t;
 }
 
-// Checks a loop plan against a shape and loop budget; throws sgt::error saying what is wrong.
-inline void validate_plan(const loop_plan& plan, const model_shape& s, const loop_budget& b) {
-    require(int(plan.layers.size()) == s.layers, "loop plan: expected {} layers, found {}", s.layers,
-            plan.layers.size());
-    for (int l = 0; l < s.layers; ++l) {
-        const layer_loop& p = plan.layers[l];
-        require(p.k >= 0 && p.k <= b.k_max, "loop plan, layer {}: expected K in [0, K_max = {}], found {}", l,
-                b.k_max, p.k);
-        require(p.block_repeat >= 1, "loop plan, layer {}: expected block_repeat >= 1, found {}", l, p.block_repeat);
-        require(p.fade >= 0.0 && p.fade <= 1.0, "loop plan, layer {}: expected fade in [0, 1], found {}", l, p.fade);
-        require(p.k == 0 || !p.heads.empty(), "loop plan, layer {}: K = {} needs at least one looped head", l, p.k);
-        for (std::size_t i = 0; i < p.heads.size(); ++i) {
-            require(p.heads[i] >= 0 && p.heads[i] < s.heads, "loop plan, layer {}: head {} is outside [0, {})", l,
-                    p.heads[i], s.heads);
-            require(i == 0 || p.heads[i] > p.heads[i - 1],
-                    "loop plan, layer {}: heads must be strictly ascending, found {} after {}", l, p.heads[i],
-                    p.heads[i - 1]);
-        }
-    }
-}
-
 template <class T, model_config Cfg, class Backend = cpu>
 class model {
 public:
@@ -167,7 +146,7 @@ public:
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
     double forward(const batch& x, const loop_plan& plan) {
         check_batch(x);
-        validate_plan(plan, shape, budget);
+        validate_plan(plan, NL, NH, budget.k_max);
         const Backend be{};
         d_ = pass_dims{x.B, x.T, C, NH, HD, F, V, config.norm_eps};
         const std::int64_t N = d_.tokens();

@@ -45,26 +45,6 @@ concept loop_schedule = requires(S& s, const S& cs, int t, const entropy_report&
 template <class S>
 concept resumable_schedule = loop_schedule<S> && requires(S& s, const nlohmann::json& j) { s.load_json(j); };
 
-// Throws sgt::error unless `p` is a plan a model of n_layers x n_heads can run: K ≥ 0, block_repeat ≥ 1,
-// fade in [0, 1], S ascending, unique, in range, and not empty where K > 0.
-inline void validate_plan(const loop_plan& p, int n_layers, int n_heads) {
-    require(static_cast<int>(p.layers.size()) == n_layers, "loop plan: expected {} layers, found {}", n_layers,
-            p.layers.size());
-    for (int l = 0; l < n_layers; ++l) {
-        const auto& x = p.layers[l];
-        require(x.k >= 0, "loop plan: layer {} has K = {}, expected K ≥ 0", l, x.k);
-        require(x.block_repeat >= 1, "loop plan: layer {} has block_repeat = {}, expected ≥ 1", l, x.block_repeat);
-        require(x.fade >= 0.0 && x.fade <= 1.0, "loop plan: layer {} has fade = {}, expected [0, 1]", l, x.fade);
-        require(x.k == 0 || !x.heads.empty(), "loop plan: layer {} loops K = {} times over no heads", l, x.k);
-        for (std::size_t i = 0; i < x.heads.size(); ++i) {
-            require(x.heads[i] >= 0 && x.heads[i] < n_heads, "loop plan: layer {} loops head {}, out of range [0, {})",
-                    l, x.heads[i], n_heads);
-            require(i == 0 || x.heads[i - 1] < x.heads[i], "loop plan: layer {} heads must be ascending and unique",
-                    l);
-        }
-    }
-}
-
 namespace detail {
 
 inline nlohmann::json plan_to_json(const loop_plan& p) {

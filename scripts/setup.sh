@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sgt needs, where missing, and configures + builds the given CMake targets.
+# Used by demo.sh and test.sh; not meant to be called directly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ cmake make libeigen3-dev libfmt-dev nlohmann-json3-dev doctest-dev libcli11-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "sgt: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+build_dir=${SGT_BUILD_DIR:-build}
+jobs=${SGT_JOBS:-$(nproc)}
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "${SGT_CMAKE_ARGS[@]:-}" >/dev/null
+cmake --build "$build_dir" -j "$jobs" ${1:+--target "$@"}
