@@ -72,6 +72,12 @@ public:
         return {{"steps", steps_}, {"tokens", tokens()}, {"flops", total_}, {"vanilla_flops", vanilla_},
                 {"overhead", overhead()}};
     }
+    // Restores the counts of to_json() (a resumed run goes on counting where it stopped).
+    void load_json(const nlohmann::json& j) {
+        steps_ = j.at("steps").get<std::int64_t>();
+        total_ = j.at("flops").get<double>();
+        vanilla_ = j.at("vanilla_flops").get<double>();
+    }
 
 private:
     model_shape shape_;

@@ -361,8 +361,10 @@ struct tensor_view {
     std::vector<std::int64_t> shape;  // [] for a scalar
     std::span<const std::byte> bytes;
 
-    // Number of elements: the product of the shape (1 for a scalar).
+    // Number of elements: the product of the shape (1 for a scalar). A zero dimension makes it 0 whatever the
+    // others are (the parser bounds the product only of shapes without one, so it must not be multiplied out).
     std::int64_t numel() const {
+        if (std::find(shape.begin(), shape.end(), std::int64_t(0)) != shape.end()) return 0;
         std::int64_t n = 1;
         for (std::int64_t d : shape) n *= d;
         return n;

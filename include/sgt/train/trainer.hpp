@@ -78,6 +78,14 @@ public:
         return sum / double(count);
     }
 
+    // The trainer's own counters, for checkpoints (io/checkpoint.hpp): step, wall time, FLOPs.
+    nlohmann::json state_json() const { return {{"step", t_}, {"seconds", seconds_}, {"flops", flops_.to_json()}}; }
+    void load_state_json(const nlohmann::json& j) {
+        t_ = j.at("step").get<int>();
+        seconds_ = j.at("seconds").get<double>();
+        flops_.load_json(j.at("flops"));
+    }
+
     int steps() const { return t_; }
     double seconds() const { return seconds_; }
     const flops_counter& flops() const { return flops_; }

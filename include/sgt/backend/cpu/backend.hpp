@@ -12,16 +12,34 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "sgt/core/rng.hpp"
 
 namespace sgt {
 
+// Allocator of 64-byte-aligned memory (a cache line, and any SIMD width). Alignment is part of reproducibility:
+// Eigen's vectorised reductions peel a different number of leading elements at different alignments, so with
+// malloc's 16 bytes the same values at different addresses could round differently, and a run resumed into
+// fresh buffers would not match the original bit for bit.
+template <class T>
+struct aligned_allocator {
+    using value_type = T;
+    static constexpr std::align_val_t alignment{64};
+    aligned_allocator() = default;
+    template <class U>
+    aligned_allocator(const aligned_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), alignment)); }
+    void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, alignment); }
+    template <class U>
+    bool operator==(const aligned_allocator<U>&) const noexcept { return true; }
+};
+
 struct cpu {
     static constexpr const char* name = "cpu";
     template <class T>
-    using buffer = std::vector<T>;  // host memory; the CUDA backend uses device arenas instead
+    using buffer = std::vector<T, aligned_allocator<T>>;  // host memory; the CUDA backend uses device arenas
 };
 
 namespace detail {
