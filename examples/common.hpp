@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "sgt/io/checkpoint.hpp"
 #include "sgt/sgt.hpp"
 
 namespace examples {
@@ -34,11 +36,12 @@ decltype(auto) with_preset(const std::string& name, F&& f) {
 // Any loop schedule, chosen at run time.
 class any_schedule {
 public:
-    template <loop_schedule S>
+    template <resumable_schedule S>
     explicit any_schedule(S s) : p_(std::make_unique<impl<S>>(std::move(s))) {}
     const loop_plan& plan() const { return p_->plan(); }
     std::vector<growth_event> end_step(int t, const entropy_report& e) { return p_->end_step(t, e); }
     nlohmann::json to_json() const { return p_->to_json(); }
+    void load_json(const nlohmann::json& j) { p_->load_json(j); }
     std::string name() const { return p_->name(); }
 
 private:
@@ -47,6 +50,7 @@ private:
         virtual const loop_plan& plan() const = 0;
         virtual std::vector<growth_event> end_step(int, const entropy_report&) = 0;
         virtual nlohmann::json to_json() const = 0;
+        virtual void load_json(const nlohmann::json&) = 0;
         virtual std::string name() const = 0;
     };
     template <class S>
@@ -55,12 +59,13 @@ private:
         const loop_plan& plan() const override { return s.plan(); }
         std::vector<growth_event> end_step(int t, const entropy_report& e) override { return s.end_step(t, e); }
         nlohmann::json to_json() const override { return s.to_json(); }
+        void load_json(const nlohmann::json& j) override { s.load_json(j); }
         std::string name() const override { return std::string(s.name()); }
         S s;
     };
     std::unique_ptr<base> p_;
 };
-static_assert(loop_schedule<any_schedule>);
+static_assert(resumable_schedule<any_schedule>);
 
 // Any dataset, chosen at run time.
 class any_dataset {
@@ -71,6 +76,10 @@ public:
     std::vector<batch> val_batches(int B, int T, int n) const { return p_->val_batches(B, T, n); }
     std::string describe() const { return p_->describe(); }
     int vocab() const { return p_->vocab(); }
+    // The stream position of sequential data (llm.c shards), for checkpoints; null for randomly sampled data,
+    // whose state is the caller's RNG.
+    nlohmann::json position() const { return p_->position(); }
+    void seek(const nlohmann::json& j) { p_->seek(j); }
     // Answer accuracy where the data defines one (the k-hop task), for a batch and argmax predictions.
     std::optional<double> accuracy(const batch& b, std::span<const std::int32_t> pred) const {
         return p_->accuracy(b, pred);
@@ -83,6 +92,8 @@ private:
         virtual std::vector<batch> val_batches(int, int, int) const = 0;
         virtual std::string describe() const = 0;
         virtual int vocab() const = 0;
+        virtual nlohmann::json position() const = 0;
+        virtual void seek(const nlohmann::json&) = 0;
         virtual std::optional<double> accuracy(const batch&, std::span<const std::int32_t>) const = 0;
     };
     template <class D>
@@ -92,6 +103,16 @@ private:
         std::vector<batch> val_batches(int B, int T, int n) const override { return d.val_batches(B, T, n); }
         std::string describe() const override { return d.describe(); }
         int vocab() const override { return d.vocab(); }
+        nlohmann::json position() const override {
+            if constexpr (std::is_same_v<D, shard_dataset>)
+                return {{"shard", d.position().shard}, {"offset", d.position().offset}};
+            else
+                return nullptr;
+        }
+        void seek(const nlohmann::json& j) override {
+            if constexpr (std::is_same_v<D, shard_dataset>)
+                d.seek(shard_position{j.at("shard").get<std::uint64_t>(), j.at("offset").get<std::uint64_t>()});
+        }
         std::optional<double> accuracy(const batch& b, std::span<const std::int32_t> pred) const override {
             if constexpr (std::is_same_v<D, k_hop_dataset>)
                 return k_hop_accuracy(b, pred);
@@ -168,7 +189,15 @@ struct run_options {
     int eval_interval = 50;
     int eval_batches = 8;
     bool quiet = false;
+    std::string checkpoint_dir;  // where checkpoints go; none are written when empty
+    int checkpoint_every = 0;    // steps between checkpoints (0: only the final one)
+    int keep = 3;                // checkpoints kept
+    std::string resume;          // a checkpoint (or directory of them) to continue from
 };
+
+// Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
+inline volatile std::sig_atomic_t stop_requested = 0;
+inline void request_stop(int) { stop_requested = 1; }
 
 struct run_result {
     std::string name;
@@ -180,6 +209,7 @@ struct run_result {
     std::int64_t params = 0;
     std::vector<growth_event> events;
     nlohmann::json final_structure;
+    bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving a checkpoint
 };
 
 // Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
@@ -221,13 +251,42 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         return v;
     };
 
+    // Checkpoints: the data state beside the trainer's is the data RNG and, for shards, the stream position.
+    auto save = [&] {
+        const auto& s = data_rng.state();
+        const nlohmann::json state{{"rng", std::vector<std::uint64_t>(s.begin(), s.end())},
+                                   {"position", data.position()}, {"batch", o.batch}, {"seq", o.seq}};
+        const auto dir = save_checkpoint(o.checkpoint_dir, tr, state, o.keep);
+        log.write({{"type", "checkpoint"}, {"run", r.name}, {"step", tr.steps()}, {"path", dir.string()}});
+        if (!o.quiet) fmt::print(stderr, "\ncheckpoint: {}\n", dir.string());
+    };
+    if (!o.resume.empty()) {
+        const nlohmann::json state = load_checkpoint(o.resume, tr);
+        require(state.at("batch") == o.batch && state.at("seq") == o.seq,
+                "resume: the checkpoint was trained with batch {} x {}, this run asks for {} x {}",
+                state.at("batch").dump(), state.at("seq").dump(), o.batch, o.seq);
+        const auto w = state.at("rng").get<std::vector<std::uint64_t>>();
+        require(w.size() == 4, "resume: expected 4 words of data RNG state, found {}", w.size());
+        data_rng.set_state({w[0], w[1], w[2], w[3]});
+        if (!state.at("position").is_null()) data.seek(state.at("position"));
+        fmt::print(stderr, "resumed from {} at step {}\n", resolve_checkpoint(o.resume).string(), tr.steps());
+        log.write({{"type", "resume"}, {"run", r.name}, {"step", tr.steps()}, {"path", o.resume}});
+    }
+    if (!o.checkpoint_dir.empty()) {
+        stop_requested = 0;
+        std::signal(SIGINT, request_stop);
+        std::signal(SIGTERM, request_stop);
+    }
+
     progress_bar bar(o.steps, o.quiet);
     double last_val = std::nan("");
     double smoothed = 0.0;
-    for (int t = 1; t <= o.steps; ++t) {
+    const int first_step = tr.steps() + 1;
+    const double resumed_seconds = tr.seconds();
+    for (int t = first_step; t <= o.steps; ++t) {
         const batch b = data.train_batch(data_rng, o.batch, o.seq);
         const step_stats s = tr.step(b);
-        smoothed = t == 1 ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
+        smoothed = t == first_step ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
         log.write({{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
                    {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
                    {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", b.B * b.T / s.seconds}});
@@ -241,11 +300,20 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                        {"first_pass", ent.first_pass}, {"layer_mean", ent.layer_means()}});
             last_val = evaluate(t);
         }
-        const double tok_s = double(tr.steps()) * b.B * b.T / tr.seconds();
+        const double tok_s = double(t - first_step + 1) * b.B * b.T / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
                    fmt::format("val {:.4f} | {:.2f} GFLOP", last_val, tr.flops().total() / 1e9));
+        if (!o.checkpoint_dir.empty() && stop_requested) {
+            bar.finish();
+            save();
+            r.interrupted = true;
+            break;
+        }
+        if (!o.checkpoint_dir.empty() && o.checkpoint_every > 0 && t % o.checkpoint_every == 0 && t != o.steps)
+            save();
     }
     bar.finish();
+    if (!o.checkpoint_dir.empty() && !r.interrupted) save();
     r.seconds = tr.seconds();
     r.flops = tr.flops().total();
     r.vanilla_flops = tr.flops().vanilla_total();

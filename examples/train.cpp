@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
     app.add_option("--log", log_path, "JSONL log file (steps, evaluations, growth events, entropies)");
     app.add_option("--threads", threads, "CPU threads (0: OpenMP's default)");
     app.add_flag("--quiet", o.quiet, "no progress bar");
+    app.add_option("--checkpoint-dir", o.checkpoint_dir,
+                   "write checkpoints here (at the end, every --checkpoint-every steps, and on SIGINT/SIGTERM)");
+    app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: the final one only)")
+        ->capture_default_str();
+    app.add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
+    app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
     app.add_option("--variant", g.variant, "vanilla, block, attention or sgt")->capture_default_str();
     app.add_option("--t-start", g.t_start, "first growth decision at the end of this step")->capture_default_str();
     app.add_option("--dt", g.dt, "steps between growth decisions (and fade window)")->capture_default_str();
@@ -53,6 +59,10 @@ int main(int argc, char** argv) {
     try {
         if (threads > 0) Eigen::setNbThreads(threads);
         o.lr.total = o.steps;
+        if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
+            o.checkpoint_dir = std::filesystem::exists(std::filesystem::path(o.resume) / "model.safetensors")
+                                   ? std::filesystem::path(o.resume).parent_path().string()
+                                   : o.resume;
         require(o.steps > o.lr.warmup, "--steps ({}) must exceed --warmup ({})", o.steps, o.lr.warmup);
         require(o.eval_interval > 0, "--eval-interval must be positive, found {}", o.eval_interval);
         require(train_shards.empty() == val_shards.empty(), "--train-shards and --val-shards go together");
@@ -71,6 +81,11 @@ int main(int argc, char** argv) {
                        {"data", ds.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
                        {"lr", o.lr.lr_max}, {"seed", o.seed}});
             const run_result r = train_run<Cfg>(o, ds, sched, log);
+            if (r.interrupted) {
+                fmt::print("\ninterrupted: checkpoint saved in {}; continue with --resume {}\n", o.checkpoint_dir,
+                           o.checkpoint_dir);
+                return 130;
+            }
             fmt::print("\n== summary ==\n");
             fmt::print("final val loss  {:.4f}{}\n", r.final_val_loss,
                        r.final_accuracy ? fmt::format(" (answer accuracy {:.1f}%)", 100 * *r.final_accuracy) : "");
