@@ -2,6 +2,7 @@
 // a progress bar, a JSONL log, and the training loop itself (train → evaluate at an interval → summary).
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -379,6 +380,33 @@ any_schedule make_schedule(const growth_flags& g) {
         return any_schedule(growth_operator<>(s, o));
     }
     fail("unknown variant '{}': expected vanilla, block, attention or sgt", g.variant);
+}
+
+// The flags both programs take; `data` and `log_path` receive --data and --log.
+inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, std::string& data, std::string& log_path) {
+    app.add_option("--preset", o.preset, "tiny, char_mini or char_small")->capture_default_str();
+    app.add_option("--data", data, "a text file (byte-level, 90/10 split); default: the embedded k-hop task");
+    app.add_option("--steps", o.steps, "training steps (of every run)")->capture_default_str();
+    app.add_option("--batch", o.batch, "sequences per batch")->capture_default_str();
+    app.add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
+    app.add_option("--lr", o.lr.lr_max, "peak learning rate")->capture_default_str();
+    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")->capture_default_str();
+    app.add_option("--dropout", o.dropout, "dropout on embeddings and residual branches")->capture_default_str();
+    app.add_option("--seed", o.seed, "seed of weights, data order and dropout")->capture_default_str();
+    app.add_option("--t-start", g.t_start, "first growth decision (SGT) or layer choice (Block Loop) at this step")
+        ->capture_default_str();
+    app.add_option("--dt", g.dt, "steps between growth decisions (and the fade window)")->capture_default_str();
+    app.add_option("--eval-interval", o.eval_interval, "steps between validations")->capture_default_str();
+    app.add_option("--eval-batches", o.eval_batches, "validation batches")->capture_default_str();
+    app.add_option("--log", log_path, "JSONL log: steps, evaluations, growth events, entropies");
+    app.add_flag("--quiet", o.quiet, "no progress bar");
+}
+
+// Checks the run options once parsed; the cosine schedule spans the run.
+inline void finish_options(run_options& o) {
+    o.lr.total = o.steps;
+    require(o.steps > o.lr.warmup, "--steps ({}) must exceed --warmup ({})", o.steps, o.lr.warmup);
+    require(o.eval_interval > 0, "--eval-interval must be positive, found {}", o.eval_interval);
 }
 
 }  // namespace examples

@@ -15,24 +15,12 @@ int main(int argc, char** argv) {
     growth_flags g;
     std::string data, train_shards, val_shards, log_path;
     int threads = 0;
-    app.add_option("--preset", o.preset, "tiny, char_mini or char_small")->capture_default_str();
-    app.add_option("--data", data, "a text file (byte-level, 90/10 split); default: the embedded k-hop task");
+    add_common_options(app, o, g, data, log_path);
     app.add_option("--train-shards", train_shards, "glob of llm.c token shards for training");
     app.add_option("--val-shards", val_shards, "glob of llm.c token shards for validation");
-    app.add_option("--steps", o.steps, "training steps")->capture_default_str();
-    app.add_option("--batch", o.batch, "sequences per batch")->capture_default_str();
-    app.add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
-    app.add_option("--lr", o.lr.lr_max, "peak learning rate")->capture_default_str();
-    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")->capture_default_str();
     app.add_option("--weight-decay", o.optim.weight_decay, "AdamW weight decay (not on norms)")->capture_default_str();
     app.add_option("--clip", o.optim.clip, "global gradient-norm clip (0: off)")->capture_default_str();
-    app.add_option("--dropout", o.dropout, "dropout on embeddings and residual branches")->capture_default_str();
-    app.add_option("--seed", o.seed, "seed of weights, data order and dropout")->capture_default_str();
-    app.add_option("--eval-interval", o.eval_interval, "steps between validations")->capture_default_str();
-    app.add_option("--eval-batches", o.eval_batches, "validation batches")->capture_default_str();
-    app.add_option("--log", log_path, "JSONL log file (steps, evaluations, growth events, entropies)");
     app.add_option("--threads", threads, "CPU threads (0: OpenMP's default)");
-    app.add_flag("--quiet", o.quiet, "no progress bar");
     app.add_option("--checkpoint-dir", o.checkpoint_dir,
                    "write checkpoints here (at the end, every --checkpoint-every steps, and on SIGINT/SIGTERM)");
     app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: the final one only)")
@@ -40,8 +28,6 @@ int main(int argc, char** argv) {
     app.add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
     app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
     app.add_option("--variant", g.variant, "vanilla, block, attention or sgt")->capture_default_str();
-    app.add_option("--t-start", g.t_start, "first growth decision at the end of this step")->capture_default_str();
-    app.add_option("--dt", g.dt, "steps between growth decisions (and fade window)")->capture_default_str();
     app.add_option("--L", g.L, "looping layers (default: the preset's budget)");
     app.add_option("--k-max", g.k_max, "loop depth bound (default: the preset's budget)");
     app.add_option("--h", g.h, "heads per looping layer (default: the preset's budget)");
@@ -58,13 +44,11 @@ int main(int argc, char** argv) {
 
     try {
         if (threads > 0) Eigen::setNbThreads(threads);
-        o.lr.total = o.steps;
+        finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = std::filesystem::exists(std::filesystem::path(o.resume) / "model.safetensors")
                                    ? std::filesystem::path(o.resume).parent_path().string()
                                    : o.resume;
-        require(o.steps > o.lr.warmup, "--steps ({}) must exceed --warmup ({})", o.steps, o.lr.warmup);
-        require(o.eval_interval > 0, "--eval-interval must be positive, found {}", o.eval_interval);
         require(train_shards.empty() == val_shards.empty(), "--train-shards and --val-shards go together");
         require(data.empty() || train_shards.empty(), "give either --data or --train-shards, not both");
         return with_preset(o.preset, [&]<model_config Cfg>() {

@@ -2,6 +2,8 @@
 // Algorithm 1, the decision-step boundaries, D2S/S2D, excluded layers, ties, fade and hard transitions, the EMA,
 // the release rules, JSON round trips and option validation.
 #include <doctest/doctest.h>
+
+#include "support.hpp"
 #include <fmt/format.h>
 
 #include <cmath>
@@ -18,14 +20,10 @@ using v = std::vector<int>;
 using kind = sgt::growth_event_kind;
 using events_by_step = std::map<int, std::vector<sgt::growth_event>>;
 
-// A report in which layer l has mean entropy m[l]: its heads are m[l] + {+0.02, -0.02, +0.01, -0.01}, so the
-// top-2 heads of every layer are {0, 2} and the bottom-2 are {1, 3}.
+// layer_report (support.hpp): layer l has mean m[l]; top-2 heads {0, 2}, bottom-2 {1, 3}.
 sgt::entropy_report report(const std::vector<double>& m) {
-    sgt::entropy_report r(NL, NH);
-    const double offset[NH] = {0.02, -0.02, 0.01, -0.01};
-    for (int l = 0; l < NL; ++l)
-        for (int i = 0; i < NH; ++i) r.first_pass[std::size_t(l) * NH + i] = m[l] + offset[i];
-    return r;
+    REQUIRE(int(m.size()) == NL);
+    return sgt::test::layer_report(m);
 }
 
 // Entropy rising with depth; layer 0 (excluded by default) is the highest of all. Top-3 of layers 1..7: 7, 6, 5.

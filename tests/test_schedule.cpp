@@ -1,6 +1,8 @@
 // Tests of the baselines as loop schedules (schedule.hpp, spec Sec. 5): one training loop runs them all.
 #include <doctest/doctest.h>
 
+#include "support.hpp"
+
 #include <vector>
 
 #include "sgt/schedule.hpp"
@@ -11,13 +13,10 @@ constexpr int NL = 6;
 constexpr int NH = 4;
 using v = std::vector<int>;
 
-// Layer l has mean m[l]; heads m[l] + {+0.02, -0.02, +0.01, -0.01}: top-2 heads {0, 2}, bottom-2 {1, 3}.
+// layer_report (support.hpp): layer l has mean m[l]; top-2 heads {0, 2}, bottom-2 {1, 3}.
 sgt::entropy_report report(const std::vector<double>& m) {
-    sgt::entropy_report r(NL, NH);
-    const double offset[NH] = {0.02, -0.02, 0.01, -0.01};
-    for (int l = 0; l < NL; ++l)
-        for (int i = 0; i < NH; ++i) r.first_pass[std::size_t(l) * NH + i] = m[l] + offset[i];
-    return r;
+    REQUIRE(int(m.size()) == NL);
+    return sgt::test::layer_report(m);
 }
 // Layer 0 (excluded by default) highest; then 3 > 5 > 1 > 4 > 2.
 const std::vector<double> mixed{0.99, 0.5, 0.2, 0.8, 0.4, 0.6};

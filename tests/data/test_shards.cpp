@@ -2,6 +2,8 @@
 // the glob, and every bad input. The shards are written here, by a writer that lays out the header itself.
 #include <doctest/doctest.h>
 
+#include "../support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -98,17 +100,8 @@ bool same_batch(const sgt::batch& a, const sgt::batch& b) {
     return a.B == b.B && a.T == b.T && a.inputs == b.inputs && a.targets == b.targets;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const sgt::error& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sgt::test::contains;
+using sgt::test::error_of;
 
 }  // namespace
 

@@ -2,6 +2,8 @@
 // mapping parsed here, independently, from the rendered text of the sequence.
 #include <doctest/doctest.h>
 
+#include "../support.hpp"
+
 #include <cstdint>
 #include <map>
 #include <set>
@@ -13,17 +15,8 @@
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const sgt::error& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sgt::test::contains;
+using sgt::test::error_of;
 
 struct query {
     char x = 0;

@@ -1,6 +1,8 @@
 // Tests of sgt/data/text.hpp: the byte-level text dataset, its split, batches and errors.
 #include <doctest/doctest.h>
 
+#include "../support.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -23,18 +25,8 @@ sgt::text_dataset counting_corpus(double train_fraction = 0.5) {
     return sgt::text_dataset("counting", std::move(bytes), train_fraction);
 }
 
-// The error message of `f`, or "" when it does not throw sgt::error.
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const sgt::error& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sgt::test::contains;
+using sgt::test::error_of;
 
 // A file in the temp directory, removed at scope exit.
 struct temp_file {

@@ -1,0 +1,36 @@
+// tests/support.hpp: small helpers shared by the tests.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "sgt/core/error.hpp"
+#include "sgt/entropy.hpp"
+
+namespace sgt::test {
+
+// The error message of `f`, or "" when it does not throw sgt::error.
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const sgt::error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A scripted entropy report of 4 heads per layer in which layer l has mean entropy m[l]: its heads are
+// m[l] + {+0.02, −0.02, +0.01, −0.01}, so the top-2 heads of every layer are {0, 2} and the bottom-2 {1, 3}.
+inline entropy_report layer_report(const std::vector<double>& m) {
+    const int n_layers = int(m.size()), n_heads = 4;
+    entropy_report r(n_layers, n_heads);
+    const double offset[] = {0.02, -0.02, 0.01, -0.01};
+    for (int l = 0; l < n_layers; ++l)
+        for (int i = 0; i < n_heads; ++i) r.first_pass[std::size_t(l) * n_heads + i] = m[l] + offset[i];
+    return r;
+}
+
+}  // namespace sgt::test
