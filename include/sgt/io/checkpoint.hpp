@@ -57,12 +57,16 @@ inline nlohmann::json hf_config(const model_config& c, const char* dtype) {
             {"vocab_size", s.vocab},
             {"max_position_embeddings", s.max_seq},
             {"rms_norm_eps", c.norm_eps},
-            {"rope_theta", c.rope_base},
+            {"rope_theta", c.rope_base},  // transformers 4.x; 5.x reads rope_parameters
+            {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", c.rope_base}}},
+            {"bos_token_id", nullptr},  // byte-level: no special tokens, so generate() stops at no byte
+            {"eos_token_id", nullptr},
             {"hidden_act", "silu"},
             {"attention_bias", false},
             {"mlp_bias", false},
             {"tie_word_embeddings", false},
-            {"torch_dtype", dtype}};
+            {"torch_dtype", dtype},  // transformers 4.x; 5.x reads dtype
+            {"dtype", dtype}};
 }
 
 inline std::string step_name(int step) { return fmt::format("step_{:08}", step); }
