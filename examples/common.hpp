@@ -81,9 +81,9 @@ public:
     // whose state is the caller's RNG.
     nlohmann::json position() const { return p_->position(); }
     void seek(const nlohmann::json& j) { p_->seek(j); }
-    // Answer accuracy where the data defines one (the k-hop task), for a batch and argmax predictions.
-    std::optional<double> accuracy(const batch& b, std::span<const std::int32_t> pred) const {
-        return p_->accuracy(b, pred);
+    // Correct answers where the data defines them (the k-hop task), for a batch and argmax predictions.
+    std::optional<answer_score> score(const batch& b, std::span<const std::int32_t> pred) const {
+        return p_->score(b, pred);
     }
 
 private:
@@ -95,7 +95,7 @@ private:
         virtual int vocab() const = 0;
         virtual nlohmann::json position() const = 0;
         virtual void seek(const nlohmann::json&) = 0;
-        virtual std::optional<double> accuracy(const batch&, std::span<const std::int32_t>) const = 0;
+        virtual std::optional<answer_score> score(const batch&, std::span<const std::int32_t>) const = 0;
     };
     template <class D>
     struct impl final : base {
@@ -114,9 +114,9 @@ private:
             if constexpr (std::is_same_v<D, shard_dataset>)
                 d.seek(shard_position{j.at("shard").get<std::uint64_t>(), j.at("offset").get<std::uint64_t>()});
         }
-        std::optional<double> accuracy(const batch& b, std::span<const std::int32_t> pred) const override {
+        std::optional<answer_score> score(const batch& b, std::span<const std::int32_t> pred) const override {
             if constexpr (std::is_same_v<D, k_hop_dataset>)
-                return k_hop_accuracy(b, pred);
+                return k_hop_score(b, pred);
             else
                 return std::nullopt;
         }
@@ -194,6 +194,9 @@ struct run_options {
     int checkpoint_every = 0;    // steps between checkpoints (0: only the final one)
     int keep = 3;                // checkpoints kept
     std::string resume;          // a checkpoint (or directory of them) to continue from
+    // The embedded task when no data is given: few symbols so that a 64-token sequence holds the mapping
+    // and several queries.
+    k_hop_options task{.symbols = 6, .min_hops = 1, .max_hops = 2};
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -228,22 +231,31 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     run_result r;
     r.name = schedule.name();
     r.params = Cfg.shape.total_params();
+    // Validation loss over all validation batches, dropout off; answer accuracy of the argmax where the data
+    // defines answers (the k-hop task).
     auto evaluate = [&](int t) {
-        const double v = tr.evaluate(val);
-        std::optional<double> acc;
-        if (!val.empty()) {
-            // Accuracy of the argmax on the first validation batch (the k-hop task's answers).
-            m.set_training(false);
-            m.forward(val[0], schedule.plan());
-            m.set_training(true);
-            std::vector<std::int32_t> pred(std::size_t(val[0].B) * val[0].T);
+        m.set_training(false);
+        double sum = 0.0;
+        std::int64_t count = 0;
+        std::optional<answer_score> score;
+        std::vector<std::int32_t> pred;
+        for (const auto& vb : val) {
+            m.forward(vb, schedule.plan());
+            sum += m.last_loss().sum;
+            count += m.last_loss().count;
+            pred.resize(std::size_t(vb.B) * vb.T);
             const auto lg = m.logits();
             for (std::size_t i = 0; i < pred.size(); ++i) {
                 const float* row = lg.data() + i * model_t::V;
                 pred[i] = std::int32_t(std::max_element(row, row + model_t::V) - row);
             }
-            acc = data.accuracy(val[0], pred);
+            if (auto sc = data.score(vb, pred)) score = score ? (*score += *sc, score) : sc;
         }
+        m.set_training(true);
+        require(count > 0, "evaluation: the validation batches hold no counted target");
+        const double v = sum / double(count);
+        std::optional<double> acc;
+        if (score && score->total > 0) acc = score->accuracy();
         nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v}};
         if (acc) j["accuracy"] = *acc;
         log.write(j);
@@ -325,11 +337,9 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
 }
 
 // The embedded default: the k-hop pointer-chasing task (data/synthetic.hpp), no file needed.
-// Eight symbols, so that a 64-token sequence holds the mapping and five queries.
-inline any_dataset default_dataset() { return any_dataset(k_hop_dataset(k_hop_options{.symbols = 8})); }
-
-inline any_dataset text_or_default(const std::string& path) {
-    return path.empty() ? default_dataset() : any_dataset(text_dataset(path));
+// The text file at `path`, or the embedded k-hop task (data/synthetic.hpp) when there is none.
+inline any_dataset text_or_task(const std::string& path, const k_hop_options& task) {
+    return path.empty() ? any_dataset(k_hop_dataset(task)) : any_dataset(text_dataset(path));
 }
 
 inline std::string human_flops(double f) {
@@ -400,6 +410,9 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
     app.add_option("--eval-batches", o.eval_batches, "validation batches")->capture_default_str();
     app.add_option("--log", log_path, "JSONL log: steps, evaluations, growth events, entropies");
     app.add_flag("--quiet", o.quiet, "no progress bar");
+    app.add_option("--symbols", o.task.symbols, "k-hop task: symbols in the mapping")->capture_default_str();
+    app.add_option("--min-hops", o.task.min_hops, "k-hop task: fewest hops of a query")->capture_default_str();
+    app.add_option("--max-hops", o.task.max_hops, "k-hop task: most hops of a query")->capture_default_str();
 }
 
 // Checks the run options once parsed; the cosine schedule spans the run.

@@ -44,14 +44,14 @@ int main(int argc, char** argv) {
                 w.steps = w.lr.total = 3;
                 w.lr.warmup = 1;
                 w.quiet = true;
-                any_dataset ds = text_or_default(data);
+                any_dataset ds = text_or_task(data, o.task);
                 any_schedule sched(vanilla_schedule(Cfg.shape.layers));
                 jsonl_log none("");
                 train_run<Cfg>(w, ds, sched, none);
             }
             std::string described;
             for (const auto& v : variants) {
-                any_dataset ds = text_or_default(data);  // a fresh copy: every run sees the same batches
+                any_dataset ds = text_or_task(data, o.task);  // a fresh copy: every run sees the same batches
                 growth_flags gv = g;
                 gv.variant = v.flag;
                 gv.L = 3;

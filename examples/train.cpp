@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
         return with_preset(o.preset, [&]<model_config Cfg>() {
             any_dataset ds = !train_shards.empty()
                                  ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
-                                 : text_or_default(data);
+                                 : text_or_task(data, o.task);
             any_schedule sched = make_schedule<Cfg>(g);
             jsonl_log log(log_path);
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | data: {}\n", o.preset,
