@@ -249,7 +249,10 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 const float* row = lg.data() + i * model_t::V;
                 pred[i] = std::int32_t(std::max_element(row, row + model_t::V) - row);
             }
-            if (auto sc = data.score(vb, pred)) score = score ? (*score += *sc, score) : sc;
+            if (const auto sc = data.score(vb, pred)) {
+                if (!score) score = answer_score{};
+                *score += *sc;
+            }
         }
         m.set_training(true);
         require(count > 0, "evaluation: the validation batches hold no counted target");

@@ -113,35 +113,15 @@ int main(int argc, char** argv) {
             require(T >= 2 && T <= model_t::shape.max_seq, "expected --seq in [2, {}] (the preset's maximum), found {}",
                     model_t::shape.max_seq, T);
 
-            // The weights: model.safetensors of the step directory, checked against the preset's config.
+            // The weights, checked against the preset's config (io/checkpoint.hpp).
             const auto dir = resolve_checkpoint(checkpoint);
-            const auto weights = io::safetensors::from_file(dir / "model.safetensors");
-            const auto fmt_it = weights.metadata().find("format");
-            require(fmt_it != weights.metadata().end() && fmt_it->second == checkpoint_format,
-                    "{}: expected format '{}', found '{}'", weights.source(), checkpoint_format,
-                    fmt_it == weights.metadata().end() ? "none" : fmt_it->second);
-            const auto config = detail::parse_metadata(weights, "config");
-            const auto expected = detail::shape_json(model_t::config);
-            require(config == expected,
-                    "{}: the checkpoint's model config {} differs from preset {}'s {} (pass the preset it was "
-                    "trained with)",
-                    weights.source(), config.dump(), preset, expected.dump());
-
             model_t m(B, T, 0);
             m.set_training(false);
-            std::set<std::string> known;
-            for (const auto& e : m.parameter_table()) {
-                known.insert(e.name);
-                require(weights.contains(e.name), "{}: expected a tensor '{}', found none", weights.source(), e.name);
-                weights.read_into<float>(e.name, e.shape, m.parameter(e.name));
-            }
-            for (const auto& name : weights.names())
-                require(known.count(name), "{}: unexpected tensor '{}' (not a parameter of preset {})",
-                        weights.source(), name, preset);
+            const nlohmann::json schedule = load_weights(dir, m);
 
             const loop_plan plan = plan_choice == "vanilla"
                                        ? loop_plan::vanilla(model_t::NL)
-                                       : saved_plan<Cfg>(detail::parse_metadata(weights, "schedule"), weights.source());
+                                       : saved_plan<Cfg>(schedule, dir.string());
             const bool loops = has_loops(plan);
 
             batch x{B, T, read_tokens(tokens_file, text, offset, std::int64_t(B) * T), {}};

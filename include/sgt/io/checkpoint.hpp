@@ -27,6 +27,7 @@
 #include "sgt/config.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/io/safetensors.hpp"
+#include "sgt/model.hpp"
 
 namespace sgt {
 
@@ -191,6 +192,44 @@ inline fs::path resolve_checkpoint(const fs::path& path) {
     return dir;
 }
 
+namespace detail {
+inline void check_format(const io::safetensors& f) {
+    const auto it = f.metadata().find("format");
+    require(it != f.metadata().end() && it->second == checkpoint_format, "{}: expected format '{}', found '{}'",
+            f.source(), checkpoint_format, it == f.metadata().end() ? "none" : it->second);
+}
+}  // namespace detail
+
+// Opens the model.safetensors of the checkpoint at `path` (see resolve_checkpoint) and checks that it is an sgt
+// checkpoint of Model's compile-time config holding exactly Model's parameters.
+template <class Model>
+io::safetensors open_weights(const fs::path& path) {
+    auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
+    detail::check_format(weights);
+    const auto config = detail::parse_metadata(weights, "config");
+    const auto expected = detail::shape_json(Model::config);
+    require(config == expected, "{}: the checkpoint's model config {} differs from this model's {}", weights.source(),
+            config.dump(), expected.dump());
+    const auto table = parameter_table(Model::shape);
+    for (const auto& e : table)
+        require(weights.contains(e.name), "{}: expected a tensor '{}', found none", weights.source(), e.name);
+    require(weights.size() == table.size(), "{}: expected the model's {} tensors, found {}", weights.source(),
+            table.size(), weights.size());
+    return weights;
+}
+
+// Weights only (inference, export): loads a checkpoint's parameters into `m`; returns its schedule's JSON (Θ).
+template <class Model>
+nlohmann::json load_weights(const fs::path& path, Model& m) {
+    using T = typename Model::value_type;
+    const auto weights = open_weights<Model>(path);
+    std::vector<T> params(m.parameters().size());
+    for (const auto& e : m.parameter_table())
+        weights.template read_into<T>(e.name, e.shape, std::span<T>(params.data() + e.offset, std::size_t(e.numel())));
+    std::copy(params.begin(), params.end(), m.parameters().begin());
+    return detail::parse_metadata(weights, "schedule");
+}
+
 // Loads a checkpoint into the trainer (model weights, optimizer, schedule, counters, dropout RNG) after
 // checking that it was written by a model of the same compile-time config. Returns the caller's data state.
 // Nothing is modified when the checkpoint does not fit or is corrupt.
@@ -200,18 +239,9 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
     const fs::path dir = resolve_checkpoint(path);
-    const auto weights = io::safetensors::from_file(dir / "model.safetensors");
+    const auto weights = open_weights<model_t>(dir);
     const auto optim = io::safetensors::from_file(dir / "optimizer.safetensors");
-    for (const auto* f : {&weights, &optim}) {
-        const auto it = f->metadata().find("format");
-        require(it != f->metadata().end() && it->second == checkpoint_format,
-                "{}: expected format '{}', found '{}'", f->source(), checkpoint_format,
-                it == f->metadata().end() ? "none" : it->second);
-    }
-    const auto config = detail::parse_metadata(weights, "config");
-    const auto expected = detail::shape_json(model_t::config);
-    require(config == expected, "{}: the checkpoint's model config {} differs from this model's {}", weights.source(),
-            config.dump(), expected.dump());
+    detail::check_format(optim);
     const auto schedule = detail::parse_metadata(weights, "schedule");
     const auto trainer_state = detail::parse_metadata(optim, "trainer");
     const auto dropout = detail::parse_metadata(optim, "dropout_rng");
@@ -221,7 +251,7 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     std::vector<T> params(m.parameters().size()), m1(params.size()), m2(params.size());
     for (const auto& e : m.parameter_table()) {
         const std::span<T> p(params.data() + e.offset, std::size_t(e.numel()));
-        weights.read_into<T>(e.name, e.shape, p);
+        weights.template read_into<T>(e.name, e.shape, p);
         optim.read_into<T>("exp_avg." + e.name, e.shape, std::span<T>(m1.data() + e.offset, p.size()));
         optim.read_into<T>("exp_avg_sq." + e.name, e.shape, std::span<T>(m2.data() + e.offset, p.size()));
     }
