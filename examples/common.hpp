@@ -216,6 +216,12 @@ struct run_result {
     bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving a checkpoint
 };
 
+inline std::vector<double> layer_variances(const entropy_report& e) {
+    std::vector<double> v(e.layers);
+    for (int l = 0; l < e.layers; ++l) v[l] = e.layer_variance(l);
+    return v;
+}
+
 // Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
 template <model_config Cfg>
 run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log) {
@@ -313,7 +319,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         if (t % o.eval_interval == 0 || t == o.steps) {
             const auto& ent = m.entropies();
             log.write({{"type", "entropy"}, {"run", r.name}, {"step", t}, {"layers", ent.layers}, {"heads", ent.heads},
-                       {"first_pass", ent.first_pass}, {"layer_mean", ent.layer_means()}});
+                       {"first_pass", ent.first_pass}, {"layer_mean", ent.layer_means()},
+                       {"layer_variance", layer_variances(ent)}});
             last_val = evaluate(t);
         }
         const double tok_s = double(t - first_step + 1) * b.B * b.T / (tr.seconds() - resumed_seconds);
