@@ -240,17 +240,10 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     // Validation loss over all validation batches, dropout off; answer accuracy of the argmax where the data
     // defines answers (the k-hop task).
     auto evaluate = [&](int t) {
-        m.set_training(false);
-        double sum = 0.0;
-        std::int64_t count = 0;
         std::optional<answer_score> score;
         std::vector<std::int32_t> pred;
-        for (const auto& vb : val) {
-            m.forward(vb, schedule.plan());
-            sum += m.last_loss().sum;
-            count += m.last_loss().count;
+        const double v = tr.evaluate(val, [&](const batch& vb, std::span<const float> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
-            const auto lg = m.logits();
             for (std::size_t i = 0; i < pred.size(); ++i) {
                 const float* row = lg.data() + i * model_t::V;
                 pred[i] = std::int32_t(std::max_element(row, row + model_t::V) - row);
@@ -259,10 +252,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 if (!score) score = answer_score{};
                 *score += *sc;
             }
-        }
-        m.set_training(true);
-        require(count > 0, "evaluation: the validation batches hold no counted target");
-        const double v = sum / double(count);
+        });
         std::optional<double> acc;
         if (score && score->total > 0) acc = score->accuracy();
         nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v}};

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "sgt/data/batch.hpp"
@@ -64,7 +65,10 @@ public:
     }
 
     // Mean loss over the counted targets of all batches, under the current structure, dropout off.
-    double evaluate(const std::vector<batch>& batches) {
+    // on_batch(b, logits) is called after each batch's forward, with its (B, T, V) logits (e.g. for accuracy).
+    template <class OnBatch = void (*)(const batch&, std::span<const value_type>)>
+    double evaluate(const std::vector<batch>& batches,
+                    OnBatch on_batch = [](const batch&, std::span<const value_type>) {}) {
         model_.set_training(false);
         double sum = 0.0;
         std::int64_t count = 0;
@@ -72,6 +76,7 @@ public:
             model_.forward(b, schedule_.plan());
             sum += model_.last_loss().sum;
             count += model_.last_loss().count;
+            on_batch(b, model_.logits());
         }
         model_.set_training(true);
         require(count > 0, "evaluation: the validation batches hold no counted target");
