@@ -46,9 +46,7 @@ int main(int argc, char** argv) {
         if (threads > 0) Eigen::setNbThreads(threads);
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
-            o.checkpoint_dir = std::filesystem::exists(std::filesystem::path(o.resume) / "model.safetensors")
-                                   ? std::filesystem::path(o.resume).parent_path().string()
-                                   : o.resume;
+            o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();
         require(train_shards.empty() == val_shards.empty(), "--train-shards and --val-shards go together");
         require(data.empty() || train_shards.empty(), "give either --data or --train-shards, not both");
         return with_preset(o.preset, [&]<model_config Cfg>() {
