@@ -11,30 +11,12 @@
 #include <chrono>
 #include <sys/resource.h>
 
+#include "plans.hpp"
 #include "sgt/sgt.hpp"
 
 using namespace sgt;
 
 namespace {
-
-// The structures benchmarked: vanilla; SGT at its full budget (L = 3 deepest non-first layers, h = 2 heads,
-// K = K_max = 3); Block Loop over the same 3 layers.
-loop_plan make_plan(const std::string& name, const model_shape& s, const loop_budget& b) {
-    loop_plan p = loop_plan::vanilla(s.layers);
-    if (name == "vanilla") return p;
-    for (int i = 0; i < b.L; ++i) {
-        auto& l = p.layers[s.layers - 1 - i];
-        if (name == "sgt") {
-            l.k = b.k_max;
-            for (int h = 0; h < b.h; ++h) l.heads.push_back(h);
-        } else if (name == "block") {
-            l.block_repeat = 2;
-        } else {
-            fail("unknown plan '{}': expected vanilla, sgt or block", name);
-        }
-    }
-    return p;
-}
 
 double peak_rss_mib() {
     rusage u{};
@@ -47,7 +29,7 @@ nlohmann::json bench(const std::string& plan_name, int B, int T, int steps, int 
     using model_t = model<float, Cfg>;
     const double rss0 = peak_rss_mib();
     model_t m(B, T, 1);
-    const loop_plan plan = make_plan(plan_name, Cfg.shape, Cfg.loops);
+    const loop_plan plan = sgt_bench::make_plan(plan_name, Cfg.shape, Cfg.loops);
     static_schedule sched(plan, Cfg.shape.heads, plan_name);
     trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1}, adamw_options{}, B,
                T);

@@ -223,9 +223,10 @@ inline std::vector<double> layer_variances(const entropy_report& e) {
 }
 
 // Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
-template <model_config Cfg>
+// T and Backend: the stored type and the backend (examples/train_cuda runs this on the GPU).
+template <model_config Cfg, class T = float, class Backend = cpu>
 run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log) {
-    using model_t = model<float, Cfg>;
+    using model_t = model<T, Cfg, Backend>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
     model_t m(o.batch, o.seq, o.seed);
@@ -242,11 +243,12 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     auto evaluate = [&](int t) {
         std::optional<answer_score> score;
         std::vector<std::int32_t> pred;
-        const double v = tr.evaluate(val, [&](const batch& vb, std::span<const float> lg) {
+        const double v = tr.evaluate(val, [&](const batch& vb, std::span<const T> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
+            const auto less = [](const T& a, const T& b) { return float(a) < float(b); };
             for (std::size_t i = 0; i < pred.size(); ++i) {
-                const float* row = lg.data() + i * model_t::V;
-                pred[i] = std::int32_t(std::max_element(row, row + model_t::V) - row);
+                const T* row = lg.data() + i * model_t::V;
+                pred[i] = std::int32_t(std::max_element(row, row + model_t::V, less) - row);
             }
             if (const auto sc = data.score(vb, pred)) {
                 if (!score) score = answer_score{};

@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 
 namespace sgt {
@@ -59,16 +60,22 @@ struct attention_record {
     buffer<T> o;                // (B, T, n, HD)     head outputs, times their gains
     buffer<T> out;              // (B, T, C)         H'
     buffer<T> mask;             // (B, T, C)         dropout mask of the branch (when dropout is on)
-    std::vector<double> entropy;  // (B, n)          last-row entropy per sequence and head (Eq. 4)
+    buffer<double> entropy;     // (B, n)            last-row entropy per sequence and head (Eq. 4)
+    std::vector<double> entropy_host;  // (B, n)     its host copy, made by fetch_entropy
 
     int n() const { return int(heads.size()); }
     bool all_unit_gains() const {
         return std::all_of(gains.begin(), gains.end(), [](double g) { return g == 1.0; });
     }
-    // Batch-mean entropy of the i-th head of R.
+    // Brings the entropies of the last forward to the host (a transfer on a GPU backend).
+    void fetch_entropy(Backend be, int B) {
+        entropy_host.resize(std::size_t(B) * n());
+        copy_to_host(be, entropy_host.data(), entropy.data(), std::int64_t(entropy_host.size()));
+    }
+    // Batch-mean entropy of the i-th head of R (after fetch_entropy).
     double head_entropy(int i, int B) const {
         double s = 0.0;
-        for (int b = 0; b < B; ++b) s += entropy[std::size_t(b) * n() + i];
+        for (int b = 0; b < B; ++b) s += entropy_host[std::size_t(b) * n() + i];
         return s / B;
     }
 };
@@ -90,7 +97,7 @@ void grow(Buffer& b, std::int64_t n) {
 
 template <class T, class Backend>
 void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const attention_weights<T>& w,
-                            const T* in, const pass_dims& d, const T* rope_cos, const T* rope_sin,
+                            const T* in, const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin,
                             double dropout, rng& dropout_rng) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
@@ -102,7 +109,7 @@ void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const a
     detail::grow(r.probs, std::int64_t(d.B) * n * d.T * d.T);
     detail::grow(r.o, N * nhd);
     detail::grow(r.out, N * d.C);
-    r.entropy.resize(std::size_t(d.B) * n);
+    detail::grow(r.entropy, std::int64_t(d.B) * n);
     r.in = in;
 
     const std::span<const int> heads(r.heads);
@@ -130,7 +137,7 @@ void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const a
 template <class T, class Backend>
 void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, attention_record<T, Backend>& r,
                              const attention_weights<T>& w, attention_scratch<T, Backend>& s, const pass_dims& d,
-                             const T* rope_cos, const T* rope_sin, double dropout) {
+                             const accum_t<T>* rope_cos, const accum_t<T>* rope_sin, double dropout) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
     detail::grow(s.dy, N * d.C);

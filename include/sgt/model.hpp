@@ -85,6 +85,7 @@ public:
     template <class U>
     using buffer = typename Backend::template buffer<U>;
     using value_type = T;
+    using backend_type = Backend;
 
     // Activation capacity: batches of at most max_batch sequences of at most max_seq tokens.
     model(int max_batch, int max_seq, std::uint64_t seed = 0)
@@ -94,6 +95,7 @@ public:
                 "model: sequence length {} is outside [2, {}], the preset's maximum", max_seq, shape.max_seq);
         params_.resize(std::size_t(shape.total_params()));
         grads_.resize(params_.size());
+        zero_grad();
         rope_cos_.resize(std::size_t(max_seq) * HD / 2);
         rope_sin_.resize(rope_cos_.size());
         rope_tables(Backend{}, rope_cos_.data(), rope_sin_.data(), max_seq, HD, config.rope_base);
@@ -101,14 +103,19 @@ public:
         init_weights(r);
     }
 
-    // Weights N(0, 0.02), RMSNorm weights 1 (spec Sec. 1).
+    // Weights N(0, 0.02), RMSNorm weights 1 (spec Sec. 1). Drawn on the host, so every backend starts from
+    // the same values.
     void init_weights(rng& r) {
+        std::vector<T> host(params_.size());
         for (const auto& e : table_) {
-            T* p = params_.data() + e.offset;
+            T* p = host.data() + e.offset;
             for (std::int64_t i = 0; i < e.numel(); ++i) p[i] = e.decay ? T(0.02 * r.normal()) : T(1);
         }
+        copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
     }
 
+    // The parameter and gradient buffers, in the backend's memory (device memory on a GPU backend: read and
+    // write them on the host through the *_to_host / parameters_from_host copies below).
     std::span<T> parameters() { return params_; }
     std::span<const T> parameters() const { return params_; }
     std::span<T> gradients() { return grads_; }
@@ -126,6 +133,12 @@ public:
     std::span<T> gradient(std::string_view name) {
         const auto& e = entry(name);
         return {grads_.data() + e.offset, std::size_t(e.numel())};
+    }
+    std::vector<T> parameters_to_host() const { return to_host(params_); }
+    std::vector<T> gradients_to_host() const { return to_host(grads_); }
+    void parameters_from_host(std::span<const T> host) {
+        require(host.size() == params_.size(), "model: expected {} parameters, found {}", params_.size(), host.size());
+        copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
     }
     void zero_grad() { fill_zero(Backend{}, grads_.data(), std::int64_t(grads_.size())); }
 
@@ -152,8 +165,10 @@ public:
         const std::int64_t N = d_.tokens();
         const double p = training_ ? dropout_ : 0.0;
         active_dropout_ = p;
-        targets_ = x.targets;
-        tokens_ = x.inputs;
+        detail::grow(tokens_, N);
+        detail::grow(targets_, N);
+        copy_from_host(be, tokens_.data(), x.inputs.data(), N);
+        copy_from_host(be, targets_.data(), x.targets.data(), N);
 
         detail::grow(emb_, N * C);
         embedding_forward(be, emb_.data(), tokens_.data(), weight(table_[0]), int(N), C);
@@ -176,9 +191,12 @@ public:
                     attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
                     stages_.push_back({stage::attention, l, n_attn++});
                     h = r.out.data();
-                    if (rep == 0 && step == 0)
+                    const bool first = rep == 0 && step == 0;
+                    const bool last_loop = rep == lp.block_repeat - 1 && step == lp.k && step > 0;
+                    if (first || last_loop) r.fetch_entropy(be, x.B);
+                    if (first)
                         for (int i = 0; i < NH; ++i) entropy_.first_pass[std::size_t(l) * NH + i] = r.head_entropy(i, x.B);
-                    if (rep == lp.block_repeat - 1 && step == lp.k && step > 0)
+                    if (last_loop)
                         for (int i = 0; i < r.n(); ++i)
                             entropy_.last_loop[std::size_t(l) * NH + r.heads[i]] = r.head_entropy(i, x.B);
                 }
@@ -230,8 +248,17 @@ public:
         embedding_backward(be, grad(table_[0]), dres_.data(), tokens_.data(), int(N), C);
     }
 
-    // (B, T, V) logits of the last forward().
-    std::span<const T> logits() const { return {logits_.data(), std::size_t(d_.tokens() * V)}; }
+    // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend).
+    std::span<const T> logits() const {
+        const std::size_t n = std::size_t(d_.tokens() * V);
+        if constexpr (Backend::host_memory) {
+            return {logits_.data(), n};
+        } else {
+            logits_host_.resize(n);
+            copy_to_host(Backend{}, logits_host_.data(), logits_.data(), std::int64_t(n));
+            return logits_host_;
+        }
+    }
     const entropy_report& entropies() const { return entropy_; }
     const loss_sum& last_loss() const { return loss_; }
 
@@ -287,6 +314,12 @@ private:
         return ffn_records_[i];
     }
 
+    std::vector<T> to_host(const buffer<T>& b) const {
+        std::vector<T> h(b.size());
+        copy_to_host(Backend{}, h.data(), b.data(), std::int64_t(h.size()));
+        return h;
+    }
+
     const T* weight(const param_entry& e) const { return params_.data() + e.offset; }
     T* grad(const param_entry& e) { return grads_.data() + e.offset; }
     // Index in table_ of layer l's first tensor (input_layernorm); the layer's nine tensors follow.
@@ -313,13 +346,13 @@ private:
     int max_batch_, max_seq_;
     std::vector<param_entry> table_;
     buffer<T> params_, grads_;  // (total_params) in table_ order
-    buffer<T> rope_cos_, rope_sin_;  // (max_seq, HD/2)
+    buffer<accum_t<T>> rope_cos_, rope_sin_;  // (max_seq, HD/2)
     double dropout_ = 0.0, active_dropout_ = 0.0;
     bool training_ = true;
     rng dropout_rng_;
 
     pass_dims d_{};
-    std::vector<std::int32_t> tokens_, targets_;  // (B, T)
+    buffer<std::int32_t> tokens_, targets_;       // (B, T)
     buffer<T> emb_, emb_mask_;                    // (B, T, C)
     std::deque<attention_record<T, Backend>> attn_records_;
     std::deque<ffn_record<T, Backend>> ffn_records_;
@@ -328,6 +361,7 @@ private:
     ffn_scratch<T, Backend> ffn_scratch_;
     const T* final_in_ = nullptr;
     buffer<T> final_rstd_, final_x_, logits_, dlogits_, dx_, dres_;
+    mutable std::vector<T> logits_host_;  // logits() on a GPU backend
     loss_sum loss_;
     entropy_report entropy_;
 };

@@ -37,6 +37,22 @@ inline constexpr const char* checkpoint_format = "sgt-checkpoint-1";
 
 namespace detail {
 
+// A copy in host memory of a span of backend memory.
+template <class Backend, class U>
+std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
+    std::vector<std::remove_const_t<U>> h(x.size());
+    copy_to_host(be, h.data(), x.data(), std::int64_t(h.size()));
+    return h;
+}
+
+// Checkpoints hold fp32 or fp64 tensors; mixed-precision runs cannot write or read them yet.
+template <class T>
+void require_full_precision() {
+    if constexpr (!std::is_same_v<T, accum_t<T>>)
+        fail("checkpoint: mixed-precision ({}-bit) runs cannot save or load checkpoints yet; train in fp32 to keep them",
+             8 * sizeof(T));
+}
+
 inline nlohmann::json shape_json(const model_config& c) {
     const auto& s = c.shape;
     return {{"layers", s.layers}, {"heads", s.heads},  {"head_dim", s.head_dim}, {"d_ff", s.d_ff},
@@ -123,6 +139,11 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
     auto& m = tr.model();
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
+    if constexpr (!std::is_same_v<T, accum_t<T>>) {
+        detail::require_full_precision<T>();
+        return {};
+    } else {
+    using B = typename model_t::backend_type;
     std::error_code ec;
     fs::create_directories(dir, ec);
     require(!ec && fs::is_directory(dir), "checkpoint: cannot create the directory '{}': {}", dir.string(),
@@ -136,8 +157,9 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         require(!ec, "checkpoint: cannot create '{}': {}", tmp.string(), ec.message());
 
         io::safetensors_writer weights;
+        const std::vector<T> params = m.parameters_to_host();
         for (const auto& e : m.parameter_table())
-            weights.add(e.name, e.shape, std::span<const T>(m.parameters().data() + e.offset, std::size_t(e.numel())));
+            weights.add(e.name, e.shape, std::span<const T>(params.data() + e.offset, std::size_t(e.numel())));
         weights.set_metadata("format", checkpoint_format);
         weights.set_metadata("config", detail::shape_json(model_t::config).dump());
         weights.set_metadata("schedule", tr.schedule().to_json().dump());
@@ -146,10 +168,11 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
 
         io::safetensors_writer optim;
         auto& opt = tr.optimizer();
+        const auto m1 = detail::to_host(B{}, opt.first_moment()), m2 = detail::to_host(B{}, opt.second_moment());
         for (const auto& e : m.parameter_table()) {
             const std::size_t n = std::size_t(e.numel());
-            optim.add("exp_avg." + e.name, e.shape, std::span<const T>(opt.first_moment().data() + e.offset, n));
-            optim.add("exp_avg_sq." + e.name, e.shape, std::span<const T>(opt.second_moment().data() + e.offset, n));
+            optim.add("exp_avg." + e.name, e.shape, std::span<const T>(m1.data() + e.offset, n));
+            optim.add("exp_avg_sq." + e.name, e.shape, std::span<const T>(m2.data() + e.offset, n));
         }
         const auto& r = m.dropout_rng().state();
         optim.set_metadata("format", checkpoint_format);
@@ -175,6 +198,7 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
     for (std::size_t i = 0; i + std::size_t(keep_last) < all.size(); ++i)
         if (all[i] != final_dir) fs::remove_all(all[i], ec);
     return final_dir;
+    }
 }
 
 // The checkpoint directory that `path` designates: a step directory itself, or the one DIR/latest names.
@@ -222,12 +246,17 @@ io::safetensors open_weights(const fs::path& path) {
 template <class Model>
 nlohmann::json load_weights(const fs::path& path, Model& m) {
     using T = typename Model::value_type;
+    if constexpr (!std::is_same_v<T, accum_t<T>>) {
+        detail::require_full_precision<T>();
+        return {};
+    } else {
     const auto weights = open_weights<Model>(path);
     std::vector<T> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
         weights.template read_into<T>(e.name, e.shape, std::span<T>(params.data() + e.offset, std::size_t(e.numel())));
-    std::copy(params.begin(), params.end(), m.parameters().begin());
+    m.parameters_from_host(params);
     return detail::parse_metadata(weights, "schedule");
+    }
 }
 
 // Loads a checkpoint into the trainer (model weights, optimizer, schedule, counters, dropout RNG) after
@@ -238,6 +267,10 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     auto& m = tr.model();
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
+    if constexpr (!std::is_same_v<T, accum_t<T>>) {
+        detail::require_full_precision<T>();
+        return {};
+    } else {
     const fs::path dir = resolve_checkpoint(path);
     const auto weights = open_weights<model_t>(dir);
     const auto optim = io::safetensors::from_file(dir / "optimizer.safetensors");
@@ -263,13 +296,15 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     const int adamw_step = std::stoi(optim.metadata().at("adamw_step"));
 
     tr.schedule().load_json(schedule);  // validates before it changes anything
-    std::copy(params.begin(), params.end(), m.parameters().begin());
-    std::copy(m1.begin(), m1.end(), tr.optimizer().first_moment().begin());
-    std::copy(m2.begin(), m2.end(), tr.optimizer().second_moment().begin());
+    using B = typename model_t::backend_type;
+    m.parameters_from_host(params);
+    copy_from_host(B{}, tr.optimizer().first_moment().data(), m1.data(), std::int64_t(m1.size()));
+    copy_from_host(B{}, tr.optimizer().second_moment().data(), m2.data(), std::int64_t(m2.size()));
     tr.optimizer().set_steps(adamw_step);
     m.dropout_rng().set_state(rs);
     tr.load_state_json(trainer_state);
     return data;
+    }
 }
 
 }  // namespace sgt

@@ -21,14 +21,22 @@ struct adamw_options {
     double clip = 1.0;          // global gradient-norm bound; 0 disables clipping
 };
 
+// Mixed precision (T = bf16 on the CUDA backend): the moments and a master copy of the weights are kept in
+// accum_t<T> (fp32); each update writes the low-precision working copy the model runs on from the master.
 template <class T, class Backend = cpu>
 class adamw {
 public:
     template <class U>
     using buffer = typename Backend::template buffer<U>;
+    using moment_type = accum_t<T>;
+    static constexpr bool mixed_precision = !std::is_same_v<T, moment_type>;
 
     adamw(const std::vector<param_entry>& table, std::int64_t n_params, adamw_options o = {})
-        : table_(table), opt_(o), m_(std::size_t(n_params), T(0)), v_(std::size_t(n_params), T(0)) {
+        : table_(table), opt_(o) {
+        m_.resize(std::size_t(n_params));
+        v_.resize(std::size_t(n_params));
+        fill_zero(Backend{}, m_.data(), n_params);
+        fill_zero(Backend{}, v_.data(), n_params);
         require(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
                 "adamw: expected betas in [0, 1), found ({}, {})", o.beta1, o.beta2);
         require(o.eps > 0 && o.weight_decay >= 0 && o.clip >= 0,
@@ -49,23 +57,38 @@ public:
 
     // One update with learning rate lr; the step counter (for bias correction) advances by one.
     void step(std::span<T> params, std::span<const T> grads, double lr) {
-        ++t_;
+        const Backend be{};
         const adamw_hyper h{lr, opt_.beta1, opt_.beta2, opt_.eps};
-        for (const auto& e : table_)
-            adamw_update(Backend{}, params.data() + e.offset, grads.data() + e.offset, m_.data() + e.offset,
-                         v_.data() + e.offset, e.numel(), h, e.decay ? opt_.weight_decay : 0.0, t_);
+        if constexpr (mixed_precision) {
+            if (master_.size() != params.size()) {  // the first step: the master starts from the working copy
+                master_.resize(params.size());
+                convert(be, master_.data(), params.data(), std::int64_t(params.size()));
+            }
+        }
+        ++t_;
+        for (const auto& e : table_) {
+            const double wd = e.decay ? opt_.weight_decay : 0.0;
+            if constexpr (mixed_precision)
+                adamw_update(be, params.data() + e.offset, grads.data() + e.offset, master_.data() + e.offset,
+                             m_.data() + e.offset, v_.data() + e.offset, e.numel(), h, wd, t_);
+            else
+                adamw_update(be, params.data() + e.offset, grads.data() + e.offset, m_.data() + e.offset,
+                             v_.data() + e.offset, e.numel(), h, wd, t_);
+        }
     }
 
     int steps() const { return t_; }
     const adamw_options& options() const { return opt_; }
-    std::span<T> first_moment() { return m_; }
-    std::span<T> second_moment() { return v_; }
+    // The moments, in the backend's memory.
+    std::span<moment_type> first_moment() { return m_; }
+    std::span<moment_type> second_moment() { return v_; }
     void set_steps(int t) { t_ = t; }
 
 private:
     std::vector<param_entry> table_;
     adamw_options opt_;
-    buffer<T> m_, v_;  // (total_params)
+    buffer<moment_type> m_, v_;  // (total_params)
+    buffer<moment_type> master_;  // (total_params) fp32 master weights, mixed precision only
     int t_ = 0;
 };
 

@@ -94,7 +94,7 @@ public:
     int steps() const { return t_; }
     double seconds() const { return seconds_; }
     const flops_counter& flops() const { return flops_; }
-    adamw<value_type>& optimizer() { return opt_; }
+    adamw<value_type, typename Model::backend_type>& optimizer() { return opt_; }
     Model& model() { return model_; }
     Schedule& schedule() { return schedule_; }
     const cosine_schedule& lr_schedule() const { return lr_; }
@@ -103,7 +103,7 @@ private:
     Model& model_;
     Schedule& schedule_;
     cosine_schedule lr_;
-    adamw<value_type> opt_;
+    adamw<value_type, typename Model::backend_type> opt_;
     flops_counter flops_;
     int t_ = 0;
     double seconds_ = 0.0;

@@ -15,6 +15,7 @@
 #include <new>
 #include <vector>
 
+#include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 
 namespace sgt {
@@ -38,6 +39,7 @@ struct aligned_allocator {
 
 struct cpu {
     static constexpr const char* name = "cpu";
+    static constexpr bool host_memory = true;  // buffers are host memory: spans over them can be read directly
     template <class T>
     using buffer = std::vector<T, aligned_allocator<T>>;  // host memory; the CUDA backend uses device arenas
 };
@@ -63,6 +65,16 @@ void fill_zero(cpu, T* x, std::int64_t n) {
 template <class T>
 void copy(cpu, T* dst, const T* src, std::int64_t n) {
     std::copy(src, src + n, dst);
+}
+
+// Host <-> backend memory: plain copies here; transfers on the CUDA backend.
+template <class T>
+void copy_from_host(cpu, T* dst, const T* host_src, std::int64_t n) {
+    std::copy(host_src, host_src + n, dst);
+}
+template <class T>
+void copy_to_host(cpu, T* host_dst, const T* src, std::int64_t n) {
+    std::copy(src, src + n, host_dst);
 }
 
 // out = a + b (out may alias a or b).

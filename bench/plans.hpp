@@ -1,0 +1,31 @@
+// bench/plans.hpp: the loop structures every benchmark compares (the same as bench/torch_step.py's).
+#pragma once
+
+#include <string>
+
+#include "sgt/core/error.hpp"
+#include "sgt/config.hpp"
+#include "sgt/loop_plan.hpp"
+
+namespace sgt_bench {
+
+// The structures benchmarked: vanilla; SGT at its full budget (L = 3 deepest non-first layers, h = 2 heads,
+// K = K_max = 3); Block Loop over the same 3 layers.
+inline sgt::loop_plan make_plan(const std::string& name, const sgt::model_shape& s, const sgt::loop_budget& b) {
+    sgt::loop_plan p = sgt::loop_plan::vanilla(s.layers);
+    if (name == "vanilla") return p;
+    for (int i = 0; i < b.L; ++i) {
+        auto& l = p.layers[s.layers - 1 - i];
+        if (name == "sgt") {
+            l.k = b.k_max;
+            for (int h = 0; h < b.h; ++h) l.heads.push_back(h);
+        } else if (name == "block") {
+            l.block_repeat = 2;
+        } else {
+            sgt::fail("unknown plan '{}': expected vanilla, sgt or block", name);
+        }
+    }
+    return p;
+}
+
+}  // namespace sgt_bench

@@ -1,0 +1,87 @@
+// sgt/backend/cuda.hpp: the CUDA backend's leaf ops, declared. Same names and parameters as backend/cpu/, with
+// the tag sgt::cuda first and DEVICE pointers everywhere. Any C++20 compiler builds code against these
+// declarations (the model, trainer and growth templates are instantiated by g++ or clang as usual); the
+// definitions are the kernels in backend/cuda/*.cuh, compiled by nvcc in ONE translation unit of the program,
+// backend/cuda/kernels.cu, which instantiates them for float, double and bf16 (CMake: link sgt::cuda_kernels).
+//
+// Why not the whole library through nvcc: nvcc's C++20 front end rejects parts of the standard library and of
+// fmt that the rest of sgt uses (spans built from vectors, consteval format strings), and one kernel TU keeps
+// the build fast.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "sgt/backend/cpu/adamw.hpp"          // adamw_hyper
+#include "sgt/backend/cpu/cross_entropy.hpp"  // loss_sum
+#include "sgt/backend/cuda/runtime.hpp"
+#include "sgt/core/rng.hpp"
+
+namespace sgt {
+
+// backend.cuh: elementwise helpers and reductions (fill_zero, copy and the transfers are in runtime.hpp)
+template <class T> void add(cuda, T* out, const T* a, const T* b, std::int64_t n);
+template <class T> void accumulate(cuda, T* y, const T* x, std::int64_t n);
+template <class T> void scale(cuda, T* x, std::int64_t n, double s);
+template <class T> double sum_squares(cuda, const T* x, std::int64_t n);
+template <class T> bool all_finite(cuda, const T* x, std::int64_t n);
+
+// matmul.cuh (cuBLASLt)
+template <class T> void matmul_forward(cuda, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false);
+template <class T> void matmul_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O);
+
+// embedding.cuh
+template <class T> void embedding_forward(cuda, T* out, const std::int32_t* tokens, const T* table, int N, int C);
+template <class T> void embedding_backward(cuda, T* dtable, const T* dout, const std::int32_t* tokens, int N, int C);
+
+// rmsnorm.cuh
+template <class T> void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int C, double eps);
+template <class T>
+void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, const T* rstd, int N, int C);
+
+// rope.cuh (tables in accum_t<T>)
+template <class A> void rope_tables(cuda, A* cos_table, A* sin_table, int T_, int HD, double base);
+template <class T>
+void rope_forward(cuda, T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, int B, int T_, int n_heads,
+                  int HD, std::int64_t row_stride);
+template <class T>
+void rope_backward(cuda, T* dx, const accum_t<T>* cos_table, const accum_t<T>* sin_table, int B, int T_, int n_heads,
+                   int HD, std::int64_t row_stride);
+
+// attention.cuh (entropy: device memory, (B, n) doubles)
+template <class T>
+void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD);
+template <class T>
+void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD);
+
+// heads.cuh
+template <class T> void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
+template <class T> void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
+template <class T> void gather_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C, int NH);
+template <class T>
+void scatter_add_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C, int NH);
+template <class T> void scale_heads(cuda, T* x, std::span<const double> gains, std::int64_t N, int HD);
+
+// swiglu.cuh
+template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n);
+template <class T>
+void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n);
+
+// cross_entropy.cuh (targets: device memory; the loss comes back to the host)
+template <class T> loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V);
+template <class T>
+void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale);
+
+// dropout.cuh
+template <class T> void dropout_forward(cuda, T* x, T* mask, std::int64_t n, double p, rng& r);
+template <class T> void dropout_backward(cuda, T* dx, const T* mask, std::int64_t n);
+
+// adamw.cuh: plain, and mixed precision (fp32 master weights and moments, a low-precision working copy)
+template <class T>
+void adamw_update(cuda, T* param, const T* grad, T* m, T* v, std::int64_t n, const adamw_hyper& h, double wd, int t);
+template <class T, class M>
+void adamw_update(cuda, T* param, const T* grad, M* master, M* m, M* v, std::int64_t n, const adamw_hyper& h,
+                  double wd, int t);
+template <class D, class S> void convert(cuda, D* dst, const S* src, std::int64_t n);
+
+}  // namespace sgt

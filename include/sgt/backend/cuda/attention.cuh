@@ -1,0 +1,178 @@
+// sgt/backend/cuda/attention.cuh: the causal softmax attention core over n heads (Eq. 1-3), forward and
+// backward, with the last-row entropy of every head (Eq. 4) taken in the same pass. Same layouts as
+// backend/cpu/attention.hpp: qkv (B, T, 3, n, HD), out (B, T, n, HD), probs (B, n, T, T).
+//
+// This first version is the textbook one, built from cuBLASLt and two CUB kernels: q, k, v are permuted to
+// (B·n, T, HD); S = q kᵀ/√HD is one strided-batched product; a row kernel takes the causal softmax (and, in
+// the last row, the entropy); O = P v is a second product. The backward is four products and a row kernel.
+// The full T×T matrices are computed and kept (probs is what the backward reads), which a fused
+// (flash-style) kernel would avoid: docs/BENCHMARKS.md says what that costs.
+#pragma once
+
+#include <cub/block/block_reduce.cuh>
+
+#include <cmath>
+
+#include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/matmul.cuh"
+
+namespace sgt {
+
+namespace detail {
+
+// to_heads: dst (B, n, T, HD) = the head-major copy of src, whose (b, t, i) vector is at b·T·stride + t·stride + i·HD.
+// Otherwise the reverse.
+template <class T>
+__global__ void permute_heads_kernel(T* heads_major, T* token_major, int B, int T_, int n, int HD, std::int64_t stride,
+                                     bool to_heads) {
+    const std::int64_t total = std::int64_t(B) * n * T_ * HD;
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
+        const int d = int(i % HD);
+        const int t = int((i / HD) % T_);
+        const std::int64_t bh = i / (std::int64_t(HD) * T_);
+        const int h = int(bh % n), b = int(bh / n);
+        const std::int64_t j = (std::int64_t(b) * T_ + t) * stride + std::int64_t(h) * HD + d;
+        if (to_heads)
+            heads_major[i] = token_major[j];
+        else
+            token_major[j] = heads_major[i];
+    }
+}
+
+template <class T>
+void permute_heads(T* heads_major, const T* token_major, int B, int T_, int n, int HD, std::int64_t stride, bool to_heads) {
+    const std::int64_t total = std::int64_t(B) * n * T_ * HD;
+    if (total <= 0) return;
+    permute_heads_kernel<<<blocks_for(total, 4), threads_per_block>>>(heads_major, const_cast<T*>(token_major), B, T_,
+                                                                      n, HD, stride, to_heads);
+    SGT_CUDA_LAUNCHED(permute_heads_kernel);
+}
+
+constexpr int softmax_threads = 256;
+
+// Row t of matrix bh of scores (B·n, T, T), in place: the causal softmax over keys 0..t, zeros above the
+// diagonal. The last row also gives the length-normalised entropy −Σ p log p / log T (entropy.hpp's row_entropy).
+template <class T>
+__global__ void causal_softmax_kernel(T* probs, double* entropy, int T_) {
+    using A = accum_t<T>;
+    using reduce = cub::BlockReduce<A, softmax_threads>;
+    __shared__ typename reduce::TempStorage temp;
+    __shared__ A shared;
+    const int t = blockIdx.x % T_;
+    const std::int64_t bh = blockIdx.x / T_;
+    T* row = probs + std::int64_t(blockIdx.x) * T_;
+    A m = -INFINITY;
+    for (int j = threadIdx.x; j <= t; j += softmax_threads) m = max(m, load(row[j]));
+    m = reduce(temp).Reduce(m, ::cuda::maximum<A>{});
+    if (threadIdx.x == 0) shared = m;
+    __syncthreads();
+    m = shared;
+    A s = 0;
+    for (int j = threadIdx.x; j <= t; j += softmax_threads) s += exp(load(row[j]) - m);
+    __syncthreads();
+    s = reduce(temp).Sum(s);
+    if (threadIdx.x == 0) shared = A(1) / s;
+    __syncthreads();
+    const A inv = shared;
+    A h = 0;
+    for (int j = threadIdx.x; j < T_; j += softmax_threads) {
+        if (j <= t) {
+            const T p = store<T>(exp(load(row[j]) - m) * inv);
+            row[j] = p;
+            const A pv = load(p);
+            if (pv > A(0)) h -= pv * log(pv);
+        } else {
+            row[j] = store<T>(A(0));
+        }
+    }
+    if (t == T_ - 1) {  // uniform per block
+        __syncthreads();
+        h = reduce(temp).Sum(h);
+        if (threadIdx.x == 0) entropy[bh] = T_ < 2 ? 0.0 : double(h) / log(double(T_));
+    }
+}
+
+// Row t, in place: dS = P ⊙ (dP − Σ_j dP_j P_j) over j ≤ t, zero above the diagonal.
+template <class T>
+__global__ void causal_softmax_backward_kernel(T* dp, const T* probs, int T_) {
+    using A = accum_t<T>;
+    using reduce = cub::BlockReduce<A, softmax_threads>;
+    __shared__ typename reduce::TempStorage temp;
+    __shared__ A shared;
+    const int t = blockIdx.x % T_;
+    T* d = dp + std::int64_t(blockIdx.x) * T_;
+    const T* p = probs + std::int64_t(blockIdx.x) * T_;
+    A dot = 0;
+    for (int j = threadIdx.x; j <= t; j += softmax_threads) dot += load(p[j]) * load(d[j]);
+    dot = reduce(temp).Sum(dot);
+    if (threadIdx.x == 0) shared = dot;
+    __syncthreads();
+    dot = shared;
+    for (int j = threadIdx.x; j < T_; j += softmax_threads)
+        d[j] = store<T>(j <= t ? load(p[j]) * (load(d[j]) - dot) : A(0));
+}
+
+}  // namespace detail
+
+// entropy (B, n) device memory: length-normalised entropy of the last query row of each head and sequence.
+template <class T>
+void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
+    if (B <= 0 || n <= 0) return;
+    auto& ctx = detail::context();
+    const std::int64_t row = 3 * std::int64_t(n) * HD, nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
+    const std::int64_t count = std::int64_t(B) * n * mat;
+    T* q = ctx.scratch<T>(detail::slot_attn_q, count);
+    T* k = ctx.scratch<T>(detail::slot_attn_k, count);
+    T* v = ctx.scratch<T>(detail::slot_attn_v, count);
+    T* o = ctx.scratch<T>(detail::slot_attn_o, count);
+    detail::permute_heads(q, qkv, B, T_, n, HD, row, true);
+    detail::permute_heads(k, qkv + nh, B, T_, n, HD, row, true);
+    detail::permute_heads(v, qkv + 2 * nh, B, T_, n, HD, row, true);
+    const int batch = B * n;
+    const std::int64_t tt = std::int64_t(T_) * T_;
+    // S (T, T) = q kᵀ / √HD: column-major Sᵀ = (kᵀ-view)ᵀ · qᵀ-view.
+    detail::gemm(true, false, T_, T_, HD, k, HD, mat, q, HD, mat, probs, T_, tt, batch, 1.0 / std::sqrt(double(HD)), false);
+    detail::causal_softmax_kernel<<<unsigned(std::int64_t(batch) * T_), detail::softmax_threads>>>(probs, entropy, T_);
+    SGT_CUDA_LAUNCHED(causal_softmax_kernel);
+    // O (T, HD) = P v: column-major Oᵀ = vᵀ-view · Pᵀ-view.
+    detail::gemm(false, false, HD, T_, T_, v, HD, mat, probs, T_, tt, o, HD, mat, batch, 1.0, false);
+    detail::permute_heads(o, out, B, T_, n, HD, nh, false);
+}
+
+// dqkv (B, T, 3, n, HD) = gradients of the RoPE'd q, k and v (overwrites), from dout (B, T, n, HD).
+// dP = dO vᵀ, dv = Pᵀ dO, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dq = dS k / √HD, dk = dSᵀ q / √HD.
+template <class T>
+void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD) {
+    if (B <= 0 || n <= 0) return;
+    auto& ctx = detail::context();
+    const std::int64_t row = 3 * std::int64_t(n) * HD, nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
+    const std::int64_t count = std::int64_t(B) * n * mat, tt = std::int64_t(T_) * T_;
+    const int batch = B * n;
+    T* q = ctx.scratch<T>(detail::slot_attn_q, count);
+    T* k = ctx.scratch<T>(detail::slot_attn_k, count);
+    T* v = ctx.scratch<T>(detail::slot_attn_v, count);
+    T* dO = ctx.scratch<T>(detail::slot_attn_o, count);
+    T* dp = ctx.scratch<T>(detail::slot_attn_dp, std::int64_t(batch) * tt);
+    T* dq = ctx.scratch<T>(detail::slot_attn_dq, count);
+    T* dk = ctx.scratch<T>(detail::slot_attn_dk, count);
+    T* dv = ctx.scratch<T>(detail::slot_attn_dv, count);
+    detail::permute_heads(q, qkv, B, T_, n, HD, row, true);
+    detail::permute_heads(k, qkv + nh, B, T_, n, HD, row, true);
+    detail::permute_heads(v, qkv + 2 * nh, B, T_, n, HD, row, true);
+    detail::permute_heads(dO, dout, B, T_, n, HD, nh, true);
+    const double scale = 1.0 / std::sqrt(double(HD));
+    // dP (T, T) = dO vᵀ
+    detail::gemm(true, false, T_, T_, HD, v, HD, mat, dO, HD, mat, dp, T_, tt, batch, 1.0, false);
+    // dv (T, HD) = Pᵀ dO: column-major dvᵀ = dOᵀ-view · (Pᵀ-view)ᵀ
+    detail::gemm(false, true, HD, T_, T_, dO, HD, mat, probs, T_, tt, dv, HD, mat, batch, 1.0, false);
+    detail::causal_softmax_backward_kernel<<<unsigned(std::int64_t(batch) * T_), detail::softmax_threads>>>(dp, probs, T_);
+    SGT_CUDA_LAUNCHED(causal_softmax_backward_kernel);
+    // dq (T, HD) = dS k / √HD;  dk (T, HD) = dSᵀ q / √HD
+    detail::gemm(false, false, HD, T_, T_, k, HD, mat, dp, T_, tt, dq, HD, mat, batch, scale, false);
+    detail::gemm(false, true, HD, T_, T_, q, HD, mat, dp, T_, tt, dk, HD, mat, batch, scale, false);
+    detail::permute_heads(dq, dqkv, B, T_, n, HD, row, false);
+    detail::permute_heads(dk, dqkv + nh, B, T_, n, HD, row, false);
+    detail::permute_heads(dv, dqkv + 2 * nh, B, T_, n, HD, row, false);
+}
+
+}  // namespace sgt

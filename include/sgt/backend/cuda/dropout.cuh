@@ -1,0 +1,43 @@
+// sgt/backend/cuda/dropout.cuh: inverted dropout on a residual branch or the embeddings.
+// The mask of element i is a hash of (a 64-bit draw from the host rng, i), so a run is reproducible from the
+// rng's state, which checkpoints keep. The draws differ from the CPU backend's (which takes one per element).
+#pragma once
+
+#include "sgt/backend/cuda/backend.cuh"
+#include "sgt/core/rng.hpp"
+
+namespace sgt {
+
+namespace detail {
+// splitmix64's finaliser of key + i: a uniform double in [0, 1).
+__device__ inline double hash_uniform(std::uint64_t key, std::uint64_t i) {
+    std::uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return double(z >> 11) * 0x1.0p-53;
+}
+}  // namespace detail
+
+// mask (n) ∈ {0, 1/(1−p)}; x ⊙= mask. The mask is kept for the backward.
+template <class T>
+void dropout_forward(cuda, T* x, T* mask, std::int64_t n, double p, rng& r) {
+    const std::uint64_t key = r.next_u64();
+    const accum_t<T> keep = accum_t<T>(1.0 / (1.0 - p));
+    detail::for_each_index(mask, n, [=] __device__(std::int64_t i) {
+        return detail::store<T>(detail::hash_uniform(key, std::uint64_t(i)) < p ? accum_t<T>(0) : keep);
+    });
+    detail::for_each_index(x, n, [=] __device__(std::int64_t i) {
+        return detail::store<T>(detail::load(x[i]) * detail::load(mask[i]));
+    });
+}
+
+// dx ⊙= mask, in place.
+template <class T>
+void dropout_backward(cuda, T* dx, const T* mask, std::int64_t n) {
+    detail::for_each_index(dx, n, [=] __device__(std::int64_t i) {
+        return detail::store<T>(detail::load(dx[i]) * detail::load(mask[i]));
+    });
+}
+
+}  // namespace sgt

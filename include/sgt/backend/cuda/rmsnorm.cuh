@@ -1,0 +1,111 @@
+// sgt/backend/cuda/rmsnorm.cuh: RMSNorm(x; w) = x / sqrt(mean(x²) + eps) ⊙ w (spec Sec. 1), forward and backward.
+// One block per row, the row's sums by cub::BlockReduce. The weight gradient Σ_n dout ⊙ x̂ is summed in a
+// fixed order (per-chunk partial sums, then the chunks in order), so it is the same on every run.
+#pragma once
+
+#include <cub/block/block_reduce.cuh>
+
+#include "sgt/backend/cuda/backend.cuh"
+
+namespace sgt {
+
+namespace detail {
+
+constexpr int rms_threads = 256;
+
+template <class T>
+__global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w, int C, double eps) {
+    using A = accum_t<T>;
+    using reduce = cub::BlockReduce<A, rms_threads>;
+    __shared__ typename reduce::TempStorage temp;
+    __shared__ A r_shared;
+    const T* x = in + std::int64_t(blockIdx.x) * C;
+    T* y = out + std::int64_t(blockIdx.x) * C;
+    A ss = 0;
+    for (int c = threadIdx.x; c < C; c += rms_threads) ss += load(x[c]) * load(x[c]);
+    ss = reduce(temp).Sum(ss);
+    if (threadIdx.x == 0) {
+        r_shared = A(1.0 / sqrt(double(ss) / C + eps));
+        rstd[blockIdx.x] = store<T>(r_shared);
+    }
+    __syncthreads();
+    const A r = load(store<T>(r_shared));  // the stored rstd, as the backward will see it
+    for (int c = threadIdx.x; c < C; c += rms_threads) y[c] = store<T>(load(x[c]) * r * load(w[c]));
+}
+
+// din += rstd · (g − x̂ · mean(g ⊙ x̂)), g = dout ⊙ w, x̂ = x · rstd.
+template <class T>
+__global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* w, const T* rstd, int C) {
+    using A = accum_t<T>;
+    using reduce = cub::BlockReduce<A, rms_threads>;
+    __shared__ typename reduce::TempStorage temp;
+    __shared__ A m_shared;
+    const std::int64_t off = std::int64_t(blockIdx.x) * C;
+    const A r = load(rstd[blockIdx.x]);
+    A dot = 0;
+    for (int c = threadIdx.x; c < C; c += rms_threads) dot += load(dout[off + c]) * load(w[c]) * load(in[off + c]) * r;
+    dot = reduce(temp).Sum(dot);
+    if (threadIdx.x == 0) m_shared = dot / A(C);
+    __syncthreads();
+    const A m = m_shared;
+    for (int c = threadIdx.x; c < C; c += rms_threads) {
+        const A xhat = load(in[off + c]) * r;
+        din[off + c] = store<T>(load(din[off + c]) + r * (load(dout[off + c]) * load(w[c]) - xhat * m));
+    }
+}
+
+// partial (chunks, C): Σ over the rows of chunk blockIdx.y of dout ⊙ x̂, for 32 columns per block.
+template <class T>
+__global__ void rmsnorm_weight_partial_kernel(accum_t<T>* partial, const T* dout, const T* in, const T* rstd, int N,
+                                              int C, int rows_per_chunk) {
+    using A = accum_t<T>;
+    __shared__ A sums[8][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    const int r0 = blockIdx.y * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
+    A s = 0;
+    if (c < C)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8)
+            s += load(dout[std::int64_t(r) * C + c]) * load(in[std::int64_t(r) * C + c]) * load(rstd[r]);
+    sums[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        A t = 0;
+        for (int k = 0; k < 8; ++k) t += sums[k][threadIdx.x];
+        partial[std::int64_t(blockIdx.y) * C + c] = t;
+    }
+}
+
+template <class T>
+__global__ void rmsnorm_weight_sum_kernel(T* dw, const accum_t<T>* partial, int chunks, int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    accum_t<T> s = 0;
+    for (int k = 0; k < chunks; ++k) s += partial[std::int64_t(k) * C + c];
+    dw[c] = store<T>(load(dw[c]) + s);
+}
+
+}  // namespace detail
+
+// out (N, C), rstd (N) saved for the backward; in (N, C); w (C).
+template <class T>
+void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int C, double eps) {
+    if (N <= 0) return;
+    detail::rmsnorm_forward_kernel<<<N, detail::rms_threads>>>(out, rstd, in, w, C, eps);
+    SGT_CUDA_LAUNCHED(rmsnorm_forward_kernel);
+}
+
+// din (N, C) += ∂L/∂x; dw (C) += ∂L/∂w.
+template <class T>
+void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, const T* rstd, int N, int C) {
+    if (N <= 0) return;
+    detail::rmsnorm_backward_input_kernel<<<N, detail::rms_threads>>>(din, dout, in, w, rstd, C);
+    SGT_CUDA_LAUNCHED(rmsnorm_backward_input_kernel);
+    const int chunks = std::min(N, 128), rows = (N + chunks - 1) / chunks;
+    auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
+    detail::rmsnorm_weight_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, 8)>>>(partial, dout, in, rstd, N, C, rows);
+    SGT_CUDA_LAUNCHED(rmsnorm_weight_partial_kernel);
+    detail::rmsnorm_weight_sum_kernel<<<(C + 255) / 256, 256>>>(dw, partial, chunks, C);
+    SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);
+}
+
+}  // namespace sgt

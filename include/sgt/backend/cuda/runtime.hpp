@@ -1,0 +1,239 @@
+// sgt/backend/cuda/runtime.hpp: the host side of the CUDA backend: the backend tag, checked calls, device
+// buffers, the per-thread context (cuBLASLt handle, workspace, scratch) and the transfers. Plain C++ over the
+// CUDA runtime API, so any C++20 compiler builds code that uses it; the kernels are in the .cuh files beside it.
+// Pointers passed to every op of this backend are DEVICE pointers.
+//
+// Precision: ops are templates over the stored type T (float, double or __nv_bfloat16); arithmetic runs in
+// accum_t<T> (float for bf16), reductions in float or double. Work is issued on the legacy default stream, so
+// ops are ordered; the few results the host needs (a loss, a norm, entropies) are read back synchronously.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "sgt/backend/cpu/backend.hpp"
+#include "sgt/core/error.hpp"
+
+namespace sgt {
+
+// ---- checked calls: every CUDA and cuBLASLt call goes through one of these ---------------------------------
+
+namespace detail {
+inline const char* cublasLt_status_name(cublasStatus_t code) {
+    switch (code) {
+        case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+        case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+        case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+        case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+        case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+        case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+        case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+        case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+        default: return "cublasStatus_t";
+    }
+}
+
+inline void cuda_check(cudaError_t code, const char* call, const char* file, int line) {
+    if (code != cudaSuccess)
+        fail("CUDA: {} failed with {} ({}: {}) at {}:{}", call, int(code), cudaGetErrorName(code),
+             cudaGetErrorString(code), file, line);
+}
+inline void cublas_check(cublasStatus_t code, const char* call, const char* file, int line) {
+    if (code != CUBLAS_STATUS_SUCCESS)
+        fail("cuBLASLt: {} failed with {} ({}) at {}:{}", call, int(code), cublasLt_status_name(code), file, line);
+}
+}  // namespace detail
+
+#define SGT_CUDA_CHECK(call) ::sgt::detail::cuda_check((call), #call, __FILE__, __LINE__)
+#define SGT_CUBLAS_CHECK(call) ::sgt::detail::cublas_check((call), #call, __FILE__, __LINE__)
+// After a kernel launch: a bad configuration shows here, a fault at the next synchronising call.
+#define SGT_CUDA_LAUNCHED(kernel) ::sgt::detail::cuda_check(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__)
+
+namespace detail {
+// Device allocations made by device_buffer since the program started: tests use it to show that a
+// training step allocates nothing once its structure has run.
+inline std::int64_t& device_allocations() {
+    static std::int64_t n = 0;
+    return n;
+}
+
+// Bytes held by device_buffers now, and the most ever held (what benchmarks report as peak GPU memory, like
+// PyTorch's max_memory_allocated).
+struct device_memory_counter {
+    std::int64_t in_use = 0, peak = 0;
+    void add(std::int64_t bytes) {
+        in_use += bytes;
+        peak = std::max(peak, in_use);
+    }
+};
+inline device_memory_counter& device_memory() {
+    static device_memory_counter c;
+    return c;
+}
+}  // namespace detail
+
+template <>
+struct accum_type<__nv_bfloat16> {
+    using type = float;
+};
+template <>
+struct precision_name<__nv_bfloat16> {
+    static constexpr const char* value = "bf16";
+};
+
+// ---- device memory ---------------------------------------------------------------------------------------
+
+// An owning, move-only array in device memory with the part of std::vector's interface that the shared
+// templates use (data, size, resize that keeps the contents). begin()/end() are device pointers, so a
+// std::span over it is a typed view of device memory: read it on the host through copy_to_host.
+template <class T>
+class device_buffer {
+public:
+    device_buffer() = default;
+    explicit device_buffer(std::size_t n) { resize(n); }
+    device_buffer(const device_buffer&) = delete;
+    device_buffer& operator=(const device_buffer&) = delete;
+    device_buffer(device_buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+    device_buffer& operator=(device_buffer&& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ~device_buffer() {
+        if (p_) {
+            cudaFree(p_);  // no throw from a destructor; a failed free at exit is harmless
+            detail::device_memory().add(-std::int64_t(n_ * sizeof(T)));
+        }
+    }
+
+    void resize(std::size_t n) {
+        if (n == n_) return;
+        T* p = nullptr;
+        if (n > 0) {
+            SGT_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+            ++detail::device_allocations();
+            detail::device_memory().add(std::int64_t(n * sizeof(T)));
+            if (n_ > 0) SGT_CUDA_CHECK(cudaMemcpy(p, p_, std::min(n, n_) * sizeof(T), cudaMemcpyDeviceToDevice));
+        }
+        if (p_) {
+            SGT_CUDA_CHECK(cudaFree(p_));
+            detail::device_memory().add(-std::int64_t(n_ * sizeof(T)));
+        }
+        p_ = p;
+        n_ = n;
+    }
+    T* data() { return p_; }
+    const T* data() const { return p_; }
+    std::size_t size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+    T* begin() { return p_; }
+    T* end() { return p_ + n_; }
+    const T* begin() const { return p_; }
+    const T* end() const { return p_ + n_; }
+
+private:
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+};
+
+struct cuda {
+    static constexpr const char* name = "cuda";
+    static constexpr bool host_memory = false;
+    template <class T>
+    using buffer = device_buffer<T>;
+};
+
+namespace detail {
+
+// Per-thread state of the backend, made on first use: the cuBLASLt handle and its workspace, and scratch
+// for CUB's temporary storage and small reduction results. Each only grows.
+struct cuda_context {
+    cublasLtHandle_t lt = nullptr;
+    device_buffer<std::byte> workspace;  // cuBLASLt's
+    device_buffer<std::byte> cub_temp;
+    device_buffer<double> reduce_out;    // (2) results of device reductions
+
+    cuda_context() {
+        SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
+        workspace.resize(std::size_t(32) << 20);  // 32 MiB, as cuBLAS recommends for Hopper
+        reduce_out.resize(2);
+    }
+    ~cuda_context() {
+        if (lt) cublasLtDestroy(lt);
+    }
+    cuda_context(const cuda_context&) = delete;
+    cuda_context& operator=(const cuda_context&) = delete;
+
+    void* cub_scratch(std::size_t bytes) {
+        if (cub_temp.size() < bytes) cub_temp.resize(bytes);
+        return cub_temp.data();
+    }
+
+    // Named scratch arrays of the ops (partial sums, sort keys, attention's permuted q/k/v...), grown on
+    // first use to the largest size asked for and reused after that.
+    template <class U>
+    U* scratch(int slot, std::int64_t n) {
+        auto& b = scratch_[std::size_t(slot)];
+        const std::size_t bytes = std::size_t(n) * sizeof(U);
+        if (b.size() < bytes) b.resize(bytes);
+        return reinterpret_cast<U*>(b.data());
+    }
+
+private:
+    std::array<device_buffer<std::byte>, 16> scratch_;
+};
+
+// The slots of cuda_context::scratch, one per op that needs one.
+enum scratch_slot : int {
+    slot_rmsnorm_partial,
+    slot_ce_rows,
+    slot_sort_keys,
+    slot_sort_values_in,
+    slot_sort_values,
+    slot_attn_q,
+    slot_attn_k,
+    slot_attn_v,
+    slot_attn_o,
+    slot_attn_dp,
+    slot_attn_dq,
+    slot_attn_dk,
+    slot_attn_dv,
+};
+
+inline cuda_context& context() {
+    thread_local cuda_context c;
+    return c;
+}
+
+}  // namespace detail
+
+// ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
+
+template <class T>
+void fill_zero(cuda, T* x, std::int64_t n) {
+    if (n > 0) SGT_CUDA_CHECK(cudaMemsetAsync(x, 0, std::size_t(n) * sizeof(T)));
+}
+
+template <class T>
+void copy(cuda, T* dst, const T* src, std::int64_t n) {
+    if (n > 0) SGT_CUDA_CHECK(cudaMemcpyAsync(dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToDevice));
+}
+
+// Host ↔ device (synchronous). On the CPU backend these are plain copies.
+template <class T>
+void copy_from_host(cuda, T* dst, const T* host_src, std::int64_t n) {
+    if (n > 0) SGT_CUDA_CHECK(cudaMemcpy(dst, host_src, std::size_t(n) * sizeof(T), cudaMemcpyHostToDevice));
+}
+template <class T>
+void copy_to_host(cuda, T* host_dst, const T* src, std::int64_t n) {
+    if (n > 0) SGT_CUDA_CHECK(cudaMemcpy(host_dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToHost));
+}
+
+}  // namespace sgt

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# scripts/gpu_check.sh BIN_DIR [bench]: the GPU checks of the CUDA backend, run on a machine with an NVIDIA GPU
+# (docs/BENCHMARKS.md and the GPU tests' results come from it). BIN_DIR holds gpu_test_cuda_ops,
+# gpu_test_cuda_model and bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`).
+#   1. the GPU tests (every op and the whole model against the CPU backend);
+#   2. compute-sanitizer memcheck on the ops test binary;
+#   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
+# (The test of a failing cudaMalloc is left out of memcheck: the sanitizer reports its deliberate error.)
+# Logs go to $OUT (or ./gpu-check) as well as the terminal.
+set -uo pipefail
+bin=$(realpath "${1:?usage: gpu_check.sh BIN_DIR [bench]}")
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export OMP_NUM_THREADS=4
+status=0
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+    echo "== $t"
+    "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions" || true
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+echo "== compute-sanitizer memcheck (gpu_test_cuda_ops)"
+compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/gpu_test_cuda_ops" \
+    --test-case-exclude="*failing CUDA call*" > "$out/memcheck.log" 2>&1
+rc=$?
+tail -3 "$out/memcheck.log"
+[ $rc -eq 0 ] || status=1
+if [ "${2:-}" = bench ]; then
+    bash "$(dirname "$0")/../bench/run_cuda.sh" "$bin" | tee "$out/bench.jsonl" || status=1
+fi
+echo "gpu_check status $status"
+exit $status

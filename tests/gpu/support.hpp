@@ -1,0 +1,103 @@
+// Helpers of the GPU tests: random host data, transfers in any precision, poisoning, and the error measure.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "sgt/cuda.hpp"
+
+namespace test {
+
+using bf16 = __nv_bfloat16;
+
+inline std::vector<double> random_vector(sgt::rng& r, std::size_t n, double scale = 1.0) {
+    std::vector<double> v(n);
+    for (auto& x : v) x = scale * r.normal();
+    return v;
+}
+
+// The values as T would hold them (rounded to bf16 for bf16), as doubles: the reference sees the inputs the
+// device sees.
+template <class T>
+std::vector<double> rounded(const std::vector<double>& x) {
+    std::vector<double> y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = double(static_cast<float>(T(x[i])));
+    return y;
+}
+
+template <class T>
+sgt::device_buffer<T> to_device(const std::vector<double>& x) {
+    std::vector<T> h(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) h[i] = T(x[i]);
+    sgt::device_buffer<T> d(x.size());
+    sgt::copy_from_host(sgt::cuda{}, d.data(), h.data(), std::int64_t(h.size()));
+    return d;
+}
+
+template <class T>
+std::vector<double> to_host(const T* d, std::size_t n) {
+    std::vector<T> h(n);
+    sgt::copy_to_host(sgt::cuda{}, h.data(), d, std::int64_t(n));
+    std::vector<double> y(n);
+    for (std::size_t i = 0; i < n; ++i) y[i] = double(static_cast<float>(h[i]));
+    if constexpr (std::is_same_v<T, double>)
+        for (std::size_t i = 0; i < n; ++i) y[i] = h[i];
+    return y;
+}
+template <class T>
+std::vector<double> to_host(const sgt::device_buffer<T>& d) {
+    return to_host(d.data(), d.size());
+}
+
+// Fills a device output with NaN, so that an element the op fails to write cannot pass.
+template <class T>
+void poison(sgt::device_buffer<T>& d) {
+    const std::vector<T> h(d.size(), T(std::numeric_limits<float>::quiet_NaN()));
+    sgt::copy_from_host(sgt::cuda{}, d.data(), h.data(), std::int64_t(h.size()));
+}
+template <class T>
+sgt::device_buffer<T> poisoned(std::size_t n) {
+    sgt::device_buffer<T> d(n);
+    poison(d);
+    return d;
+}
+
+// ‖got − ref‖ / ‖ref‖ (‖·‖ Euclidean); +inf when any value is not finite, so NaN never passes.
+inline double rel_error(const std::vector<double>& got, const std::vector<double>& ref) {
+    REQUIRE(got.size() == ref.size());
+    double num = 0.0, den = 0.0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        if (!std::isfinite(got[i]) || !std::isfinite(ref[i])) return std::numeric_limits<double>::infinity();
+        num += (got[i] - ref[i]) * (got[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// The bound of the issue: fp32 1e-5, bf16 2e-2 (double: 1e-12).
+template <class T>
+constexpr double tolerance() {
+    if constexpr (std::is_same_v<T, float>) return 1e-5;
+    else if constexpr (std::is_same_v<T, double>) return 1e-12;
+    else return 2e-2;
+}
+template <class T>
+const char* type_name() {
+    if constexpr (std::is_same_v<T, float>) return "fp32";
+    else if constexpr (std::is_same_v<T, double>) return "fp64";
+    else return "bf16";
+}
+
+// Prints a measured error with its bound, so the log of a run shows the numbers and not only a pass.
+template <class T>
+void check_error(const std::string& what, double err) {
+    std::printf("  %-44s %s  rel error %.3e  (bound %.0e)\n", what.c_str(), type_name<T>(), err, tolerance<T>());
+    CHECK_MESSAGE(err <= tolerance<T>(), what << " (" << type_name<T>() << "): relative error " << err);
+}
+
+}  // namespace test

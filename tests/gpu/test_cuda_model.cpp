@@ -1,0 +1,163 @@
+// The whole model on the GPU against the CPU backend, from the same templates: the tiny model with loops
+// (K = 1..3, |S| = 2 and all heads, a fade step) and with Block Loop. Loss, every gradient and the entropies in
+// fp32; a 10-step trajectory with growth under Algorithm 1; two GPU runs identical; no device allocation in a
+// step once its structure has run; bf16 mixed precision close to fp32 and learning.
+#include <cmath>
+#include <cstdio>
+
+#include "support.hpp"
+
+using namespace sgt;
+using test::bf16;
+
+namespace {
+// The tiny shape with a byte-sized vocabulary, for the k-hop task's ASCII tokens.
+constexpr model_config tiny_bytes{
+    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
+    .loops = presets::tiny.loops};
+template <class T, class Backend>
+using tiny_model = model<T, tiny_bytes, Backend>;
+constexpr int B = 3, T_ = 29;  // odd sizes
+
+batch random_batch(std::uint64_t seed) {
+    rng r(seed);
+    batch b{B, T_, {}, {}};
+    for (int i = 0; i < B * T_; ++i) {
+        b.inputs.push_back(std::int32_t(r.next_u64() % tiny_bytes.shape.vocab));
+        b.targets.push_back(i % 7 == 3 ? ignore_target : std::int32_t(r.next_u64() % tiny_bytes.shape.vocab));
+    }
+    return b;
+}
+
+loop_plan loops(int k, std::vector<int> heads, double fade = 0.0) {
+    loop_plan p = loop_plan::vanilla(4);
+    for (int l = 1; l < 4; ++l) p.layers[l] = layer_loop{k, heads, fade, 1};
+    return p;
+}
+
+std::vector<double> as_double(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+}  // namespace
+
+TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradient and the entropies") {
+    struct named_plan {
+        const char* name;
+        loop_plan plan;
+    };
+    loop_plan block = loop_plan::vanilla(4);
+    block.layers[2].block_repeat = 2;
+    block.layers[3].block_repeat = 2;
+    block.layers[3].k = 1;
+    block.layers[3].heads = {0, 2};
+    const std::vector<named_plan> plans{
+        {"vanilla", loop_plan::vanilla(4)},        {"K=1 |S|=2", loops(1, {1, 3})},
+        {"K=2 |S|=2", loops(2, {0, 2})},           {"K=3 |S|=2", loops(3, {2, 3})},
+        {"K=3 |S|=all", loops(3, {0, 1, 2, 3})},   {"K=2 |S|=2 fade 0.3", loops(2, {1, 2}, 0.3)},
+        {"Block Loop (+ a loop)", block},
+    };
+    const batch b = random_batch(1);
+    for (const auto& [name, plan] : plans) {
+        tiny_model<float, cpu> mc(B, T_, 7);
+        tiny_model<float, cuda> mg(B, T_, 7);
+        REQUIRE(mg.parameters_to_host() == mc.parameters_to_host());  // the same initial weights
+        const double lc = mc.forward(b, plan), lg = mg.forward(b, plan);
+        mc.backward();
+        mg.backward();
+        const double loss_err = std::abs(lg - lc) / std::abs(lc);
+        const auto gc = mc.gradients_to_host(), gg = mg.gradients_to_host();
+        double worst = 0.0;
+        std::string worst_name;
+        for (const auto& e : mc.parameter_table()) {
+            const std::vector<double> c(gc.begin() + e.offset, gc.begin() + e.offset + e.numel());
+            const std::vector<double> g(gg.begin() + e.offset, gg.begin() + e.offset + e.numel());
+            const double err = test::rel_error(g, c);
+            CHECK_MESSAGE(err <= 1e-4, name << ": gradient of " << e.name << " differs by " << err);
+            if (err >= worst) worst = err, worst_name = e.name;
+        }
+        double ent = 0.0;
+        const auto& ec = mc.entropies();
+        const auto& eg = mg.entropies();
+        for (std::size_t i = 0; i < ec.first_pass.size(); ++i) {
+            ent = std::max(ent, std::abs(ec.first_pass[i] - eg.first_pass[i]));
+            CHECK(std::isnan(ec.last_loop[i]) == std::isnan(eg.last_loop[i]));
+            if (!std::isnan(ec.last_loop[i])) ent = std::max(ent, std::abs(ec.last_loop[i] - eg.last_loop[i]));
+        }
+        std::printf("  %-24s loss %.8f  rel error %.2e | worst gradient %.2e (%s) | entropy max abs %.2e\n", name, lg,
+                    loss_err, worst, worst_name.c_str(), ent);
+        CHECK(loss_err <= 1e-5);
+        CHECK(ent <= 1e-5);
+        const auto logits_c = mc.logits(), logits_g = mg.logits();
+        CHECK(test::rel_error({logits_g.begin(), logits_g.end()}, {logits_c.begin(), logits_c.end()}) <= 1e-5);
+    }
+}
+
+namespace {
+template <class T, class Backend>
+struct run_result {
+    std::vector<double> losses;
+    std::vector<std::string> events;
+    std::int64_t allocations_in_repeated_steps = -1;
+};
+
+// 10 AdamW steps of SGT growth (Algorithm 1 from step 3, Δt = 2) on the k-hop task.
+template <class T, class Backend>
+run_result<T, Backend> train(int steps = 10) {
+    tiny_model<T, Backend> m(4, 16, 11);
+    growth_options o = growth_options::from_budget(tiny_bytes.loops);
+    o.t_start = 3;
+    o.dt = 2;
+    growth_operator<> g(tiny_model<T, Backend>::shape, o);
+    trainer tr(m, g, cosine_schedule{.lr_max = 1e-2, .warmup = 2, .total = steps}, adamw_options{}, 4, 16);
+    k_hop_dataset data(k_hop_options{.symbols = 2});
+    rng r(3);
+    run_result<T, Backend> out;
+    out.allocations_in_repeated_steps = 0;
+    loop_plan previous;
+    for (int t = 0; t < steps; ++t) {
+        const batch b = data.train_batch(r, 4, 16);
+        const loop_plan plan = g.plan();
+        const auto allocations = detail::device_allocations();
+        const auto s = tr.step(b);
+        // A step whose structure already ran (the plan of the step before) allocates nothing on the device.
+        if (t > 0 && plan == previous) out.allocations_in_repeated_steps += detail::device_allocations() - allocations;
+        previous = plan;
+        out.losses.push_back(s.loss);
+        for (const auto& e : s.events) out.events.push_back(to_string(e));
+    }
+    return out;
+}
+}  // namespace
+
+TEST_CASE("10 steps with growth: the GPU follows the CPU, repeats itself exactly, and allocates nothing in a step") {
+    const auto c = train<float, cpu>();
+    const auto g1 = train<float, cuda>();
+    const auto g2 = train<float, cuda>();
+    REQUIRE(c.losses.size() == g1.losses.size());
+    double worst = 0.0;
+    for (std::size_t i = 0; i < c.losses.size(); ++i) {
+        const double e = std::abs(g1.losses[i] - c.losses[i]) / std::abs(c.losses[i]);
+        worst = std::max(worst, e);
+        std::printf("  step %2zu  cpu %.7f  gpu %.7f  rel %.2e\n", i + 1, c.losses[i], g1.losses[i], e);
+    }
+    CHECK(worst <= 1e-4);
+    CHECK(g1.events == c.events);  // the same growth decisions from the GPU's entropies
+    CHECK(!g1.events.empty());
+    CHECK(g1.losses == g2.losses);  // bit for bit: no atomics in the backward
+    CHECK(g1.allocations_in_repeated_steps == 0);
+}
+
+TEST_CASE("bf16 mixed precision: the loss is within 2e-2 of fp32, and training lowers it") {
+    const batch b = random_batch(2);
+    const loop_plan plan = loops(2, {0, 3});
+    tiny_model<float, cuda> m32(B, T_, 5);
+    tiny_model<bf16, cuda> m16(B, T_, 5);
+    const double l32 = m32.forward(b, plan), l16 = m16.forward(b, plan);
+    std::printf("  forward loss fp32 %.6f  bf16 %.6f\n", l32, l16);
+    CHECK(std::abs(l16 - l32) / l32 <= 2e-2);
+
+    const auto r16 = train<bf16, cuda>(30);
+    const auto r32 = train<float, cuda>(30);
+    std::printf("  30 steps: bf16 loss %.4f -> %.4f, fp32 %.4f -> %.4f\n", r16.losses.front(), r16.losses.back(),
+                r32.losses.front(), r32.losses.back());
+    CHECK(r16.losses.back() < r16.losses.front() - 0.3);
+    CHECK(std::abs(r16.losses.back() - r32.losses.back()) / r32.losses.back() <= 5e-2);
+}

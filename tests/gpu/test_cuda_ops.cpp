@@ -1,0 +1,333 @@
+// Every leaf op of the CUDA backend, forward and backward, against the CPU backend in double on the same
+// (rounded) random inputs, at several odd sizes. Bounds: fp32 relative error ≤ 1e-5, bf16 ≤ 2e-2. Outputs
+// are poisoned with NaN before each run, and NaN never passes (test::rel_error).
+#include <numeric>
+#include <span>
+
+#include "support.hpp"
+
+using namespace sgt;
+using test::bf16;
+
+namespace {
+const cpu host{};
+const cuda dev{};
+
+template <class T>
+void check_matmul(int N, int I, int O, sgt::rng& r) {
+    const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * I));
+    const auto w = test::rounded<T>(test::random_vector(r, std::size_t(O) * I, 0.2));
+    const auto y0 = test::rounded<T>(test::random_vector(r, std::size_t(N) * O));
+    const auto dy = test::rounded<T>(test::random_vector(r, std::size_t(N) * O));
+    const auto dx0 = test::rounded<T>(test::random_vector(r, std::size_t(N) * I));
+    const auto dw0 = test::rounded<T>(test::random_vector(r, std::size_t(O) * I));
+    auto dx_ = test::to_device<T>(x), dw_ = test::to_device<T>(w);
+
+    std::vector<double> ref(std::size_t(N) * O);
+    matmul_forward(host, ref.data(), x.data(), w.data(), N, I, O);
+    auto y = test::poisoned<T>(ref.size());
+    matmul_forward(dev, y.data(), dx_.data(), dw_.data(), N, I, O);
+    const std::string size = fmt::format(" {}x{}x{}", N, I, O);
+    test::check_error<T>("matmul_forward" + size, test::rel_error(test::to_host(y), ref));
+
+    std::vector<double> ref_acc = y0;
+    matmul_forward(host, ref_acc.data(), x.data(), w.data(), N, I, O, true);
+    auto ya = test::to_device<T>(y0);
+    matmul_forward(dev, ya.data(), dx_.data(), dw_.data(), N, I, O, true);
+    test::check_error<T>("matmul_forward accumulate" + size, test::rel_error(test::to_host(ya), ref_acc));
+
+    std::vector<double> rdx = dx0, rdw = dw0;
+    matmul_backward(host, rdx.data(), rdw.data(), dy.data(), x.data(), w.data(), N, I, O);
+    auto gdx = test::to_device<T>(dx0), gdw = test::to_device<T>(dw0), gdy = test::to_device<T>(dy);
+    matmul_backward(dev, gdx.data(), gdw.data(), gdy.data(), dx_.data(), dw_.data(), N, I, O);
+    test::check_error<T>("matmul_backward din" + size, test::rel_error(test::to_host(gdx), rdx));
+    test::check_error<T>("matmul_backward dw" + size, test::rel_error(test::to_host(gdw), rdw));
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("matmul through cuBLASLt matches the CPU", T, float, bf16, double) {
+    sgt::rng r(1);
+    check_matmul<T>(37, 53, 29, r);
+    check_matmul<T>(1, 7, 3, r);
+    check_matmul<T>(130, 96, 250, r);
+}
+
+TEST_CASE_TEMPLATE("rmsnorm forward and backward match the CPU", T, float, bf16) {
+    sgt::rng r(2);
+    for (auto [N, C] : {std::pair{41, 67}, std::pair{3, 768}, std::pair{129, 5}}) {
+        const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
+        const auto w = test::rounded<T>(test::random_vector(r, std::size_t(C)));
+        const auto dy = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
+        const auto dx0 = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
+        const auto dw0 = test::rounded<T>(test::random_vector(r, std::size_t(C)));
+        std::vector<double> out(x.size()), rstd(N);
+        rmsnorm_forward(host, out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5);
+        auto gx = test::to_device<T>(x), gw = test::to_device<T>(w);
+        auto gout = test::poisoned<T>(out.size());
+        auto grstd = test::poisoned<T>(rstd.size());
+        rmsnorm_forward(dev, gout.data(), grstd.data(), gx.data(), gw.data(), N, C, 1e-5);
+        const std::string size = fmt::format(" {}x{}", N, C);
+        test::check_error<T>("rmsnorm_forward" + size, test::rel_error(test::to_host(gout), out));
+        test::check_error<T>("rmsnorm_forward rstd" + size, test::rel_error(test::to_host(grstd), rstd));
+
+        // The backward from the device's own rstd (as rounded to T), as the model runs it.
+        const auto rstd_t = test::to_host(grstd);
+        std::vector<double> dx = dx0, dw = dw0;
+        rmsnorm_backward(host, dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd_t.data(), N, C);
+        auto gdx = test::to_device<T>(dx0), gdw = test::to_device<T>(dw0), gdy = test::to_device<T>(dy);
+        rmsnorm_backward(dev, gdx.data(), gdw.data(), gdy.data(), gx.data(), gw.data(), grstd.data(), N, C);
+        test::check_error<T>("rmsnorm_backward din" + size, test::rel_error(test::to_host(gdx), dx));
+        test::check_error<T>("rmsnorm_backward dw" + size, test::rel_error(test::to_host(gdw), dw));
+    }
+}
+
+TEST_CASE_TEMPLATE("rope forward and backward match the CPU", T, float, bf16) {
+    sgt::rng r(3);
+    const int B = 3, T_ = 13, n = 5, HD = 16;
+    const std::int64_t stride = 3 * n * HD + 7;  // rows wider than the rotated heads, as in the packed qkv
+    std::vector<double> cs(std::size_t(T_) * HD / 2), sn(cs.size());
+    rope_tables(host, cs.data(), sn.data(), T_, HD, 10000.0);
+    device_buffer<accum_t<T>> gc(cs.size()), gs(sn.size());
+    rope_tables(dev, gc.data(), gs.data(), T_, HD, 10000.0);
+    const auto x = test::rounded<T>(test::random_vector(r, std::size_t(B) * T_ * stride));
+    for (const bool backward : {false, true}) {
+        std::vector<double> ref = x;
+        auto g = test::to_device<T>(x);
+        if (backward) {
+            rope_backward(host, ref.data(), cs.data(), sn.data(), B, T_, n, HD, stride);
+            rope_backward(dev, g.data(), gc.data(), gs.data(), B, T_, n, HD, stride);
+        } else {
+            rope_forward(host, ref.data(), cs.data(), sn.data(), B, T_, n, HD, stride);
+            rope_forward(dev, g.data(), gc.data(), gs.data(), B, T_, n, HD, stride);
+        }
+        test::check_error<T>(backward ? "rope_backward" : "rope_forward", test::rel_error(test::to_host(g), ref));
+    }
+}
+
+TEST_CASE_TEMPLATE("swiglu forward and backward match the CPU", T, float, bf16) {
+    sgt::rng r(4);
+    for (const std::int64_t n : {1001, 7, 65537}) {
+        const auto g = test::rounded<T>(test::random_vector(r, n, 2.0)), u = test::rounded<T>(test::random_vector(r, n));
+        const auto dy = test::rounded<T>(test::random_vector(r, n));
+        const auto dg0 = test::rounded<T>(test::random_vector(r, n)), du0 = test::rounded<T>(test::random_vector(r, n));
+        std::vector<double> out(n), dg = dg0, du = du0;
+        swiglu_forward(host, out.data(), g.data(), u.data(), n);
+        swiglu_backward(host, dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
+        auto gg = test::to_device<T>(g), gu = test::to_device<T>(u), gdy = test::to_device<T>(dy);
+        auto gout = test::poisoned<T>(n);
+        auto gdg = test::to_device<T>(dg0), gdu = test::to_device<T>(du0);
+        swiglu_forward(dev, gout.data(), gg.data(), gu.data(), n);
+        swiglu_backward(dev, gdg.data(), gdu.data(), gdy.data(), gg.data(), gu.data(), n);
+        test::check_error<T>(fmt::format("swiglu_forward n={}", n), test::rel_error(test::to_host(gout), out));
+        test::check_error<T>(fmt::format("swiglu_backward dgate n={}", n), test::rel_error(test::to_host(gdg), dg));
+        test::check_error<T>(fmt::format("swiglu_backward dup n={}", n), test::rel_error(test::to_host(gdu), du));
+    }
+}
+
+TEST_CASE_TEMPLATE("cross-entropy forward and backward match the CPU", T, float, bf16) {
+    sgt::rng r(5);
+    for (auto [N, V] : {std::pair{23, 517}, std::pair{5, 50304}, std::pair{64, 3}}) {
+        const auto z = test::rounded<T>(test::random_vector(r, std::size_t(N) * V, 3.0));
+        std::vector<std::int32_t> tgt(N);
+        for (int i = 0; i < N; ++i) tgt[i] = i % 4 == 1 ? ignore_target : std::int32_t(r.next_u64() % V);
+        const loss_sum ref = cross_entropy_forward(host, z.data(), tgt.data(), N, V);
+        auto gz = test::to_device<T>(z);
+        device_buffer<std::int32_t> gt(N);
+        copy_from_host(dev, gt.data(), tgt.data(), N);
+        const loss_sum got = cross_entropy_forward(dev, gz.data(), gt.data(), N, V);
+        CHECK(got.count == ref.count);
+        const std::string size = fmt::format(" {}x{}", N, V);
+        test::check_error<T>("cross_entropy_forward" + size, test::rel_error({got.sum}, {ref.sum}));
+
+        const double scale = 1.0 / double(ref.count);
+        std::vector<double> dz(z.size());
+        cross_entropy_backward(host, dz.data(), z.data(), tgt.data(), N, V, scale);
+        auto gdz = test::poisoned<T>(z.size());
+        cross_entropy_backward(dev, gdz.data(), gz.data(), gt.data(), N, V, scale);
+        test::check_error<T>("cross_entropy_backward" + size, test::rel_error(test::to_host(gdz), dz));
+    }
+}
+
+TEST_CASE_TEMPLATE("embedding forward and backward match the CPU; the backward is deterministic", T, float, bf16) {
+    sgt::rng r(6);
+    const int N = 301, V = 19, C = 33;
+    const auto table = test::rounded<T>(test::random_vector(r, std::size_t(V) * C));
+    const auto dy = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
+    const auto dt0 = test::rounded<T>(test::random_vector(r, std::size_t(V) * C));
+    std::vector<std::int32_t> tok(N);
+    for (auto& t : tok) t = std::int32_t(r.next_u64() % (V - 2));  // repeated tokens, and two rows never hit
+    std::vector<double> out(std::size_t(N) * C), dt = dt0;
+    embedding_forward(host, out.data(), tok.data(), table.data(), N, C);
+    embedding_backward(host, dt.data(), dy.data(), tok.data(), N, C);
+    device_buffer<std::int32_t> gtok(N);
+    copy_from_host(dev, gtok.data(), tok.data(), N);
+    auto gtable = test::to_device<T>(table), gdy = test::to_device<T>(dy);
+    auto gout = test::poisoned<T>(out.size());
+    embedding_forward(dev, gout.data(), gtok.data(), gtable.data(), N, C);
+    test::check_error<T>("embedding_forward", test::rel_error(test::to_host(gout), out));
+    std::vector<std::vector<double>> runs;
+    for (int run = 0; run < 2; ++run) {
+        auto gdt = test::to_device<T>(dt0);
+        embedding_backward(dev, gdt.data(), gdy.data(), gtok.data(), N, C);
+        runs.push_back(test::to_host(gdt));
+    }
+    test::check_error<T>("embedding_backward", test::rel_error(runs[0], dt));
+    CHECK(runs[0] == runs[1]);
+}
+
+TEST_CASE_TEMPLATE("head packing and gains match the CPU", T, float, bf16) {
+    sgt::rng r(7);
+    const int NH = 6, HD = 8, C = NH * HD;
+    const std::vector<int> heads{1, 4, 5};
+    const std::span<const int> hs(heads);
+    const int nhd = int(heads.size()) * HD;
+    const auto w = test::rounded<T>(test::random_vector(r, std::size_t(C) * C));
+    const auto packed_rows = test::rounded<T>(test::random_vector(r, std::size_t(nhd) * C));
+    const auto packed_cols = test::rounded<T>(test::random_vector(r, std::size_t(C) * nhd));
+    auto gw = test::to_device<T>(w);
+
+    std::vector<double> rows(std::size_t(nhd) * C), cols(std::size_t(C) * nhd);
+    gather_head_rows(host, rows.data(), w.data(), hs, HD, C);
+    gather_head_cols(host, cols.data(), w.data(), hs, HD, C, NH);
+    auto grows = test::poisoned<T>(rows.size()), gcols = test::poisoned<T>(cols.size());
+    gather_head_rows(dev, grows.data(), gw.data(), hs, HD, C);
+    gather_head_cols(dev, gcols.data(), gw.data(), hs, HD, C, NH);
+    test::check_error<T>("gather_head_rows", test::rel_error(test::to_host(grows), rows));
+    test::check_error<T>("gather_head_cols", test::rel_error(test::to_host(gcols), cols));
+
+    std::vector<double> sr = w, sc = w;
+    scatter_add_head_rows(host, sr.data(), packed_rows.data(), hs, HD, C);
+    scatter_add_head_cols(host, sc.data(), packed_cols.data(), hs, HD, C, NH);
+    auto gsr = test::to_device<T>(w), gsc = test::to_device<T>(w);
+    auto gpr = test::to_device<T>(packed_rows), gpc = test::to_device<T>(packed_cols);
+    scatter_add_head_rows(dev, gsr.data(), gpr.data(), hs, HD, C);
+    scatter_add_head_cols(dev, gsc.data(), gpc.data(), hs, HD, C, NH);
+    test::check_error<T>("scatter_add_head_rows", test::rel_error(test::to_host(gsr), sr));
+    test::check_error<T>("scatter_add_head_cols", test::rel_error(test::to_host(gsc), sc));
+
+    const std::vector<double> gains{1.0, 0.25, 0.7};
+    std::vector<double> x = test::rounded<T>(test::random_vector(r, std::size_t(11) * nhd));
+    auto gx = test::to_device<T>(x);
+    scale_heads(host, x.data(), std::span<const double>(gains), 11, HD);
+    scale_heads(dev, gx.data(), std::span<const double>(gains), 11, HD);
+    test::check_error<T>("scale_heads", test::rel_error(test::to_host(gx), x));
+}
+
+TEST_CASE_TEMPLATE("attention forward (with entropy) and backward match the CPU", T, float, bf16) {
+    sgt::rng r(8);
+    struct dims { int B, S, n, HD; };  // S: the sequence length
+    for (const dims d : {dims{2, 37, 3, 16}, dims{1, 5, 1, 8}, dims{3, 130, 2, 64}}) {
+        const std::size_t nqkv = std::size_t(d.B) * d.S * 3 * d.n * d.HD, no = std::size_t(d.B) * d.S * d.n * d.HD;
+        const std::size_t np = std::size_t(d.B) * d.n * d.S * d.S;
+        const auto qkv = test::rounded<T>(test::random_vector(r, nqkv));
+        const auto dout = test::rounded<T>(test::random_vector(r, no));
+        std::vector<double> out(no), probs(np), ent(std::size_t(d.B) * d.n), dqkv(nqkv);
+        attention_forward(host, out.data(), probs.data(), ent.data(), qkv.data(), d.B, d.S, d.n, d.HD);
+        attention_backward(host, dqkv.data(), dout.data(), qkv.data(), probs.data(), d.B, d.S, d.n, d.HD);
+
+        auto gqkv = test::to_device<T>(qkv), gdout = test::to_device<T>(dout);
+        auto gout = test::poisoned<T>(no), gprobs = test::poisoned<T>(np), gdqkv = test::poisoned<T>(nqkv);
+        auto gent = test::poisoned<double>(ent.size());
+        attention_forward(dev, gout.data(), gprobs.data(), gent.data(), gqkv.data(), d.B, d.S, d.n, d.HD);
+        attention_backward(dev, gdqkv.data(), gdout.data(), gqkv.data(), gprobs.data(), d.B, d.S, d.n, d.HD);
+        const std::string size = fmt::format(" B{} T{} n{} HD{}", d.B, d.S, d.n, d.HD);
+        test::check_error<T>("attention_forward out" + size, test::rel_error(test::to_host(gout), out));
+        test::check_error<T>("attention_forward probs" + size, test::rel_error(test::to_host(gprobs), probs));
+        test::check_error<T>("attention_forward entropy" + size, test::rel_error(test::to_host(gent), ent));
+        test::check_error<T>("attention_backward dqkv" + size, test::rel_error(test::to_host(gdqkv), dqkv));
+    }
+}
+
+TEST_CASE("AdamW matches the CPU in fp32, and its mixed-precision form updates fp32 master weights") {
+    sgt::rng r(9);
+    const std::int64_t n = 10007;
+    const auto p = test::rounded<float>(test::random_vector(r, n)), g = test::rounded<float>(test::random_vector(r, n));
+    const auto m0 = test::rounded<float>(test::random_vector(r, n, 0.1));
+    auto v0 = test::rounded<float>(test::random_vector(r, n, 0.1));
+    for (auto& x : v0) x = std::abs(x);
+    const adamw_hyper h{1e-3, 0.9, 0.95, 1e-8};
+    std::vector<double> rp = p, rm = m0, rv = v0;
+    for (int t = 1; t <= 3; ++t) adamw_update(host, rp.data(), g.data(), rm.data(), rv.data(), n, h, 0.1, t);
+
+    auto gp = test::to_device<float>(p), gg = test::to_device<float>(g), gm = test::to_device<float>(m0),
+         gv = test::to_device<float>(v0);
+    for (int t = 1; t <= 3; ++t) adamw_update(dev, gp.data(), gg.data(), gm.data(), gv.data(), n, h, 0.1, t);
+    test::check_error<float>("adamw_update param", test::rel_error(test::to_host(gp), rp));
+    test::check_error<float>("adamw_update m", test::rel_error(test::to_host(gm), rm));
+    test::check_error<float>("adamw_update v", test::rel_error(test::to_host(gv), rv));
+
+    // Mixed: bf16 working copy and gradient, fp32 master and moments.
+    const auto gb = test::rounded<bf16>(g);
+    std::vector<double> mp = p, mm = m0, mv = v0;
+    for (int t = 1; t <= 3; ++t) adamw_update(host, mp.data(), gb.data(), mm.data(), mv.data(), n, h, 0.1, t);
+    auto master = test::to_device<float>(p), mm_d = test::to_device<float>(m0), mv_d = test::to_device<float>(v0);
+    auto work = test::poisoned<bf16>(n);
+    auto gbd = test::to_device<bf16>(gb);
+    for (int t = 1; t <= 3; ++t)
+        adamw_update(dev, work.data(), gbd.data(), master.data(), mm_d.data(), mv_d.data(), n, h, 0.1, t);
+    test::check_error<float>("adamw_update mixed: fp32 master", test::rel_error(test::to_host(master), mp));
+    test::check_error<bf16>("adamw_update mixed: bf16 copy", test::rel_error(test::to_host(work), mp));
+}
+
+TEST_CASE_TEMPLATE("elementwise helpers and CUB reductions match the CPU", T, float, bf16) {
+    sgt::rng r(10);
+    const std::int64_t n = 100003;
+    const auto a = test::rounded<T>(test::random_vector(r, n)), b = test::rounded<T>(test::random_vector(r, n));
+    auto ga = test::to_device<T>(a), gb = test::to_device<T>(b);
+    std::vector<double> sum(n);
+    add(host, sum.data(), a.data(), b.data(), n);
+    auto gsum = test::poisoned<T>(n);
+    add(dev, gsum.data(), ga.data(), gb.data(), n);
+    test::check_error<T>("add", test::rel_error(test::to_host(gsum), sum));
+    std::vector<double> acc = a;
+    accumulate(host, acc.data(), b.data(), n);
+    scale(host, acc.data(), n, 0.37);
+    auto gacc = test::poisoned<T>(n);
+    copy(dev, gacc.data(), ga.data(), n);
+    accumulate(dev, gacc.data(), gb.data(), n);
+    scale(dev, gacc.data(), n, 0.37);
+    test::check_error<T>("copy, accumulate, scale", test::rel_error(test::to_host(gacc), acc));
+    test::check_error<T>("sum_squares", test::rel_error({sum_squares(dev, ga.data(), n)}, {sum_squares(host, a.data(), n)}));
+    CHECK(all_finite(dev, ga.data(), n));
+    auto gz = test::poisoned<T>(n);
+    fill_zero(dev, gz.data(), n);
+    CHECK(test::to_host(gz) == std::vector<double>(n, 0.0));
+    CHECK(all_finite(dev, gz.data(), n));
+    std::vector<double> with_nan = a;
+    with_nan[n / 2] = std::numeric_limits<double>::quiet_NaN();
+    auto gnan = test::to_device<T>(with_nan);
+    CHECK_FALSE(all_finite(dev, gnan.data(), n));
+}
+
+TEST_CASE("dropout keeps about 1 - p of the values, scaled by 1/(1-p), and its backward applies the same mask") {
+    sgt::rng r(11), dr(12);
+    const std::int64_t n = 200001;
+    const double p = 0.3;
+    const auto x = test::random_vector(r, n);
+    auto gx = test::to_device<float>(x);
+    auto mask = test::poisoned<float>(n);
+    dropout_forward(dev, gx.data(), mask.data(), n, p, dr);
+    const auto m = test::to_host(mask), y = test::to_host(gx);
+    std::int64_t kept = 0;
+    bool values_ok = true;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const bool keep = m[i] != 0.0;
+        kept += keep;
+        values_ok &= keep ? std::abs(m[i] - 1.0 / (1.0 - p)) < 1e-6 && std::abs(y[i] - x[i] * m[i]) < 1e-5 * (1 + std::abs(y[i]))
+                          : y[i] == 0.0;
+    }
+    CHECK(values_ok);
+    const double frac = double(kept) / n, sd = std::sqrt(p * (1 - p) / n);
+    CHECK(std::abs(frac - (1 - p)) < 5 * sd);
+    auto g = test::to_device<float>(x);
+    dropout_backward(dev, g.data(), mask.data(), n);
+    const auto gy = test::to_host(g);
+    bool back_ok = true;
+    for (std::int64_t i = 0; i < n; ++i) back_ok &= std::abs(gy[i] - x[i] * m[i]) <= 1e-5 * (1 + std::abs(gy[i]));
+    CHECK(back_ok);
+}
+
+TEST_CASE("a failing CUDA call becomes sgt::error naming the call") {
+    device_buffer<float> b;
+    CHECK_THROWS_WITH_AS(b.resize(std::size_t(1) << 50), doctest::Contains("cudaMalloc"), sgt::error);
+}
