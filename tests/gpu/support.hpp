@@ -26,7 +26,12 @@ inline std::vector<double> random_vector(sgt::rng& r, std::size_t n, double scal
 template <class T>
 std::vector<double> rounded(const std::vector<double>& x) {
     std::vector<double> y(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) y[i] = double(static_cast<float>(T(x[i])));
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if constexpr (std::is_same_v<T, double>)
+            y[i] = x[i];
+        else
+            y[i] = double(static_cast<float>(T(x[i])));
+    }
     return y;
 }
 
@@ -44,9 +49,12 @@ std::vector<double> to_host(const T* d, std::size_t n) {
     std::vector<T> h(n);
     sgt::copy_to_host(sgt::cuda{}, h.data(), d, std::int64_t(n));
     std::vector<double> y(n);
-    for (std::size_t i = 0; i < n; ++i) y[i] = double(static_cast<float>(h[i]));
-    if constexpr (std::is_same_v<T, double>)
-        for (std::size_t i = 0; i < n; ++i) y[i] = h[i];
+    for (std::size_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<T, double>)
+            y[i] = h[i];
+        else
+            y[i] = double(static_cast<float>(h[i]));  // bf16 converts through float
+    }
     return y;
 }
 template <class T>

@@ -12,6 +12,8 @@
 #include <cub/block/block_reduce.cuh>
 
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/matmul.cuh"
@@ -20,22 +22,28 @@ namespace sgt {
 
 namespace detail {
 
-// to_heads: dst (B, n, T, HD) = the head-major copy of src, whose (b, t, i) vector is at b·T·stride + t·stride + i·HD.
-// Otherwise the reverse.
-template <class T>
+// to_heads: heads_major (B, n, T, HD) = the head-major copy of token_major, whose (b, t, i) head vector is at
+// b·T·stride + t·stride + i·HD. Otherwise the reverse. A head vector is contiguous on both sides, so each
+// thread moves one chunk of W elements (16 bytes when the layout allows, else one element).
+template <class T, int W>
 __global__ void permute_heads_kernel(T* heads_major, T* token_major, int B, int T_, int n, int HD, std::int64_t stride,
                                      bool to_heads) {
-    const std::int64_t total = std::int64_t(B) * n * T_ * HD;
+    using chunk = std::conditional_t<W == 1, T, uint4>;
+    const int hd = HD / W;
+    const std::int64_t total = std::int64_t(B) * n * T_ * hd;
     for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
-        const int d = int(i % HD);
-        const int t = int((i / HD) % T_);
-        const std::int64_t bh = i / (std::int64_t(HD) * T_);
+        const int d = int(i % hd);
+        const std::int64_t row = i / hd;  // (b·n + h)·T + t
+        const int t = int(row % T_);
+        const std::int64_t bh = row / T_;
         const int h = int(bh % n), b = int(bh / n);
-        const std::int64_t j = (std::int64_t(b) * T_ + t) * stride + std::int64_t(h) * HD + d;
+        const std::int64_t j = ((std::int64_t(b) * T_ + t) * stride + std::int64_t(h) * HD) / W + d;
+        chunk* hm = reinterpret_cast<chunk*>(heads_major);
+        chunk* tm = reinterpret_cast<chunk*>(token_major);
         if (to_heads)
-            heads_major[i] = token_major[j];
+            hm[i] = tm[j];
         else
-            token_major[j] = heads_major[i];
+            tm[j] = hm[i];
     }
 }
 
@@ -43,16 +51,27 @@ template <class T>
 void permute_heads(T* heads_major, const T* token_major, int B, int T_, int n, int HD, std::int64_t stride, bool to_heads) {
     const std::int64_t total = std::int64_t(B) * n * T_ * HD;
     if (total <= 0) return;
-    permute_heads_kernel<<<blocks_for(total, 4), threads_per_block>>>(heads_major, const_cast<T*>(token_major), B, T_,
-                                                                      n, HD, stride, to_heads);
+    constexpr int W = 16 / sizeof(T);
+    const bool wide = HD % W == 0 && stride % W == 0 && reinterpret_cast<std::uintptr_t>(heads_major) % 16 == 0 &&
+                      reinterpret_cast<std::uintptr_t>(token_major) % 16 == 0;
+    if (wide)
+        permute_heads_kernel<T, W><<<blocks_for(total / W, 2), threads_per_block>>>(heads_major, const_cast<T*>(token_major),
+                                                                                  B, T_, n, HD, stride, to_heads);
+    else
+        permute_heads_kernel<T, 1><<<blocks_for(total, 4), threads_per_block>>>(heads_major, const_cast<T*>(token_major),
+                                                                              B, T_, n, HD, stride, to_heads);
     SGT_CUDA_LAUNCHED(permute_heads_kernel);
 }
 
 constexpr int softmax_threads = 256;
 
+// Rows up to softmax_threads · row_registers long are held in registers: one read and one write per element.
+constexpr int row_registers = 8;
+
 // Row t of matrix bh of scores (B·n, T, T), in place: the causal softmax over keys 0..t, zeros above the
 // diagonal. The last row also gives the length-normalised entropy −Σ p log p / log T (entropy.hpp's row_entropy).
-template <class T>
+// Cached: T ≤ softmax_threads · row_registers, the row in registers; otherwise it is re-read from memory.
+template <class T, bool Cached>
 __global__ void causal_softmax_kernel(T* probs, double* entropy, int T_) {
     using A = accum_t<T>;
     using reduce = cub::BlockReduce<A, softmax_threads>;
@@ -61,29 +80,50 @@ __global__ void causal_softmax_kernel(T* probs, double* entropy, int T_) {
     const int t = blockIdx.x % T_;
     const std::int64_t bh = blockIdx.x / T_;
     T* row = probs + std::int64_t(blockIdx.x) * T_;
+    A v[Cached ? row_registers : 1];
     A m = -INFINITY;
-    for (int j = threadIdx.x; j <= t; j += softmax_threads) m = max(m, load(row[j]));
+    if constexpr (Cached) {
+#pragma unroll
+        for (int k = 0; k < row_registers; ++k) {
+            const int j = threadIdx.x + k * softmax_threads;
+            v[k] = j <= t ? load(row[j]) : A(-INFINITY);
+            m = max(m, v[k]);
+        }
+    } else {
+        for (int j = threadIdx.x; j <= t; j += softmax_threads) m = max(m, load(row[j]));
+    }
     m = reduce(temp).Reduce(m, ::cuda::maximum<A>{});
     if (threadIdx.x == 0) shared = m;
     __syncthreads();
     m = shared;
     A s = 0;
-    for (int j = threadIdx.x; j <= t; j += softmax_threads) s += exp(load(row[j]) - m);
+    if constexpr (Cached) {
+#pragma unroll
+        for (int k = 0; k < row_registers; ++k) {
+            v[k] = threadIdx.x + k * softmax_threads <= t ? exp(v[k] - m) : A(0);
+            s += v[k];
+        }
+    } else {
+        for (int j = threadIdx.x; j <= t; j += softmax_threads) s += exp(load(row[j]) - m);
+    }
     __syncthreads();
     s = reduce(temp).Sum(s);
     if (threadIdx.x == 0) shared = A(1) / s;
     __syncthreads();
     const A inv = shared;
     A h = 0;
-    for (int j = threadIdx.x; j < T_; j += softmax_threads) {
-        if (j <= t) {
-            const T p = store<T>(exp(load(row[j]) - m) * inv);
-            row[j] = p;
-            const A pv = load(p);
-            if (pv > A(0)) h -= pv * log(pv);
-        } else {
-            row[j] = store<T>(A(0));
-        }
+    auto emit = [&](int j, A e) {  // writes p_j (zero above the diagonal) and adds to the entropy sum
+        const T p = store<T>(j <= t ? e * inv : A(0));
+        row[j] = p;
+        const A pv = load(p);
+        if (pv > A(0)) h -= pv * log(pv);
+    };
+    if constexpr (Cached) {
+#pragma unroll
+        for (int k = 0; k < row_registers; ++k)
+            if (threadIdx.x + k * softmax_threads < T_) emit(threadIdx.x + k * softmax_threads, v[k]);
+    } else {
+        for (int j = threadIdx.x; j < T_; j += softmax_threads) emit(j, j <= t ? exp(load(row[j]) - m) : A(0));
     }
     if (t == T_ - 1) {  // uniform per block
         __syncthreads();
@@ -93,7 +133,7 @@ __global__ void causal_softmax_kernel(T* probs, double* entropy, int T_) {
 }
 
 // Row t, in place: dS = P ⊙ (dP − Σ_j dP_j P_j) over j ≤ t, zero above the diagonal.
-template <class T>
+template <class T, bool Cached>
 __global__ void causal_softmax_backward_kernel(T* dp, const T* probs, int T_) {
     using A = accum_t<T>;
     using reduce = cub::BlockReduce<A, softmax_threads>;
@@ -102,14 +142,33 @@ __global__ void causal_softmax_backward_kernel(T* dp, const T* probs, int T_) {
     const int t = blockIdx.x % T_;
     T* d = dp + std::int64_t(blockIdx.x) * T_;
     const T* p = probs + std::int64_t(blockIdx.x) * T_;
+    A pv[Cached ? row_registers : 1], dv[Cached ? row_registers : 1];
     A dot = 0;
-    for (int j = threadIdx.x; j <= t; j += softmax_threads) dot += load(p[j]) * load(d[j]);
+    if constexpr (Cached) {
+#pragma unroll
+        for (int k = 0; k < row_registers; ++k) {
+            const int j = threadIdx.x + k * softmax_threads;
+            pv[k] = j <= t ? load(p[j]) : A(0);
+            dv[k] = j <= t ? load(d[j]) : A(0);
+            dot += pv[k] * dv[k];
+        }
+    } else {
+        for (int j = threadIdx.x; j <= t; j += softmax_threads) dot += load(p[j]) * load(d[j]);
+    }
     dot = reduce(temp).Sum(dot);
     if (threadIdx.x == 0) shared = dot;
     __syncthreads();
     dot = shared;
-    for (int j = threadIdx.x; j < T_; j += softmax_threads)
-        d[j] = store<T>(j <= t ? load(p[j]) * (load(d[j]) - dot) : A(0));
+    if constexpr (Cached) {
+#pragma unroll
+        for (int k = 0; k < row_registers; ++k) {
+            const int j = threadIdx.x + k * softmax_threads;
+            if (j < T_) d[j] = store<T>(pv[k] * (dv[k] - dot));  // zero above the diagonal, where pv = 0
+        }
+    } else {
+        for (int j = threadIdx.x; j < T_; j += softmax_threads)
+            d[j] = store<T>(j <= t ? load(p[j]) * (load(d[j]) - dot) : A(0));
+    }
 }
 
 }  // namespace detail
@@ -132,7 +191,11 @@ void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, in
     const std::int64_t tt = std::int64_t(T_) * T_;
     // S (T, T) = q kᵀ / √HD: column-major Sᵀ = (kᵀ-view)ᵀ · qᵀ-view.
     detail::gemm(true, false, T_, T_, HD, k, HD, mat, q, HD, mat, probs, T_, tt, batch, 1.0 / std::sqrt(double(HD)), false);
-    detail::causal_softmax_kernel<<<unsigned(std::int64_t(batch) * T_), detail::softmax_threads>>>(probs, entropy, T_);
+    const unsigned rows = unsigned(std::int64_t(batch) * T_);
+    if (T_ <= detail::softmax_threads * detail::row_registers)
+        detail::causal_softmax_kernel<T, true><<<rows, detail::softmax_threads>>>(probs, entropy, T_);
+    else
+        detail::causal_softmax_kernel<T, false><<<rows, detail::softmax_threads>>>(probs, entropy, T_);
     SGT_CUDA_LAUNCHED(causal_softmax_kernel);
     // O (T, HD) = P v: column-major Oᵀ = vᵀ-view · Pᵀ-view.
     detail::gemm(false, false, HD, T_, T_, v, HD, mat, probs, T_, tt, o, HD, mat, batch, 1.0, false);
@@ -165,7 +228,11 @@ void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* pro
     detail::gemm(true, false, T_, T_, HD, v, HD, mat, dO, HD, mat, dp, T_, tt, batch, 1.0, false);
     // dv (T, HD) = Pᵀ dO: column-major dvᵀ = dOᵀ-view · (Pᵀ-view)ᵀ
     detail::gemm(false, true, HD, T_, T_, dO, HD, mat, probs, T_, tt, dv, HD, mat, batch, 1.0, false);
-    detail::causal_softmax_backward_kernel<<<unsigned(std::int64_t(batch) * T_), detail::softmax_threads>>>(dp, probs, T_);
+    const unsigned rows = unsigned(std::int64_t(batch) * T_);
+    if (T_ <= detail::softmax_threads * detail::row_registers)
+        detail::causal_softmax_backward_kernel<T, true><<<rows, detail::softmax_threads>>>(dp, probs, T_);
+    else
+        detail::causal_softmax_backward_kernel<T, false><<<rows, detail::softmax_threads>>>(dp, probs, T_);
     SGT_CUDA_LAUNCHED(causal_softmax_backward_kernel);
     // dq (T, HD) = dS k / √HD;  dk (T, HD) = dSᵀ q / √HD
     detail::gemm(false, false, HD, T_, T_, k, HD, mat, dp, T_, tt, dq, HD, mat, batch, scale, false);

@@ -1,6 +1,7 @@
 // sgt/backend/cuda/cross_entropy.cuh: softmax cross-entropy of next-token targets, forward and backward.
 // Targets below zero are ignored (not counted in the mean), as PyTorch's ignore_index. One block per row; the
-// row's max and Σ exp by cub::BlockReduce in float (double for double); the batch sum by cub::DeviceReduce.
+// row's max and Σ exp in one pass (online softmax) reduced by cub::BlockReduce in float (double for double);
+// the batch sum by cub::DeviceReduce.
 #pragma once
 
 #include <cub/block/block_reduce.cuh>
@@ -15,27 +16,44 @@ namespace detail {
 
 constexpr int ce_threads = 512;
 
-// The row's max and log Σ exp(z − max), in every thread of the block.
+// A running (max, Σ exp(z − max)) pair: the online softmax, so a row is read once for both.
+template <class A>
+struct max_sum {
+    A m, s;
+};
+template <class A>
+__device__ max_sum<A> combine(max_sum<A> a, max_sum<A> b) {
+    const A m = max(a.m, b.m);
+    if (m == A(-INFINITY)) return {m, A(0)};
+    return {m, a.s * exp(a.m - m) + b.s * exp(b.m - m)};
+}
+template <class A>
+struct combine_op {
+    __device__ max_sum<A> operator()(const max_sum<A>& a, const max_sum<A>& b) const { return combine(a, b); }
+};
+
+// The row's max and log Σ exp(z − max), in every thread of the block (one pass over the row).
 template <class T>
 __device__ void row_log_partition(const T* z, int V, accum_t<T>& max_out, accum_t<T>& log_sum_out) {
     using A = accum_t<T>;
-    using reduce = cub::BlockReduce<A, ce_threads>;
+    using reduce = cub::BlockReduce<max_sum<A>, ce_threads>;
     __shared__ typename reduce::TempStorage temp;
-    __shared__ A shared;
-    A m = -INFINITY;
-    for (int v = threadIdx.x; v < V; v += ce_threads) m = max(m, load(z[v]));
-    m = reduce(temp).Reduce(m, ::cuda::maximum<A>{});
-    if (threadIdx.x == 0) shared = m;
+    __shared__ max_sum<A> shared;
+    max_sum<A> r{A(-INFINITY), A(0)};
+    for (int v = threadIdx.x; v < V; v += ce_threads) {
+        const A x = load(z[v]);
+        if (x > r.m) {
+            r.s = r.s * exp(r.m - x) + A(1);
+            r.m = x;
+        } else {
+            r.s += exp(x - r.m);
+        }
+    }
+    r = reduce(temp).Reduce(r, combine_op<A>{});
+    if (threadIdx.x == 0) shared = r;
     __syncthreads();
-    m = shared;
-    A s = 0;
-    for (int v = threadIdx.x; v < V; v += ce_threads) s += exp(load(z[v]) - m);
-    __syncthreads();  // temp and shared are reused
-    s = reduce(temp).Sum(s);
-    if (threadIdx.x == 0) shared = log(s);
-    __syncthreads();
-    max_out = m;
-    log_sum_out = shared;
+    max_out = shared.m;
+    log_sum_out = log(shared.s);
 }
 
 template <class T>

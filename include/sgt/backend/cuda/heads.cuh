@@ -38,14 +38,6 @@ void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, in
     });
 }
 
-// dst rows of heads (NH·HD, C) += src (n·HD, C). Heads are distinct, so no two threads write one element.
-template <class T>
-void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C) {
-    const auto l = detail::make_head_list(heads);
-    const std::int64_t block = std::int64_t(HD) * C;
-    for (int i = 0; i < l.n; ++i) accumulate(cuda{}, dst + std::int64_t(l.h[i]) * block, src + i * block, block);
-}
-
 // dst (C, n·HD) = columns of src (C, NH·HD) of heads[0..n), in order.
 template <class T>
 void gather_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C, int NH) {
@@ -58,6 +50,14 @@ void gather_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, in
 }
 
 namespace detail {
+template <class T>
+__global__ void scatter_add_head_rows_kernel(T* dst, const T* src, head_list l, std::int64_t block) {
+    const std::int64_t total = l.n * block;
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
+        T& d = dst[std::int64_t(l.h[i / block]) * block + i % block];
+        d = store<T>(load(d) + load(src[i]));
+    }
+}
 template <class T>
 __global__ void scatter_add_head_cols_kernel(T* dst, const T* src, head_list l, int HD, int C, int NH) {
     const std::int64_t w = std::int64_t(l.n) * HD, total = C * w;
@@ -74,6 +74,16 @@ __global__ void scale_heads_kernel(T* x, gain_list g, int n, std::int64_t N, int
         x[i] = store<T>(load(x[i]) * accum_t<T>(g.g[(i / HD) % n]));
 }
 }  // namespace detail
+
+// dst rows of heads (NH·HD, C) += src (n·HD, C). Heads are distinct, so no two threads write one element.
+template <class T>
+void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C) {
+    const auto l = detail::make_head_list(heads);
+    const std::int64_t block = std::int64_t(HD) * C, total = l.n * block;
+    if (total <= 0) return;
+    detail::scatter_add_head_rows_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(dst, src, l, block);
+    SGT_CUDA_LAUNCHED(scatter_add_head_rows_kernel);
+}
 
 // dst columns of heads (C, NH·HD) += src (C, n·HD).
 template <class T>
