@@ -3,7 +3,7 @@
 # (docs/BENCHMARKS.md and the GPU tests' results come from it). BIN_DIR holds gpu_test_cuda_ops,
 # gpu_test_cuda_model and bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`).
 #   1. the GPU tests (every op and the whole model against the CPU backend);
-#   2. compute-sanitizer memcheck on the ops test binary;
+#   2. compute-sanitizer memcheck on both test binaries;
 #   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
 # (The test of a failing cudaMalloc is left out of memcheck: the sanitizer reports its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
@@ -20,12 +20,14 @@ for t in gpu_test_cuda_ops gpu_test_cuda_model; do
     "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions" || true
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
-echo "== compute-sanitizer memcheck (gpu_test_cuda_ops)"
-compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/gpu_test_cuda_ops" \
-    --test-case-exclude="*failing CUDA call*" > "$out/memcheck.log" 2>&1
-rc=$?
-tail -3 "$out/memcheck.log"
-[ $rc -eq 0 ] || status=1
+for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+    echo "== compute-sanitizer memcheck ($t)"
+    compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/$t" \
+        --test-case-exclude="*failing CUDA call*" > "$out/memcheck_$t.log" 2>&1
+    rc=$?
+    tail -2 "$out/memcheck_$t.log"
+    [ $rc -eq 0 ] || status=1
+done
 if [ "${2:-}" = bench ]; then
     bash "$(dirname "$0")/../bench/run_cuda.sh" "$bin" | tee "$out/bench.jsonl" || status=1
 fi

@@ -155,6 +155,33 @@ public:
     int max_batch() const { return max_batch_; }
     int max_seq() const { return max_seq_; }
 
+    // The largest structure of the loop budget: the last L layers loop K_max times over all heads. Every
+    // plan a growth operator of this budget produces has no more passes, each over no more heads.
+    static loop_plan budget_plan() {
+        loop_plan p = loop_plan::vanilla(NL);
+        for (int i = 0; i < budget.L; ++i) {
+            auto& l = p.layers[NL - 1 - i];
+            l.k = budget.k_max;
+            for (int h = 0; h < NH; ++h) l.heads.push_back(h);
+        }
+        return p;
+    }
+
+    // Sizes every activation and scratch buffer once, for batches of max_batch x max_seq under `plan` (and any
+    // plan with no more passes, each over no more heads), by running it on a dummy batch; afterwards a training
+    // step allocates nothing, growth events included. The weights, gradients (left zero) and dropout RNG are
+    // unchanged. Call it after set_dropout. The cost is memory: each reserved pass holds full-width buffers.
+    void reserve(const loop_plan& plan) {
+        const std::size_t n = std::size_t(max_batch_) * max_seq_;
+        const batch dummy{max_batch_, max_seq_, std::vector<std::int32_t>(n, 0), std::vector<std::int32_t>(n, 0)};
+        const auto rng_state = dropout_rng_.state();
+        forward(dummy, plan);
+        backward();
+        sum_squares(Backend{}, grads_.data(), std::int64_t(grads_.size()));  // the clipping reduction's scratch
+        zero_grad();
+        dropout_rng_.set_state(rng_state);
+    }
+
     // Runs the model on a batch under a loop plan; keeps what backward() needs. Returns the mean loss over
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
     double forward(const batch& x, const loop_plan& plan) {

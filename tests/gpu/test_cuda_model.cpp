@@ -96,12 +96,16 @@ struct run_result {
     std::vector<double> losses;
     std::vector<std::string> events;
     std::int64_t allocations_in_repeated_steps = -1;
+    std::int64_t allocations_in_steps = -1;          // device allocations during all the steps
+    std::int64_t allocations_after_first_step = -1;  // during steps 2.. (growth events included)
 };
 
-// 10 AdamW steps of SGT growth (Algorithm 1 from step 3, Δt = 2) on the k-hop task.
+// 10 AdamW steps of SGT growth (Algorithm 1 from step 3, Δt = 2) on the k-hop task; with `reserve`, the model
+// sizes its buffers for the loop budget first.
 template <class T, class Backend>
-run_result<T, Backend> train(int steps = 10) {
+run_result<T, Backend> train(int steps = 10, bool reserve = false) {
     tiny_model<T, Backend> m(4, 16, 11);
+    if (reserve) m.reserve(m.budget_plan());
     growth_options o = growth_options::from_budget(tiny_bytes.loops);
     o.t_start = 3;
     o.dt = 2;
@@ -111,6 +115,7 @@ run_result<T, Backend> train(int steps = 10) {
     rng r(3);
     run_result<T, Backend> out;
     out.allocations_in_repeated_steps = 0;
+    const auto before_steps = detail::device_allocations();
     loop_plan previous;
     for (int t = 0; t < steps; ++t) {
         const batch b = data.train_batch(r, 4, 16);
@@ -122,7 +127,10 @@ run_result<T, Backend> train(int steps = 10) {
         previous = plan;
         out.losses.push_back(s.loss);
         for (const auto& e : s.events) out.events.push_back(to_string(e));
+        if (t == 0) out.allocations_after_first_step = detail::device_allocations();
     }
+    out.allocations_in_steps = detail::device_allocations() - before_steps;
+    out.allocations_after_first_step = detail::device_allocations() - out.allocations_after_first_step;
     return out;
 }
 }  // namespace
@@ -143,6 +151,15 @@ TEST_CASE("10 steps with growth: the GPU follows the CPU, repeats itself exactly
     CHECK(!g1.events.empty());
     CHECK(g1.losses == g2.losses);  // bit for bit: no atomics in the backward
     CHECK(g1.allocations_in_repeated_steps == 0);
+    CHECK(g1.allocations_after_first_step > 0);  // without reserve, each new structure allocates its passes
+
+    // Sized once for the loop budget: no step allocates, growth events included, and nothing else changes.
+    const auto reserved = train<float, cuda>(10, true);
+    std::printf("  allocations in 10 steps: %lld without reserve (%lld after step 1), %lld with reserve\n",
+                (long long)g1.allocations_in_steps, (long long)g1.allocations_after_first_step,
+                (long long)reserved.allocations_in_steps);
+    CHECK(reserved.allocations_in_steps == 0);
+    CHECK(reserved.losses == g1.losses);
 }
 
 TEST_CASE("bf16 mixed precision: the loss is within 2e-2 of fp32, and training lowers it") {
