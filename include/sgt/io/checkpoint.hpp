@@ -20,7 +20,9 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 #include "sgt/core/error.hpp"
@@ -45,12 +47,16 @@ std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
     return h;
 }
 
-// Checkpoints hold fp32 or fp64 tensors; mixed-precision runs cannot write or read them yet.
-template <class T>
-void require_full_precision() {
-    if constexpr (!std::is_same_v<T, accum_t<T>>)
-        fail("checkpoint: mixed-precision ({}-bit) runs cannot save or load checkpoints yet; train in fp32 to keep them",
-             8 * sizeof(T));
+// Checkpoints hold fp32 or fp64 tensors, the model's own type; mixed-precision (bf16) models are refused by the
+// overloads at the end of this file, until their fp32 master weights are saved too.
+template <class Model>
+concept full_precision_model = std::is_same_v<typename Model::value_type, accum_t<typename Model::value_type>>;
+template <class Trainer>
+using trainer_model_t = std::remove_reference_t<decltype(std::declval<Trainer&>().model())>;
+template <class Model>
+[[noreturn]] void refuse_mixed_precision() {
+    fail("checkpoint: mixed-precision ({}-bit) runs cannot save or load checkpoints yet; train in fp32 to keep them",
+         8 * sizeof(typename Model::value_type));
 }
 
 inline nlohmann::json shape_json(const model_config& c) {
@@ -134,15 +140,12 @@ inline std::vector<fs::path> step_dirs(const fs::path& dir) {
 // Writes a checkpoint of the trainer's model, optimizer, schedule and counters into dir/step_XXXXXXXX and
 // keeps the newest keep_last (≥ 1) of them. data_state is the caller's data stream state, restored by load.
 template <class Trainer>
+    requires detail::full_precision_model<detail::trainer_model_t<Trainer>>
 fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json& data_state, int keep_last = 3) {
     require(keep_last >= 1, "checkpoint: expected keep_last >= 1, found {}", keep_last);
     auto& m = tr.model();
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
-    if constexpr (!std::is_same_v<T, accum_t<T>>) {
-        detail::require_full_precision<T>();
-        return {};
-    } else {
     using B = typename model_t::backend_type;
     std::error_code ec;
     fs::create_directories(dir, ec);
@@ -198,7 +201,6 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
     for (std::size_t i = 0; i + std::size_t(keep_last) < all.size(); ++i)
         if (all[i] != final_dir) fs::remove_all(all[i], ec);
     return final_dir;
-    }
 }
 
 // The checkpoint directory that `path` designates: a step directory itself, or the one DIR/latest names.
@@ -244,33 +246,26 @@ io::safetensors open_weights(const fs::path& path) {
 
 // Weights only (inference, export): loads a checkpoint's parameters into `m`; returns its schedule's JSON (Θ).
 template <class Model>
+    requires detail::full_precision_model<Model>
 nlohmann::json load_weights(const fs::path& path, Model& m) {
     using T = typename Model::value_type;
-    if constexpr (!std::is_same_v<T, accum_t<T>>) {
-        detail::require_full_precision<T>();
-        return {};
-    } else {
     const auto weights = open_weights<Model>(path);
     std::vector<T> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
         weights.template read_into<T>(e.name, e.shape, std::span<T>(params.data() + e.offset, std::size_t(e.numel())));
     m.parameters_from_host(params);
     return detail::parse_metadata(weights, "schedule");
-    }
 }
 
 // Loads a checkpoint into the trainer (model weights, optimizer, schedule, counters, dropout RNG) after
 // checking that it was written by a model of the same compile-time config. Returns the caller's data state.
 // Nothing is modified when the checkpoint does not fit or is corrupt.
 template <class Trainer>
+    requires detail::full_precision_model<detail::trainer_model_t<Trainer>>
 nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     auto& m = tr.model();
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
-    if constexpr (!std::is_same_v<T, accum_t<T>>) {
-        detail::require_full_precision<T>();
-        return {};
-    } else {
     const fs::path dir = resolve_checkpoint(path);
     const auto weights = open_weights<model_t>(dir);
     const auto optim = io::safetensors::from_file(dir / "optimizer.safetensors");
@@ -304,7 +299,20 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     m.dropout_rng().set_state(rs);
     tr.load_state_json(trainer_state);
     return data;
-    }
+}
+
+// Mixed-precision models: a clear error instead of a checkpoint without their master weights.
+template <class Trainer>
+fs::path save_checkpoint(const fs::path&, Trainer&, const nlohmann::json&, int = 3) {
+    detail::refuse_mixed_precision<detail::trainer_model_t<Trainer>>();
+}
+template <class Model>
+nlohmann::json load_weights(const fs::path&, Model&) {
+    detail::refuse_mixed_precision<Model>();
+}
+template <class Trainer>
+nlohmann::json load_checkpoint(const fs::path&, Trainer&) {
+    detail::refuse_mixed_precision<detail::trainer_model_t<Trainer>>();
 }
 
 }  // namespace sgt
