@@ -84,23 +84,26 @@ TEST_CASE_TEMPLATE("rmsnorm forward and backward match the CPU", T, float, bf16)
 TEST_CASE_TEMPLATE("rope forward and backward match the CPU", T, float, bf16) {
     sgt::rng r(3);
     const int B = 3, T_ = 13, n = 5, HD = 16;
-    const std::int64_t stride = 3 * n * HD + 7;  // rows wider than the rotated heads, as in the packed qkv
     std::vector<double> cs(std::size_t(T_) * HD / 2), sn(cs.size());
     rope_tables(host, cs.data(), sn.data(), T_, HD, 10000.0);
     device_buffer<accum_t<T>> gc(cs.size()), gs(sn.size());
     rope_tables(dev, gc.data(), gs.data(), T_, HD, 10000.0);
-    const auto x = test::rounded<T>(test::random_vector(r, std::size_t(B) * T_ * stride));
-    for (const bool backward : {false, true}) {
-        std::vector<double> ref = x;
-        auto g = test::to_device<T>(x);
-        if (backward) {
-            rope_backward(host, ref.data(), cs.data(), sn.data(), B, T_, n, HD, stride);
-            rope_backward(dev, g.data(), gc.data(), gs.data(), B, T_, n, HD, stride);
-        } else {
-            rope_forward(host, ref.data(), cs.data(), sn.data(), B, T_, n, HD, stride);
-            rope_forward(dev, g.data(), gc.data(), gs.data(), B, T_, n, HD, stride);
+    // Rows as wide as the packed qkv (16-byte packs), and 7 wider (one element at a time).
+    for (const std::int64_t stride : {std::int64_t(3) * n * HD, std::int64_t(3) * n * HD + 7}) {
+        const auto x = test::rounded<T>(test::random_vector(r, std::size_t(B) * T_ * stride));
+        for (const bool backward : {false, true}) {
+            std::vector<double> ref = x;
+            auto g = test::to_device<T>(x);
+            if (backward) {
+                rope_backward(host, ref.data(), cs.data(), sn.data(), B, T_, n, HD, stride);
+                rope_backward(dev, g.data(), gc.data(), gs.data(), B, T_, n, HD, stride);
+            } else {
+                rope_forward(host, ref.data(), cs.data(), sn.data(), B, T_, n, HD, stride);
+                rope_forward(dev, g.data(), gc.data(), gs.data(), B, T_, n, HD, stride);
+            }
+            test::check_error<T>(fmt::format("{} row stride {}", backward ? "rope_backward" : "rope_forward", stride),
+                                 test::rel_error(test::to_host(g), ref));
         }
-        test::check_error<T>(backward ? "rope_backward" : "rope_forward", test::rel_error(test::to_host(g), ref));
     }
 }
 

@@ -171,22 +171,32 @@ __global__ void causal_softmax_backward_kernel(T* dp, const T* probs, int T_) {
     }
 }
 
+// q, k and v of qkv (B, T, 3, n, HD), each permuted to (B, n, T, HD) in the context's scratch.
+template <class T>
+struct head_major_qkv {
+    T *q, *k, *v;
+};
+template <class T>
+head_major_qkv<T> split_qkv(const T* qkv, int B, int T_, int n, int HD) {
+    auto& ctx = context();
+    const std::int64_t count = std::int64_t(B) * n * T_ * HD, nh = std::int64_t(n) * HD;
+    const head_major_qkv<T> r{ctx.scratch<T>(slot_attn_q, count), ctx.scratch<T>(slot_attn_k, count),
+                              ctx.scratch<T>(slot_attn_v, count)};
+    permute_heads(r.q, qkv, B, T_, n, HD, 3 * nh, true);
+    permute_heads(r.k, qkv + nh, B, T_, n, HD, 3 * nh, true);
+    permute_heads(r.v, qkv + 2 * nh, B, T_, n, HD, 3 * nh, true);
+    return r;
+}
+
 }  // namespace detail
 
 // entropy (B, n) device memory: length-normalised entropy of the last query row of each head and sequence.
 template <class T>
 void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
-    auto& ctx = detail::context();
-    const std::int64_t row = 3 * std::int64_t(n) * HD, nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
-    const std::int64_t count = std::int64_t(B) * n * mat;
-    T* q = ctx.scratch<T>(detail::slot_attn_q, count);
-    T* k = ctx.scratch<T>(detail::slot_attn_k, count);
-    T* v = ctx.scratch<T>(detail::slot_attn_v, count);
-    T* o = ctx.scratch<T>(detail::slot_attn_o, count);
-    detail::permute_heads(q, qkv, B, T_, n, HD, row, true);
-    detail::permute_heads(k, qkv + nh, B, T_, n, HD, row, true);
-    detail::permute_heads(v, qkv + 2 * nh, B, T_, n, HD, row, true);
+    const std::int64_t nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
+    const auto [q, k, v] = detail::split_qkv(qkv, B, T_, n, HD);
+    T* o = detail::context().scratch<T>(detail::slot_attn_o, std::int64_t(B) * n * mat);
     const int batch = B * n;
     const std::int64_t tt = std::int64_t(T_) * T_;
     // S (T, T) = q kᵀ / √HD: column-major Sᵀ = (kᵀ-view)ᵀ · qᵀ-view.
@@ -211,17 +221,12 @@ void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* pro
     const std::int64_t row = 3 * std::int64_t(n) * HD, nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
     const std::int64_t count = std::int64_t(B) * n * mat, tt = std::int64_t(T_) * T_;
     const int batch = B * n;
-    T* q = ctx.scratch<T>(detail::slot_attn_q, count);
-    T* k = ctx.scratch<T>(detail::slot_attn_k, count);
-    T* v = ctx.scratch<T>(detail::slot_attn_v, count);
+    const auto [q, k, v] = detail::split_qkv(qkv, B, T_, n, HD);
     T* dO = ctx.scratch<T>(detail::slot_attn_o, count);
     T* dp = ctx.scratch<T>(detail::slot_attn_dp, std::int64_t(batch) * tt);
     T* dq = ctx.scratch<T>(detail::slot_attn_dq, count);
     T* dk = ctx.scratch<T>(detail::slot_attn_dk, count);
     T* dv = ctx.scratch<T>(detail::slot_attn_dv, count);
-    detail::permute_heads(q, qkv, B, T_, n, HD, row, true);
-    detail::permute_heads(k, qkv + nh, B, T_, n, HD, row, true);
-    detail::permute_heads(v, qkv + 2 * nh, B, T_, n, HD, row, true);
     detail::permute_heads(dO, dout, B, T_, n, HD, nh, true);
     const double scale = 1.0 / std::sqrt(double(HD));
     // dP (T, T) = dO vᵀ

@@ -42,6 +42,47 @@ void for_each_index(T* out, std::int64_t n, F f) {
     SGT_CUDA_LAUNCHED(elementwise_kernel);
 }
 
+// W consecutive elements moved as one access: 16 bytes for W = 16 / sizeof(T).
+template <class T, int W>
+struct alignas(sizeof(T) * W) pack {
+    T v[W];
+};
+template <class T>
+constexpr int pack_width = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
+
+inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// out[i] = f(in[i]...), computed in accum_t<T>; each thread moves whole packs, the last n % W elements one by one.
+template <int W, class T, class F, class... In>
+__global__ void map_kernel(T* out, std::int64_t n, F f, const In*... in) {
+    const std::int64_t packs = n / W, stride = std::int64_t(gridDim.x) * blockDim.x;
+    const std::int64_t first = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+    for (std::int64_t i = first; i < packs; i += stride) {
+        pack<T, W> o;
+        auto apply = [&](const pack<In, W>&... p) {
+#pragma unroll
+            for (int k = 0; k < W; ++k) o.v[k] = store<T>(f(load(p.v[k])...));
+        };
+        apply(reinterpret_cast<const pack<In, W>*>(in)[i]...);
+        reinterpret_cast<pack<T, W>*>(out)[i] = o;
+    }
+    for (std::int64_t i = packs * W + first; i < n; i += stride) out[i] = store<T>(f(load(in[i])...));
+}
+
+// out[i] = f(in[i]...) for i in [0, n) (out may be one of the inputs), with 16-byte accesses where the types
+// and the pointers allow.
+template <class T, class F, class... In>
+void map(T* out, std::int64_t n, F f, const In*... in) {
+    if (n <= 0) return;
+    constexpr int W = pack_width<T>;
+    if (W > 1 && aligned16(out) && (aligned16(in) && ...) && ((sizeof(In) == sizeof(T)) && ...)) {
+        map_kernel<W><<<blocks_for(n, 2 * W), threads_per_block>>>(out, n, f, in...);
+    } else {
+        map_kernel<1><<<blocks_for(n, 4), threads_per_block>>>(out, n, f, in...);
+    }
+    SGT_CUDA_LAUNCHED(map_kernel);
+}
+
 struct square_to_double {
     template <class T>
     __device__ double operator()(const T& x) const {
@@ -76,23 +117,22 @@ Out transform_reduce_to_host(const T* x, std::int64_t n, Op op) {
 // out = a + b (out may alias a or b).
 template <class T>
 void add(cuda, T* out, const T* a, const T* b, std::int64_t n) {
-    detail::for_each_index(out, n, [=] __device__(std::int64_t i) {
-        return detail::store<T>(detail::load(a[i]) + detail::load(b[i]));
-    });
+    using A = accum_t<T>;
+    detail::map(out, n, [] __device__(A x, A y) { return x + y; }, a, b);
 }
 
 // y += x
 template <class T>
 void accumulate(cuda, T* y, const T* x, std::int64_t n) {
-    detail::for_each_index(y, n, [=] __device__(std::int64_t i) {
-        return detail::store<T>(detail::load(y[i]) + detail::load(x[i]));
-    });
+    using A = accum_t<T>;
+    detail::map(y, n, [] __device__(A a, A b) { return a + b; }, static_cast<const T*>(y), x);
 }
 
 template <class T>
 void scale(cuda, T* x, std::int64_t n, double s) {
-    const accum_t<T> f = accum_t<T>(s);
-    detail::for_each_index(x, n, [=] __device__(std::int64_t i) { return detail::store<T>(detail::load(x[i]) * f); });
+    using A = accum_t<T>;
+    const A f = A(s);
+    detail::map(x, n, [f] __device__(A a) { return a * f; }, static_cast<const T*>(x));
 }
 
 // Σ x², accumulated in double.

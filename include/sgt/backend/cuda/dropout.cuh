@@ -27,17 +27,14 @@ void dropout_forward(cuda, T* x, T* mask, std::int64_t n, double p, rng& r) {
     detail::for_each_index(mask, n, [=] __device__(std::int64_t i) {
         return detail::store<T>(detail::hash_uniform(key, std::uint64_t(i)) < p ? accum_t<T>(0) : keep);
     });
-    detail::for_each_index(x, n, [=] __device__(std::int64_t i) {
-        return detail::store<T>(detail::load(x[i]) * detail::load(mask[i]));
-    });
+    dropout_backward(cuda{}, x, mask, n);  // x ⊙= mask, the same product
 }
 
 // dx ⊙= mask, in place.
 template <class T>
 void dropout_backward(cuda, T* dx, const T* mask, std::int64_t n) {
-    detail::for_each_index(dx, n, [=] __device__(std::int64_t i) {
-        return detail::store<T>(detail::load(dx[i]) * detail::load(mask[i]));
-    });
+    using A = accum_t<T>;
+    detail::map(dx, n, [] __device__(A d, A m) { return d * m; }, static_cast<const T*>(dx), mask);
 }
 
 }  // namespace sgt

@@ -13,16 +13,23 @@ namespace detail {
 
 constexpr int rms_threads = 256;
 
-template <class T>
+// Threads walk a row in packs of W elements (16 bytes when C and the pointers allow, else W = 1).
+template <int W, class T>
 __global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w, int C, double eps) {
     using A = accum_t<T>;
+    using P = pack<T, W>;
     using reduce = cub::BlockReduce<A, rms_threads>;
     __shared__ typename reduce::TempStorage temp;
     __shared__ A r_shared;
-    const T* x = in + std::int64_t(blockIdx.x) * C;
-    T* y = out + std::int64_t(blockIdx.x) * C;
+    const P* x = reinterpret_cast<const P*>(in + std::int64_t(blockIdx.x) * C);
+    P* y = reinterpret_cast<P*>(out + std::int64_t(blockIdx.x) * C);
+    const P* wp = reinterpret_cast<const P*>(w);
     A ss = 0;
-    for (int c = threadIdx.x; c < C; c += rms_threads) ss += load(x[c]) * load(x[c]);
+    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+        const P xv = x[c];
+#pragma unroll
+        for (int k = 0; k < W; ++k) ss += load(xv.v[k]) * load(xv.v[k]);
+    }
     ss = reduce(temp).Sum(ss);
     if (threadIdx.x == 0) {
         r_shared = A(1.0 / sqrt(double(ss) / C + eps));
@@ -30,27 +37,46 @@ __global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w,
     }
     __syncthreads();
     const A r = load(store<T>(r_shared));  // the stored rstd, as the backward will see it
-    for (int c = threadIdx.x; c < C; c += rms_threads) y[c] = store<T>(load(x[c]) * r * load(w[c]));
+    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+        const P xv = x[c], wv = wp[c];
+        P yv;
+#pragma unroll
+        for (int k = 0; k < W; ++k) yv.v[k] = store<T>(load(xv.v[k]) * r * load(wv.v[k]));
+        y[c] = yv;
+    }
 }
 
 // din += rstd · (g − x̂ · mean(g ⊙ x̂)), g = dout ⊙ w, x̂ = x · rstd.
-template <class T>
+template <int W, class T>
 __global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* w, const T* rstd, int C) {
     using A = accum_t<T>;
+    using P = pack<T, W>;
     using reduce = cub::BlockReduce<A, rms_threads>;
     __shared__ typename reduce::TempStorage temp;
     __shared__ A m_shared;
     const std::int64_t off = std::int64_t(blockIdx.x) * C;
+    const P* dy = reinterpret_cast<const P*>(dout + off);
+    const P* x = reinterpret_cast<const P*>(in + off);
+    const P* wp = reinterpret_cast<const P*>(w);
+    P* dx = reinterpret_cast<P*>(din + off);
     const A r = load(rstd[blockIdx.x]);
     A dot = 0;
-    for (int c = threadIdx.x; c < C; c += rms_threads) dot += load(dout[off + c]) * load(w[c]) * load(in[off + c]) * r;
+    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+        const P dv = dy[c], xv = x[c], wv = wp[c];
+#pragma unroll
+        for (int k = 0; k < W; ++k) dot += load(dv.v[k]) * load(wv.v[k]) * load(xv.v[k]) * r;
+    }
     dot = reduce(temp).Sum(dot);
     if (threadIdx.x == 0) m_shared = dot / A(C);
     __syncthreads();
     const A m = m_shared;
-    for (int c = threadIdx.x; c < C; c += rms_threads) {
-        const A xhat = load(in[off + c]) * r;
-        din[off + c] = store<T>(load(din[off + c]) + r * (load(dout[off + c]) * load(w[c]) - xhat * m));
+    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+        const P dv = dy[c], xv = x[c], wv = wp[c];
+        P g = dx[c];
+#pragma unroll
+        for (int k = 0; k < W; ++k)
+            g.v[k] = store<T>(load(g.v[k]) + r * (load(dv.v[k]) * load(wv.v[k]) - load(xv.v[k]) * r * m));
+        dx[c] = g;
     }
 }
 
@@ -90,7 +116,12 @@ __global__ void rmsnorm_weight_sum_kernel(T* dw, const accum_t<T>* partial, int 
 template <class T>
 void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int C, double eps) {
     if (N <= 0) return;
-    detail::rmsnorm_forward_kernel<<<N, detail::rms_threads>>>(out, rstd, in, w, C, eps);
+    constexpr int W = detail::pack_width<T>;
+    using detail::aligned16;
+    if (C % W == 0 && aligned16(out) && aligned16(in) && aligned16(w))
+        detail::rmsnorm_forward_kernel<W><<<N, detail::rms_threads>>>(out, rstd, in, w, C, eps);
+    else
+        detail::rmsnorm_forward_kernel<1><<<N, detail::rms_threads>>>(out, rstd, in, w, C, eps);
     SGT_CUDA_LAUNCHED(rmsnorm_forward_kernel);
 }
 
@@ -98,7 +129,12 @@ void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int 
 template <class T>
 void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, const T* rstd, int N, int C) {
     if (N <= 0) return;
-    detail::rmsnorm_backward_input_kernel<<<N, detail::rms_threads>>>(din, dout, in, w, rstd, C);
+    constexpr int W = detail::pack_width<T>;
+    using detail::aligned16;
+    if (C % W == 0 && aligned16(din) && aligned16(dout) && aligned16(in) && aligned16(w))
+        detail::rmsnorm_backward_input_kernel<W><<<N, detail::rms_threads>>>(din, dout, in, w, rstd, C);
+    else
+        detail::rmsnorm_backward_input_kernel<1><<<N, detail::rms_threads>>>(din, dout, in, w, rstd, C);
     SGT_CUDA_LAUNCHED(rmsnorm_backward_input_kernel);
     const int chunks = std::min(N, 128), rows = (N + chunks - 1) / chunks;
     auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);

@@ -21,23 +21,34 @@ void rope_tables(cuda, A* cos_table, A* sin_table, int T_, int HD, double base) 
 }
 
 namespace detail {
-template <class T>
+// Thread i rotates pairs (j, j + HD/2) for W consecutive j of one head vector (W = 1, or a 16-byte pack).
+template <int W, class T>
 __global__ void rope_kernel(T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, int B, int T_,
                             int n_heads, int HD, std::int64_t row_stride, accum_t<T> sign) {
-    const int half = HD / 2;
-    const std::int64_t total = std::int64_t(B) * T_ * n_heads * half;
+    using A = accum_t<T>;
+    using P = pack<T, W>;
+    const int half = HD / 2, chunks = half / W;
+    const std::int64_t total = std::int64_t(B) * T_ * n_heads * chunks;
     for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
          i += std::int64_t(gridDim.x) * blockDim.x) {
-        const int j = int(i % half);
-        const std::int64_t rest = i / half;
+        const int j = int(i % chunks) * W;
+        const std::int64_t rest = i / chunks;
         const int h = int(rest % n_heads);
         const std::int64_t bt = rest / n_heads;
         const int t = int(bt % T_);
         T* v = x + bt * row_stride + std::int64_t(h) * HD;
-        const auto c = cos_table[t * half + j], s = sin_table[t * half + j];
-        const auto x1 = load(v[j]), x2 = load(v[j + half]);
-        v[j] = store<T>(x1 * c - sign * x2 * s);
-        v[j + half] = store<T>(x2 * c + sign * x1 * s);
+        P& p1 = *reinterpret_cast<P*>(v + j);
+        P& p2 = *reinterpret_cast<P*>(v + j + half);
+        P a = p1, b = p2;
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const A c = cos_table[t * half + j + k], s = sin_table[t * half + j + k];
+            const A x1 = load(a.v[k]), x2 = load(b.v[k]);
+            a.v[k] = store<T>(x1 * c - sign * x2 * s);
+            b.v[k] = store<T>(x2 * c + sign * x1 * s);
+        }
+        p1 = a;
+        p2 = b;
     }
 }
 
@@ -46,8 +57,14 @@ void rope_apply(T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, 
                 std::int64_t row_stride, bool inverse) {
     const std::int64_t total = std::int64_t(B) * T_ * n_heads * (HD / 2);
     if (total <= 0) return;
-    rope_kernel<<<blocks_for(total, 4), threads_per_block>>>(x, cos_table, sin_table, B, T_, n_heads, HD, row_stride,
-                                                             accum_t<T>(inverse ? -1 : 1));
+    const accum_t<T> sign(inverse ? -1 : 1);
+    constexpr int W = pack_width<T>;
+    if (W > 1 && (HD / 2) % W == 0 && row_stride % W == 0 && aligned16(x))
+        rope_kernel<W><<<blocks_for(total / W, 2), threads_per_block>>>(x, cos_table, sin_table, B, T_, n_heads, HD,
+                                                                        row_stride, sign);
+    else
+        rope_kernel<1><<<blocks_for(total, 4), threads_per_block>>>(x, cos_table, sin_table, B, T_, n_heads, HD,
+                                                                    row_stride, sign);
     SGT_CUDA_LAUNCHED(rope_kernel);
 }
 }  // namespace detail

@@ -7,22 +7,36 @@ namespace sgt {
 
 template <class T>
 void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n) {
-    detail::for_each_index(out, n, [=] __device__(std::int64_t i) {
-        const auto g = detail::load(gate[i]);
-        return detail::store<T>(g / (decltype(g)(1) + exp(-g)) * detail::load(up[i]));
-    });
+    using A = accum_t<T>;
+    detail::map(out, n, [] __device__(A g, A u) { return g / (A(1) + exp(-g)) * u; }, gate, up);
 }
 
 namespace detail {
-template <class T>
-__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
+// Elements [W·i, W·i + W) of the backward, as packs (W = 1: one element).
+template <int W, class T>
+__device__ void swiglu_backward_pack(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t i) {
     using A = accum_t<T>;
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
-        const A g = load(gate[i]), d = load(dout[i]);
-        const A sig = A(1) / (A(1) + exp(-g));
-        dgate[i] = store<T>(load(dgate[i]) + d * load(up[i]) * sig * (A(1) + g * (A(1) - sig)));
-        dup[i] = store<T>(load(dup[i]) + d * g * sig);
+    using P = pack<T, W>;
+    const P g = reinterpret_cast<const P*>(gate)[i], u = reinterpret_cast<const P*>(up)[i],
+            d = reinterpret_cast<const P*>(dout)[i];
+    P dg = reinterpret_cast<P*>(dgate)[i], du = reinterpret_cast<P*>(dup)[i];
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+        const A gk = load(g.v[k]), dk = load(d.v[k]);
+        const A sig = A(1) / (A(1) + exp(-gk));
+        dg.v[k] = store<T>(load(dg.v[k]) + dk * load(u.v[k]) * sig * (A(1) + gk * (A(1) - sig)));
+        du.v[k] = store<T>(load(du.v[k]) + dk * gk * sig);
     }
+    reinterpret_cast<P*>(dgate)[i] = dg;
+    reinterpret_cast<P*>(dup)[i] = du;
+}
+
+template <int W, class T>
+__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
+    const std::int64_t packs = n / W, stride = std::int64_t(gridDim.x) * blockDim.x;
+    const std::int64_t first = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+    for (std::int64_t i = first; i < packs; i += stride) swiglu_backward_pack<W>(dgate, dup, dout, gate, up, i);
+    for (std::int64_t i = packs * W + first; i < n; i += stride) swiglu_backward_pack<1>(dgate, dup, dout, gate, up, i);
 }
 }  // namespace detail
 
@@ -30,7 +44,12 @@ __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T*
 template <class T>
 void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
     if (n <= 0) return;
-    detail::swiglu_backward_kernel<<<detail::blocks_for(n, 4), detail::threads_per_block>>>(dgate, dup, dout, gate, up, n);
+    constexpr int W = detail::pack_width<T>;
+    using detail::aligned16;
+    if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up))
+        detail::swiglu_backward_kernel<W><<<detail::blocks_for(n, 2 * W), detail::threads_per_block>>>(dgate, dup, dout, gate, up, n);
+    else
+        detail::swiglu_backward_kernel<1><<<detail::blocks_for(n, 4), detail::threads_per_block>>>(dgate, dup, dout, gate, up, n);
     SGT_CUDA_LAUNCHED(swiglu_backward_kernel);
 }
 
