@@ -62,9 +62,6 @@ int train_main(int argc, char** argv) {
         require(data.empty() || train_shards.empty(), "give either --data or --train-shards, not both");
         require(std::find(offered.begin(), offered.end(), precision) != offered.end(),
                 "--precision: expected one of {}, found '{}'", fmt::join(offered, ", "), precision);
-        require(precision == offered.front() || (o.checkpoint_dir.empty() && o.resume.empty()),
-                "--precision {}: checkpoints of mixed-precision runs are not supported yet; train in {} to keep them",
-                precision, offered.front());
         auto run = [&]<class T>() {
             return with_preset(o.preset, [&]<model_config Cfg>() {
             any_dataset ds = !train_shards.empty()

@@ -47,16 +47,17 @@ std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
     return h;
 }
 
-// Checkpoints hold fp32 or fp64 tensors, the model's own type; mixed-precision (bf16) models are refused by the
-// overloads at the end of this file, until their fp32 master weights are saved too.
-template <class Model>
-concept full_precision_model = std::is_same_v<typename Model::value_type, accum_t<typename Model::value_type>>;
+// The weights a checkpoint holds, on the host, in accum_t<T>: the parameters themselves, or for a
+// mixed-precision (bf16) model the optimizer's fp32 master weights, of which the bf16 copy is a rounding.
 template <class Trainer>
-using trainer_model_t = std::remove_reference_t<decltype(std::declval<Trainer&>().model())>;
-template <class Model>
-[[noreturn]] void refuse_mixed_precision() {
-    fail("checkpoint: mixed-precision ({}-bit) runs cannot save or load checkpoints yet; train in fp32 to keep them",
-         8 * sizeof(typename Model::value_type));
+auto weights_to_host(Trainer& tr) {
+    auto& m = tr.model();
+    using T = typename std::remove_reference_t<decltype(m)>::value_type;
+    using B = typename std::remove_reference_t<decltype(m)>::backend_type;
+    if constexpr (std::is_same_v<T, accum_t<T>>)
+        return m.parameters_to_host();
+    else
+        return to_host(B{}, tr.optimizer().master_weights(m.parameters()));
 }
 
 inline nlohmann::json shape_json(const model_config& c) {
@@ -140,13 +141,13 @@ inline std::vector<fs::path> step_dirs(const fs::path& dir) {
 // Writes a checkpoint of the trainer's model, optimizer, schedule and counters into dir/step_XXXXXXXX and
 // keeps the newest keep_last (≥ 1) of them. data_state is the caller's data stream state, restored by load.
 template <class Trainer>
-    requires detail::full_precision_model<detail::trainer_model_t<Trainer>>
 fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json& data_state, int keep_last = 3) {
     require(keep_last >= 1, "checkpoint: expected keep_last >= 1, found {}", keep_last);
     auto& m = tr.model();
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
     using B = typename model_t::backend_type;
+    using M = accum_t<T>;  // what is saved: the parameters, or a bf16 model's fp32 master weights
     std::error_code ec;
     fs::create_directories(dir, ec);
     require(!ec && fs::is_directory(dir), "checkpoint: cannot create the directory '{}': {}", dir.string(),
@@ -160,9 +161,9 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         require(!ec, "checkpoint: cannot create '{}': {}", tmp.string(), ec.message());
 
         io::safetensors_writer weights;
-        const std::vector<T> params = m.parameters_to_host();
+        const std::vector<M> params = detail::weights_to_host(tr);
         for (const auto& e : m.parameter_table())
-            weights.add(e.name, e.shape, std::span<const T>(params.data() + e.offset, std::size_t(e.numel())));
+            weights.add(e.name, e.shape, std::span<const M>(params.data() + e.offset, std::size_t(e.numel())));
         weights.set_metadata("format", checkpoint_format);
         weights.set_metadata("config", detail::shape_json(model_t::config).dump());
         weights.set_metadata("schedule", tr.schedule().to_json().dump());
@@ -174,8 +175,8 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         const auto m1 = detail::to_host(B{}, opt.first_moment()), m2 = detail::to_host(B{}, opt.second_moment());
         for (const auto& e : m.parameter_table()) {
             const std::size_t n = std::size_t(e.numel());
-            optim.add("exp_avg." + e.name, e.shape, std::span<const T>(m1.data() + e.offset, n));
-            optim.add("exp_avg_sq." + e.name, e.shape, std::span<const T>(m2.data() + e.offset, n));
+            optim.add("exp_avg." + e.name, e.shape, std::span<const M>(m1.data() + e.offset, n));
+            optim.add("exp_avg_sq." + e.name, e.shape, std::span<const M>(m2.data() + e.offset, n));
         }
         const auto& r = m.dropout_rng().state();
         optim.set_metadata("format", checkpoint_format);
@@ -186,7 +187,7 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         optim.write(tmp / "optimizer.safetensors");
 
         detail::write_text_atomically(tmp / "config.json",
-                                      detail::hf_config(model_t::config, sizeof(T) == 4 ? "float32" : "float64").dump(2));
+                                      detail::hf_config(model_t::config, sizeof(M) == 4 ? "float32" : "float64").dump(2));
         if (fs::exists(final_dir)) fs::remove_all(final_dir);
         fs::rename(tmp, final_dir);
         detail::write_text_atomically(dir / "latest", final_dir.filename().string() + "\n");
@@ -246,14 +247,19 @@ io::safetensors open_weights(const fs::path& path) {
 
 // Weights only (inference, export): loads a checkpoint's parameters into `m`; returns its schedule's JSON (Θ).
 template <class Model>
-    requires detail::full_precision_model<Model>
 nlohmann::json load_weights(const fs::path& path, Model& m) {
     using T = typename Model::value_type;
+    using M = accum_t<T>;
     const auto weights = open_weights<Model>(path);
-    std::vector<T> params(m.parameters().size());
+    std::vector<M> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
-        weights.template read_into<T>(e.name, e.shape, std::span<T>(params.data() + e.offset, std::size_t(e.numel())));
-    m.parameters_from_host(params);
+        weights.template read_into<M>(e.name, e.shape, std::span<M>(params.data() + e.offset, std::size_t(e.numel())));
+    if constexpr (std::is_same_v<T, M>) {
+        m.parameters_from_host(params);
+    } else {  // a mixed-precision model runs on the rounding of the saved fp32 weights
+        const std::vector<T> rounded(params.begin(), params.end());
+        m.parameters_from_host(rounded);
+    }
     return detail::parse_metadata(weights, "schedule");
 }
 
@@ -261,7 +267,6 @@ nlohmann::json load_weights(const fs::path& path, Model& m) {
 // checking that it was written by a model of the same compile-time config. Returns the caller's data state.
 // Nothing is modified when the checkpoint does not fit or is corrupt.
 template <class Trainer>
-    requires detail::full_precision_model<detail::trainer_model_t<Trainer>>
 nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     auto& m = tr.model();
     using model_t = std::remove_reference_t<decltype(m)>;
@@ -276,12 +281,13 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     const auto data = detail::parse_metadata(optim, "data");
 
     // Read everything first, then commit: a failure leaves the trainer as it was.
-    std::vector<T> params(m.parameters().size()), m1(params.size()), m2(params.size());
+    using M = accum_t<T>;  // the saved weights and moments (fp32 master weights for a bf16 model)
+    std::vector<M> params(m.parameters().size()), m1(params.size()), m2(params.size());
     for (const auto& e : m.parameter_table()) {
-        const std::span<T> p(params.data() + e.offset, std::size_t(e.numel()));
-        weights.template read_into<T>(e.name, e.shape, p);
-        optim.read_into<T>("exp_avg." + e.name, e.shape, std::span<T>(m1.data() + e.offset, p.size()));
-        optim.read_into<T>("exp_avg_sq." + e.name, e.shape, std::span<T>(m2.data() + e.offset, p.size()));
+        const std::span<M> p(params.data() + e.offset, std::size_t(e.numel()));
+        weights.template read_into<M>(e.name, e.shape, p);
+        optim.template read_into<M>("exp_avg." + e.name, e.shape, std::span<M>(m1.data() + e.offset, p.size()));
+        optim.template read_into<M>("exp_avg_sq." + e.name, e.shape, std::span<M>(m2.data() + e.offset, p.size()));
     }
     rng::state_type rs{};
     const auto words = dropout.get<std::vector<std::uint64_t>>();
@@ -292,27 +298,16 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
 
     tr.schedule().load_json(schedule);  // validates before it changes anything
     using B = typename model_t::backend_type;
-    m.parameters_from_host(params);
+    if constexpr (std::is_same_v<T, M>)
+        m.parameters_from_host(params);
+    else
+        tr.optimizer().load_master_weights(params, m.parameters());
     copy_from_host(B{}, tr.optimizer().first_moment().data(), m1.data(), std::int64_t(m1.size()));
     copy_from_host(B{}, tr.optimizer().second_moment().data(), m2.data(), std::int64_t(m2.size()));
     tr.optimizer().set_steps(adamw_step);
     m.dropout_rng().set_state(rs);
     tr.load_state_json(trainer_state);
     return data;
-}
-
-// Mixed-precision models: a clear error instead of a checkpoint without their master weights.
-template <class Trainer>
-fs::path save_checkpoint(const fs::path&, Trainer&, const nlohmann::json&, int = 3) {
-    detail::refuse_mixed_precision<detail::trainer_model_t<Trainer>>();
-}
-template <class Model>
-nlohmann::json load_weights(const fs::path&, Model&) {
-    detail::refuse_mixed_precision<Model>();
-}
-template <class Trainer>
-nlohmann::json load_checkpoint(const fs::path&, Trainer&) {
-    detail::refuse_mixed_precision<detail::trainer_model_t<Trainer>>();
 }
 
 }  // namespace sgt

@@ -59,12 +59,7 @@ public:
     void step(std::span<T> params, std::span<const T> grads, double lr) {
         const Backend be{};
         const adamw_hyper h{lr, opt_.beta1, opt_.beta2, opt_.eps};
-        if constexpr (mixed_precision) {
-            if (master_.size() != params.size()) {  // the first step: the master starts from the working copy
-                master_.resize(params.size());
-                convert(be, master_.data(), params.data(), std::int64_t(params.size()));
-            }
-        }
+        if constexpr (mixed_precision) master_weights(params);
         ++t_;
         for (const auto& e : table_) {
             const double wd = e.decay ? opt_.weight_decay : 0.0;
@@ -75,6 +70,27 @@ public:
                 adamw_update(be, params.data() + e.offset, grads.data() + e.offset, m_.data() + e.offset,
                              v_.data() + e.offset, e.numel(), h, wd, t_);
         }
+    }
+
+    // Mixed precision: the fp32 master weights (made from the working copy `params` the first time), in the
+    // backend's memory; checkpoints save these, not the bf16 copy.
+    std::span<moment_type> master_weights(std::span<const T> params)
+        requires mixed_precision
+    {
+        if (master_.size() != params.size()) {
+            master_.resize(params.size());
+            convert(Backend{}, master_.data(), params.data(), std::int64_t(params.size()));
+        }
+        return master_;
+    }
+    // Mixed precision: sets the master weights from host values and the working copy `params` from them.
+    void load_master_weights(std::span<const moment_type> host, std::span<T> params)
+        requires mixed_precision
+    {
+        require(host.size() == params.size(), "adamw: expected {} master weights, found {}", params.size(), host.size());
+        master_.resize(params.size());
+        copy_from_host(Backend{}, master_.data(), host.data(), std::int64_t(host.size()));
+        convert(Backend{}, params.data(), static_cast<const moment_type*>(master_.data()), std::int64_t(params.size()));
     }
 
     int steps() const { return t_; }
