@@ -206,6 +206,12 @@ public:
 
         stages_.clear();
         entropy_ = entropy_report(NL, NH);
+        struct entropy_pass {
+            int layer;
+            std::size_t record;
+            bool first;  // the first pass (all heads), else the last loop step
+        };
+        std::vector<entropy_pass> entropy_passes;
         const T* h = emb_.data();
         std::size_t n_attn = 0, n_ffn = 0;
         for (int l = 0; l < NL; ++l) {
@@ -218,14 +224,9 @@ public:
                     attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
                     stages_.push_back({stage::attention, l, n_attn++});
                     h = r.out.data();
-                    const bool first = rep == 0 && step == 0;
-                    const bool last_loop = rep == lp.block_repeat - 1 && step == lp.k && step > 0;
-                    if (first || last_loop) r.fetch_entropy(be, x.B);
-                    if (first)
-                        for (int i = 0; i < NH; ++i) entropy_.first_pass[std::size_t(l) * NH + i] = r.head_entropy(i, x.B);
-                    if (last_loop)
-                        for (int i = 0; i < r.n(); ++i)
-                            entropy_.last_loop[std::size_t(l) * NH + r.heads[i]] = r.head_entropy(i, x.B);
+                    if (rep == 0 && step == 0) entropy_passes.push_back({l, n_attn - 1, true});
+                    if (rep == lp.block_repeat - 1 && step == lp.k && step > 0)
+                        entropy_passes.push_back({l, n_attn - 1, false});
                 }
                 auto& f = ffn_record_at(n_ffn);
                 ffn_forward(be, f, ffn_weights_of(l), h, d_, p, dropout_rng_);
@@ -242,6 +243,14 @@ public:
                         config.norm_eps);
         matmul_forward(be, logits_.data(), final_x_.data(), weight(table_.back()), int(N), C, V);
         loss_ = cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V);
+        // The entropies come to the host after the whole forward (on a GPU, the loss above already waited for it).
+        for (const auto& [l, record, first] : entropy_passes) {
+            auto& r = attn_records_[record];
+            r.fetch_entropy(be, x.B);
+            for (int i = 0; i < r.n(); ++i)
+                (first ? entropy_.first_pass : entropy_.last_loop)[std::size_t(l) * NH + r.heads[i]] =
+                    r.head_entropy(i, x.B);
+        }
         return loss_.mean();
     }
 
