@@ -56,7 +56,8 @@ struct attention_record {
     buffer<T> w_qkv;            // (3·n·HD, C)       packed rows of W_Q, W_K, W_V for R
     buffer<T> w_o;              // (C, n·HD)         packed columns of W_O for R
     buffer<T> qkv;              // (B, T, 3, n, HD)  RoPE'd q, k and v
-    buffer<T> probs;            // (B, n, T, T)
+    buffer<T> probs;            // what the backend's backward needs: (B, n, T, T) attention matrices, or less
+                                //                   (attention_saved_size)
     buffer<T> o;                // (B, T, n, HD)     head outputs, times their gains
     buffer<T> out;              // (B, T, C)         H'
     buffer<T> mask;             // (B, T, C)         dropout mask of the branch (when dropout is on)
@@ -106,7 +107,7 @@ void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const a
     detail::grow(r.w_qkv, 3 * std::int64_t(nhd) * d.C);
     detail::grow(r.w_o, std::int64_t(d.C) * nhd);
     detail::grow(r.qkv, N * 3 * nhd);
-    detail::grow(r.probs, std::int64_t(d.B) * n * d.T * d.T);
+    detail::grow(r.probs, attention_saved_size<T>(be, d.B, d.T, n, d.HD));
     detail::grow(r.o, N * nhd);
     detail::grow(r.out, N * d.C);
     detail::grow(r.entropy, std::int64_t(d.B) * n);

@@ -231,3 +231,38 @@ TEST_CASE_TEMPLATE("exact resume on the GPU: 12 steps = 6, a checkpoint, fresh o
     CHECK(straight.g.to_json() == second.g.to_json());
     fs::remove_all(dir);
 }
+
+TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and gradients, and deterministic") {
+    constexpr model_config wide_heads{
+        .shape = {.layers = 3, .heads = 2, .head_dim = 32, .d_ff = 96, .vocab = 128, .max_seq = 160},
+        .loops = {.h = 1, .L = 2, .k_max = 2}};
+    static_assert(detail::fused_attention<bf16>(wide_heads.shape.head_dim));
+    rng r(21);
+    batch b{2, 150, {}, {}};  // three key tiles, the last partial
+    for (int i = 0; i < 300; ++i) {
+        b.inputs.push_back(std::int32_t(r.next_u64() % 128));
+        b.targets.push_back(std::int32_t(r.next_u64() % 128));
+    }
+    loop_plan plan = loop_plan::vanilla(3);
+    plan.layers[2] = layer_loop{2, {1}, 0.5, 1};  // a fade step over both heads, then head 1 alone
+    model<float, wide_heads, cuda> m32(2, 150, 4);
+    const double l32 = m32.forward(b, plan);
+    m32.backward();
+    const auto g32 = m32.gradients_to_host();
+    std::vector<std::vector<double>> grads;
+    std::vector<double> losses;
+    for (int run = 0; run < 2; ++run) {
+        model<bf16, wide_heads, cuda> m16(2, 150, 4);
+        losses.push_back(m16.forward(b, plan));
+        m16.backward();
+        const auto g = m16.gradients_to_host();
+        grads.emplace_back();
+        for (const auto& x : g) grads.back().push_back(double(static_cast<float>(x)));
+    }
+    const double grad_err = test::rel_error(grads[0], as_double(g32));
+    std::printf("  fused bf16: loss %.6f (fp32 %.6f), gradient rel error %.3e\n", losses[0], l32, grad_err);
+    CHECK(std::abs(losses[0] - l32) / l32 <= 2e-2);
+    CHECK(grad_err <= 5e-2);
+    CHECK(losses[0] == losses[1]);
+    CHECK(grads[0] == grads[1]);
+}

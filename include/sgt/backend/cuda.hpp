@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
 #include "sgt/backend/cpu/adamw.hpp"          // adamw_hyper
 #include "sgt/backend/cpu/cross_entropy.hpp"  // loss_sum
@@ -48,7 +49,21 @@ template <class T>
 void rope_backward(cuda, T* dx, const accum_t<T>* cos_table, const accum_t<T>* sin_table, int B, int T_, int n_heads,
                    int HD, std::int64_t row_stride);
 
-// attention.cuh (entropy: device memory, (B, n) doubles)
+// attention.cuh (entropy: device memory, (B, n) doubles). In bf16 with a head size of 32, 64, 96 or 128, attention
+// is fused (flash_attention.cuh): the forward saves each row's log-sum-exp and the output, not the
+// T x T matrices, and the backward recomputes them. Otherwise the attention matrices are saved.
+namespace detail {
+template <class T>
+constexpr bool fused_attention(int HD) {
+    return std::is_same_v<T, __nv_bfloat16> && (HD == 32 || HD == 64 || HD == 96 || HD == 128);
+}
+}  // namespace detail
+template <class T>
+std::int64_t attention_saved_size(cuda, int B, int T_, int n, int HD) {
+    const std::int64_t rows = std::int64_t(B) * n * T_;
+    if (!detail::fused_attention<T>(HD)) return rows * T_;
+    return (2 * rows + 7) / 8 * 8 + rows * HD;  // float log-sum-exp per row (16-byte padded), then the output
+}
 template <class T>
 void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD);
 template <class T>

@@ -22,6 +22,12 @@ template <class T>
 using const_strided_map = Eigen::Map<const row_matrix<T>, 0, Eigen::OuterStride<>>;
 }  // namespace detail
 
+// How many T the forward saves for the backward: the (B, n, T, T) attention matrices.
+template <class T>
+std::int64_t attention_saved_size(cpu, int B, int T_, int n, int /*HD*/) {
+    return std::int64_t(B) * n * T_ * T_;
+}
+
 // entropy (B, n): length-normalised entropy of the last query row of each head and sequence.
 template <class T>
 void attention_forward(cpu, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {

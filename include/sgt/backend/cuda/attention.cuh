@@ -2,11 +2,11 @@
 // backward, with the last-row entropy of every head (Eq. 4) taken in the same pass. Same layouts as
 // backend/cpu/attention.hpp: qkv (B, T, 3, n, HD), out (B, T, n, HD), probs (B, n, T, T).
 //
-// This first version is the textbook one, built from cuBLASLt and two CUB kernels: q, k, v are permuted to
-// (B·n, T, HD); S = q kᵀ/√HD is one strided-batched product; a row kernel takes the causal softmax (and, in
-// the last row, the entropy); O = P v is a second product. The backward is four products and a row kernel.
-// The full T×T matrices are computed and kept (probs is what the backward reads), which a fused
-// (flash-style) kernel would avoid: docs/BENCHMARKS.md says what that costs.
+// bf16 with a head size of 32, 64, 96 or 128 runs the fused kernels of flash_attention.cuh. Everything else
+// (fp32 for parity, fp64, other head sizes) runs the textbook version here, built from cuBLASLt and two CUB
+// kernels: q, k, v are permuted to (B·n, T, HD); S = q kᵀ/√HD is one strided-batched product; a row kernel
+// takes the causal softmax (and, in the last row, the entropy); O = P v is a second product. The backward is
+// four products and a row kernel. The full T×T matrices are computed and kept (probs, what the backward reads).
 #pragma once
 
 #include <cub/block/block_reduce.cuh>
@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/flash_attention.cuh"
 #include "sgt/backend/cuda/matmul.cuh"
 
 namespace sgt {
@@ -194,6 +195,10 @@ head_major_qkv<T> split_qkv(const T* qkv, int B, int T_, int n, int HD) {
 template <class T>
 void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (detail::fused_attention<T>(HD))
+            return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::forward<D>(out, probs, entropy, qkv, B, T_, n); });
+    }
     const std::int64_t nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
     const auto [q, k, v] = detail::split_qkv(qkv, B, T_, n, HD);
     T* o = detail::context().scratch<T>(detail::slot_attn_o, std::int64_t(B) * n * mat);
@@ -217,6 +222,10 @@ void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, in
 template <class T>
 void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (detail::fused_attention<T>(HD))
+            return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::backward<D>(dqkv, dout, qkv, probs, B, T_, n); });
+    }
     auto& ctx = detail::context();
     const std::int64_t row = 3 * std::int64_t(n) * HD, nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
     const std::int64_t count = std::int64_t(B) * n * mat, tt = std::int64_t(T_) * T_;
