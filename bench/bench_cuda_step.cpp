@@ -211,6 +211,7 @@ int main(int argc, char** argv) {
     std::string preset = "gpt2", variants = "vanilla,sgt,block", precision = "bf16";
     int B = 0, S = 0, steps = 20, warmup = 5;
     double peak_tflops = 0;
+    std::string attention = "auto";
     app.add_option("--preset", preset, "gpt2 (12L 768 d_ff 2048, V 50304, B16 x T1024), char_small (B64 x T256) or tiny")
         ->capture_default_str();
     app.add_option("--variants", variants,
@@ -222,8 +223,14 @@ int main(int argc, char** argv) {
     app.add_option("--steps", steps, "timed steps")->capture_default_str();
     app.add_option("--warmup", warmup, "untimed steps first")->capture_default_str();
     app.add_option("--peak-tflops", peak_tflops, "peak for MFU (default: H100 SXM dense, 989 bf16 / 67 fp32)");
+    app.add_option("--attention", attention, "bf16 attention kernels: auto, fused or materialized")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     try {
+        require(attention == "auto" || attention == "fused" || attention == "materialized",
+                "--attention: expected auto, fused or materialized, found '{}'", attention);
+        set_attention_kernel(cuda{}, attention == "fused"          ? attention_kernel::fused
+                                     : attention == "materialized" ? attention_kernel::materialized
+                                                                   : attention_kernel::automatic);
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
         require(steps > 0 && warmup >= 0, "expected --steps > 0 and --warmup >= 0");
         const double peak = peak_tflops > 0 ? peak_tflops * 1e12 : precision == "bf16" ? peak_flops::h100_sxm_bf16 : 67e12;
@@ -232,6 +239,7 @@ int main(int argc, char** argv) {
             nlohmann::json j = precision == "bf16" ? bench_preset<__nv_bfloat16>(preset, v, B, S, steps, warmup, peak)
                                                    : bench_preset<float>(preset, v, B, S, steps, warmup, peak);
             j["preset"] = preset;
+            j["attention"] = attention;
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);
         }

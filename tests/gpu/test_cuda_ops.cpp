@@ -222,29 +222,35 @@ TEST_CASE_TEMPLATE("attention forward (with entropy) and backward match the CPU"
     // Unfused path: the row kernels keep rows of up to 2048 in registers and re-read longer ones (S = 2100); the
     // permutes move 16-byte chunks where the head size allows and single elements otherwise (HD = 6). In bf16,
     // head sizes 32, 64, 96 and 128 run the fused kernels: partial tiles (130, 200, 65), one exact tile (64).
-    for (const dims d : {dims{2, 37, 3, 16}, dims{1, 5, 1, 8}, dims{3, 130, 2, 64}, dims{1, 2100, 1, 8}, dims{2, 9, 2, 6},
-                         dims{2, 200, 3, 32}, dims{1, 65, 2, 128}, dims{1, 64, 1, 96}}) {
-        const std::size_t nqkv = std::size_t(d.B) * d.S * 3 * d.n * d.HD, no = std::size_t(d.B) * d.S * d.n * d.HD;
-        const std::size_t np = std::size_t(d.B) * d.n * d.S * d.S;
-        const auto qkv = test::rounded<T>(test::random_vector(r, nqkv));
-        const auto dout = test::rounded<T>(test::random_vector(r, no));
-        std::vector<double> out(no), probs(np), ent(std::size_t(d.B) * d.n), dqkv(nqkv);
-        attention_forward(host, out.data(), probs.data(), ent.data(), qkv.data(), d.B, d.S, d.n, d.HD);
-        attention_backward(host, dqkv.data(), dout.data(), qkv.data(), probs.data(), d.B, d.S, d.n, d.HD);
+    // bf16 runs every size both ways: fused where the kernels exist, and materialised.
+    for (const auto mode : {attention_kernel::automatic, attention_kernel::materialized}) {
+        if (!std::is_same_v<T, bf16> && mode == attention_kernel::materialized) continue;
+        set_attention_kernel(dev, mode);
+        for (const dims d : {dims{2, 37, 3, 16}, dims{1, 5, 1, 8}, dims{3, 130, 2, 64}, dims{1, 2100, 1, 8}, dims{2, 9, 2, 6},
+                             dims{2, 200, 3, 32}, dims{1, 65, 2, 128}, dims{1, 64, 1, 96}}) {
+            const std::size_t nqkv = std::size_t(d.B) * d.S * 3 * d.n * d.HD, no = std::size_t(d.B) * d.S * d.n * d.HD;
+            const std::size_t np = std::size_t(d.B) * d.n * d.S * d.S;
+            const auto qkv = test::rounded<T>(test::random_vector(r, nqkv));
+            const auto dout = test::rounded<T>(test::random_vector(r, no));
+            std::vector<double> out(no), probs(np), ent(std::size_t(d.B) * d.n), dqkv(nqkv);
+            attention_forward(host, out.data(), probs.data(), ent.data(), qkv.data(), d.B, d.S, d.n, d.HD);
+            attention_backward(host, dqkv.data(), dout.data(), qkv.data(), probs.data(), d.B, d.S, d.n, d.HD);
 
-        auto gqkv = test::to_device<T>(qkv), gdout = test::to_device<T>(dout);
-        const bool fused = detail::fused_attention<T>(d.HD);  // saves log-sum-exp and output, not probs
-        auto gout = test::poisoned<T>(no), gdqkv = test::poisoned<T>(nqkv);
-        auto gprobs = test::poisoned<T>(std::size_t(attention_saved_size<T>(dev, d.B, d.S, d.n, d.HD)));
-        auto gent = test::poisoned<double>(ent.size());
-        attention_forward(dev, gout.data(), gprobs.data(), gent.data(), gqkv.data(), d.B, d.S, d.n, d.HD);
-        attention_backward(dev, gdqkv.data(), gdout.data(), gqkv.data(), gprobs.data(), d.B, d.S, d.n, d.HD);
-        const std::string size = fmt::format(" B{} T{} n{} HD{}{}", d.B, d.S, d.n, d.HD, fused ? " fused" : "");
-        test::check_error<T>("attention_forward out" + size, test::rel_error(test::to_host(gout), out));
-        if (!fused) test::check_error<T>("attention_forward probs" + size, test::rel_error(test::to_host(gprobs), probs));
-        test::check_error<T>("attention_forward entropy" + size, test::rel_error(test::to_host(gent), ent));
-        test::check_error<T>("attention_backward dqkv" + size, test::rel_error(test::to_host(gdqkv), dqkv));
+            auto gqkv = test::to_device<T>(qkv), gdout = test::to_device<T>(dout);
+            const bool fused = detail::fused_attention<T>(d.S, d.HD);  // saves log-sum-exp and output, not probs
+            auto gout = test::poisoned<T>(no), gdqkv = test::poisoned<T>(nqkv);
+            auto gprobs = test::poisoned<T>(std::size_t(attention_saved_size<T>(dev, d.B, d.S, d.n, d.HD)));
+            auto gent = test::poisoned<double>(ent.size());
+            attention_forward(dev, gout.data(), gprobs.data(), gent.data(), gqkv.data(), d.B, d.S, d.n, d.HD);
+            attention_backward(dev, gdqkv.data(), gdout.data(), gqkv.data(), gprobs.data(), d.B, d.S, d.n, d.HD);
+            const std::string size = fmt::format(" B{} T{} n{} HD{}{}", d.B, d.S, d.n, d.HD, fused ? " fused" : "");
+            test::check_error<T>("attention_forward out" + size, test::rel_error(test::to_host(gout), out));
+            if (!fused) test::check_error<T>("attention_forward probs" + size, test::rel_error(test::to_host(gprobs), probs));
+            test::check_error<T>("attention_forward entropy" + size, test::rel_error(test::to_host(gent), ent));
+            test::check_error<T>("attention_backward dqkv" + size, test::rel_error(test::to_host(gdqkv), dqkv));
+        }
     }
+    set_attention_kernel(dev, attention_kernel::automatic);
 }
 
 TEST_CASE("AdamW matches the CPU in fp32, and its mixed-precision form updates fp32 master weights") {

@@ -50,18 +50,28 @@ void rope_backward(cuda, T* dx, const accum_t<T>* cos_table, const accum_t<T>* s
                    int HD, std::int64_t row_stride);
 
 // attention.cuh (entropy: device memory, (B, n) doubles). In bf16 with a head size of 32, 64, 96 or 128, attention
-// is fused (flash_attention.cuh): the forward saves each row's log-sum-exp and the output, not the
-// T x T matrices, and the backward recomputes them. Otherwise the attention matrices are saved.
+// can run fused (flash_attention.cuh; attention_kernel in runtime.hpp says when): the forward saves each row's
+// log-sum-exp and the output, not the T x T matrices, and the backward recomputes them.
 namespace detail {
 template <class T>
-constexpr bool fused_attention(int HD) {
+constexpr bool fused_attention_kernels(int HD) {
     return std::is_same_v<T, __nv_bfloat16> && (HD == 32 || HD == 64 || HD == 96 || HD == 128);
+}
+// Whether this thread's calls at these sizes run fused.
+template <class T>
+bool fused_attention(int T_, int HD) {
+    if (!fused_attention_kernels<T>(HD)) return false;
+    switch (context().attention) {
+        case attention_kernel::fused: return true;
+        case attention_kernel::materialized: return false;
+        default: return T_ <= fused_attention_max_seq;
+    }
 }
 }  // namespace detail
 template <class T>
 std::int64_t attention_saved_size(cuda, int B, int T_, int n, int HD) {
     const std::int64_t rows = std::int64_t(B) * n * T_;
-    if (!detail::fused_attention<T>(HD)) return rows * T_;
+    if (!detail::fused_attention<T>(T_, HD)) return rows * T_;
     return (2 * rows + 7) / 8 * 8 + rows * HD;  // float log-sum-exp per row (16-byte padded), then the output
 }
 template <class T>

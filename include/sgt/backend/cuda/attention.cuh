@@ -2,7 +2,8 @@
 // backward, with the last-row entropy of every head (Eq. 4) taken in the same pass. Same layouts as
 // backend/cpu/attention.hpp: qkv (B, T, 3, n, HD), out (B, T, n, HD), probs (B, n, T, T).
 //
-// bf16 with a head size of 32, 64, 96 or 128 runs the fused kernels of flash_attention.cuh. Everything else
+// bf16 with a head size of 32, 64, 96 or 128 can run the fused kernels of flash_attention.cuh (attention_kernel,
+// runtime.hpp, says when). Everything else
 // (fp32 for parity, fp64, other head sizes) runs the textbook version here, built from cuBLASLt and two CUB
 // kernels: q, k, v are permuted to (B·n, T, HD); S = q kᵀ/√HD is one strided-batched product; a row kernel
 // takes the causal softmax (and, in the last row, the entropy); O = P v is a second product. The backward is
@@ -196,7 +197,7 @@ template <class T>
 void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (detail::fused_attention<T>(HD))
+        if (detail::fused_attention<T>(T_, HD))
             return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::forward<D>(out, probs, entropy, qkv, B, T_, n); });
     }
     const std::int64_t nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
@@ -223,7 +224,7 @@ template <class T>
 void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (detail::fused_attention<T>(HD))
+        if (detail::fused_attention<T>(T_, HD))
             return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::backward<D>(dqkv, dout, qkv, probs, B, T_, n); });
     }
     auto& ctx = detail::context();

@@ -56,17 +56,18 @@ __device__ void load_tile(bf16* dst, const bf16* src, int r0, int T_, std::int64
 // acc (16 x 64) = a (16 x HD, rows of a row-major tile) · b (64 x HD, rows of a row-major tile)ᵀ, stored to dst.
 template <int HD>
 __device__ void rows_times_rows_t(float* dst, const bf16* a, const bf16* b) {
-    frag_a fa;
+    frag_a fa[HD / 16];  // the warp's 16 rows, loaded once for the four column blocks
     frag_b_col fb;
     frag_acc acc;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) wmma::load_matrix_sync(fa[kk], a + kk * 16, ld_tile<HD>);
 #pragma unroll
     for (int nt = 0; nt < tile / 16; ++nt) {
         wmma::fill_fragment(acc, 0.0f);
 #pragma unroll
         for (int kk = 0; kk < HD / 16; ++kk) {
-            wmma::load_matrix_sync(fa, a + kk * 16, ld_tile<HD>);
             wmma::load_matrix_sync(fb, b + nt * 16 * ld_tile<HD> + kk * 16, ld_tile<HD>);
-            wmma::mma_sync(acc, fa, fb, acc);
+            wmma::mma_sync(acc, fa[kk], fb, acc);
         }
         wmma::store_matrix_sync(dst + nt * 16, acc, ld_score, wmma::mem_row_major);
     }
@@ -436,7 +437,7 @@ void backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* saved, 
     SGT_CUDA_LAUNCHED(backward_q_kernel);
 }
 
-// Calls f.template operator()<HD>() for the head sizes the fused kernels are built for (fused_attention).
+// Calls f.template operator()<HD>() for the head sizes the fused kernels are built for (fused_attention_kernels).
 template <class F>
 void with_head_dim(int HD, F&& f) {
     switch (HD) {

@@ -150,6 +150,14 @@ struct cuda {
     using buffer = device_buffer<T>;
 };
 
+// How the bf16 attention core runs (fp32 and fp64 always materialise): `fused`, the flash-style kernels of
+// flash_attention.cuh, which keep O(T) per row instead of the T x T matrices; `materialized`, cuBLASLt products
+// and row kernels over the saved T x T matrices; `automatic`, fused up to fused_attention_max_seq tokens, where it
+// is also the faster: on an H100, fwd + bwd per layer, 0.56 against 0.72 ms at T = 256 and 0.82 against 0.86 ms
+// at T = 512, but 2.46 against 2.25 ms at T = 1024 (docs/BENCHMARKS.md). Set per thread with set_attention_kernel.
+enum class attention_kernel { automatic, fused, materialized };
+inline constexpr int fused_attention_max_seq = 512;
+
 namespace detail {
 
 // Per-thread state of the backend, made on first use: the cuBLASLt handle and its workspace, and scratch
@@ -159,6 +167,7 @@ struct cuda_context {
     device_buffer<std::byte> workspace;  // cuBLASLt's
     device_buffer<std::byte> cub_temp;
     device_buffer<double> reduce_out;    // (2) results of device reductions
+    attention_kernel attention = attention_kernel::automatic;
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -213,6 +222,9 @@ inline cuda_context& context() {
 }
 
 }  // namespace detail
+
+// Chooses the bf16 attention kernels for this thread's later calls (attention_kernel says what each does).
+inline void set_attention_kernel(cuda, attention_kernel k) { detail::context().attention = k; }
 
 // ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
 
