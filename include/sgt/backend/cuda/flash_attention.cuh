@@ -277,6 +277,38 @@ __device__ void probabilities_and_scores(bf16* p, bf16* ds, const float* s, cons
     __syncwarp();
 }
 
+// The shared memory of a backward block: four (64, HD) bf16 tiles (the block's own two, then the two it walks
+// over), the warps' score and dP tiles (float), their P and dS tiles (bf16), output staging, and the
+// log-sum-exp and D of the current 64 queries.
+template <int HD>
+struct backward_tiles {
+    bf16 *own0, *own1, *walk0, *walk1;
+    float *s, *dp;
+    bf16 *p, *ds;
+    float *stage, *lse, *delta;
+    __device__ explicit backward_tiles(unsigned char* smem) {
+        own0 = reinterpret_cast<bf16*>(smem);
+        own1 = own0 + tile * ld_tile<HD>;
+        walk0 = own1 + tile * ld_tile<HD>;
+        walk1 = walk0 + tile * ld_tile<HD>;
+        s = reinterpret_cast<float*>(walk1 + tile * ld_tile<HD>);
+        dp = s + warps * 16 * ld_score;
+        p = reinterpret_cast<bf16*>(dp + warps * 16 * ld_score);
+        ds = p + warps * 16 * ld_prob;
+        stage = reinterpret_cast<float*>(ds + warps * 16 * ld_prob);
+        lse = stage + warps * 16 * ld_acc<HD>;
+        delta = lse + tile;
+    }
+    // lse and delta of queries q0.. of (sequence, head) bh; zeros past T.
+    __device__ void load_row_stats(const float* lse_all, const float* delta_all, int bh, int q0, int T_) {
+        for (int i = threadIdx.x; i < tile; i += threads) {
+            const bool in = q0 + i < T_;
+            lse[i] = in ? lse_all[std::int64_t(bh) * T_ + q0 + i] : 0.0f;
+            delta[i] = in ? delta_all[std::int64_t(bh) * T_ + q0 + i] : 0.0f;
+        }
+    }
+};
+
 // dK and dV of the 64 keys of tile blockIdx.x, warp w taking keys 16w..16w+15, over the query tiles from the
 // diagonal on: dV += Pᵀ dO, dK += dSᵀ q / √HD, with Pᵀ and dPᵀ computed directly as k qᵀ and v dOᵀ.
 template <int HD>
@@ -284,17 +316,10 @@ __global__ void __launch_bounds__(threads) backward_kv_kernel(bf16* dqkv, const 
                                                               const float* lse_all, const float* delta_all, int T_, int n,
                                                               float scale) {
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16* k = reinterpret_cast<bf16*>(smem);
-    bf16* v = k + tile * ld_tile<HD>;
-    bf16* q = v + tile * ld_tile<HD>;
-    bf16* dO = q + tile * ld_tile<HD>;
-    float* s = reinterpret_cast<float*>(dO + tile * ld_tile<HD>);
-    float* dp = s + warps * 16 * ld_score;
-    bf16* p = reinterpret_cast<bf16*>(dp + warps * 16 * ld_score);
-    bf16* ds = p + warps * 16 * ld_prob;
-    float* stage = reinterpret_cast<float*>(ds + warps * 16 * ld_prob);
-    float* lse = stage + warps * 16 * ld_acc<HD>;
-    float* delta = lse + tile;
+    backward_tiles<HD> sm(smem);
+    bf16 *k = sm.own0, *v = sm.own1, *q = sm.walk0, *dO = sm.walk1;
+    float *s = sm.s, *dp = sm.dp, *stage = sm.stage, *lse = sm.lse, *delta = sm.delta;
+    bf16 *p = sm.p, *ds = sm.ds;
 
     const int kt = blockIdx.x, bh = blockIdx.y, b = bh / n, h = bh % n;
     const int warp = threadIdx.x / 32;
@@ -320,11 +345,7 @@ __global__ void __launch_bounds__(threads) backward_kv_kernel(bf16* dqkv, const 
         __syncthreads();
         load_tile<HD>(q, base, q0, T_, stride);
         load_tile<HD>(dO, dbase, q0, T_, nh);
-        for (int i = threadIdx.x; i < tile; i += threads) {
-            const bool in = q0 + i < T_;
-            lse[i] = in ? lse_all[std::int64_t(bh) * T_ + q0 + i] : 0.0f;
-            delta[i] = in ? delta_all[std::int64_t(bh) * T_ + q0 + i] : 0.0f;
-        }
+        sm.load_row_stats(lse_all, delta_all, bh, q0, T_);
         __syncthreads();
         rows_times_rows_t<HD>(sw, k + warp * 16 * ld_tile<HD>, q);    // Sᵀ (16 keys x 64 queries)
         rows_times_rows_t<HD>(dpw, v + warp * 16 * ld_tile<HD>, dO);  // dPᵀ
@@ -349,17 +370,10 @@ __global__ void __launch_bounds__(threads) backward_q_kernel(bf16* dqkv, const b
                                                              const float* lse_all, const float* delta_all, int T_, int n,
                                                              float scale) {
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16* q = reinterpret_cast<bf16*>(smem);
-    bf16* dO = q + tile * ld_tile<HD>;
-    bf16* k = dO + tile * ld_tile<HD>;
-    bf16* v = k + tile * ld_tile<HD>;
-    float* s = reinterpret_cast<float*>(v + tile * ld_tile<HD>);
-    float* dp = s + warps * 16 * ld_score;
-    bf16* p = reinterpret_cast<bf16*>(dp + warps * 16 * ld_score);
-    bf16* ds = p + warps * 16 * ld_prob;
-    float* stage = reinterpret_cast<float*>(ds + warps * 16 * ld_prob);
-    float* lse = stage + warps * 16 * ld_acc<HD>;
-    float* delta = lse + tile;
+    backward_tiles<HD> sm(smem);
+    bf16 *q = sm.own0, *dO = sm.own1, *k = sm.walk0, *v = sm.walk1;
+    float *s = sm.s, *dp = sm.dp, *stage = sm.stage, *lse = sm.lse, *delta = sm.delta;
+    bf16 *p = sm.p, *ds = sm.ds;
 
     const int qt = blockIdx.x, bh = blockIdx.y, b = bh / n, h = bh % n;
     const int warp = threadIdx.x / 32;
@@ -368,11 +382,7 @@ __global__ void __launch_bounds__(threads) backward_q_kernel(bf16* dqkv, const b
     const bf16* base = qkv + std::int64_t(b) * T_ * stride + std::int64_t(h) * HD;
     load_tile<HD>(q, base, q0, T_, stride);
     load_tile<HD>(dO, dout + std::int64_t(b) * T_ * nh + std::int64_t(h) * HD, q0, T_, nh);
-    for (int i = threadIdx.x; i < tile; i += threads) {
-        const bool in = q0 + i < T_;
-        lse[i] = in ? lse_all[std::int64_t(bh) * T_ + q0 + i] : 0.0f;
-        delta[i] = in ? delta_all[std::int64_t(bh) * T_ + q0 + i] : 0.0f;
-    }
+    sm.load_row_stats(lse_all, delta_all, bh, q0, T_);
     frag_acc dq[HD / 16];
 #pragma unroll
     for (int nt = 0; nt < HD / 16; ++nt) wmma::fill_fragment(dq[nt], 0.0f);
