@@ -11,7 +11,7 @@
 
 #include "sgt/cuda.hpp"
 
-namespace test {
+namespace sgt::test {
 
 using bf16 = __nv_bfloat16;
 
@@ -108,4 +108,4 @@ void check_error(const std::string& what, double err) {
     CHECK_MESSAGE(err <= tolerance<T>(), what << " (" << type_name<T>() << "): relative error " << err);
 }
 
-}  // namespace test
+}  // namespace sgt::test

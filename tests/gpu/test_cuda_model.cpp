@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "sgt/io/checkpoint.hpp"
+#include "../resume.hpp"
 #include "support.hpp"
 
 using namespace sgt;
@@ -181,55 +181,12 @@ TEST_CASE("bf16 mixed precision: the loss is within 2e-2 of fp32, and training l
     CHECK(std::abs(r16.losses.back() - r32.losses.back()) / r32.losses.back() <= 5e-2);
 }
 
-namespace {
-template <class T>
-struct resumable_run {
-    using model_t = tiny_model<T, cuda>;
-    model_t m{4, 16, 3};
-    growth_operator<> g;
-    trainer<model_t, growth_operator<>> tr;
-    k_hop_dataset data{k_hop_options{.symbols = 2}};
-    rng data_rng{11};
-    explicit resumable_run(growth_options o)
-        : g(model_t::shape, o), tr(m, g, cosine_schedule{.lr_max = 5e-3, .warmup = 3, .total = 12}, adamw_options{}, 4, 16) {
-        m.set_dropout(0.1);
-    }
-    std::vector<double> steps(int n) {
-        std::vector<double> losses;
-        for (int i = 0; i < n; ++i) losses.push_back(tr.step(data.train_batch(data_rng, 4, 16)).loss);
-        return losses;
-    }
-};
-}  // namespace
-
 TEST_CASE_TEMPLATE("exact resume on the GPU: 12 steps = 6, a checkpoint, fresh objects, 6 more", T, float, bf16) {
     growth_options o = growth_options::from_budget(tiny_bytes.loops);
     o.t_start = 3;
     o.dt = 2;
-    resumable_run<T> straight(o);
-    const auto all = straight.steps(12);
-
-    const fs::path dir = fs::temp_directory_path() / fmt::format("sgt_gpu_ckpt_{}_{}", test::type_name<T>(), ::getpid());
-    fs::remove_all(dir);
-    std::vector<double> resumed;
-    {
-        resumable_run<T> first(o);
-        resumed = first.steps(6);
-        const auto& s = first.data_rng.state();
-        save_checkpoint(dir, first.tr, {{"rng", std::vector<std::uint64_t>(s.begin(), s.end())}});
-    }
-    resumable_run<T> second(o);
-    const auto state = load_checkpoint(dir, second.tr);
-    const auto w = state.at("rng").template get<std::vector<std::uint64_t>>();
-    second.data_rng.set_state({w[0], w[1], w[2], w[3]});
-    CHECK(second.tr.steps() == 6);
-    const auto rest = second.steps(6);
-    resumed.insert(resumed.end(), rest.begin(), rest.end());
-    std::printf("  %s: straight step 12 loss %.7f, resumed %.7f\n", test::type_name<T>(), all.back(), resumed.back());
-    CHECK(resumed == all);  // bit-identical
-    CHECK(straight.m.parameters_to_host() == second.m.parameters_to_host());
-    CHECK(straight.g.to_json() == second.g.to_json());
-    fs::remove_all(dir);
+    test::check_exact_resume([&] { return test::resumable_run<tiny_model<T, cuda>>(o, 4, 16, 12, 2); }, 12,
+                             fmt::format("gpu_{}", test::type_name<T>()));
 }
 
 TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and gradients, and deterministic") {

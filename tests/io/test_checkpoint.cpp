@@ -8,8 +8,7 @@
 #include <fstream>
 #include <sys/resource.h>
 
-#include "sgt/io/checkpoint.hpp"
-#include "sgt/sgt.hpp"
+#include "../resume.hpp"
 
 using namespace sgt;
 
@@ -20,62 +19,15 @@ constexpr model_config tiny_bytes{
     .loops = presets::tiny.loops};
 using model_t = model<float, tiny_bytes>;
 
-struct run_state {
-    model_t m{4, 24, 3};
-    growth_operator<> g;
-    trainer<model_t, growth_operator<>> tr;
-    k_hop_dataset data{k_hop_options{.symbols = 3}};
-    rng data_rng{11};
-    explicit run_state(growth_options o)
-        : g(model_t::shape, o), tr(m, g, cosine_schedule{.lr_max = 5e-3, .warmup = 3, .total = 20}, adamw_options{}, 4, 24) {
-        m.set_dropout(0.1);
-    }
-    std::vector<double> steps(int n) {
-        std::vector<double> losses;
-        for (int i = 0; i < n; ++i) losses.push_back(tr.step(data.train_batch(data_rng, 4, 24)).loss);
-        return losses;
-    }
-    nlohmann::json data_state() const {
-        const auto& s = data_rng.state();
-        return {{"rng", std::vector<std::uint64_t>(s.begin(), s.end())}};
-    }
-    void load_data_state(const nlohmann::json& j) {
-        const auto w = j.at("rng").get<std::vector<std::uint64_t>>();
-        data_rng.set_state({w[0], w[1], w[2], w[3]});
-    }
+// The run every test here checkpoints: batches of 4 x 24, 20 steps of cosine schedule, 3 k-hop symbols.
+struct run_state : test::resumable_run<model_t> {
+    explicit run_state(growth_options o) : resumable_run(o, 4, 24, 20, 3) {}
 };
 
-fs::path fresh_dir(const std::string& name) {
-    const fs::path d = fs::temp_directory_path() / fmt::format("sgt_test_ckpt_{}_{}", name, ::getpid());
-    fs::remove_all(d);
-    return d;
-}
+fs::path fresh_dir(const std::string& name) { return test::fresh_dir(name); }
 
 void check_exact_resume(growth_options o, const std::string& name) {
-    CAPTURE(name);
-    run_state straight(o);
-    const auto all = straight.steps(20);
-
-    const fs::path dir = fresh_dir(name);
-    std::vector<double> resumed;
-    {
-        run_state first(o);
-        resumed = first.steps(10);
-        save_checkpoint(dir, first.tr, first.data_state());
-    }
-    run_state second(o);  // fresh objects: everything comes from the checkpoint
-    second.load_data_state(load_checkpoint(dir, second.tr));
-    CHECK(second.tr.steps() == 10);
-    const auto rest = second.steps(10);
-    resumed.insert(resumed.end(), rest.begin(), rest.end());
-
-    CHECK(resumed == all);  // bit-identical, not approximately equal
-    REQUIRE(straight.m.parameters().size() == second.m.parameters().size());
-    CHECK(std::memcmp(straight.m.parameters().data(), second.m.parameters().data(),
-                      straight.m.parameters().size() * sizeof(float)) == 0);
-    CHECK(straight.g.to_json() == second.g.to_json());
-    CHECK(straight.tr.flops().total() == second.tr.flops().total());
-    fs::remove_all(dir);
+    test::check_exact_resume([&] { return run_state(o); }, 20, name);
 }
 
 }  // namespace
