@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <span>
+#include <type_traits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,16 @@
 #include "sgt/loop_plan.hpp"
 
 namespace sgt {
+
+namespace detail {
+// A host copy of backend memory (a plain copy on the CPU backend, a transfer on the GPU).
+template <class Backend, class U>
+std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
+    std::vector<std::remove_const_t<U>> h(x.size());
+    copy_to_host(be, h.data(), x.data(), std::int64_t(h.size()));
+    return h;
+}
+}  // namespace detail
 
 // One named parameter tensor inside the model's contiguous buffer.
 struct param_entry {
@@ -134,8 +145,8 @@ public:
         const auto& e = entry(name);
         return {grads_.data() + e.offset, std::size_t(e.numel())};
     }
-    std::vector<T> parameters_to_host() const { return to_host(params_); }
-    std::vector<T> gradients_to_host() const { return to_host(grads_); }
+    std::vector<T> parameters_to_host() const { return detail::to_host(Backend{}, parameters()); }
+    std::vector<T> gradients_to_host() const { return detail::to_host(Backend{}, gradients()); }
     void parameters_from_host(std::span<const T> host) {
         require(host.size() == params_.size(), "model: expected {} parameters, found {}", params_.size(), host.size());
         copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
@@ -348,12 +359,6 @@ private:
     ffn_record<T, Backend>& ffn_record_at(std::size_t i) {
         if (ffn_records_.size() <= i) ffn_records_.resize(i + 1);
         return ffn_records_[i];
-    }
-
-    std::vector<T> to_host(const buffer<T>& b) const {
-        std::vector<T> h(b.size());
-        copy_to_host(Backend{}, h.data(), b.data(), std::int64_t(h.size()));
-        return h;
     }
 
     const T* weight(const param_entry& e) const { return params_.data() + e.offset; }

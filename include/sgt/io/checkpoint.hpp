@@ -39,14 +39,6 @@ inline constexpr const char* checkpoint_format = "sgt-checkpoint-1";
 
 namespace detail {
 
-// A copy in host memory of a span of backend memory.
-template <class Backend, class U>
-std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
-    std::vector<std::remove_const_t<U>> h(x.size());
-    copy_to_host(be, h.data(), x.data(), std::int64_t(h.size()));
-    return h;
-}
-
 // The weights a checkpoint holds, on the host, in accum_t<T>: the parameters themselves, or for a
 // mixed-precision (bf16) model the optimizer's fp32 master weights, of which the bf16 copy is a rounding.
 template <class Trainer>

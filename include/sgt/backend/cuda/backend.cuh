@@ -102,10 +102,10 @@ template <class T, class Op, class Out>
 Out transform_reduce_to_host(const T* x, std::int64_t n, Op op) {
     if (n <= 0) return Out(0);
     auto& ctx = context();
-    Out* out = reinterpret_cast<Out*>(ctx.reduce_out.data());
+    Out* out = ctx.scratch<Out>(slot_reduce_out, 1);
     std::size_t bytes = 0;
     SGT_CUDA_CHECK(cub::DeviceReduce::TransformReduce(nullptr, bytes, x, out, n, ::cuda::std::plus<Out>{}, op, Out(0)));
-    void* temp = ctx.cub_scratch(bytes);
+    void* temp = ctx.scratch<std::byte>(slot_cub_temp, std::int64_t(bytes));
     SGT_CUDA_CHECK(cub::DeviceReduce::TransformReduce(temp, bytes, x, out, n, ::cuda::std::plus<Out>{}, op, Out(0)));
     Out h{};
     SGT_CUDA_CHECK(cudaMemcpy(&h, out, sizeof(Out), cudaMemcpyDeviceToHost));
@@ -144,7 +144,6 @@ double sum_squares(cuda, const T* x, std::int64_t n) {
 // True when every value is finite.
 template <class T>
 bool all_finite(cuda, const T* x, std::int64_t n) {
-    // reduce_out holds doubles; an int count fits in its first word.
     return detail::transform_reduce_to_host<T, detail::is_not_finite, int>(x, n, detail::is_not_finite{}) == 0;
 }
 

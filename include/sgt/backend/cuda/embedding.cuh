@@ -53,7 +53,7 @@ void embedding_backward(cuda, T* dtable, const T* dout, const std::int32_t* toke
     SGT_CUDA_LAUNCHED(iota_kernel);
     std::size_t bytes = 0;
     SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, tokens, keys, values_in, values, N));
-    void* temp = ctx.cub_scratch(bytes);
+    void* temp = ctx.scratch<std::byte>(detail::slot_cub_temp, std::int64_t(bytes));
     SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, bytes, tokens, keys, values_in, values, N));
     detail::embedding_backward_kernel<<<N, 128>>>(dtable, dout, keys, values, N, C);
     SGT_CUDA_LAUNCHED(embedding_backward_kernel);

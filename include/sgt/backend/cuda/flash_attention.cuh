@@ -419,7 +419,8 @@ void forward(bf16* out, bf16* saved, double* entropy, const bf16* qkv, int B, in
     float* lse = reinterpret_cast<float*>(saved);
     bf16* saved_out = saved + (2 * rows + 7) / 8 * 8;
     const float scale = float(1.0 / std::sqrt(double(HD)));
-    allow_smem(forward_kernel<HD>, forward_smem<HD>());
+    static const bool ready = (allow_smem(forward_kernel<HD>, forward_smem<HD>()), true);  // once per program
+    (void)ready;
     forward_kernel<HD><<<dim3((T_ + tile - 1) / tile, B * n), threads, forward_smem<HD>()>>>(out, lse, saved_out, qkv, T_, n,
                                                                                           scale);
     SGT_CUDA_LAUNCHED(forward_kernel);
@@ -439,10 +440,11 @@ void backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* saved, 
     SGT_CUDA_LAUNCHED(delta_kernel);
     const float scale = float(1.0 / std::sqrt(double(HD)));
     const dim3 grid((T_ + tile - 1) / tile, B * n);
-    allow_smem(backward_kv_kernel<HD>, backward_smem<HD>());
+    static const bool ready = (allow_smem(backward_kv_kernel<HD>, backward_smem<HD>()),
+                               allow_smem(backward_q_kernel<HD>, backward_smem<HD>()), true);  // once per program
+    (void)ready;
     backward_kv_kernel<HD><<<grid, threads, backward_smem<HD>()>>>(dqkv, dout, qkv, lse, delta, T_, n, scale);
     SGT_CUDA_LAUNCHED(backward_kv_kernel);
-    allow_smem(backward_q_kernel<HD>, backward_smem<HD>());
     backward_q_kernel<HD><<<grid, threads, backward_smem<HD>()>>>(dqkv, dout, qkv, lse, delta, T_, n, scale);
     SGT_CUDA_LAUNCHED(backward_q_kernel);
 }

@@ -160,19 +160,16 @@ inline constexpr int fused_attention_max_seq = 512;
 
 namespace detail {
 
-// Per-thread state of the backend, made on first use: the cuBLASLt handle and its workspace, and scratch
-// for CUB's temporary storage and small reduction results. Each only grows.
+// Per-thread state of the backend, made on first use: the cuBLASLt handle and its workspace, the ops' scratch
+// (which only grows) and the attention kernel choice.
 struct cuda_context {
     cublasLtHandle_t lt = nullptr;
     device_buffer<std::byte> workspace;  // cuBLASLt's
-    device_buffer<std::byte> cub_temp;
-    device_buffer<double> reduce_out;    // (2) results of device reductions
     attention_kernel attention = attention_kernel::automatic;
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
         workspace.resize(std::size_t(32) << 20);  // 32 MiB, as cuBLAS recommends for Hopper
-        reduce_out.resize(2);
     }
     ~cuda_context() {
         if (lt) cublasLtDestroy(lt);
@@ -180,13 +177,8 @@ struct cuda_context {
     cuda_context(const cuda_context&) = delete;
     cuda_context& operator=(const cuda_context&) = delete;
 
-    void* cub_scratch(std::size_t bytes) {
-        if (cub_temp.size() < bytes) cub_temp.resize(bytes);
-        return cub_temp.data();
-    }
-
-    // Named scratch arrays of the ops (partial sums, sort keys, attention's permuted q/k/v...), grown on
-    // first use to the largest size asked for and reused after that.
+    // Named scratch arrays of the ops (CUB's temporary storage, reduction results, partial sums, sort keys,
+    // attention's permuted q/k/v...), grown on first use to the largest size asked for and reused after that.
     template <class U>
     U* scratch(int slot, std::int64_t n) {
         auto& b = scratch_[std::size_t(slot)];
@@ -201,6 +193,8 @@ private:
 
 // The slots of cuda_context::scratch, one per op that needs one.
 enum scratch_slot : int {
+    slot_cub_temp,
+    slot_reduce_out,
     slot_rmsnorm_partial,
     slot_ce_rows,
     slot_sort_keys,
@@ -214,7 +208,9 @@ enum scratch_slot : int {
     slot_attn_dq,
     slot_attn_dk,
     slot_attn_dv,
+    slot_count
 };
+static_assert(slot_count <= 16, "cuda_context: more scratch slots than cuda_context::scratch_ holds");
 
 inline cuda_context& context() {
     thread_local cuda_context c;
