@@ -33,12 +33,7 @@ nlohmann::json bench(const std::string& plan_name, int B, int T, int steps, int 
     static_schedule sched(plan, Cfg.shape.heads, plan_name);
     trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1}, adamw_options{}, B,
                T);
-    rng r(1);
-    batch b{B, T, {}, {}};
-    for (int i = 0; i < B * T; ++i) {
-        b.inputs.push_back(std::int32_t(r.below(Cfg.shape.vocab)));
-        b.targets.push_back(std::int32_t(r.below(Cfg.shape.vocab)));
-    }
+    const batch b = sgt_bench::random_batch(B, T, Cfg.shape.vocab, 1);
     std::vector<double> times;
     for (int i = 0; i < warmup + steps; ++i) {
         const double s = tr.step(b).seconds;

@@ -58,12 +58,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
         static_schedule sched(plan, Cfg.shape.heads, variant);
         trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1},
                    adamw_options{}, B, S);
-        rng r(1234);
-        batch b{B, S, {}, {}};
-        for (int i = 0; i < B * S; ++i) {  // random tokens, never zeros
-            b.inputs.push_back(std::int32_t(r.below(Cfg.shape.vocab)));
-            b.targets.push_back(std::int32_t(r.below(Cfg.shape.vocab)));
-        }
+        const batch b = sgt_bench::random_batch(B, S, Cfg.shape.vocab, 1234);
         event_timer timer;
         std::vector<double> ms;
         double loss = 0.0;

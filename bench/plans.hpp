@@ -1,10 +1,13 @@
-// bench/plans.hpp: the loop structures every benchmark compares (the same as bench/torch_step.py's).
+// bench/plans.hpp: the loop structures every benchmark compares (the same as bench/torch_step.py's), and the
+// batch they run on.
 #pragma once
 
 #include <string>
 
 #include "sgt/core/error.hpp"
 #include "sgt/config.hpp"
+#include "sgt/core/rng.hpp"
+#include "sgt/data/batch.hpp"
 #include "sgt/loop_plan.hpp"
 
 namespace sgt_bench {
@@ -26,6 +29,17 @@ inline sgt::loop_plan make_plan(const std::string& name, const sgt::model_shape&
         }
     }
     return p;
+}
+
+// B x T random tokens and targets below `vocab` (never all zeros, which would time a different computation).
+inline sgt::batch random_batch(int B, int T, int vocab, std::uint64_t seed) {
+    sgt::rng r(seed);
+    sgt::batch b{B, T, {}, {}};
+    for (int i = 0; i < B * T; ++i) {
+        b.inputs.push_back(std::int32_t(r.below(vocab)));
+        b.targets.push_back(std::int32_t(r.below(vocab)));
+    }
+    return b;
 }
 
 }  // namespace sgt_bench
