@@ -20,13 +20,11 @@ int train_main(int argc, char** argv) {
     run_options o;
     growth_flags g;
     std::string data, train_shards, val_shards, log_path;
-    int threads = 0;
     add_common_options(app, o, g, data, log_path);
     app.add_option("--train-shards", train_shards, "glob of llm.c token shards for training");
     app.add_option("--val-shards", val_shards, "glob of llm.c token shards for validation");
     app.add_option("--weight-decay", o.optim.weight_decay, "AdamW weight decay (not on norms)")->capture_default_str();
     app.add_option("--clip", o.optim.clip, "global gradient-norm clip (0: off)")->capture_default_str();
-    app.add_option("--threads", threads, "CPU threads (0: OpenMP's default)");
     app.add_option("--checkpoint-dir", o.checkpoint_dir,
                    "write checkpoints here (at the end, every --checkpoint-every steps, and on SIGINT/SIGTERM)");
     app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: the final one only)")
@@ -54,7 +52,6 @@ int train_main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        if (threads > 0) Eigen::setNbThreads(threads);
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();

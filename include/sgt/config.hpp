@@ -96,6 +96,22 @@ inline constexpr model_config char_mini{
     .shape = {.layers = 4, .heads = 4, .head_dim = 32, .d_ff = 384, .vocab = 256, .max_seq = 128},
     .loops = paper_loops};
 
+// The demo's model (examples/compare on the embedded k-hop task, 2 cores): 4 layers, 4 heads of 16, width 64,
+// byte vocabulary; about 0.30M parameters.
+inline constexpr model_config char_micro{
+    .shape = {.layers = 4, .heads = 4, .head_dim = 16, .d_ff = 256, .vocab = 256, .max_seq = 128},
+    .loops = paper_loops};
+
+// Twelve layers, the depth of the paper's 275M model, at a width one GPU trains in minutes: 8 heads of 32,
+// width 256, d_ff 1024. char_12l: byte vocabulary (12.7M parameters); gpt2_12l: GPT-2's vocabulary padded
+// to 50304 for llm.c's GPT-2 token shards (38.3M parameters, 25.8M of them the two embeddings).
+inline constexpr model_config char_12l{
+    .shape = {.layers = 12, .heads = 8, .head_dim = 32, .d_ff = 1024, .vocab = 256, .max_seq = 1024},
+    .loops = paper_loops};
+inline constexpr model_config gpt2_12l{
+    .shape = {.layers = 12, .heads = 8, .head_dim = 32, .d_ff = 1024, .vocab = 50304, .max_seq = 1024},
+    .loops = paper_loops};
+
 // The paper's scales (Table 8), vocab padded to 50304, sequence 4096.
 inline constexpr model_config p275m{
     .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 6144, .vocab = 50304, .max_seq = 4096},

@@ -266,14 +266,19 @@ public:
     }
 
     // Gradients of the mean loss of the last forward(), accumulated into gradients().
-    void backward() {
+    void backward() { backward(loss_.count ? 1.0 / double(loss_.count) : 0.0); }
+
+    // Gradients of loss_scale × the summed loss of the last forward() (last_loss().sum), accumulated into
+    // gradients(). Gradient accumulation over micro-batches passes 1 / (targets counted in all of them), so that
+    // the sum of the micro-batches' gradients is the gradient of the mean over the whole batch.
+    void backward(double loss_scale) {
         require(!stages_.empty(), "model: backward() needs a forward() first");
         const Backend be{};
         const std::int64_t N = d_.tokens();
         detail::grow(dlogits_, N * V);
         detail::grow(dx_, N * C);
         detail::grow(dres_, N * C);
-        const double scale = loss_.count ? 1.0 / double(loss_.count) : 0.0;
+        const double scale = loss_scale;
         cross_entropy_backward(be, dlogits_.data(), logits_.data(), targets_.data(), int(N), V, scale);
         fill_zero(be, dx_.data(), N * C);
         matmul_backward(be, dx_.data(), grad(table_.back()), dlogits_.data(), final_x_.data(), weight(table_.back()),
@@ -308,6 +313,33 @@ public:
     }
     const entropy_report& entropies() const { return entropy_; }
     const loss_sum& last_loss() const { return loss_; }
+    const pass_dims& dims() const { return d_; }
+
+    // The attention passes of the last forward(), in execution order, read only: the layer, the block repeat,
+    // the pass (0: the first pass over all heads; k: loop step k of Eq. 6) and what the pass saved (its heads,
+    // gains and RoPE'd q, k, v). For analysis (analysis.hpp); valid until the next forward().
+    struct attention_pass {
+        int layer = 0, repeat = 0, pass = 0;
+        const attention_record<T, Backend>* record = nullptr;
+    };
+    std::vector<attention_pass> attention_passes() const {
+        std::vector<attention_pass> out;
+        int layer = -1, repeat = 0, pass = 0;
+        for (const auto& st : stages_) {
+            if (st.kind == stage::ffn) {
+                ++repeat;
+                pass = 0;
+                continue;
+            }
+            if (st.layer != layer) {
+                layer = st.layer;
+                repeat = 0;
+                pass = 0;
+            }
+            out.push_back({st.layer, repeat, pass++, &attn_records_[st.record]});
+        }
+        return out;
+    }
 
 private:
     struct stage {

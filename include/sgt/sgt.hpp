@@ -2,6 +2,7 @@
 #pragma once
 
 #include "sgt/allocation.hpp"
+#include "sgt/analysis.hpp"
 #include "sgt/attention.hpp"
 #include "sgt/backend/cpu.hpp"
 #include "sgt/config.hpp"

@@ -45,15 +45,27 @@ namespace detail {
 inline constexpr std::string_view k_hop_alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 inline constexpr int k_hop_pair_bytes = 4;   // "x>y;"
 inline constexpr int k_hop_query_bytes = 6;  // "?xk=z;"
+inline constexpr int k_hop_compact_pair_bytes = 1;   // one byte: 128 + 11 x + y
+inline constexpr int k_hop_compact_query_bytes = 3;  // "kxz"
+inline constexpr int k_hop_compact_max_symbols = 11;  // 128 + 11*10 + 10 = 248 < 256
+inline constexpr int k_hop_compact_pair_base = 128;
+
+// Is `c` a decimal digit / a letter of the alphabet?
+inline constexpr bool k_hop_digit(std::int32_t c) { return c >= '0' && c <= '9'; }
+inline constexpr bool k_hop_letter(std::int32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 }  // namespace detail
 
+// How a sequence is written (see the header comment): readable text, or one token per mapping entry.
+enum class k_hop_format { text, compact };
+
 struct k_hop_options {
-    int symbols = 16;             // n, 2..52: the first n letters of a-z A-Z
+    int symbols = 16;             // n, 2..52 (text) or 2..11 (compact): the first n letters of a-z A-Z
     int min_hops = 2;             // k per query, uniform in [min_hops, max_hops], 1..9
     int max_hops = 3;
     bool permutation = true;      // f is a random permutation; false: a random function (f(x) uniform)
     bool supervise_all = false;   // false: only answers are targets; true: every next byte is
+    k_hop_format format = k_hop_format::text;
     std::uint64_t val_seed = 0x5347542d6b686f70ull;  // seeds val_batches ("SGT-khop")
 };
 
@@ -66,28 +78,38 @@ public:
         require(opt_.min_hops >= 1 && opt_.min_hops <= opt_.max_hops && opt_.max_hops <= 9,
                 "k-hop task: hops {} to {}, expected 1 <= min_hops <= max_hops <= 9 (one digit)", opt_.min_hops,
                 opt_.max_hops);
+        require(opt_.format == k_hop_format::text || opt_.symbols <= detail::k_hop_compact_max_symbols,
+                "k-hop task: symbols = {} in the compact format, expected at most {} (one byte per mapping entry)",
+                opt_.symbols, detail::k_hop_compact_max_symbols);
     }
 
     const k_hop_options& options() const { return opt_; }
     int vocab() const { return 256; }
 
-    // The shortest T that holds the mapping and one query: 4n + 6 stream bytes, T = stream - 1.
-    int min_seq_len() const {
-        return detail::k_hop_pair_bytes * opt_.symbols + detail::k_hop_query_bytes - 1;
+    // Bytes of one mapping entry and of one query in the stream: 4 and 6 (text), 1 and 3 (compact).
+    int pair_bytes() const {
+        return opt_.format == k_hop_format::text ? detail::k_hop_pair_bytes : detail::k_hop_compact_pair_bytes;
     }
+    int query_bytes() const {
+        return opt_.format == k_hop_format::text ? detail::k_hop_query_bytes : detail::k_hop_compact_query_bytes;
+    }
+
+    // The shortest T that holds the mapping and one query: pair_bytes * n + query_bytes stream bytes,
+    // T = stream - 1.
+    int min_seq_len() const { return pair_bytes() * opt_.symbols + query_bytes() - 1; }
 
     // Throws sgt::error unless T is at least min_seq_len().
     void check(int T) const {
         require(T >= min_seq_len(),
-                "k-hop task: T = {} is too short for {} symbols, expected T >= 4*{}+5 = {} to hold the mapping "
+                "k-hop task: T = {} is too short for {} symbols, expected T >= {}*{}+{} = {} to hold the mapping "
                 "and one query",
-                T, opt_.symbols, opt_.symbols, min_seq_len());
+                T, opt_.symbols, pair_bytes(), opt_.symbols, query_bytes() - 1, min_seq_len());
     }
 
     // Queries in one sequence of length T.
     int queries(int T) const {
         check(T);
-        return (T + 1 - detail::k_hop_pair_bytes * opt_.symbols) / detail::k_hop_query_bytes;
+        return (T + 1 - pair_bytes() * opt_.symbols) / query_bytes();
     }
 
     // One stream of T + 1 bytes in the format above, drawn from r.
@@ -107,29 +129,41 @@ public:
         shuffle(r, std::span(order).first(static_cast<std::size_t>(n)));
 
         const auto sym = [](int x) { return detail::k_hop_alphabet[static_cast<std::size_t>(x)]; };
+        const bool text = opt_.format == k_hop_format::text;
         std::string s;
         s.reserve(static_cast<std::size_t>(T) + 1);
         for (int i = 0; i < n; ++i) {
             const int x = order[static_cast<std::size_t>(i)];
-            s += sym(x);
-            s += '>';
-            s += sym(f[static_cast<std::size_t>(x)]);
-            s += ';';
+            const int y = f[static_cast<std::size_t>(x)];
+            if (text) {
+                s += sym(x);
+                s += '>';
+                s += sym(y);
+                s += ';';
+            } else {
+                s += static_cast<char>(detail::k_hop_compact_pair_base + detail::k_hop_compact_max_symbols * x + y);
+            }
         }
-        const int rest = T + 1 - detail::k_hop_pair_bytes * n;
-        s.append(static_cast<std::size_t>(rest % detail::k_hop_query_bytes), '.');
+        const int rest = T + 1 - pair_bytes() * n;
+        s.append(static_cast<std::size_t>(rest % query_bytes()), '.');
         const int span = opt_.max_hops - opt_.min_hops + 1;
-        for (int q = 0; q < rest / detail::k_hop_query_bytes; ++q) {
+        for (int q = 0; q < rest / query_bytes(); ++q) {
             const int x = static_cast<int>(r.below(static_cast<std::uint64_t>(n)));
             const int k = opt_.min_hops + static_cast<int>(r.below(static_cast<std::uint64_t>(span)));
             int z = x;
             for (int h = 0; h < k; ++h) z = f[static_cast<std::size_t>(z)];
-            s += '?';
-            s += sym(x);
-            s += static_cast<char>('0' + k);
-            s += '=';
-            s += sym(z);
-            s += ';';
+            if (text) {
+                s += '?';
+                s += sym(x);
+                s += static_cast<char>('0' + k);
+                s += '=';
+                s += sym(z);
+                s += ';';
+            } else {
+                s += static_cast<char>('0' + k);
+                s += sym(x);
+                s += sym(z);
+            }
         }
         return s;
     }
@@ -155,11 +189,12 @@ public:
     }
 
     std::string describe() const {
-        return fmt::format("k-hop pointer chasing: {} symbols, {} hops, {}, loss on {} (synthetic, bytes)",
+        return fmt::format("k-hop pointer chasing: {} symbols, {} hops, {}{}, loss on {} (synthetic, bytes)",
                            opt_.symbols,
                            opt_.min_hops == opt_.max_hops ? fmt::format("{}", opt_.min_hops)
                                                           : fmt::format("{}-{}", opt_.min_hops, opt_.max_hops),
                            opt_.permutation ? "permutation" : "random function",
+                           opt_.format == k_hop_format::compact ? ", compact" : "",
                            opt_.supervise_all ? "every token" : "answers only");
     }
 
@@ -192,13 +227,19 @@ private:
         return batch{B, T, std::vector<std::int32_t>(n), std::vector<std::int32_t>(n)};
     }
 
+    // Is the target at stream position t an answer? Text: the input is '='; compact: a letter after a digit.
+    static bool is_answer(const std::string& s, std::size_t t) {
+        const auto c = [&](std::size_t i) { return static_cast<std::int32_t>(static_cast<unsigned char>(s[i])); };
+        return c(t) == '=' || (t > 0 && detail::k_hop_letter(c(t)) && detail::k_hop_digit(c(t - 1)));
+    }
+
     void fill_row(batch& out, int b, const std::string& s) const {
         const std::size_t T = static_cast<std::size_t>(out.T);
         std::int32_t* in = out.inputs.data() + static_cast<std::size_t>(b) * T;
         std::int32_t* tg = out.targets.data() + static_cast<std::size_t>(b) * T;
         for (std::size_t t = 0; t < T; ++t) {
             in[t] = static_cast<unsigned char>(s[t]);
-            const bool answer = s[t] == '=';
+            const bool answer = is_answer(s, t);
             tg[t] = opt_.supervise_all || answer ? static_cast<unsigned char>(s[t + 1]) : ignore_target;
         }
     }
@@ -231,10 +272,13 @@ inline answer_score k_hop_score(const batch& b, std::span<const std::int32_t> pr
     require(predicted.size() == n, "k-hop score: {} predictions, expected B*T = {}*{} = {}", predicted.size(), b.B,
             b.T, n);
     answer_score s;
+    const std::size_t T = static_cast<std::size_t>(b.T);
     for (std::size_t p = 0; p < n; ++p) {
-        if (b.inputs[p] != '=') continue;
+        const bool compact_answer =
+            p % T > 0 && detail::k_hop_letter(b.inputs[p]) && detail::k_hop_digit(b.inputs[p - 1]);
+        if (b.inputs[p] != '=' && !compact_answer) continue;
         require(b.targets[p] != ignore_target,
-                "k-hop score: position {} has input '=' but no target, expected a batch of k_hop_dataset", p);
+                "k-hop score: position {} holds a query (input '=', or a letter after a digit) but no target, expected a batch of k_hop_dataset", p);
         ++s.total;
         if (predicted[p] == b.targets[p]) ++s.correct;
     }

@@ -6,6 +6,7 @@
 // The training loop itself (data, logging, checkpoints) belongs to the program: see examples/train.cpp.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <span>
@@ -41,28 +42,56 @@ public:
         lr_.validate();
     }
 
-    step_stats step(const batch& b) {
+    step_stats step(const batch& b) { return step(std::span<const batch>(&b, 1)); }
+
+    // One optimizer step over micro-batches (gradient accumulation): the loss, the gradients and the entropies
+    // are those of one batch made of all of them. Every micro-batch's summed loss is weighted by 1 / (targets
+    // counted in all micro-batches), so the loss is the mean over all counted targets, as in one batch; the
+    // entropies (batch means, Eq. 4) are averaged weighted by the micro-batches' sequence counts. The FLOPs
+    // counter counts `batch` sequences per step (the constructor's): construct the trainer with the batch of a
+    // whole step, micro-batch size × micro-batches.
+    step_stats step(std::span<const batch> micro) {
+        require(!micro.empty(), "training: a step needs at least one micro-batch, found none");
         const auto start = std::chrono::steady_clock::now();
         step_stats r;
         r.step = ++t_;
         const loop_plan plan = schedule_.plan();
+        std::int64_t count = 0;  // counted targets of the whole step
+        for (const auto& b : micro)
+            for (const std::int32_t y : b.targets) count += y >= 0 ? 1 : 0;
         model_.set_training(true);
         model_.zero_grad();
-        r.loss = model_.forward(b, plan);
+        double sum = 0.0;
+        int sequences = 0;
+        for (const auto& b : micro) {
+            model_.forward(b, plan);
+            sum += model_.last_loss().sum;
+            model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
+            if (micro.size() > 1) add_entropies(model_.entropies(), b.B, sequences == 0);
+            sequences += b.B;
+            r.flops += step_flops(Model::shape, b.B, b.T, plan);
+        }
+        r.loss = count > 0 ? sum / double(count) : 0.0;
         require(std::isfinite(r.loss), "training: the loss is not finite ({}) at step {}", r.loss, t_);
-        model_.backward();
+        if (micro.size() > 1)
+            scale_entropies(1.0 / double(sequences));
+        else
+            entropy_ = model_.entropies();
         r.grad_norm = opt_.clip_gradients(model_.gradients());
         require(std::isfinite(r.grad_norm), "training: the gradient norm is not finite ({}) at step {}", r.grad_norm,
                 t_);
         r.lr = lr_(t_);
         opt_.step(model_.parameters(), model_.gradients(), r.lr);
-        r.events = schedule_.end_step(t_, model_.entropies());
-        r.flops = step_flops(Model::shape, b.B, b.T, plan);
+        r.events = schedule_.end_step(t_, entropy_);
         flops_.add(plan);
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         seconds_ += r.seconds;
         return r;
     }
+
+    // The entropies the schedule saw at the last step: the model's (one batch) or their average over the
+    // micro-batches (empty before the first step).
+    const entropy_report& entropies() const { return entropy_; }
 
     // Mean loss over the counted targets of all batches, under the current structure, dropout off.
     // on_batch(b, logits) is called after each batch's forward, with its (B, T, V) logits (e.g. for accuracy).
@@ -100,6 +129,23 @@ public:
     const cosine_schedule& lr_schedule() const { return lr_; }
 
 private:
+    // entropy_ (+)= weight × e, first pass and last loop step alike (NaN where a head did not loop stays NaN).
+    void add_entropies(const entropy_report& e, int weight, bool first) {
+        if (first) {
+            if (entropy_.layers != e.layers || entropy_.heads != e.heads) entropy_ = entropy_report(e.layers, e.heads);
+            std::fill(entropy_.first_pass.begin(), entropy_.first_pass.end(), 0.0);
+            std::fill(entropy_.last_loop.begin(), entropy_.last_loop.end(), 0.0);
+        }
+        for (std::size_t i = 0; i < e.first_pass.size(); ++i) {
+            entropy_.first_pass[i] += weight * e.first_pass[i];
+            entropy_.last_loop[i] += weight * e.last_loop[i];
+        }
+    }
+    void scale_entropies(double f) {
+        for (double& v : entropy_.first_pass) v *= f;
+        for (double& v : entropy_.last_loop) v *= f;
+    }
+
     Model& model_;
     Schedule& schedule_;
     cosine_schedule lr_;
@@ -107,6 +153,7 @@ private:
     flops_counter flops_;
     int t_ = 0;
     double seconds_ = 0.0;
+    entropy_report entropy_;  // of the last step: the model's, or averaged over its micro-batches
 };
 
 }  // namespace sgt

@@ -1,0 +1,99 @@
+// The analysis hook (sgt/analysis.hpp): the last token's attention row, value norms and contributions
+// C_j = A_{N,j} · ‖V_j‖₂ of every pass, checked against the attention matrices the CPU backend saved and against
+// value vectors recomputed from the layer's W_V and the pass's normalised input.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <tuple>
+
+#include "support.hpp"
+#include "sgt/analysis.hpp"
+#include "sgt/model.hpp"
+
+using namespace sgt;
+using tiny_model = model<double, presets::tiny>;
+
+namespace {
+batch random_batch(int B, int T, int V, std::uint64_t seed) {
+    rng r(seed);
+    batch b{B, T, {}, {}};
+    for (int i = 0; i < B * T; ++i) {
+        b.inputs.push_back(std::int32_t(r.below(V)));
+        b.targets.push_back(std::int32_t(r.below(V)));
+    }
+    return b;
+}
+}  // namespace
+
+TEST_CASE("last-token contributions: every pass and head, rows equal to the saved attention, C = A·‖V‖") {
+    constexpr int B = 3, T = 12, HD = tiny_model::HD, C = tiny_model::C;
+    tiny_model m(B, T, 7);
+    loop_plan plan = loop_plan::vanilla(tiny_model::NL);
+    plan.layers[1] = layer_loop{.k = 1, .heads = {0, 3}, .fade = 0.25};
+    plan.layers[2].block_repeat = 2;
+    plan.layers[3] = layer_loop{.k = 2, .heads = {1, 2}};
+    m.forward(random_batch(B, T, tiny_model::V, 3), plan);
+
+    const int b = 1;
+    const auto rows = last_token_contributions(m, b);
+    // Passes: layer 0 one, layer 1 two (the second over all heads with the fade gain), layer 2 one per
+    // repeat, layer 3 three (loop steps over S = {1, 2}).
+    std::map<std::tuple<int, int, int>, int> heads_per_pass;
+    for (const auto& r : rows) ++heads_per_pass[{r.layer, r.repeat, r.pass}];
+    const std::map<std::tuple<int, int, int>, int> expected{
+        {{0, 0, 0}, 4}, {{1, 0, 0}, 4}, {{1, 0, 1}, 4}, {{2, 0, 0}, 4}, {{2, 1, 0}, 4},
+        {{3, 0, 0}, 4}, {{3, 0, 1}, 2}, {{3, 0, 2}, 2}};
+    CHECK(heads_per_pass == expected);
+
+    const auto passes = m.attention_passes();
+    REQUIRE(passes.size() == expected.size());
+    std::size_t k = 0;
+    for (const auto& p : passes) {
+        const auto& rec = *p.record;
+        const int n = rec.n();
+        for (int i = 0; i < n; ++i, ++k) {
+            const auto& r = rows[k];
+            CHECK(r.layer == p.layer);
+            CHECK(r.pass == p.pass);
+            CHECK(r.head == rec.heads[i]);
+            CHECK(r.gain == (p.layer == 1 && p.pass == 1 && (r.head == 1 || r.head == 2) ? 0.25 : 1.0));
+            REQUIRE(r.attention.size() == std::size_t(T));
+            // The attention matrices the CPU backend saved, (B, n, T, T): the last row of (b, i).
+            const double* saved = rec.probs.data() + ((std::size_t(b) * n + i) * T + (T - 1)) * T;
+            double sum = 0.0;
+            for (int j = 0; j < T; ++j) {
+                CHECK(std::abs(r.attention[j] - saved[j]) <= 1e-12);
+                sum += r.attention[j];
+            }
+            CHECK(std::abs(sum - 1.0) <= 1e-12);
+            // V_j = W_V^(i) a_j, a = RMSNorm_attn of the pass input, from the layer's weights.
+            const auto wv = m.parameter("model.layers." + std::to_string(p.layer) + ".self_attn.v_proj.weight");
+            for (int j = 0; j < T; ++j) {
+                const double* a = rec.a.data() + (std::size_t(b) * T + j) * C;
+                double s = 0.0;
+                for (int e = 0; e < HD; ++e) {
+                    double v = 0.0;
+                    for (int c = 0; c < C; ++c) v += wv[std::size_t(r.head * HD + e) * C + c] * a[c];
+                    s += v * v;
+                }
+                CHECK(std::abs(r.value_norm[j] - std::sqrt(s)) <= 1e-12 * (1.0 + std::sqrt(s)));
+                CHECK(r.contribution[j] == r.attention[j] * r.value_norm[j]);
+            }
+        }
+    }
+    CHECK(k == rows.size());
+
+    // A filter: the looped heads of layer 3 only.
+    const auto looped = last_token_contributions(m, b, [](int l, int, int h) { return l == 3 && (h == 1 || h == 2); });
+    CHECK(looped.size() == 6);
+}
+
+TEST_CASE("last-token contributions: bad input") {
+    tiny_model m(2, 8, 1);
+    CHECK(test::error_of([&] { last_token_contributions(m); }) ==
+          "analysis: the model has not run a forward() yet");
+    m.forward(random_batch(2, 8, tiny_model::V, 1), loop_plan::vanilla(tiny_model::NL));
+    CHECK(test::error_of([&] { last_token_contributions(m, 2); }) ==
+          "analysis: sequence 2 requested, expected 0 <= b < B = 2");
+}
