@@ -198,11 +198,12 @@ struct run_options {
     int batch = 16;
     int seq = 32;
     int grad_accum = 1;  // micro-batches of `batch` sequences per optimizer step
-    cosine_schedule lr{.lr_max = 3e-3, .warmup = 20, .total = 400, .min_ratio = 0.1};
+    cosine_schedule lr{.lr_max = 2e-3, .warmup = 20, .total = 400, .min_ratio = 0.1};
     adamw_options optim{};
     double dropout = 0.0;
     std::uint64_t seed = 1;
     int eval_interval = 100;
+    std::string run_name;   // the "run" field of the log's records (default: the schedule's name)
     int entropy_every = 0;  // steps between entropy records in the log (0: at evaluations only)
     bool log_flow = false;  // log the last token's attention contribution flow at evaluations (analysis.hpp)
     int eval_batches = 8;
@@ -256,7 +257,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     const auto val = data.val_batches(o.batch, o.seq, o.eval_batches);
 
     run_result r;
-    r.name = schedule.name();
+    r.name = o.run_name.empty() ? schedule.name() : o.run_name;
     r.params = Cfg.shape.total_params();
     // Validation loss over all validation batches, dropout off; answer accuracy of the argmax where the data
     // defines answers (the k-hop task).
@@ -277,7 +278,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         });
         std::optional<double> acc;
         if (score && score->total > 0) acc = score->accuracy();
-        nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v}};
+        nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v},
+                         {"cumulative_flops", tr.flops().total()}};
         if (acc) j["accuracy"] = *acc;
         log.write(j);
         r.final_val_loss = v;
@@ -349,7 +351,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                    {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
                    {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", tokens_per_step / s.seconds}});
         for (const auto& e : s.events) {
-            log.write({{"type", "growth"}, {"run", r.name}, {"step", t}, {"event", e}});
+            log.write({{"type", "growth"}, {"run", r.name}, {"event", e}});
             r.events.push_back(e);
         }
         const bool eval_step = t % o.eval_interval == 0 || t == o.steps;
@@ -426,6 +428,12 @@ any_schedule make_schedule(const growth_flags& g) {
             s.layers, s.heads,
             head_loop_options{.layer = g.loop_layer >= 0 ? g.loop_layer : s.layers - 1, .h = s.heads, .k = g.loop_k,
                               .t_start = g.t_start}));
+    if (g.variant == "high" || g.variant == "low") {  // Table 2's high-/low-entropy loop on one layer
+        const head_loop_options ho{.layer = g.loop_layer >= 0 ? g.loop_layer : s.layers - 1,
+                                   .h = g.h >= 0 ? g.h : Cfg.loops.h, .k = g.loop_k, .t_start = g.t_start};
+        if (g.variant == "high") return any_schedule(head_loop_schedule<top_h>(s.layers, s.heads, ho));
+        return any_schedule(head_loop_schedule<bottom_h>(s.layers, s.heads, ho));
+    }
     if (g.variant == "sgt") {
         growth_options o = growth_options::from_budget(Cfg.loops);
         o.t_start = g.t_start;
@@ -442,7 +450,7 @@ any_schedule make_schedule(const growth_flags& g) {
         o.release_rules = g.release_rules;
         return any_schedule(growth_operator<>(s, o));
     }
-    fail("unknown variant '{}': expected vanilla, block, attention or sgt", g.variant);
+    fail("unknown variant '{}': expected vanilla, block, attention, high, low or sgt", g.variant);
 }
 
 // The flags both programs take; `data` and `log_path` receive --data and --log.
@@ -466,6 +474,7 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
                    "micro-batches of --batch sequences per optimizer step (loss, gradients and entropies as of one "
                    "batch of grad-accum x batch)")
         ->capture_default_str();
+    app.add_option("--run-name", o.run_name, "name of the run in the log (default: the schedule's name)");
     app.add_option("--entropy-every", o.entropy_every,
                    "log the entropies (layer x head) every N steps, besides every evaluation (0: evaluations only)")
         ->capture_default_str();

@@ -65,7 +65,9 @@ int main(int argc, char** argv) {
                                o.seq, g.t_start, g.dt, o.seed);
                 }
                 fmt::print(stderr, "-- {} --\n", v.label);
-                run_result r = train_run<Cfg>(o, ds, sched, log);
+                run_options ov = o;  // the log names the run by its label (after --run-name, when given)
+                ov.run_name = o.run_name.empty() ? v.label : o.run_name + " " + v.label;
+                run_result r = train_run<Cfg>(ov, ds, sched, log);
                 r.name = v.label;
                 results.push_back(std::move(r));
             }

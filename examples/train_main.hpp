@@ -31,7 +31,10 @@ int train_main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
     app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
-    app.add_option("--variant", g.variant, "vanilla, block, attention or sgt")->capture_default_str();
+    app.add_option("--variant", g.variant,
+                   "vanilla, block, attention (all heads of --loop-layer), high / low (the --h highest / lowest-entropy "
+                   "heads of --loop-layer, chosen at --t-start) or sgt")
+        ->capture_default_str();
     app.add_option("--L", g.L, "looping layers (default: the preset's budget)");
     app.add_option("--k-max", g.k_max, "loop depth bound (default: the preset's budget)");
     app.add_option("--h", g.h, "heads per looping layer (default: the preset's budget)");
@@ -42,8 +45,8 @@ int train_main(int argc, char** argv) {
     app.add_option("--ema", g.ema, "entropy EMA alpha (0: instantaneous)")->capture_default_str();
     app.add_flag("--release-rules", g.release_rules, "the authors' release rules (spec Sec. 4 (a)-(d))");
     app.add_option("--block-layers", g.block_layers, "Block Loop layers (default: chosen by entropy at t_start)");
-    app.add_option("--loop-layer", g.loop_layer, "Attention Loop layer (default: the last)");
-    app.add_option("--loop-k", g.loop_k, "Attention Loop depth")->capture_default_str();
+    app.add_option("--loop-layer", g.loop_layer, "layer of the attention / high / low loop (default: the last)");
+    app.add_option("--loop-k", g.loop_k, "loop steps of the attention / high / low loop")->capture_default_str();
     std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
     const std::vector<std::string> offered{precision_name<Precisions>::value...};
     app.add_option("--precision", precision, "stored type: " + fmt::format("{}", fmt::join(offered, ", ")) +
@@ -69,11 +72,16 @@ int train_main(int argc, char** argv) {
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | {} {} | data: {}\n", o.preset,
                        Cfg.shape.total_params() / 1e6, sched.name(), Backend::name, precision_name<T>::value,
                        ds.describe());
-            fmt::print("steps {} | batch {} x {} | lr {} (warm-up {}, cosine to {}x) | dropout {} | seed {}\n",
-                       o.steps, o.batch, o.seq, o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed);
-            log.write({{"type", "config"}, {"preset", o.preset}, {"schedule", sched.to_json()},
-                       {"data", ds.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
-                       {"lr", o.lr.lr_max}, {"seed", o.seed}});
+            fmt::print("steps {} | batch {} x {}{} | lr {} (warm-up {}, cosine to {}x) | dropout {} | seed {}\n",
+                       o.steps, o.batch, o.seq,
+                       o.grad_accum > 1 ? fmt::format(" x {} micro-batches", o.grad_accum) : std::string(),
+                       o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed);
+            log.write({{"type", "config"}, {"run", o.run_name.empty() ? sched.name() : o.run_name},
+                       {"preset", o.preset}, {"schedule", sched.to_json()}, {"data", ds.describe()},
+                       {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"grad_accum", o.grad_accum},
+                       {"lr", o.lr.lr_max}, {"warmup", o.lr.warmup}, {"dropout", o.dropout}, {"seed", o.seed},
+                       {"backend", Backend::name}, {"precision", precision_name<T>::value},
+                       {"params", Cfg.shape.total_params()}});
             const run_result r = train_run<Cfg, T, Backend>(o, ds, sched, log);
             if (r.interrupted) {
                 fmt::print("\ninterrupted: checkpoint saved in {}; continue with --resume {}\n", o.checkpoint_dir,
@@ -86,7 +94,7 @@ int train_main(int argc, char** argv) {
             fmt::print("training FLOPs  {} ({:+.2f}% over vanilla)\n", human_flops(r.flops),
                        100 * (r.flops / r.vanilla_flops - 1));
             fmt::print("wall time       {:.1f} s ({:.0f} tokens/s)\n", r.seconds,
-                       double(o.steps) * o.batch * o.seq / r.seconds);
+                       double(o.steps) * o.batch * o.grad_accum * o.seq / r.seconds);
             for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
             fmt::print("structure       {}\n", r.final_structure.dump());
             return 0;

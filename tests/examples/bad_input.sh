@@ -25,7 +25,7 @@ mkdir -p "$work/ck/step_00000001" && cp "$work/ck_model" "$work/ck/step_00000001
 echo step_00000001 > "$work/ck/latest"
 expect "no such file" --data "$work/missing.txt" --steps 30
 expect "the file is empty (0 bytes)" --data "$work/empty.txt" --steps 30
-expect "expected at least T+1 = 65 for one sequence" --data "$work/short.txt" --steps 30
+expect "expected at least T+1 = 33 for one sequence" --data "$work/short.txt" --steps 30
 expect "sequence length 300 is outside [2, 128], the preset's maximum" --seq 300 --steps 30
 expect "model.safetensors': header length" --resume "$work/ck" --steps 30
 expect "training: the loss is not finite" --lr 1e30 --warmup 1 --steps 30 --clip 0

@@ -26,6 +26,12 @@ rc=$?
 set -e
 [ $rc -eq 1 ] && grep -q "the checkpoint was trained with batch 2 x 48, this run asks for 3 x 48" <<< "$out"
 echo "resume with another batch shape: refused"
+set +e
+out=$("$train" "${common[@]}" --steps 24 --grad-accum 2 --resume "$work/ck" 2>&1)
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "the checkpoint was trained with --grad-accum 1, this run asks for 2" <<< "$out"
+echo "resume with another --grad-accum: refused"
 
 "$train" "${common[@]}" --steps 100000 --checkpoint-dir "$work/sig" > /dev/null 2>&1 &
 pid=$!
