@@ -13,7 +13,8 @@
 # (shared/data is not on the GPU machine; .gpu/ and .data/ are ignored by git):
 #     cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90
 #     cmake --build build-gpu -j2 --target train_cuda
-#     mkdir -p .gpu .data && cp build-gpu/examples/train_cuda /lib/x86_64-linux-gnu/libfmt.so.9 .gpu/
+#     mkdir -p .gpu .data && cp build-gpu/examples/train_cuda /lib/x86_64-linux-gnu/libfmt.so.9 \
+#         /lib/x86_64-linux-gnu/libgomp.so.1 .gpu/
 #     cp ../shared/data/tinyshakespeare.txt .data/
 # Then, on the GPU machine (carrying .gpu and .data):   bash scripts/experiments.sh .gpu     (writes under $OUT)
 # The script checks with ldd that nothing is missing and names what is.

@@ -35,6 +35,16 @@ TEST_CASE("total parameters add the RMSNorm weights, and the model allocates exa
     // tiny: layer 4·32² + 3·32·64 = 4,096 + 6,144 = 10,240; ×4 = 40,960; embeddings 2·64·32 = 4,096;
     //       norms 9·32 = 288; total 45,344.
     CHECK(presets::tiny.shape.total_params() == 45'344);
+    // char_micro (the demo): layer 4·64² + 3·64·256 = 16,384 + 49,152 = 65,536; ×4 = 262,144;
+    //                        embeddings 2·256·64 = 32,768; norms 9·64 = 576; total 295,488 ≈ 0.30M.
+    CHECK(presets::char_micro.shape.total_params() == 295'488);
+    // char_12l: layer 4·256² + 3·256·1024 = 262,144 + 786,432 = 1,048,576; ×12 = 12,582,912;
+    //           embeddings 2·256·256 = 131,072; norms 25·256 = 6,400; total 12,720,384 ≈ 12.7M.
+    CHECK(presets::char_12l.shape.total_params() == 12'720'384);
+    // gpt2_12l: the same layers and norms; embeddings 2·50304·256 = 25,755,648; total 38,344,960 ≈ 38.3M.
+    CHECK(presets::gpt2_12l.shape.total_params() == 38'344'960);
+    CHECK(presets::gpt2_12l.shape.vocab == 50304);
+    CHECK(presets::char_12l.shape.layers == 12);
     model<double, presets::tiny> m(1, 4);
     CHECK(m.parameters().size() == 45'344u);
     const auto& t = m.parameter_table();
