@@ -11,6 +11,7 @@
 #include "../examples/variants/loop_gain.hpp"
 #include "gradcheck.hpp"
 #include "resume.hpp"
+#include "support.hpp"
 #include "sgt/io/checkpoint.hpp"
 #include "sgt/sgt.hpp"
 
@@ -18,16 +19,6 @@ using namespace sgt;
 using loop_gain_example::loop_gain_variant;
 
 namespace {
-
-batch random_batch(int B, int T, int V, std::uint64_t seed) {
-    rng r(seed);
-    batch b{B, T, {}, {}};
-    for (int i = 0; i < B * T; ++i) {
-        b.inputs.push_back(std::int32_t(r.below(V)));
-        b.targets.push_back(std::int32_t(r.below(V)));
-    }
-    return b;
-}
 
 loop_plan looped_plan() {
     loop_plan p = loop_plan::vanilla(presets::tiny.shape.layers);
@@ -80,7 +71,7 @@ TEST_CASE("the loop-gain variant at its initial gains (1) is the paper's model, 
     std::vector<double> shared(paper.parameters().begin(), paper.parameters().end());
     std::copy(shared.begin(), shared.end(), gained.parameters().begin());
 
-    const batch b = random_batch(2, 12, presets::tiny.shape.vocab, 3);
+    const batch b = test::random_batch(2, 12, presets::tiny.shape.vocab, 3);
     const loop_plan plan = looped_plan();
     CHECK(paper.forward(b, plan) == gained.forward(b, plan));
     paper.backward();
@@ -98,7 +89,7 @@ TEST_CASE("loop-gain variant: gradients of its gains and of the decoder by finit
     rng r(17);
     for (int l = 0; l < m.NL; ++l)
         for (auto& g : m.parameter(loop_gain_variant::gain_name(l))) g = 1.0 + 0.5 * r.normal();  // away from 1
-    const batch b = random_batch(2, 10, m.V, 4);
+    const batch b = test::random_batch(2, 10, m.V, 4);
     const loop_plan plan = looped_plan();
     check_gradient_of(m, b, plan,
                       {loop_gain_variant::gain_name(1), loop_gain_variant::gain_name(2), loop_gain_variant::gain_name(3)},
@@ -233,7 +224,7 @@ struct query_gate_variant : paper_variant {
 TEST_CASE("a gate variant with a loss term and its own ∂L/∂q: finite differences through every hook") {
     model<double, presets::tiny, cpu, query_gate_variant> m(2, 9, 7);
     sharpen(m, 21);
-    const batch b = random_batch(2, 9, m.V, 6);
+    const batch b = test::random_batch(2, 9, m.V, 6);
     const loop_plan plan = looped_plan();
     const double loss = m.forward(b, plan);
     CHECK(m.extra_loss() > 0.0);
