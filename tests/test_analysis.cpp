@@ -14,17 +14,7 @@
 using namespace sgt;
 using tiny_model = model<double, presets::tiny>;
 
-namespace {
-batch random_batch(int B, int T, int V, std::uint64_t seed) {
-    rng r(seed);
-    batch b{B, T, {}, {}};
-    for (int i = 0; i < B * T; ++i) {
-        b.inputs.push_back(std::int32_t(r.below(V)));
-        b.targets.push_back(std::int32_t(r.below(V)));
-    }
-    return b;
-}
-}  // namespace
+using test::random_batch;
 
 TEST_CASE("last-token contributions: every pass and head, rows equal to the saved attention, C = A·‖V‖") {
     constexpr int B = 3, T = 12, HD = tiny_model::HD, C = tiny_model::C;
@@ -54,10 +44,11 @@ TEST_CASE("last-token contributions: every pass and head, rows equal to the save
         const int n = rec.n();
         for (int i = 0; i < n; ++i, ++k) {
             const auto& r = rows[k];
-            CHECK(r.layer == p.layer);
-            CHECK(r.pass == p.pass);
+            CHECK(r.layer == p.site.layer);
+            CHECK(r.repeat == p.site.repeat);
+            CHECK(r.pass == p.site.step);
             CHECK(r.head == rec.heads[i]);
-            CHECK(r.gain == (p.layer == 1 && p.pass == 1 && (r.head == 1 || r.head == 2) ? 0.25 : 1.0));
+            CHECK(r.gain == (p.site.layer == 1 && p.site.step == 1 && (r.head == 1 || r.head == 2) ? 0.25 : 1.0));
             REQUIRE(r.attention.size() == std::size_t(T));
             // The attention matrices the CPU backend saved, (B, n, T, T): the last row of (b, i).
             const double* saved = rec.probs.data() + ((std::size_t(b) * n + i) * T + (T - 1)) * T;
@@ -68,7 +59,7 @@ TEST_CASE("last-token contributions: every pass and head, rows equal to the save
             }
             CHECK(std::abs(sum - 1.0) <= 1e-12);
             // V_j = W_V^(i) a_j, a = RMSNorm_attn of the pass input, from the layer's weights.
-            const auto wv = m.parameter("model.layers." + std::to_string(p.layer) + ".self_attn.v_proj.weight");
+            const auto wv = m.parameter("model.layers." + std::to_string(p.site.layer) + ".self_attn.v_proj.weight");
             for (int j = 0; j < T; ++j) {
                 const double* a = rec.a.data() + (std::size_t(b) * T + j) * C;
                 double s = 0.0;

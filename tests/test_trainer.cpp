@@ -88,7 +88,7 @@ std::string error_of_step(Trainer& t) {
 }
 // B sequences of random tokens whose targets are ignored with probability `ignore`, so that micro-batches
 // count different numbers of targets.
-batch random_batch(rng& r, int B, int T, int V, double ignore) {
+batch random_batch_ignoring(rng& r, int B, int T, int V, double ignore) {
     batch b{B, T, {}, {}};
     for (int i = 0; i < B * T; ++i) {
         b.inputs.push_back(std::int32_t(r.below(V)));
@@ -118,7 +118,7 @@ TEST_CASE("gradient accumulation: 4 micro-batches of B give the loss, gradients 
     constexpr int B = 2, T = 16, N = 4;
     rng r(11);
     std::vector<batch> micro;
-    for (int i = 0; i < N; ++i) micro.push_back(random_batch(r, B, T, double_model::V, 0.15 + 0.2 * i));
+    for (int i = 0; i < N; ++i) micro.push_back(random_batch_ignoring(r, B, T, double_model::V, 0.15 + 0.2 * i));
     std::vector<std::int64_t> counts;
     for (const auto& b : micro) counts.push_back(std::count_if(b.targets.begin(), b.targets.end(), [](auto y) { return y >= 0; }));
     REQUIRE(counts[0] != counts[3]);  // unequal counts: a plain mean of the micro-batch means would be wrong

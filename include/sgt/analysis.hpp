@@ -51,8 +51,8 @@ std::vector<contribution_row> last_token_contributions(const Model& m, int b, Ke
         copy_to_host(typename Model::backend_type{}, host.data(), r.qkv.data() + std::int64_t(b) * T_ * row,
                      T_ * row);
         for (int i = 0; i < n; ++i) {
-            if (!keep(p.layer, p.pass, r.heads[i])) continue;
-            contribution_row c{p.layer, p.repeat, p.pass, r.heads[i], r.gains[i], {}, {}, {}};
+            if (!keep(p.site.layer, p.site.step, r.heads[i])) continue;
+            contribution_row c{p.site.layer, p.site.repeat, p.site.step, r.heads[i], r.gains.empty() ? 1.0 : r.gains[std::size_t(i)], {}, {}, {}};
             const auto at = [&](int t, int part, int e) {  // part 0: q, 1: k, 2: v
                 return double(host[std::size_t(t * row + (std::int64_t(part) * n + i) * HD + e)]);
             };

@@ -38,7 +38,8 @@ public:
 
     trainer(Model& m, Schedule& s, const cosine_schedule& lr, const adamw_options& o, int batch, int seq)
         : model_(m), schedule_(s), lr_(lr), opt_(m.parameter_table(), std::int64_t(m.parameters().size()), o),
-          flops_(Model::shape, batch, seq) {
+          flops_(Model::shape, batch, seq,
+                 [&m](std::int64_t B, int T, const loop_plan& p) { return m.step_flops(B, T, p); }) {
         lr_.validate();
     }
 
@@ -65,13 +66,18 @@ public:
         int sequences = 0;
         for (const auto& b : micro) {
             model_.forward(b, plan);
+            require(micro.size() == 1 || model_.extra_loss() == 0.0,
+                    "training: gradient accumulation over {} micro-batches with a variant that adds a loss term "
+                    "({}) is not supported: the term's gradient would count once per micro-batch",
+                    micro.size(), model_.extra_loss());
             sum += model_.last_loss().sum;
             model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
             if (micro.size() > 1) add_entropies(model_.entropies(), b.B, sequences == 0);
             sequences += b.B;
-            r.flops += step_flops(Model::shape, b.B, b.T, plan);
+            r.flops += model_.step_flops(b.B, b.T, plan);
         }
-        r.loss = count > 0 ? sum / double(count) : 0.0;
+        // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only).
+        r.loss = (count > 0 ? sum / double(count) : 0.0) + (micro.size() == 1 ? model_.extra_loss() : 0.0);
         require(std::isfinite(r.loss), "training: the loss is not finite ({}) at step {}", r.loss, t_);
         if (micro.size() > 1)
             scale_entropies(1.0 / double(sequences));
