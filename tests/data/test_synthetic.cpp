@@ -4,6 +4,7 @@
 
 #include "../support.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -297,4 +298,75 @@ TEST_CASE("render escapes bytes outside printable ASCII and checks the row") {
     CHECK(sgt::k_hop_dataset::render(b, 0) == "A\\x0a\\xc8");
     CHECK(sgt::k_hop_dataset::render(b, 1) == "xyz");
     CHECK(contains(error_of([&] { sgt::k_hop_dataset::render(b, 2); }), "row 2, expected 0 <= row < B = 2"));
+}
+
+TEST_CASE("compact format: one byte per mapping entry, queries 'k x z'; every answer is f^k(x) of the decoded mapping") {
+    const int n = 6, T = 32;
+    const sgt::k_hop_dataset d({.symbols = n, .min_hops = 1, .max_hops = 3, .format = sgt::k_hop_format::compact});
+    CHECK(d.min_seq_len() == n + 2);
+    CHECK(d.queries(T) == (T + 1 - n) / 3);
+    CHECK(d.describe() == "k-hop pointer chasing: 6 symbols, 1-3 hops, permutation, compact, loss on answers only "
+                          "(synthetic, bytes)");
+    sgt::rng r(9);
+    const sgt::batch b = d.train_batch(r, 8, T);
+    std::set<int> hops_seen;
+    for (int row = 0; row < b.B; ++row) {
+        const std::int32_t* in = b.inputs.data() + row * T;
+        const std::int32_t* tg = b.targets.data() + row * T;
+        // The mapping: n bytes 128 + 11 x + y, each symbol once on the left, a permutation.
+        std::map<char, char> f;
+        std::set<char> images;
+        for (int i = 0; i < n; ++i) {
+            REQUIRE(in[i] >= 128);
+            const int x = (in[i] - 128) / 11, y = (in[i] - 128) % 11;
+            REQUIRE(x < n);
+            REQUIRE(y < n);
+            CHECK(f.count(letters[x]) == 0);
+            f[letters[x]] = letters[y];
+            images.insert(letters[y]);
+            CHECK(tg[i] == sgt::ignore_target);
+        }
+        CHECK(f.size() == std::size_t(n));
+        CHECK(images.size() == std::size_t(n));
+        int p = n;
+        const int pad = (T + 1 - n) % 3;
+        for (int i = 0; i < pad; ++i, ++p) {
+            CHECK(in[p] == '.');
+            CHECK(tg[p] == sgt::ignore_target);
+        }
+        int queries = 0;
+        for (; p + 1 < T; p += 3, ++queries) {  // k at p, x at p + 1 (its target is the answer), z at p + 2
+            const int k = in[p] - '0';
+            REQUIRE(k >= 1);
+            REQUIRE(k <= 3);
+            hops_seen.insert(k);
+            CHECK(tg[p] == sgt::ignore_target);
+            const char z = follow(f, char(in[p + 1]), k);
+            CHECK(tg[p + 1] == z);
+            if (p + 2 < T) {
+                CHECK(in[p + 2] == z);
+                CHECK(tg[p + 2] == sgt::ignore_target);
+            }
+        }
+        CHECK(queries == d.queries(T));
+    }
+    CHECK(hops_seen == std::set<int>{1, 2, 3});
+
+    // Scoring finds the answers (a letter after a digit) in both supervision modes.
+    std::vector<std::int32_t> pred(b.targets.size(), 0);
+    for (std::size_t i = 0; i < pred.size(); ++i)
+        if (b.targets[i] != sgt::ignore_target) pred[i] = b.targets[i];
+    const sgt::answer_score s = sgt::k_hop_score(b, pred);
+    CHECK(s.total == b.B * d.queries(T));
+    CHECK(s.correct == s.total);
+    const sgt::k_hop_dataset all({.symbols = n, .supervise_all = true, .format = sgt::k_hop_format::compact});
+    sgt::rng r2(9);
+    const sgt::batch ba = all.train_batch(r2, 2, T);
+    CHECK(std::count(ba.targets.begin(), ba.targets.end(), sgt::ignore_target) == 0);
+    CHECK(sgt::k_hop_score(ba, ba.targets).total == 2 * all.queries(T));
+
+    CHECK(error_of([&] { d.check(7); }) ==
+          "k-hop task: T = 7 is too short for 6 symbols, expected T >= 1*6+2 = 8 to hold the mapping and one query");
+    CHECK(error_of([] { sgt::k_hop_dataset({.symbols = 12, .format = sgt::k_hop_format::compact}); }) ==
+          "k-hop task: symbols = 12 in the compact format, expected at most 11 (one byte per mapping entry)");
 }
