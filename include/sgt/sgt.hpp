@@ -14,6 +14,7 @@
 #include "sgt/data/text.hpp"
 #include "sgt/entropy.hpp"
 #include "sgt/ffn.hpp"
+#include "sgt/gates.hpp"
 #include "sgt/flops.hpp"
 #include "sgt/growth.hpp"
 #include "sgt/io/safetensors.hpp"

@@ -7,6 +7,7 @@
 #include "sgt/backend/cpu/cross_entropy.hpp"
 #include "sgt/backend/cpu/dropout.hpp"
 #include "sgt/backend/cpu/embedding.hpp"
+#include "sgt/backend/cpu/gates.hpp"
 #include "sgt/backend/cpu/heads.hpp"
 #include "sgt/backend/cpu/matmul.hpp"
 #include "sgt/backend/cpu/rmsnorm.hpp"
