@@ -90,6 +90,14 @@ template <class T>
 void head_gain_backward(cuda, T* dgains, T* dy, const T* x, const T* gains, std::int64_t N, int n, int HD,
                         bool per_position);
 
+// gates.cuh (GATES.md Sec. 1-2)
+template <class T>
+void gate_forward(cuda, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T_, int n, int HD, int i0,
+                  double theta, bool hard);
+template <class T>
+void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T_,
+                   int n, int HD, int i0, double ds_add);
+
 // swiglu.cuh
 template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n);
 template <class T>

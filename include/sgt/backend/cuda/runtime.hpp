@@ -209,6 +209,7 @@ enum scratch_slot : int {
     slot_attn_dq,
     slot_attn_dk,
     slot_attn_dv,
+    slot_gate,
     slot_count
 };
 static_assert(slot_count <= 16, "cuda_context: more scratch slots than cuda_context::scratch_ holds");
