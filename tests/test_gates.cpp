@@ -373,3 +373,43 @@ TEST_CASE("gate options: bad values are refused with messages saying what was ex
     CHECK(msg({.layers = {-1}}) == "gates: expected gated layers ≥ 0, found -1");
     CHECK(msg({.threshold = 0.3, .n_dense = 4}).empty());
 }
+
+TEST_CASE("gate allocation (GATES.md Sec. 3.2): S_l = the h heads with the highest mean gate score, in growth") {
+    gated_model m(2, 10, 7, gated_variant(gate_options{.n_dense = 1, .layers = {1, 2, 3}}));
+    // w = 0: each head's score is σ(c_i), whatever the input. Layer 3: heads 2 and 3 highest among the gated
+    // ones; head 0 is dense (score 1).
+    const std::vector<double> c3{9.0, -1.0, 0.5, 3.0};
+    std::copy(c3.begin(), c3.end(), m.parameter(gated_variant::bias_name(3)).begin());
+    const std::vector<double> c2{0.0, 2.0, -3.0, 1.0};
+    std::copy(c2.begin(), c2.end(), m.parameter(gated_variant::bias_name(2)).begin());
+    m.forward(test::random_batch(2, 10, m.V, 2), loop_plan::vanilla(m.NL));
+    const auto rep = m.variant().report();
+    CHECK(rep.score(3, 0) == 1.0);
+    CHECK(rep.score(3, 3) == doctest::Approx(sigmoid(3.0)).epsilon(1e-12));
+    const std::vector<double> flat(4, 1.0);  // entropies play no part
+    gate_allocation a(&m.variant());
+    CHECK(a.select_layer(3, flat, 2) == std::vector<int>{0, 3});
+    CHECK(a.select_layer(3, flat, 3) == std::vector<int>{0, 2, 3});
+    CHECK(a.select_layer(2, flat, 2) == std::vector<int>{0, 1});
+    CHECK(test::error_of([&] { a.select_layer(0, flat, 2); }) ==
+          "allocation gate: layer 0 has no gate scores (gated layers of the last forward: 1, 2, 3)");
+    CHECK(test::error_of([&] { a.select_layer(3, flat, 5); }) ==
+          "allocation gate: h must be in [1, 4] (the layer's head count), found 5");
+    CHECK(test::error_of([&] { a.select(flat, 2); }) ==
+          "allocation gate: needs the layer (growth_operator calls select_layer)");
+
+    // In Algorithm 1: the first activated layer (deep to shallow: the deepest candidate) gets the gate's heads,
+    // where entropy allocation (top_h) would pick by entropy.
+    growth_options o{.t_start = 1, .dt = 1, .L = 1, .k_max = 1, .h = 2, .excluded = {0}};
+    growth_operator<gate_allocation> g(m.shape, o, gate_allocation(&m.variant()));
+    CHECK(g.name() == "sgt(gate)");
+    entropy_report er(m.NL, m.NH);
+    for (int l = 0; l < m.NL; ++l)
+        for (int i = 0; i < m.NH; ++i) er.first_pass[std::size_t(l * m.NH + i)] = l == 3 ? 3.0 - i : 1.0;
+    const auto events = g.end_step(1, er);
+    REQUIRE_FALSE(events.empty());
+    CHECK(events.front().layer == 3);
+    CHECK(events.front().heads == std::vector<int>{0, 3});
+    growth_operator<> entropy_op(m.shape, o);
+    CHECK(entropy_op.end_step(1, er).front().heads == std::vector<int>{0, 1});
+}

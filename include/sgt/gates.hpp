@@ -22,6 +22,9 @@
 #include <type_traits>
 #include <vector>
 
+#include <fmt/ranges.h>
+
+#include "sgt/allocation.hpp"
 #include "sgt/config.hpp"
 #include "sgt/core/buffers.hpp"
 #include "sgt/core/error.hpp"
@@ -230,6 +233,35 @@ private:
     gate_options o_;
     std::vector<layer_stats> stats_;  // (NL) the last forward's, by layer (total 0: not gated)
     int nh_ = 0;
+};
+
+// GATES.md Sec. 3.2, the learned allocation operator: S_l = the h heads of layer l with the highest mean gate
+// score over the batch of the last forward (the step at which Algorithm 1 activates l), ties to the lower index.
+// A dense head (no gate, always on) scores 1. It reads the scores of the model's variant, which must outlive it;
+// a layer without gates is an error. Plug in as growth_operator<gate_allocation>.
+class gate_allocation {
+public:
+    explicit gate_allocation(const gated_variant* gates = nullptr) : gates_(gates) {}
+    std::vector<int> select_layer(int l, std::span<const double> head_entropy, int h) {
+        detail::check_selection(name(), head_entropy, h);
+        require(gates_ != nullptr, "allocation gate: expected the gated model's variant, found none");
+        const gate_report r = gates_->report();
+        require(std::find(r.layers.begin(), r.layers.end(), l) != r.layers.end(),
+                "allocation gate: layer {} has no gate scores (gated layers of the last forward: {})", l,
+                fmt::join(r.layers, ", "));
+        require(r.NH == int(head_entropy.size()), "allocation gate: expected {} heads, found {}", r.NH,
+                head_entropy.size());
+        std::vector<double> score(head_entropy.size());
+        for (std::size_t i = 0; i < score.size(); ++i) score[i] = r.score(l, int(i));
+        return detail::arg_extreme(score, h, true);
+    }
+    std::vector<int> select(std::span<const double>, int) {
+        throw error("allocation gate: needs the layer (growth_operator calls select_layer)");
+    }
+    std::string_view name() const { return "gate"; }
+
+private:
+    const gated_variant* gates_;
 };
 
 }  // namespace sgt
