@@ -2,14 +2,18 @@
 // (w, c, q and k through the prefix mean); the gated model's gradients by finite differences (gate parameters,
 // W_Q, W_K through the gate); straight-through = a hard-masked forward with the soft backward, against an
 // independent reference written with plain loops; causality; open gates and n_dense = NH reproduce the dense
-// model bit for bit; the FLOPs by hand; the sparsity report; bad options.
+// model bit for bit; the FLOPs by hand; the sparsity report; bad options; the gate allocation (Sec. 3.2); an
+// exact resume with the gates in the checkpoint.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "gradcheck.hpp"
+#include "resume.hpp"
 #include "support.hpp"
 #include "sgt/gates.hpp"
+#include "sgt/io/checkpoint.hpp"
 #include "sgt/sgt.hpp"
 
 using namespace sgt;
@@ -412,4 +416,26 @@ TEST_CASE("gate allocation (GATES.md Sec. 3.2): S_l = the h heads with the highe
     CHECK(events.front().heads == std::vector<int>{0, 3});
     growth_operator<> entropy_op(m.shape, o);
     CHECK(entropy_op.end_step(1, er).front().heads == std::vector<int>{0, 1});
+}
+
+TEST_CASE("gated model: the gates are checkpointed by name and a run resumes bit for bit") {
+    constexpr model_config tiny_bytes{
+        .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
+        .loops = presets::tiny.loops};
+    using gated_bytes = model<double, tiny_bytes, cpu, gated_variant>;  // default options: θ = 0.3, all layers
+    const growth_options o{.t_start = 2, .dt = 2, .L = 3, .k_max = 3, .h = 2};
+    test::check_exact_resume([&] { return test::resumable_run<gated_bytes>(o, 4, 24, 10, 3); }, 10, "gates");
+
+    test::resumable_run<gated_bytes> run(o, 4, 24, 6, 3);
+    run.steps(6);
+    const auto dir = test::fresh_dir("gates_load");
+    const auto saved = save_checkpoint(dir, run.tr, nlohmann::json::object());
+    CHECK(io::safetensors::from_file(saved / "model.safetensors").contains("model.layers.2.self_attn.gate.weight"));
+    gated_bytes fresh(4, 24, 99);
+    load_weights(dir, fresh);
+    const auto a = run.m.parameter(gated_variant::weight_name(2));
+    const auto b = fresh.parameter(gated_variant::weight_name(2));
+    CHECK(std::equal(a.begin(), a.end(), b.begin()));
+    CHECK(std::any_of(a.begin(), a.end(), [](double w) { return w != 0.0; }));  // the gates trained
+    std::filesystem::remove_all(dir);
 }

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -241,11 +242,17 @@ private:
 // a layer without gates is an error. Plug in as growth_operator<gate_allocation>.
 class gate_allocation {
 public:
-    explicit gate_allocation(const gated_variant* gates = nullptr) : gates_(gates) {}
+    // Where the scores come from: a slot that can be filled after the policy is made (a schedule is often built
+    // before its model; the program then points the slot at model.variant()).
+    using source = std::shared_ptr<const gated_variant*>;
+    explicit gate_allocation(const gated_variant* gates = nullptr)
+        : gates_(std::make_shared<const gated_variant*>(gates)) {}
+    explicit gate_allocation(source gates) : gates_(std::move(gates)) {}
+
     std::vector<int> select_layer(int l, std::span<const double> head_entropy, int h) {
         detail::check_selection(name(), head_entropy, h);
-        require(gates_ != nullptr, "allocation gate: expected the gated model's variant, found none");
-        const gate_report r = gates_->report();
+        require(gates_ && *gates_ != nullptr, "allocation gate: expected the gated model's variant, found none");
+        const gate_report r = (*gates_)->report();
         require(std::find(r.layers.begin(), r.layers.end(), l) != r.layers.end(),
                 "allocation gate: layer {} has no gate scores (gated layers of the last forward: {})", l,
                 fmt::join(r.layers, ", "));
@@ -261,7 +268,7 @@ public:
     std::string_view name() const { return "gate"; }
 
 private:
-    const gated_variant* gates_;
+    source gates_;
 };
 
 }  // namespace sgt

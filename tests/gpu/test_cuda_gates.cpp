@@ -18,7 +18,7 @@ const cuda dev{};
 TEST_CASE_TEMPLATE("gate forward and backward match the CPU at odd sizes", T, float, bf16) {
     sgt::rng r(41);
     struct size {
-        int B, T, n, HD, i0;
+        int B, T_, n, HD, i0;
     };
     for (const auto [B, T_, n, HD, i0] : {size{1, 1, 1, 2, 0}, size{3, 29, 5, 8, 2}, size{2, 300, 4, 32, 1},
                                           size{5, 17, 3, 6, 3}}) {
