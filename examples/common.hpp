@@ -164,6 +164,9 @@ struct run_options {
     // The embedded task when no data is given: few symbols so that a 64-token sequence holds the mapping
     // and several queries.
     k_hop_options task{.symbols = 6, .min_hops = 1, .max_hops = 2};
+    // Learned head gates (sgt/gates.hpp, GATES.md): --gates and its options.
+    bool gated = false;
+    gate_options gates{};
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -181,6 +184,7 @@ struct run_result {
     std::vector<growth_event> events;
     nlohmann::json final_structure;
     bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving a checkpoint
+    std::optional<double> gate_sparsity;  // with --gates: the closed fraction at θ of the last step
 };
 
 inline std::vector<double> layer_variances(const entropy_report& e) {
@@ -191,12 +195,19 @@ inline std::vector<double> layer_variances(const entropy_report& e) {
 
 // Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
 // T and Backend: the stored type and the backend (examples/train_cuda runs this on the GPU).
-template <model_config Cfg, class T = float, class Backend = cpu>
-run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log) {
-    using model_t = model<T, Cfg, Backend>;
+// Variant: the model variant (gated_variant with --gates); `gate_scores`, when given, is pointed at the model's
+// gates (the gate allocation of --allocation gate reads them).
+template <model_config Cfg, class T = float, class Backend = cpu, class Variant = paper_variant>
+run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log,
+                     Variant variant = {}, gate_allocation::source gate_scores = nullptr) {
+    using model_t = model<T, Cfg, Backend, Variant>;
+    constexpr bool gated = std::is_same_v<Variant, gated_variant>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
-    model_t m(o.batch, o.seq, o.seed);
+    model_t m(o.batch, o.seq, o.seed, std::move(variant));
+    if constexpr (gated) {
+        if (gate_scores) *gate_scores = &m.variant();
+    }
     m.set_dropout(o.dropout);
     trainer tr(m, schedule, o.lr, o.optim, o.batch, o.seq);
     rng data_rng(o.seed * 7919 + 17);
@@ -268,9 +279,17 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         const batch b = data.train_batch(data_rng, o.batch, o.seq);
         const step_stats s = tr.step(b);
         smoothed = t == first_step ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
-        log.write({{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
-                   {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
-                   {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", b.B * b.T / s.seconds}});
+        nlohmann::json step_log{{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
+                                {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
+                                {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", b.B * b.T / s.seconds}};
+        if constexpr (gated) {
+            const gate_report gr = m.variant().report();
+            step_log["gate_sparsity"] = gr.sparsity;
+            step_log["gate_mean_score"] = gr.mean_score;
+            step_log["gate_loss"] = m.extra_loss();
+            r.gate_sparsity = gr.sparsity;
+        }
+        log.write(step_log);
         for (const auto& e : s.events) {
             log.write({{"type", "growth"}, {"run", r.name}, {"event", e}});
             r.events.push_back(e);
@@ -327,10 +346,12 @@ struct growth_flags {
     bool release_rules = false;
     std::vector<int> block_layers;  // given Block Loop layers; empty: chosen by entropy at t_start
     int loop_layer = -1, loop_k = 1;
+    std::string allocation = "entropy";  // SGT's 𝒜: entropy (top_h, Eq. 7) or gate (GATES.md Sec. 3.2, needs --gates)
 };
 
+// gate_scores: where --allocation gate reads the gates' scores (filled by train_run).
 template <model_config Cfg>
-any_schedule make_schedule(const growth_flags& g) {
+any_schedule make_schedule(const growth_flags& g, gate_allocation::source gate_scores = nullptr) {
     constexpr model_shape s = Cfg.shape;
     const int L = g.L >= 0 ? g.L : Cfg.loops.L;
     if (g.variant == "vanilla") return any_schedule(vanilla_schedule(s.layers));
@@ -356,6 +377,11 @@ any_schedule make_schedule(const growth_flags& g) {
                   : g.fade == "exponential" ? fade_shape::exponential : fade_shape::linear;
         o.ema_alpha = g.ema;
         o.release_rules = g.release_rules;
+        if (g.allocation == "gate") {
+            require(gate_scores != nullptr, "--allocation gate: expected --gates (the scores come from the gates)");
+            return any_schedule(growth_operator<gate_allocation>(s, o, gate_allocation(std::move(gate_scores))));
+        }
+        require(g.allocation == "entropy", "--allocation: expected entropy or gate, found '{}'", g.allocation);
         return any_schedule(growth_operator<>(s, o));
     }
     fail("unknown variant '{}': expected vanilla, block, attention or sgt", g.variant);

@@ -46,6 +46,18 @@ int train_main(int argc, char** argv) {
     app.add_option("--block-layers", g.block_layers, "Block Loop layers (default: chosen by entropy at t_start)");
     app.add_option("--loop-layer", g.loop_layer, "Attention Loop layer (default: the last)");
     app.add_option("--loop-k", g.loop_k, "Attention Loop depth")->capture_default_str();
+    app.add_option("--allocation", g.allocation, "SGT's head allocation: entropy (Eq. 7) or gate (needs --gates)")
+        ->capture_default_str();
+    app.add_flag("--gates", o.gated, "learned head gates on the first pass of each layer (GATES.md)");
+    app.add_option("--gate-threshold", o.gates.threshold, "gates: θ in (0, 1), below which a head is closed")
+        ->capture_default_str();
+    app.add_option("--gate-lambda", o.gates.lambda, "gates: weight λ ≥ 0 of the sparsity term λ·mean(s)")
+        ->capture_default_str();
+    app.add_option("--n-dense", o.gates.n_dense, "gates: ungated heads per layer (the first by index)")
+        ->capture_default_str();
+    app.add_option("--gate-layers", o.gates.layers, "gates: the gated layers (default: all)");
+    bool gate_soft = false;
+    app.add_flag("--gate-soft", gate_soft, "gates: soft only (no hard threshold in training)");
     std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
     const std::vector<std::string> offered{precision_name<Precisions>::value...};
     app.add_option("--precision", precision, "stored type: " + fmt::format("{}", fmt::join(offered, ", ")) +
@@ -55,6 +67,11 @@ int train_main(int argc, char** argv) {
 
     try {
         if (threads > 0) Eigen::setNbThreads(threads);
+        o.gates.straight_through = !gate_soft;
+        require(o.gated || (g.allocation != "gate" && !app.count("--gate-threshold") && !app.count("--gate-lambda") &&
+                            !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft),
+                "the gate options (--gate-*, --n-dense, --allocation gate) need --gates");
+        if (o.gated) gated_variant{o.gates};  // refuses bad values before anything runs
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();
@@ -67,7 +84,8 @@ int train_main(int argc, char** argv) {
             any_dataset ds = !train_shards.empty()
                                  ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
                                  : text_or_task(data, o.task);
-            any_schedule sched = make_schedule<Cfg>(g);
+            auto gate_scores = o.gated ? std::make_shared<const gated_variant*>(nullptr) : nullptr;
+            any_schedule sched = make_schedule<Cfg>(g, gate_scores);
             jsonl_log log(log_path);
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | {} {} | data: {}\n", o.preset,
                        Cfg.shape.total_params() / 1e6, sched.name(), Backend::name, precision_name<T>::value,
@@ -77,7 +95,12 @@ int train_main(int argc, char** argv) {
             log.write({{"type", "config"}, {"preset", o.preset}, {"schedule", sched.to_json()},
                        {"data", ds.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
                        {"lr", o.lr.lr_max}, {"seed", o.seed}});
-            const run_result r = train_run<Cfg, T, Backend>(o, ds, sched, log);
+            if (o.gated)
+                fmt::print("gates: θ {} | {} | λ {} | {} dense heads | layers {}\n", o.gates.threshold,
+                           o.gates.straight_through ? "straight-through" : "soft", o.gates.lambda, o.gates.n_dense,
+                           o.gates.layers.empty() ? std::string("all") : fmt::format("{}", fmt::join(o.gates.layers, ",")));
+            const run_result r = o.gated ? train_run<Cfg, T, Backend>(o, ds, sched, log, gated_variant(o.gates), gate_scores)
+                                         : train_run<Cfg, T, Backend>(o, ds, sched, log);
             if (r.interrupted) {
                 fmt::print("\ninterrupted: checkpoint saved in {}; continue with --resume {}\n", o.checkpoint_dir,
                            o.checkpoint_dir);
@@ -92,6 +115,7 @@ int train_main(int argc, char** argv) {
                        double(o.steps) * o.batch * o.seq / r.seconds);
             for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
             fmt::print("structure       {}\n", r.final_structure.dump());
+            if (r.gate_sparsity) fmt::print("gate sparsity   {:.4f} (closed at θ = {})\n", *r.gate_sparsity, o.gates.threshold);
             return 0;
             });
         };
