@@ -85,23 +85,46 @@ SGT_BACKEND_OP(adamw_update, adamw_update(B{}, x, c, x, x, i64{}, hyper, double{
 
 }  // namespace detail::backend_ops
 
-// The contract, as one concept. (A plain conjunction: nvcc 13's front end evaluates a lambda called in a
-// concept's definition as false, which failed the check in kernels.cu.)
-namespace detail::backend_ops {
+// The contract, as one concept.
 template <class B>
-concept all_ops = has_buffer<B> && has_fill_zero<B> && has_copy<B> && has_copy_from_host<B> && has_copy_to_host<B> &&
-           has_add<B> && has_accumulate<B> && has_scale<B> && has_sum_squares<B> && has_all_finite<B> &&
-           has_matmul_forward<B> && has_matmul_backward<B> && has_embedding_forward<B> &&
-           has_embedding_backward<B> && has_rmsnorm_forward<B> && has_rmsnorm_backward<B> && has_rope_tables<B> &&
-           has_rope_forward<B> && has_rope_backward<B> && has_attention_saved_size<B> && has_attention_forward<B> &&
-           has_attention_backward<B> && has_gather_head_rows<B> && has_scatter_add_head_rows<B> &&
-           has_gather_head_cols<B> && has_scatter_add_head_cols<B> && has_head_gain_forward<B> &&
-           has_head_gain_backward<B> && has_gate_forward<B> && has_gate_backward<B> && has_swiglu_forward<B> && has_swiglu_backward<B> &&
-           has_cross_entropy_forward<B> && has_cross_entropy_backward<B> && has_dropout_forward<B> &&
-           has_dropout_backward<B> && has_adamw_update<B>;
-}  // namespace detail::backend_ops
-template <class B>
-concept backend = detail::backend_ops::all_ops<B>;
+concept backend =
+    detail::backend_ops::has_buffer<B> &&
+    detail::backend_ops::has_fill_zero<B> &&
+    detail::backend_ops::has_copy<B> &&
+    detail::backend_ops::has_copy_from_host<B> &&
+    detail::backend_ops::has_copy_to_host<B> &&
+    detail::backend_ops::has_add<B> &&
+    detail::backend_ops::has_accumulate<B> &&
+    detail::backend_ops::has_scale<B> &&
+    detail::backend_ops::has_sum_squares<B> &&
+    detail::backend_ops::has_all_finite<B> &&
+    detail::backend_ops::has_matmul_forward<B> &&
+    detail::backend_ops::has_matmul_backward<B> &&
+    detail::backend_ops::has_embedding_forward<B> &&
+    detail::backend_ops::has_embedding_backward<B> &&
+    detail::backend_ops::has_rmsnorm_forward<B> &&
+    detail::backend_ops::has_rmsnorm_backward<B> &&
+    detail::backend_ops::has_rope_tables<B> &&
+    detail::backend_ops::has_rope_forward<B> &&
+    detail::backend_ops::has_rope_backward<B> &&
+    detail::backend_ops::has_attention_saved_size<B> &&
+    detail::backend_ops::has_attention_forward<B> &&
+    detail::backend_ops::has_attention_backward<B> &&
+    detail::backend_ops::has_gather_head_rows<B> &&
+    detail::backend_ops::has_scatter_add_head_rows<B> &&
+    detail::backend_ops::has_gather_head_cols<B> &&
+    detail::backend_ops::has_scatter_add_head_cols<B> &&
+    detail::backend_ops::has_head_gain_forward<B> &&
+    detail::backend_ops::has_head_gain_backward<B> &&
+    detail::backend_ops::has_gate_forward<B> &&
+    detail::backend_ops::has_gate_backward<B> &&
+    detail::backend_ops::has_swiglu_forward<B> &&
+    detail::backend_ops::has_swiglu_backward<B> &&
+    detail::backend_ops::has_cross_entropy_forward<B> &&
+    detail::backend_ops::has_cross_entropy_backward<B> &&
+    detail::backend_ops::has_dropout_forward<B> &&
+    detail::backend_ops::has_dropout_backward<B> &&
+    detail::backend_ops::has_adamw_update<B>;
 
 // The same contract, asserted op by op: each failure names the op and its expected parameters.
 template <class B>
