@@ -221,6 +221,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     auto evaluate = [&](int t) {
         std::optional<answer_score> score;
         std::vector<std::int32_t> pred;
+        if constexpr (gated) m.variant().set_thresholding(true);  // a soft-trained model is evaluated thresholded
         const double v = tr.evaluate(val, [&](const batch& vb, std::span<const T> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
             const auto less = [](const T& a, const T& b) { return float(a) < float(b); };
@@ -233,6 +234,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 *score += *sc;
             }
         });
+        if constexpr (gated) m.variant().set_thresholding(false);
         std::optional<double> acc;
         if (score && score->total > 0) acc = score->accuracy();
         nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v}};

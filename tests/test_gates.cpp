@@ -293,7 +293,14 @@ TEST_CASE("straight-through: the forward is the hard-masked model, the backward 
     gated_model soft_m(2, 9, 7, gated_variant(gate_options{.threshold = 0.45, .straight_through = false}));
     load(hard_m);
     load(soft_m);
-    CHECK(hard_m.forward(b, plan) != soft_m.forward(b, plan));
+    const double l_hard = hard_m.forward(b, plan);
+    CHECK(l_hard != soft_m.forward(b, plan));
+    // A soft-trained model thresholds at inference when asked: then it is the hard model's forward.
+    CHECK_FALSE(soft_m.variant().thresholding());
+    soft_m.variant().set_thresholding(true);
+    CHECK(soft_m.forward(b, plan) == l_hard);
+    soft_m.variant().set_thresholding(false);
+    CHECK(soft_m.forward(b, plan) != l_hard);
     // With θ below every score nothing is closed, and straight-through is the soft model, bit for bit.
     gated_model open_st(2, 9, 7, gated_variant(gate_options{.threshold = 1e-9}));
     gated_model open_soft(2, 9, 7, gated_variant(gate_options{.threshold = 1e-9, .straight_through = false}));

@@ -75,6 +75,10 @@ public:
     }
 
     const gate_options& options() const { return o_; }
+    // Soft-only training thresholds at inference only (GATES.md Sec. 2): with this on, the forward applies
+    // s·[s ≥ θ] whatever the mode (evaluation and decoding of a soft-trained model). Straight-through always does.
+    void set_thresholding(bool on) { thresholding_ = on; }
+    bool thresholding() const { return o_.straight_through || thresholding_; }
     static std::string weight_name(int l) { return layer_param_name(l, "self_attn.gate.weight"); }
     static std::string bias_name(int l) { return layer_param_name(l, "self_attn.gate.bias"); }
 
@@ -113,7 +117,7 @@ public:
         gather_head_rows(be, base + lay.c, c.weight(bias_name(c.site.layer)), gated_heads, 1, 1);
         copy(be, base + lay.o, o, N * n * HD);
         gate_forward(be, base + lay.s, base + lay.g, c.qkv, base + lay.w, base + lay.c, c.d.B, c.d.T, n, HD, i0,
-                     o_.threshold, o_.straight_through);
+                     o_.threshold, o_.straight_through || thresholding_);
         head_gain_forward(be, o, base + lay.g, N, n, HD, true);
 
         // The statistics, on the host: sum of s and closed pairs, per head.
@@ -232,6 +236,7 @@ private:
     }
 
     gate_options o_;
+    bool thresholding_ = false;
     std::vector<layer_stats> stats_;  // (NL) the last forward's, by layer (total 0: not gated)
     int nh_ = 0;
 };
