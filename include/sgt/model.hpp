@@ -197,7 +197,7 @@ public:
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
     double forward(const batch& x, const loop_plan& plan) {
         check_batch(x);
-        validate_plan(plan, NL, NH, budget.k_max);
+        validate_plan(plan, NL, NH, budget);
         const Backend be{};
         d_ = pass_dims{x.B, x.T, C, NH, HD, F, V, config.norm_eps};
         const std::int64_t N = d_.tokens();

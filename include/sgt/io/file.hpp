@@ -227,8 +227,7 @@ public:
                 err = r < 0 ? errno : r == 0 ? EIO : 0;
             }
             if (err) {
-                if (::ftruncate(fd_, size_) != 0) {
-                }  // best effort: the caller hears of the write's error
+                [[maybe_unused]] const int cut = ::ftruncate(fd_, size_);  // best effort: the write's error is reported
                 fail("cannot write to '{}': writing {} bytes at byte {} failed: {}", path_.string(), bytes.size(),
                      size_, detail::errno_text(err));
             }
@@ -277,10 +276,10 @@ inline void write_file_atomically(const std::filesystem::path& path,
         out.sync();
         out.close();
         rename_path(tmp, path);
-    } catch (const sgt::error& e) {
+    } catch (const sgt::error&) {
         std::error_code ec;
         std::filesystem::remove(tmp, ec);
-        fail("cannot write '{}': {}", path.string(), e.what());
+        throw;
     }
     const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
     fsync_dir(dir);

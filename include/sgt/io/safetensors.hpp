@@ -15,6 +15,7 @@
 #pragma once
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/json.hpp"
 #include "sgt/io/file.hpp"
 
 #include <fcntl.h>
@@ -278,40 +279,14 @@ void store_le(std::byte* p, T v) {
     std::memcpy(p, raw.data(), sizeof(T));
 }
 
-// A string for a message, cut to a readable length.
-inline std::string clip(std::string_view s, std::size_t max = 160) {
-    if (s.size() <= max) return std::string(s);
-    return fmt::format("{}... ({} bytes)", s.substr(0, max), s.size());
-}
+using sgt::detail::clip;
+using sgt::detail::describe;
 
 // "[2, 3]".
 inline std::string shape_string(std::span<const std::int64_t> shape) {
     std::string s = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) s += fmt::format("{}{}", i ? ", " : "", shape[i]);
     return s + "]";
-}
-
-// What a JSON value is, for "found ..." in a message. Never recurses (the header may nest a million deep).
-inline std::string describe(const json& v) {
-    switch (v.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
-        case json::value_t::string: return fmt::format("the string \"{}\"", clip(v.get_ref<const std::string&>()));
-        case json::value_t::number_integer:
-        case json::value_t::number_unsigned:
-        case json::value_t::number_float: return fmt::format("the number {}", v.dump());
-        case json::value_t::object: return fmt::format("an object of {} keys", v.size());
-        case json::value_t::array: {
-            const bool scalars =
-                v.size() <= 16 && std::ranges::all_of(v, [](const json& e) { return e.is_primitive(); });
-            if (!scalars) return fmt::format("an array of {} elements", v.size());
-            std::string s = "[";
-            for (std::size_t i = 0; i < v.size(); ++i)
-                s += (i ? ", " : "") + clip(v[i].dump(-1, ' ', false, json::error_handler_t::replace), 40);
-            return s + "]";
-        }
-        default: return "an unsupported JSON value";
-    }
 }
 
 // A non-negative JSON integer, or nullopt.
