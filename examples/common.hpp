@@ -336,6 +336,16 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     using model_t = model<T, Cfg, Backend>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
+    {  // a lower bound of the first step's activations (logits and their gradient, each layer's buffers)
+        constexpr auto s = Cfg.shape;
+        const double tokens = double(o.batch) * o.seq;
+        const double need = tokens * double(sizeof(T)) * (2.0 * s.vocab + s.layers * (6.0 * s.width() + 3.0 * s.d_ff));
+        const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+        require(have <= 0 || need <= have,
+                "model: a batch of {} x {} tokens needs at least {} of activations, more than this machine's {} of "
+                "memory",
+                o.batch, o.seq, io::human_bytes(need), io::human_bytes(have));
+    }
     model_t m(o.batch, o.seq, o.seed);
     m.set_dropout(o.dropout);
     try {  // the first step's activations, so that a batch too large for the memory is refused before anything else

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <span>
 #include <type_traits>
 #include <string>
@@ -104,6 +105,9 @@ public:
         require(max_batch > 0, "model: expected a positive batch size, found {}", max_batch);
         require(max_seq > 1 && max_seq <= shape.max_seq,
                 "model: sequence length {} is outside [2, {}], the preset's maximum", max_seq, shape.max_seq);
+        require(std::int64_t(max_batch) * max_seq <= std::numeric_limits<int>::max(),
+                "model: a batch of {} x {} = {} tokens exceeds the {} the ops index", max_batch, max_seq,
+                std::int64_t(max_batch) * max_seq, std::numeric_limits<int>::max());
         params_.resize(std::size_t(shape.total_params()));
         grads_.resize(params_.size());
         zero_grad();

@@ -21,7 +21,8 @@ expect() {  # expect "message part" args...
 : > "$work/empty.txt"
 printf 'short text' > "$work/short.txt"
 printf 'not a safetensors file, longer than eight bytes' > "$work/ck_model"
-mkdir -p "$work/ck/step_00000001" && cp "$work/ck_model" "$work/ck/step_00000001/model.safetensors"
+mkdir -p "$work/ck/step_00000001"
+for f in model.safetensors optimizer.safetensors config.json; do cp "$work/ck_model" "$work/ck/step_00000001/$f"; done
 echo step_00000001 > "$work/ck/latest"
 expect "no such file" --data "$work/missing.txt" --steps 30
 expect "the file is empty (0 bytes)" --data "$work/empty.txt" --steps 30
