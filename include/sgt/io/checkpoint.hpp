@@ -45,13 +45,16 @@
 #include <utility>
 #include <vector>
 
+#include "sgt/backend/common.hpp"
 #include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/json.hpp"
+#include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/io/file.hpp"
 #include "sgt/io/safetensors.hpp"
-#include "sgt/model.hpp"
+#include "sgt/loop_plan.hpp"
+#include "sgt/params.hpp"
 
 namespace sgt {
 
@@ -456,25 +459,22 @@ inline rng::state_type rng_state_from_json(const nlohmann::json& j, std::string_
     return s;
 }
 
-// Checks that `weights` is an sgt checkpoint of Model's compile-time config holding exactly its parameters.
+// Checks that `weights` is an sgt checkpoint of Model's compile-time config holding exactly the tensors of `table`.
 template <class Model>
-void check_weights(const io::safetensors& weights) {
+void check_weights(const io::safetensors& weights, const parameter_table& table) {
     check_format(weights);
     const auto config = parse_metadata(weights, "config");
     const auto expected = shape_json(Model::config);
     require(config == expected, "{}: the checkpoint's model config {} differs from this model's {}", weights.source(),
             clip(config.dump(), 400), expected.dump());
-    const auto table = parameter_table(Model::shape);
     for (const auto& e : table)
         require(weights.contains(e.name), "{}: expected a tensor '{}', found none", weights.source(), e.name);
     require(weights.size() == table.size(), "{}: expected the model's {} tensors, found {}", weights.source(),
             table.size(), weights.size());
 }
 
-template <class Model>
-void check_moments(const io::safetensors& optim) {
+inline void check_moments(const io::safetensors& optim, const parameter_table& table) {
     check_format(optim);
-    const auto table = parameter_table(Model::shape);
     for (const auto& e : table)
         for (const char* p : {"exp_avg.", "exp_avg_sq."})
             require(optim.contains(p + e.name), "{}: expected a tensor '{}{}', found none", optim.source(), p, e.name);
@@ -489,11 +489,12 @@ struct no_data_check {
 }  // namespace detail
 
 // Opens the model.safetensors of the checkpoint at `path` (see resolve_checkpoint) and checks that it is an sgt
-// checkpoint of Model's compile-time config holding exactly Model's parameters (checksums verified).
+// checkpoint of Model's compile-time config holding exactly the tensors of `table` (by default Model's own, with a
+// default-constructed variant's), checksums verified.
 template <class Model>
-io::safetensors open_weights(const fs::path& path) {
+io::safetensors open_weights(const fs::path& path, const parameter_table& table = Model::make_parameter_table()) {
     auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
-    detail::check_weights<Model>(weights);
+    detail::check_weights<Model>(weights, table);
     return weights;
 }
 
@@ -502,7 +503,7 @@ template <class Model>
 nlohmann::json load_weights(const fs::path& path, Model& m) {
     using T = typename Model::value_type;
     using M = accum_t<T>;
-    const auto weights = open_weights<Model>(path);
+    const auto weights = open_weights<Model>(path, m.parameter_table());
     const auto schedule = detail::parse_metadata(weights, "schedule");
     std::vector<M> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
@@ -527,8 +528,8 @@ nlohmann::json load_checkpoint(const io::safetensors& weights, const io::safeten
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
     using M = accum_t<T>;  // the saved weights and moments (fp32 master weights for a bf16 model)
-    detail::check_weights<model_t>(weights);
-    detail::check_moments<model_t>(optim);
+    detail::check_weights<model_t>(weights, m.parameter_table());
+    detail::check_moments(optim, m.parameter_table());
 
     // 1. Read and validate everything into temporaries.
     const auto schedule = detail::parse_metadata(weights, "schedule");

@@ -6,20 +6,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "sgt/backend/common.hpp"
 #include "sgt/backend/cpu/backend.hpp"
 
 namespace sgt {
-
-struct loss_sum {
-    double sum = 0.0;     // Σ −log p(target) over counted positions
-    std::int64_t count = 0;
-    double mean() const { return count ? sum / double(count) : 0.0; }
-    loss_sum& operator+=(const loss_sum& o) {
-        sum += o.sum;
-        count += o.count;
-        return *this;
-    }
-};
 
 // logits (N, V); targets (N). Returns the sum and count of the per-position losses. Rows are summed in blocks
 // and the blocks in order, so the sum does not depend on the thread count.
