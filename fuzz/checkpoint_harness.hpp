@@ -47,16 +47,19 @@ namespace detail {
 
 using checkpoint_model = model<float, checkpoint_config>;
 
+// The growth of the small model: from the end of step 2, a decision every step, no layer excluded.
+inline growth_options checkpoint_growth() {
+    growth_options o = growth_options::from_budget(checkpoint_config.loops);
+    o.t_start = 2;
+    o.dt = 1;
+    o.excluded = {};
+    return o;
+}
+
 // A trainer of the small model, and the checkpoint it wrote after 4 steps (growth active from step 2).
 struct checkpoint_base {
     checkpoint_model m{2, 8, 1};
-    growth_operator<> g{checkpoint_model::shape, [] {
-                            growth_options o = growth_options::from_budget(checkpoint_config.loops);
-                            o.t_start = 2;
-                            o.dt = 1;
-                            o.excluded = {};
-                            return o;
-                        }()};
+    growth_operator<> g{checkpoint_model::shape, checkpoint_growth()};
     trainer<checkpoint_model, growth_operator<>> tr{m, g, cosine_schedule{.lr_max = 1e-2, .warmup = 1, .total = 8},
                                                     adamw_options{}, 2, 8};
     std::vector<std::byte> weights, optim;  // the files' bytes
@@ -177,7 +180,7 @@ inline checkpoint_result run_checkpoint(std::span<const std::byte> data) {
            b.tr.steps(), trainer_json.at("step").dump());
     expect(b.tr.optimizer().steps() == std::stoi(ometa.at("adamw_step")), "AdamW's step differs from the metadata");
     const auto schedule = b.g.to_json();
-    growth_operator<> again(detail::checkpoint_model::shape);
+    growth_operator<> again(detail::checkpoint_model::shape, detail::checkpoint_growth());
     again.load_json(schedule);
     expect(again.to_json() == schedule && again.plan() == b.g.plan(), "the loaded schedule does not round-trip");
     // Back to the base state for the next input (the base checkpoint must load).

@@ -30,5 +30,5 @@ expect "expected at least T+1 = 65 for one sequence" --data "$work/short.txt" --
 expect "sequence length 300 is outside [2, 128], the preset's maximum" --seq 300 --steps 30
 expect "model.safetensors': header length" --resume "$work/ck" --steps 30
 expect "training: the loss is not finite" --lr 1e30 --warmup 1 --steps 30 --clip 0
-expect "unknown preset 'huge': expected tiny, char_mini or char_small" --preset huge
+expect "--preset: huge not in {tiny,char_mini,char_small}" --preset huge
 exit $fails
