@@ -92,8 +92,10 @@ struct precision_name<__nv_bfloat16> {
 // ---- device memory ---------------------------------------------------------------------------------------
 
 // An owning, move-only array in device memory with the part of std::vector's interface that the shared
-// templates use (data, size, resize that keeps the contents). begin()/end() are device pointers, so a
-// std::span over it is a typed view of device memory: read it on the host through copy_to_host.
+// templates use (data, size, resize that keeps the contents), and reallocate, which does not keep them (for
+// scratch, whose old contents are never read: copying them would copy memory that was never written).
+// begin()/end() are device pointers, so a std::span over it is a typed view of device memory: read it on the host
+// through copy_to_host.
 template <class T>
 class device_buffer {
 public:
@@ -129,6 +131,22 @@ public:
         }
         p_ = p;
         n_ = n;
+    }
+    // Makes the buffer n elements long without keeping its contents (they are left unwritten).
+    void reallocate(std::size_t n) {
+        if (n == n_) return;
+        if (p_) {
+            SGT_CUDA_CHECK(cudaFree(p_));
+            detail::device_memory().add(-std::int64_t(n_ * sizeof(T)));
+            p_ = nullptr;
+            n_ = 0;
+        }
+        if (n > 0) {
+            SGT_CUDA_CHECK(cudaMalloc(&p_, n * sizeof(T)));
+            ++detail::device_allocations();
+            detail::device_memory().add(std::int64_t(n * sizeof(T)));
+            n_ = n;
+        }
     }
     T* data() { return p_; }
     const T* data() const { return p_; }
@@ -184,7 +202,7 @@ struct cuda_context {
     U* scratch(int slot, std::int64_t n) {
         auto& b = scratch_[std::size_t(slot)];
         const std::size_t bytes = std::size_t(n) * sizeof(U);
-        if (b.size() < bytes) b.resize(bytes);
+        if (b.size() < bytes) b.reallocate(bytes);  // scratch: the old contents are not needed
         return reinterpret_cast<U*>(b.data());
     }
 
