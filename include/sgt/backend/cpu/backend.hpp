@@ -44,6 +44,19 @@ struct cpu {
     using buffer = std::vector<T, aligned_allocator<T>>;  // host memory; the CUDA backend uses device arenas
 };
 
+// A step that runs many times with the same shapes and buffers (a decode step). On a host backend it simply
+// runs; a GPU backend specialises it to record the step once as a graph and replay it (backend/cuda/runtime.hpp).
+template <class Backend>
+class step_graph {
+public:
+    template <class F>
+    void run(F&& step) {
+        step();
+    }
+    void reset() {}
+    bool captured() const { return false; }
+};
+
 namespace detail {
 template <class T>
 using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
