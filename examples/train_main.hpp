@@ -33,6 +33,9 @@ int train_main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
     app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
+    app.add_option("--sample-every", o.sample_every, "steps between printed samples of the model (0: none)")
+        ->capture_default_str();
+    app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->capture_default_str();
     app.add_option("--variant", g.variant, "vanilla, block, attention or sgt")->capture_default_str();
     app.add_option("--L", g.L, "looping layers (default: the preset's budget)");
     app.add_option("--k-max", g.k_max, "loop depth bound (default: the preset's budget)");

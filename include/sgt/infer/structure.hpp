@@ -101,6 +101,25 @@ inline std::int64_t cache_heads_per_token(const loop_plan& plan, int n_heads) {
     return n;
 }
 
+// A short description of a plan: "vanilla", or its looping layers ("layer 3 K=2 S={0,2} fade 0.40; layer 5 x2").
+inline std::string describe_plan(const loop_plan& p) {
+    std::string out;
+    for (std::size_t l = 0; l < p.layers.size(); ++l) {
+        const layer_loop& x = p.layers[l];
+        if (x.k == 0 && x.block_repeat == 1) continue;
+        if (!out.empty()) out += "; ";
+        out += "layer " + std::to_string(l);
+        if (x.k > 0) {
+            out += " K=" + std::to_string(x.k) + " S={";
+            for (std::size_t i = 0; i < x.heads.size(); ++i) out += (i ? "," : "") + std::to_string(x.heads[i]);
+            out += "}";
+            if (x.fade > 0.0) out += fmt::format(" fade {:.2f}", x.fade);
+        }
+        if (x.block_repeat > 1) out += " x" + std::to_string(x.block_repeat);
+    }
+    return out.empty() ? "vanilla" : out;
+}
+
 // The plan a schedule runs at the step after its saved state (a checkpoint's "schedule" metadata): vanilla,
 // static, Block Loop, head loop or SGT (Θ and the fade gain of that step).
 inline loop_plan plan_of_schedule(const nlohmann::json& schedule, int n_layers, int n_heads) {
