@@ -110,6 +110,9 @@ public:
     }
     const frozen_structure& structure() const { return structure_; }
     const kv_cache<T, Backend>& cache() const { return cache_; }
+    // Decode steps recorded once and replayed as a graph on a GPU backend (on by default; off: every step eager).
+    void use_step_graph(bool on) { graph_.set_enabled(on); }
+    bool step_graph_captured() const { return graph_.captured(); }
 
     // Bytes of the weights, of the cache arena, and of everything this object holds on the backend.
     std::int64_t weight_bytes() const { return std::int64_t(params_.size() * sizeof(T)); }
@@ -120,6 +123,7 @@ public:
         auto add = [&](const auto& x) { b += std::int64_t(x.size() * sizeof(*x.data())); };
         add(h_), add(a_), add(rstd_), add(qkv_), add(o_), add(probs_), add(entropy_), add(gate_), add(up_);
         add(act_), add(last_), add(logits_), add(tokens_), add(start_), add(rope_cos_), add(rope_sin_);
+        add(decode_ws_);
         for (const auto& p : packs_) add(p.w_qkv), add(p.w_o);
         return b;
     }
@@ -332,24 +336,31 @@ private:
         graph_.reset();
     }
 
-    // Workspace for chunks of up to N tokens and B sequences (only grows).
+    // Workspace for chunks of up to N tokens and B sequences (only grows; a recorded decode step is forgotten
+    // when a buffer it uses moves).
     void grow_workspace(std::int64_t N, int B) {
-        detail::grow(h_, N * C);
-        detail::grow(a_, N * C);
-        detail::grow(rstd_, N);
-        detail::grow(qkv_, N * 3 * C);
-        detail::grow(o_, N * C);
-        detail::grow(gate_, N * F);
-        detail::grow(up_, N * F);
-        detail::grow(act_, N * F);
-        detail::grow(last_, std::int64_t(B) * C);
-        detail::grow(logits_, std::int64_t(B) * V);
-        detail::grow(tokens_, std::max<std::int64_t>(N, B));
+        auto grow = [&](auto& b, std::int64_t n) {
+            if (std::int64_t(b.size()) >= n) return;
+            b.resize(std::size_t(n));
+            graph_.reset();
+        };
+        grow(h_, N * C);
+        grow(a_, N * C);
+        grow(rstd_, N);
+        grow(qkv_, N * 3 * C);
+        grow(o_, N * C);
+        grow(gate_, N * F);
+        grow(up_, N * F);
+        grow(act_, N * F);
+        grow(last_, std::int64_t(B) * C);
+        grow(logits_, std::int64_t(B) * V);
+        grow(tokens_, std::max<std::int64_t>(N, B));
         if (std::int64_t(start_.size()) < B) {
-            start_.resize(std::size_t(B));
+            grow(start_, B);
             fill_zero(Backend{}, start_.data(), B);
         }
-        detail::grow(entropy_, std::int64_t(max_batch_) * NH);
+        grow(entropy_, std::int64_t(max_batch_) * NH);
+        grow(decode_ws_, decode_attention_workspace<T>(Backend{}, max_batch_, NH, HD, max_context_));
     }
 
     // Prompts [b0, b1), padded to T_ tokens, through every pass; their cache slots filled from position 0.
@@ -433,7 +444,7 @@ private:
                             3 * std::int64_t(nhd));
             kv_cache_write(be, cache_.keys(p), cache_.values(p), qkv_.data(), start_.data(), B, 1, n, HD, max_context_);
             decode_attention(be, o_.data(), qkv_.data(), cache_.keys(p), cache_.values(p), start_.data(), B, n, HD,
-                             max_context_);
+                             max_context_, decode_ws_.data());
             if (!p.unit_gains()) scale_heads(be, o_.data(), std::span<const double>(p.gains), B, HD);
             matmul_forward(be, h_.data(), o_.data(), w.w_o, B, nhd, C, true);
         }
@@ -475,6 +486,7 @@ private:
     buffer<T> gate_, up_, act_;        // (N, F)
     buffer<T> probs_;                  // prefill attention's saved matrices (attention_saved_size)
     buffer<double> entropy_;           // (B, NH) prefill attention's entropies (unused)
+    buffer<accum_t<T>> decode_ws_;     // decode attention's scratch (decode_attention_workspace)
     buffer<T> last_;                   // (B, C) the last position's hidden state of each prompt
     buffer<T> logits_;                 // (B, V)
     std::vector<T> logits_host_;       // (B, V) host copy on a device backend

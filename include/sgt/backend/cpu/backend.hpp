@@ -55,6 +55,7 @@ public:
     }
     void reset() {}
     bool captured() const { return false; }
+    void set_enabled(bool) {}
 };
 
 namespace detail {

@@ -55,11 +55,17 @@ void kv_cache_write(cpu, T* k_cache, T* v_cache, const T* qkv, const std::int32_
         }
 }
 
+// Scratch decode_attention needs (in accum_t<T>), owned by the caller: none here.
+template <class T>
+std::int64_t decode_attention_workspace(cpu, int /*B*/, int /*n*/, int /*HD*/, int /*ctx*/) {
+    return 0;
+}
+
 // out (B, n, HD): head i of sequence b attends with its query (in qkv (B, 1, 3, n, HD)) over the cached keys
 // and values at positions 0..pos[b] of the slot (B, n, ctx, HD): softmax(q kᵀ / √HD) v.
 template <class T>
 void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
-                      int n, int HD, int ctx) {
+                      int n, int HD, int ctx, T* /*workspace*/) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const T scale = T(1.0 / std::sqrt(double(HD)));
 #pragma omp parallel for if (std::int64_t(B) * n * ctx * HD > 65536)

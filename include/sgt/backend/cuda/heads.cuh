@@ -81,7 +81,7 @@ void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> head
     const auto l = detail::make_head_list(heads);
     const std::int64_t block = std::int64_t(HD) * C, total = l.n * block;
     if (total <= 0) return;
-    detail::scatter_add_head_rows_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(dst, src, l, block);
+    detail::scatter_add_head_rows_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(dst, src, l, block);
     SGT_CUDA_LAUNCHED(scatter_add_head_rows_kernel);
 }
 
@@ -91,7 +91,7 @@ void scatter_add_head_cols(cuda, T* dst, const T* src, std::span<const int> head
     const auto l = detail::make_head_list(heads);
     const std::int64_t total = std::int64_t(C) * l.n * HD;
     if (total <= 0) return;
-    detail::scatter_add_head_cols_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(dst, src, l, HD, C, NH);
+    detail::scatter_add_head_cols_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(dst, src, l, HD, C, NH);
     SGT_CUDA_LAUNCHED(scatter_add_head_cols_kernel);
 }
 
@@ -105,7 +105,7 @@ void scale_heads(cuda, T* x, std::span<const double> gains, std::int64_t N, int 
     const int n = int(gains.size());
     const std::int64_t total = N * n * HD;
     if (total <= 0) return;
-    detail::scale_heads_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(x, g, n, N, HD);
+    detail::scale_heads_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(x, g, n, N, HD);
     SGT_CUDA_LAUNCHED(scale_heads_kernel);
 }
 
