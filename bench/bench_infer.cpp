@@ -45,7 +45,7 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
     }
     const int prompt_len = ctx - decode_tokens;
     rng r(2);
-    std::vector<std::vector<std::int32_t>> prompts(std::size_t(B));
+    std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(B));
     for (auto& p : prompts)
         for (int i = 0; i < prompt_len; ++i) p.push_back(std::int32_t(r.below(Cfg.shape.vocab)));
     inf.prefill(prompts);  // warm-up: workspace, GEMM plans
@@ -55,7 +55,7 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
     SGT_CUDA_CHECK(cudaDeviceSynchronize());
     const double prefill_s = seconds_since(t0);
     std::vector<double> steps;
-    std::vector<std::int32_t> next(std::size_t(B));
+    std::vector<std::int32_t> next(static_cast<std::size_t>(B));
     for (int i = 0; i < decode_tokens; ++i) {
         for (auto& x : next) x = std::int32_t(r.below(Cfg.shape.vocab));
         t0 = std::chrono::steady_clock::now();
