@@ -45,8 +45,12 @@ def main() -> None:
     bf16.load_state_dict(model.state_dict())
     bf16 = bf16.to(torch.bfloat16)
     bf16.save_pretrained(os.path.join(out, "sharded"), safe_serialization=True, max_shard_size="40KB")
+    # The bf16 weights in an fp32 model of its own (casting the bf16 model back would keep its bf16-rounded RoPE
+    # frequencies, which are a buffer, not a weight).
+    ref = LlamaForCausalLM(config).eval()
+    ref.load_state_dict({k: v.float() for k, v in bf16.state_dict().items()})
     with torch.no_grad():
-        logits16 = bf16.float()(ids).logits.float()
+        logits16 = ref(ids).logits.float()
     save_file({"input_ids": ids.to(torch.int32).contiguous(), "logits_fp32": logits32.contiguous(),
                "logits_bf16": logits16.contiguous()}, os.path.join(out, "expected.safetensors"))
     for root, _, files in os.walk(out):
