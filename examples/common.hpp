@@ -35,39 +35,6 @@ decltype(auto) with_preset(const std::string& name, F&& f) {
     fail("unknown preset '{}': expected tiny, char_mini or char_small", name);
 }
 
-// Any loop schedule, chosen at run time.
-class any_schedule {
-public:
-    template <resumable_schedule S>
-    explicit any_schedule(S s) : p_(std::make_unique<impl<S>>(std::move(s))) {}
-    const loop_plan& plan() const { return p_->plan(); }
-    std::vector<growth_event> end_step(int t, const entropy_report& e) { return p_->end_step(t, e); }
-    nlohmann::json to_json() const { return p_->to_json(); }
-    void load_json(const nlohmann::json& j) { p_->load_json(j); }
-    std::string name() const { return p_->name(); }
-
-private:
-    struct base {
-        virtual ~base() = default;
-        virtual const loop_plan& plan() const = 0;
-        virtual std::vector<growth_event> end_step(int, const entropy_report&) = 0;
-        virtual nlohmann::json to_json() const = 0;
-        virtual void load_json(const nlohmann::json&) = 0;
-        virtual std::string name() const = 0;
-    };
-    template <class S>
-    struct impl final : base {
-        explicit impl(S s) : s(std::move(s)) {}
-        const loop_plan& plan() const override { return s.plan(); }
-        std::vector<growth_event> end_step(int t, const entropy_report& e) override { return s.end_step(t, e); }
-        nlohmann::json to_json() const override { return s.to_json(); }
-        void load_json(const nlohmann::json& j) override { s.load_json(j); }
-        std::string name() const override { return std::string(s.name()); }
-        S s;
-    };
-    std::unique_ptr<base> p_;
-};
-static_assert(resumable_schedule<any_schedule>);
 
 // Any dataset, chosen at run time.
 class any_dataset {

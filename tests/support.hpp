@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/rng.hpp"
+#include "sgt/data/batch.hpp"
 #include "sgt/entropy.hpp"
 
 namespace sgt::test {
@@ -21,6 +23,17 @@ std::string error_of(F&& f) {
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// B x T uniformly random tokens and targets in [0, V).
+inline batch random_batch(int B, int T, int V, std::uint64_t seed) {
+    rng r(seed);
+    batch b{B, T, {}, {}};
+    for (int i = 0; i < B * T; ++i) {
+        b.inputs.push_back(std::int32_t(r.below(V)));
+        b.targets.push_back(std::int32_t(r.below(V)));
+    }
+    return b;
+}
 
 // A scripted entropy report of 4 heads per layer in which layer l has mean entropy m[l]: its heads are
 // m[l] + {+0.02, −0.02, +0.01, −0.01}, so the top-2 heads of every layer are {0, 2} and the bottom-2 {1, 3}.

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "gradcheck.hpp"
+#include "support.hpp"
 #include "sgt/model.hpp"
 
 using namespace sgt;
@@ -12,13 +13,9 @@ using tiny_model = model<double, presets::tiny>;
 
 namespace {
 
+// Random tokens, one target ignored.
 batch random_batch(int B, int T, int V, std::uint64_t seed) {
-    rng r(seed);
-    batch b{B, T, {}, {}};
-    for (int i = 0; i < B * T; ++i) {
-        b.inputs.push_back(std::int32_t(r.below(V)));
-        b.targets.push_back(std::int32_t(r.below(V)));
-    }
+    batch b = test::random_batch(B, T, V, seed);
     b.targets[3] = ignore_target;
     return b;
 }

@@ -5,9 +5,10 @@
 //     q_i = RoPE(a W_Q^(i)), k_i = RoPE(a W_K^(i)), v_i = a W_V^(i).
 // The first pass of a layer runs all heads with gains 1 (Eq. 1-3). A loop step of Eq. 6 is the same pass with
 // R = S_l, reusing the layer's own W_Q, W_K, W_V, W_O and attention norm; in the `fade` transition R is all
-// heads and the heads outside S_l carry the fade gain (spec Sec. 4). Only the heads in R are computed: their
-// weights are packed (backend heads.hpp) so that each projection is a single matrix product.
-// Backend-generic: every step is a leaf op called on the Backend tag.
+// heads and the heads outside S_l carry the fade gain (spec Sec. 4). Which heads and gains a pass has is the
+// model variant's decision (variant.hpp), as is an optional transform of the head outputs before W_O (the
+// `hook`). Only the heads in R are computed: their weights are packed (backend heads.hpp) so that each
+// projection is a single matrix product. Backend-generic: every step is a leaf op called on the Backend tag.
 #pragma once
 
 #include <algorithm>
@@ -16,17 +17,11 @@
 #include <span>
 #include <vector>
 
+#include "sgt/core/buffers.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 
 namespace sgt {
-
-// Run-time dimensions of one forward pass. Letters as in config.hpp.
-struct pass_dims {
-    int B = 0, T = 0, C = 0, NH = 0, HD = 0, F = 0, V = 0;
-    double eps = 1e-5;
-    std::int64_t tokens() const { return std::int64_t(B) * T; }
-};
 
 template <class T>
 struct attention_weights {
@@ -49,7 +44,10 @@ struct attention_record {
     using buffer = typename Backend::template buffer<U>;
 
     std::vector<int> heads;     // R, ascending
-    std::vector<double> gains;  // g_i per head of R
+    std::vector<double> gains;  // g_i per head of R, constant for this pass; empty = all 1 (no scaling)
+    buffer<T> gain;             // (n)               the same gains as a tensor in the backend's memory
+    std::vector<double> gain_held;  // what `gain` holds (it is uploaded only when the gains change)
+    buffer<T> variant;          // the model variant's own record of this pass (variant.hpp)
     const T* in = nullptr;      // (B, T, C) the pass input H, owned by the previous stage
     buffer<T> rstd;             // (B, T)
     buffer<T> a;                // (B, T, C)         RMSNorm_attn(H)
@@ -65,8 +63,8 @@ struct attention_record {
     std::vector<double> entropy_host;  // (B, n)     its host copy, made by fetch_entropy
 
     int n() const { return int(heads.size()); }
-    bool all_unit_gains() const {
-        return std::all_of(gains.begin(), gains.end(), [](double g) { return g == 1.0; });
+    bool has_gains() const {
+        return !std::all_of(gains.begin(), gains.end(), [](double g) { return g == 1.0; });
     }
     // Brings the entropies of the last forward to the host (a transfer on a GPU backend).
     void fetch_entropy(Backend be, int B) {
@@ -87,19 +85,28 @@ struct attention_scratch {
     template <class U>
     using buffer = typename Backend::template buffer<U>;
     buffer<T> dy, da, dqkv, d_o, dw_qkv, dw_o;
+    buffer<T> dqkv_hook;  // (B, T, 3, n, HD) a head-output transform's own ∂L/∂qkv (sized by the transform)
 };
 
 namespace detail {
-template <class Buffer>
-void grow(Buffer& b, std::int64_t n) {
-    if (std::int64_t(b.size()) < n) b.resize(std::size_t(n));
-}
+// The hook of a pass without a head-output transform.
+struct no_head_transform {
+    template <class R>
+    double forward(R&) {
+        return 0.0;
+    }
+    template <class R, class T, class Buffer>
+    bool backward(R&, T* /*d_o*/, Buffer& /*dqkv*/) {
+        return false;
+    }
+};
 }  // namespace detail
 
-template <class T, class Backend>
-void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const attention_weights<T>& w,
-                            const T* in, const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin,
-                            double dropout, rng& dropout_rng) {
+// Returns the loss term the hook's transform adds (0 without one). hook.forward(r) transforms r.o in place.
+template <class T, class Backend, class Hook = detail::no_head_transform>
+double attention_pass_forward(Backend be, attention_record<T, Backend>& r, const attention_weights<T>& w,
+                              const T* in, const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin,
+                              double dropout, rng& dropout_rng, Hook&& hook = {}) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
     detail::grow(r.rstd, N);
@@ -124,21 +131,32 @@ void attention_pass_forward(Backend be, attention_record<T, Backend>& r, const a
     matmul_forward(be, r.qkv.data(), r.a.data(), r.w_qkv.data(), int(N), d.C, 3 * nhd);
     rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
     attention_forward(be, r.o.data(), r.probs.data(), r.entropy.data(), r.qkv.data(), d.B, d.T, n, d.HD);
-    if (!r.all_unit_gains()) scale_heads(be, r.o.data(), std::span<const double>(r.gains), N, d.HD);
+    if (r.has_gains()) {
+        if (r.gain_held != r.gains) {
+            const std::vector<T> g(r.gains.begin(), r.gains.end());
+            detail::grow(r.gain, n);
+            copy_from_host(be, r.gain.data(), g.data(), n);
+            r.gain_held = r.gains;
+        }
+        head_gain_forward(be, r.o.data(), r.gain.data(), N, n, d.HD, false);
+    }
+    const double extra_loss = hook.forward(r);
     matmul_forward(be, r.out.data(), r.o.data(), r.w_o.data(), int(N), nhd, d.C);  // the branch y
     if (dropout > 0.0) {
         detail::grow(r.mask, N * d.C);
         dropout_forward(be, r.out.data(), r.mask.data(), N * d.C, dropout, dropout_rng);
     }
     accumulate(be, r.out.data(), in, N * d.C);  // H' = H + y
+    return extra_loss;
 }
 
 // dres (B, T, C): on entry ∂L/∂H', on exit ∂L/∂H (the identity path plus the branch). Weight gradients
 // accumulate into g.
-template <class T, class Backend>
+template <class T, class Backend, class Hook = detail::no_head_transform>
 void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, attention_record<T, Backend>& r,
                              const attention_weights<T>& w, attention_scratch<T, Backend>& s, const pass_dims& d,
-                             const accum_t<T>* rope_cos, const accum_t<T>* rope_sin, double dropout) {
+                             const accum_t<T>* rope_cos, const accum_t<T>* rope_sin, double dropout,
+                             Hook&& hook = {}) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
     detail::grow(s.dy, N * d.C);
@@ -154,9 +172,13 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
     fill_zero(be, s.d_o.data(), N * nhd);
     fill_zero(be, s.dw_o.data(), std::int64_t(d.C) * nhd);
     matmul_backward(be, s.d_o.data(), s.dw_o.data(), s.dy.data(), r.o.data(), r.w_o.data(), int(N), nhd, d.C);
-    if (!r.all_unit_gains()) scale_heads(be, s.d_o.data(), std::span<const double>(r.gains), N, d.HD);
+    const bool hook_dqkv = hook.backward(r, s.d_o.data(), s.dqkv_hook);
+    if (r.has_gains())  // constant gains: ∂L/∂o scaled, no gain gradient
+        head_gain_backward(be, static_cast<T*>(nullptr), s.d_o.data(), static_cast<const T*>(nullptr),
+                           r.gain.data(), N, n, d.HD, false);
 
     attention_backward(be, s.dqkv.data(), s.d_o.data(), r.qkv.data(), r.probs.data(), d.B, d.T, n, d.HD);
+    if (hook_dqkv) accumulate(be, s.dqkv.data(), s.dqkv_hook.data(), N * 3 * std::int64_t(nhd));
     rope_backward(be, s.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
 
     fill_zero(be, s.da.data(), N * d.C);

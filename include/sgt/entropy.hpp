@@ -13,19 +13,9 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/row_entropy.hpp"
 
 namespace sgt {
-
-// Length-normalised entropy of one probability row over n = p.size() entries (0 log 0 = 0). A row of one
-// entry (a one-token sequence) has no uncertainty: its entropy is 0.
-template <class T>
-double row_entropy(std::span<const T> p) {
-    if (p.size() < 2) return 0.0;
-    double s = 0.0;
-    for (T v : p)
-        if (v > T(0)) s -= double(v) * std::log(double(v));
-    return s / std::log(double(p.size()));
-}
 
 // Entropies measured in one forward pass.
 struct entropy_report {

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 
-#include "sgt/attention.hpp"
+#include "sgt/core/buffers.hpp"
+#include "sgt/core/precision.hpp"
+#include "sgt/core/rng.hpp"
 
 namespace sgt {
 

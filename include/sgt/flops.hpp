@@ -6,21 +6,28 @@
 //     each extra block application   6·P_layer + 12·d·T      (Block Loop: block_repeat - 1 extra applications)
 //     each head-sparse loop step     |heads run| / n_h · (6·4d² + 12·d·T)
 // A loop step runs S_l, except loop step 1 of a layer in its fade window (layer_loop::fade > 0), which runs all
-// n_h heads. With block_repeat r, each of the r applications includes the layer's loop steps.
+// n_h heads. With block_repeat r, each of the r applications includes the layer's loop steps. A model variant
+// (variant.hpp) decides the heads of each pass, and its transforms report the FLOPs they add.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 
 #include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/loop_plan.hpp"
+#include "sgt/variant.hpp"
 
 namespace sgt {
 
-// Training FLOPs of one token of a sequence of length T under `plan`, forward and backward.
-inline double token_flops(const model_shape& s, int T, const loop_plan& plan) {
+// Training FLOPs of one token of a sequence of length T under `plan`, forward and backward. The passes are
+// those the model runs (variant.hpp's for_each_pass: the variant decides each pass's heads), plus what the
+// variant's transforms add.
+template <class Variant = paper_variant>
+double token_flops(const model_shape& s, int T, const loop_plan& plan, const Variant& variant = Variant{}) {
     require(static_cast<int>(plan.layers.size()) == s.layers, "flops: expected a plan of {} layers, found {}",
             s.layers, plan.layers.size());
     require(T >= 1, "flops: sequence length must be positive, found {}", T);
@@ -29,34 +36,40 @@ inline double token_flops(const model_shape& s, int T, const loop_plan& plan) {
     const double all_head_loop = 6.0 * 4.0 * d * d + attention_cost;  // one loop step over all heads
     const double layer_cost = 6.0 * double(s.layer_matrix_params()) + attention_cost;
     double f = 6.0 * double(s.matrix_params()) + s.layers * attention_cost;
-    for (const auto& x : plan.layers) {
-        double loops = 0.0;
-        for (int step = 1; step <= x.k; ++step) {
-            const std::size_t run = step == 1 && x.fade > 0.0 ? std::size_t(s.heads) : x.heads.size();
-            loops += double(run) / s.heads * all_head_loop;
-        }
-        f += x.block_repeat * loops + (x.block_repeat - 1) * layer_cost;
-    }
+    for_each_pass(variant, plan, s.heads, [&](const pass_site& site, const layer_loop&, const pass_spec& p) {
+        if (site.step > 0)
+            f += double(p.heads.size()) / s.heads * all_head_loop;  // a loop step over |R| heads
+        else if (site.repeat > 0)
+            f += layer_cost;  // a repeated block application (its loop steps are counted above)
+        f += variant.extra_flops(s, site, p, T);
+    });
     return f;
 }
 
 // Training FLOPs of one step of B sequences of T tokens.
-inline double step_flops(const model_shape& s, std::int64_t B, int T, const loop_plan& plan) {
+template <class Variant = paper_variant>
+double step_flops(const model_shape& s, std::int64_t B, int T, const loop_plan& plan, const Variant& variant = Variant{}) {
     require(B >= 1, "flops: batch must be positive, found {}", B);
-    return double(B) * T * token_flops(s, T, plan);
+    return double(B) * T * token_flops(s, T, plan, variant);
 }
 
 // Accumulates the FLOPs of a run, step by step, next to what a vanilla model would have cost.
 class flops_counter {
 public:
-    flops_counter(const model_shape& shape, std::int64_t batch, int seq)
-        : shape_(shape), batch_(batch), seq_(seq),
-          vanilla_step_(step_flops(shape, batch, seq, loop_plan::vanilla(shape.layers))) {}
+    // The FLOPs of one step under a plan; the paper's model unless given (a model's step_flops, for a variant).
+    using step_cost = std::function<double(std::int64_t batch, int seq, const loop_plan&)>;
+
+    flops_counter(const model_shape& shape, std::int64_t batch, int seq, step_cost cost = {})
+        : shape_(shape), batch_(batch), seq_(seq), cost_(std::move(cost)),
+          vanilla_step_(step_flops(shape, batch, seq, loop_plan::vanilla(shape.layers))) {
+        if (!cost_)
+            cost_ = [s = shape_](std::int64_t B, int T, const loop_plan& p) { return step_flops(s, B, T, p); };
+    }
 
     // Adds `steps` steps that run `plan`.
     void add(const loop_plan& plan, std::int64_t steps = 1) {
         require(steps >= 0, "flops counter: expected a non-negative step count, found {}", steps);
-        total_ += double(steps) * step_flops(shape_, batch_, seq_, plan);
+        total_ += double(steps) * cost_(batch_, seq_, plan);
         vanilla_ += double(steps) * vanilla_step_;
         steps_ += steps;
     }
@@ -83,6 +96,7 @@ private:
     model_shape shape_;
     std::int64_t batch_;
     int seq_;
+    step_cost cost_;
     double vanilla_step_;
     double total_ = 0.0;
     double vanilla_ = 0.0;

@@ -29,9 +29,11 @@
 
 #include "sgt/allocation.hpp"
 #include "sgt/config.hpp"
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/entropy.hpp"
 #include "sgt/loop_plan.hpp"
+#include "sgt/schedule_contract.hpp"
 
 namespace sgt {
 
@@ -39,12 +41,9 @@ enum class growth_direction { deep_to_shallow, shallow_to_deep };  // D2S (Eq. 1
 enum class growth_transition { fade, hard };  // how a newly activated layer's first loop starts
 enum class fade_shape { linear, cosine, exponential };
 enum class growth_phase { warm_up, growing, fixed };
-enum class growth_event_kind { activate, deepen, fade_end, fix, activate_block };
 
 namespace detail {
 
-template <class E>
-struct enum_names;
 template <>
 struct enum_names<growth_direction> {
     static constexpr std::string_view what = "growth direction";
@@ -65,29 +64,10 @@ struct enum_names<growth_phase> {
     static constexpr std::string_view what = "growth phase";
     static constexpr std::string_view names[] = {"warm_up", "growing", "fixed"};
 };
-template <>
-struct enum_names<growth_event_kind> {
-    static constexpr std::string_view what = "growth event kind";
-    static constexpr std::string_view names[] = {"activate", "deepen", "fade_end", "fix", "activate_block"};
-};
-
-template <class E>
-E parse_enum(std::string_view s) {
-    const auto& names = enum_names<E>::names;
-    for (std::size_t i = 0; i < std::size(names); ++i)
-        if (names[i] == s) return static_cast<E>(i);
-    fail("{}: expected one of {}, found \"{}\"", enum_names<E>::what, fmt::join(names, ", "), s);
-}
 
 inline bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 }  // namespace detail
-
-template <class E>
-    requires requires { detail::enum_names<E>::names; }
-constexpr std::string_view to_string(E e) {
-    return detail::enum_names<E>::names[static_cast<std::size_t>(e)];
-}
 
 // Hyper-parameters of 𝒪 (spec Sec. 4). Layers and heads are 0-based.
 struct growth_options {
@@ -208,43 +188,6 @@ inline std::vector<int> candidate_layers(std::span<const double> layer_entropy, 
     return order;
 }
 
-// One change of structure, logged by the trainer. It happened at the end of `step` and applies from step + 1.
-struct growth_event {
-    int step = 0;
-    growth_event_kind kind = growth_event_kind::activate;
-    int layer = -1;
-    int k = 0;                              // the layer's K after the event
-    std::vector<int> heads;                 // the layer's S
-    int block_repeat = 1;                   // the whole-block repeat count (activate_block)
-    std::vector<int> candidates;            // C, highest entropy first (empty for fade_end)
-    std::vector<double> candidate_entropy;  // Ē of each candidate, same order
-    std::vector<double> head_entropy;       // E^(layer, ·): the head entropies the decision saw
-
-    bool operator==(const growth_event&) const = default;
-};
-
-inline void to_json(nlohmann::json& j, const growth_event& e) {
-    j = {{"step", e.step},
-         {"kind", to_string(e.kind)},
-         {"layer", e.layer},
-         {"k", e.k},
-         {"heads", e.heads},
-         {"block_repeat", e.block_repeat},
-         {"candidates", e.candidates},
-         {"candidate_entropy", e.candidate_entropy},
-         {"head_entropy", e.head_entropy}};
-}
-inline void from_json(const nlohmann::json& j, growth_event& e) {
-    e.step = j.at("step").get<int>();
-    e.kind = detail::parse_enum<growth_event_kind>(j.at("kind").get<std::string>());
-    e.layer = j.at("layer").get<int>();
-    e.k = j.at("k").get<int>();
-    e.heads = j.at("heads").get<std::vector<int>>();
-    e.block_repeat = j.at("block_repeat").get<int>();
-    e.candidates = j.at("candidates").get<std::vector<int>>();
-    e.candidate_entropy = j.at("candidate_entropy").get<std::vector<double>>();
-    e.head_entropy = j.at("head_entropy").get<std::vector<double>>();
-}
 
 // Θ_t (Eq. 8), with what the fade transition and a resumed run need.
 struct growth_state {
@@ -283,11 +226,6 @@ inline std::string to_string(const growth_state& s) {
     return out;
 }
 
-inline std::string to_string(const growth_event& e) {
-    std::string out = fmt::format("step {}: {} layer {}", e.step, to_string(e.kind), e.layer);
-    if (e.kind == growth_event_kind::activate_block) return out + fmt::format(" x{}", e.block_repeat);
-    return out + fmt::format(" K={} S={{{}}}", e.k, fmt::join(e.heads, ","));
-}
 
 // The growth operator 𝒪. Policy is the allocation operator 𝒜 that picks S_l at activation (Eq. 7).
 template <allocation_policy Policy = top_h>

@@ -7,7 +7,9 @@
 //     logits = RMSNorm_final(h) W_lmᵀ;  loss = mean cross-entropy of the counted targets
 //
 // The loop structure is a run-time loop_plan (loop_plan.hpp); Vanilla, Block Loop, Attention Loop and SGT are
-// all this one type. Parameters live in one contiguous buffer with named views, named as Hugging Face LLaMA.
+// all this one type. What each pass computes (its heads, gains, and any transform of the head outputs) is the
+// Variant policy's decision (variant.hpp; paper_variant is the paper's model). Parameters live in one
+// contiguous buffer, reached by name through the parameter table (params.hpp), named as Hugging Face LLaMA.
 // Backend-generic: the heavy lifting is leaf ops called on the Backend tag; activation records only grow,
 // so a steady-state training step allocates nothing.
 #pragma once
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "sgt/attention.hpp"
+#include "sgt/backend/common.hpp"
 #include "sgt/backend/cpu.hpp"
 #include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
@@ -30,64 +33,17 @@
 #include "sgt/data/batch.hpp"
 #include "sgt/entropy.hpp"
 #include "sgt/ffn.hpp"
+#include "sgt/flops.hpp"
 #include "sgt/loop_plan.hpp"
+#include "sgt/params.hpp"
+#include "sgt/variant.hpp"
 
 namespace sgt {
 
-namespace detail {
-// A host copy of backend memory (a plain copy on the CPU backend, a transfer on the GPU).
-template <class Backend, class U>
-std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
-    std::vector<std::remove_const_t<U>> h(x.size());
-    copy_to_host(be, h.data(), x.data(), std::int64_t(h.size()));
-    return h;
-}
-}  // namespace detail
-
-// One named parameter tensor inside the model's contiguous buffer.
-struct param_entry {
-    std::string name;                // Hugging Face LLaMA name
-    std::int64_t offset = 0;         // into parameters()
-    std::vector<std::int64_t> shape;
-    bool decay = true;               // weight decay applies (matrices); not to RMSNorm weights
-    std::int64_t numel() const {
-        std::int64_t n = 1;
-        for (auto s : shape) n *= s;
-        return n;
-    }
-};
-
-// The parameter table of a shape, in buffer order: embed, layers (norm, q, k, v, o, norm, gate, up, down), norm, head.
-inline std::vector<param_entry> parameter_table(const model_shape& s) {
-    std::vector<param_entry> t;
-    std::int64_t off = 0;
-    const std::int64_t C = s.width(), F = s.d_ff, V = s.vocab;
-    auto add = [&](std::string name, std::vector<std::int64_t> shape, bool decay) {
-        param_entry e{std::move(name), off, std::move(shape), decay};
-        off += e.numel();
-        t.push_back(std::move(e));
-    };
-    add("model.embed_tokens.weight", {V, C}, true);
-    for (int l = 0; l < s.layers; ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        add(p + "input_layernorm.weight", {C}, false);
-        add(p + "self_attn.q_proj.weight", {C, C}, true);
-        add(p + "self_attn.k_proj.weight", {C, C}, true);
-        add(p + "self_attn.v_proj.weight", {C, C}, true);
-        add(p + "self_attn.o_proj.weight", {C, C}, true);
-        add(p + "post_attention_layernorm.weight", {C}, false);
-        add(p + "mlp.gate_proj.weight", {F, C}, true);
-        add(p + "mlp.up_proj.weight", {F, C}, true);
-        add(p + "mlp.down_proj.weight", {C, F}, true);
-    }
-    add("model.norm.weight", {C}, false);
-    add("lm_head.weight", {V, C}, true);
-    return t;
-}
-
-template <class T, model_config Cfg, class Backend = cpu>
+template <class T, model_config Cfg, class Backend = cpu, class Variant = paper_variant>
 class model {
 public:
+    static_assert(check_backend<Backend>());  // names the op a backend lacks (backend/backend.hpp)
     static constexpr model_config config = validated_config<Cfg>::value;
     static constexpr model_shape shape = Cfg.shape;
     static constexpr loop_budget budget = Cfg.loops;
@@ -97,14 +53,27 @@ public:
     using buffer = typename Backend::template buffer<U>;
     using value_type = T;
     using backend_type = Backend;
+    using variant_type = Variant;
+
+    // The parameter table of this model type: the decoder's tensors, then the variant's own.
+    static sgt::parameter_table make_parameter_table(const Variant& v = Variant{}) {
+        auto t = sgt::parameter_table::llama(shape);
+        v.add_parameters(config, t);
+        return t;
+    }
 
     // Activation capacity: batches of at most max_batch sequences of at most max_seq tokens.
-    model(int max_batch, int max_seq, std::uint64_t seed = 0)
-        : max_batch_(max_batch), max_seq_(max_seq), table_(sgt::parameter_table(shape)), dropout_rng_(seed ^ 0xD50Full) {
+    model(int max_batch, int max_seq, std::uint64_t seed = 0, Variant variant = Variant{})
+        : max_batch_(max_batch), max_seq_(max_seq), variant_(std::move(variant)), table_(make_parameter_table(variant_)),
+          dropout_rng_(seed ^ 0xD50Full) {
         require(max_batch > 0, "model: expected a positive batch size, found {}", max_batch);
         require(max_seq > 1 && max_seq <= shape.max_seq,
                 "model: sequence length {} is outside [2, {}], the preset's maximum", max_seq, shape.max_seq);
-        params_.resize(std::size_t(shape.total_params()));
+        for (int l = 0; l < NL; ++l) layers_.push_back(table_.layer(l));
+        embed_ = &table_.at("model.embed_tokens.weight");
+        final_norm_ = &table_.at("model.norm.weight");
+        lm_head_ = &table_.at("lm_head.weight");
+        params_.resize(std::size_t(table_.numel()));
         grads_.resize(params_.size());
         zero_grad();
         rope_cos_.resize(std::size_t(max_seq) * HD / 2);
@@ -114,13 +83,14 @@ public:
         init_weights(r);
     }
 
-    // Weights N(0, 0.02), RMSNorm weights 1 (spec Sec. 1). Drawn on the host, so every backend starts from
-    // the same values.
+    // Every tensor as its table entry says: the decoder's matrices N(0, 0.02), RMSNorm weights 1 (spec Sec. 1).
+    // Drawn on the host, in table order, so every backend starts from the same values.
     void init_weights(rng& r) {
         std::vector<T> host(params_.size());
         for (const auto& e : table_) {
             T* p = host.data() + e.offset;
-            for (std::int64_t i = 0; i < e.numel(); ++i) p[i] = e.decay ? T(0.02 * r.normal()) : T(1);
+            for (std::int64_t i = 0; i < e.numel(); ++i)
+                p[i] = e.init.std > 0.0 ? T(e.init.value + e.init.std * r.normal()) : T(e.init.value);
         }
         copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
     }
@@ -131,12 +101,10 @@ public:
     std::span<const T> parameters() const { return params_; }
     std::span<T> gradients() { return grads_; }
     std::span<const T> gradients() const { return grads_; }
-    const std::vector<param_entry>& parameter_table() const { return table_; }
-    const param_entry& entry(std::string_view name) const {
-        for (const auto& e : table_)
-            if (e.name == name) return e;
-        fail("model: no parameter named '{}'", name);
-    }
+    const sgt::parameter_table& parameter_table() const { return table_; }
+    const param_entry& entry(std::string_view name) const { return table_.at(name); }
+    Variant& variant() { return variant_; }
+    const Variant& variant() const { return variant_; }
     std::span<T> parameter(std::string_view name) {
         const auto& e = entry(name);
         return {params_.data() + e.offset, std::size_t(e.numel())};
@@ -209,7 +177,7 @@ public:
         copy_from_host(be, targets_.data(), x.targets.data(), N);
 
         detail::grow(emb_, N * C);
-        embedding_forward(be, emb_.data(), tokens_.data(), weight(table_[0]), int(N), C);
+        embedding_forward(be, emb_.data(), tokens_.data(), weight(*embed_), int(N), C);
         if (p > 0.0) {
             detail::grow(emb_mask_, N * C);
             dropout_forward(be, emb_.data(), emb_mask_.data(), N * C, p, dropout_rng_);
@@ -225,34 +193,38 @@ public:
         std::vector<entropy_pass> entropy_passes;
         const T* h = emb_.data();
         std::size_t n_attn = 0, n_ffn = 0;
-        for (int l = 0; l < NL; ++l) {
-            const layer_loop& lp = plan.layers[l];
+        extra_loss_ = 0.0;
+        for_each_pass(variant_, plan, NH, [&](const pass_site& site, const layer_loop& lp, pass_spec spec) {
+            const int l = site.layer;
+            auto& r = attention_record_at(n_attn);
+            r.heads = std::move(spec.heads);
+            r.gains = std::move(spec.gains);
+            const bool hooked = variant_.transforms(site, lp);
             const auto aw = attention_weights_of(l);
-            for (int rep = 0; rep < lp.block_repeat; ++rep) {
-                for (int step = 0; step <= lp.k; ++step) {
-                    auto& r = attention_record_at(n_attn);
-                    set_pass_heads(r, lp, step);
-                    attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
-                    stages_.push_back({stage::attention, l, n_attn++});
-                    h = r.out.data();
-                    if (rep == 0 && step == 0) entropy_passes.push_back({l, n_attn - 1, true});
-                    if (rep == lp.block_repeat - 1 && step == lp.k && step > 0)
-                        entropy_passes.push_back({l, n_attn - 1, false});
-                }
+            if (hooked)
+                extra_loss_ += attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p,
+                                                      dropout_rng_, variant_hook{*this, site});
+            else
+                attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
+            stages_.push_back({stage::attention, l, n_attn++, site, hooked});
+            h = r.out.data();
+            if (site.repeat == 0 && site.step == 0) entropy_passes.push_back({l, n_attn - 1, true});
+            if (site.repeat == lp.block_repeat - 1 && site.step == lp.k && site.step > 0)
+                entropy_passes.push_back({l, n_attn - 1, false});
+            if (site.step == lp.k) {  // the block's FFN follows its last attention pass
                 auto& f = ffn_record_at(n_ffn);
                 ffn_forward(be, f, ffn_weights_of(l), h, d_, p, dropout_rng_);
-                stages_.push_back({stage::ffn, l, n_ffn++});
+                stages_.push_back({stage::ffn, l, n_ffn++, site, false});
                 h = f.out.data();
             }
-        }
+        });
 
         final_in_ = h;
         detail::grow(final_rstd_, N);
         detail::grow(final_x_, N * C);
         detail::grow(logits_, N * V);
-        rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(table_[table_.size() - 2]), int(N), C,
-                        config.norm_eps);
-        matmul_forward(be, logits_.data(), final_x_.data(), weight(table_.back()), int(N), C, V);
+        rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(*final_norm_), int(N), C, config.norm_eps);
+        matmul_forward(be, logits_.data(), final_x_.data(), weight(*lm_head_), int(N), C, V);
         loss_ = cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V);
         // The entropies come to the host after the whole forward (on a GPU, the loss above already waited for it).
         for (const auto& [l, record, first] : entropy_passes) {
@@ -262,10 +234,11 @@ public:
                 (first ? entropy_.first_pass : entropy_.last_loop)[std::size_t(l) * NH + r.heads[i]] =
                     r.head_entropy(i, x.B);
         }
-        return loss_.mean();
+        return loss_.mean() + extra_loss_;
     }
 
-    // Gradients of the mean loss of the last forward(), accumulated into gradients().
+    // Gradients of the loss of the last forward() (the mean cross-entropy plus any loss term of the variant),
+    // accumulated into gradients().
     void backward() {
         require(!stages_.empty(), "model: backward() needs a forward() first");
         const Backend be{};
@@ -276,14 +249,17 @@ public:
         const double scale = loss_.count ? 1.0 / double(loss_.count) : 0.0;
         cross_entropy_backward(be, dlogits_.data(), logits_.data(), targets_.data(), int(N), V, scale);
         fill_zero(be, dx_.data(), N * C);
-        matmul_backward(be, dx_.data(), grad(table_.back()), dlogits_.data(), final_x_.data(), weight(table_.back()),
-                        int(N), C, V);
+        matmul_backward(be, dx_.data(), grad(*lm_head_), dlogits_.data(), final_x_.data(), weight(*lm_head_), int(N),
+                        C, V);
         fill_zero(be, dres_.data(), N * C);
-        const auto& final_norm = table_[table_.size() - 2];
-        rmsnorm_backward(be, dres_.data(), grad(final_norm), dx_.data(), final_in_, weight(final_norm),
+        rmsnorm_backward(be, dres_.data(), grad(*final_norm_), dx_.data(), final_in_, weight(*final_norm_),
                          final_rstd_.data(), int(N), C);
         for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) {
-            if (it->kind == stage::attention)
+            if (it->kind == stage::attention && it->hooked)
+                attention_pass_backward(be, dres_.data(), attention_grads_of(it->layer), attn_records_[it->record],
+                                        attention_weights_of(it->layer), attn_scratch_, d_, rope_cos_.data(),
+                                        rope_sin_.data(), active_dropout_, variant_hook{*this, it->site});
+            else if (it->kind == stage::attention)
                 attention_pass_backward(be, dres_.data(), attention_grads_of(it->layer), attn_records_[it->record],
                                         attention_weights_of(it->layer), attn_scratch_, d_, rope_cos_.data(),
                                         rope_sin_.data(), active_dropout_);
@@ -292,7 +268,7 @@ public:
                              ffn_weights_of(it->layer), ffn_scratch_, d_, active_dropout_);
         }
         if (active_dropout_ > 0.0) dropout_backward(be, dres_.data(), emb_mask_.data(), N * C);
-        embedding_backward(be, grad(table_[0]), dres_.data(), tokens_.data(), int(N), C);
+        embedding_backward(be, grad(*embed_), dres_.data(), tokens_.data(), int(N), C);
     }
 
     // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend).
@@ -307,13 +283,43 @@ public:
         }
     }
     const entropy_report& entropies() const { return entropy_; }
+    // The cross-entropy of the last forward() (sum and count of the counted targets), without the variant's term.
     const loss_sum& last_loss() const { return loss_; }
+    // The loss term the variant added in the last forward() (0 for the paper's model).
+    double extra_loss() const { return extra_loss_; }
+
+    // Training FLOPs of one step of B sequences of `seq` tokens under `plan` (spec Sec. 6), the variant's included.
+    double step_flops(std::int64_t B, int seq, const loop_plan& plan) const {
+        return sgt::step_flops(shape, B, seq, plan, variant_);
+    }
 
 private:
     struct stage {
         enum kind_t { attention, ffn } kind;
         int layer;
         std::size_t record;
+        pass_site site;
+        bool hooked;  // the variant transforms this pass's head outputs
+    };
+
+    // The pass hook of attention.hpp bound to the variant: builds the pass_context the variant sees.
+    struct variant_hook {
+        model& m;
+        pass_site site;
+        pass_context<T, Backend> context(attention_record<T, Backend>& r) const {
+            return {site, std::span<const int>(r.heads), m.d_, r.qkv.data(), &r.variant, &m.table_,
+                    m.params_.data(), m.grads_.data()};
+        }
+        double forward(attention_record<T, Backend>& r) {
+            auto c = context(r);
+            return m.variant_.transform_forward(Backend{}, c, r.o.data());
+        }
+        template <class Buffer>
+        bool backward(attention_record<T, Backend>& r, T* d_o, Buffer& dqkv) {
+            auto c = context(r);
+            detail::grow(dqkv, c.d.tokens() * 3 * c.n() * c.d.HD);
+            return m.variant_.transform_backward(Backend{}, c, d_o, dqkv.data());
+        }
     };
 
     void check_batch(const batch& x) const {
@@ -336,22 +342,6 @@ private:
         }
     }
 
-    // Heads and gains of pass `step` of a layer (0 = the first pass; 1..K = loop steps of Eq. 6).
-    static void set_pass_heads(attention_record<T, Backend>& r, const layer_loop& lp, int step) {
-        r.heads.clear();
-        r.gains.clear();
-        if (step == 0 || (step == 1 && lp.fade > 0.0)) {
-            for (int i = 0; i < NH; ++i) {
-                r.heads.push_back(i);
-                const bool selected = step == 0 || std::binary_search(lp.heads.begin(), lp.heads.end(), i);
-                r.gains.push_back(selected ? 1.0 : lp.fade);
-            }
-        } else {
-            r.heads = lp.heads;
-            r.gains.assign(lp.heads.size(), 1.0);
-        }
-    }
-
     attention_record<T, Backend>& attention_record_at(std::size_t i) {
         if (attn_records_.size() <= i) attn_records_.resize(i + 1);
         return attn_records_[i];
@@ -363,29 +353,28 @@ private:
 
     const T* weight(const param_entry& e) const { return params_.data() + e.offset; }
     T* grad(const param_entry& e) { return grads_.data() + e.offset; }
-    // Index in table_ of layer l's first tensor (input_layernorm); the layer's nine tensors follow.
-    static constexpr std::size_t layer_base(int l) { return 1 + 9 * std::size_t(l); }
-
     attention_weights<T> attention_weights_of(int l) const {
-        const std::size_t b = layer_base(l);
-        return {weight(table_[b]), weight(table_[b + 1]), weight(table_[b + 2]), weight(table_[b + 3]),
-                weight(table_[b + 4])};
+        const layer_params& L = layers_[std::size_t(l)];
+        return {weight(*L.attn_norm), weight(*L.q), weight(*L.k), weight(*L.v), weight(*L.o)};
     }
     attention_grads<T> attention_grads_of(int l) {
-        const std::size_t b = layer_base(l);
-        return {grad(table_[b]), grad(table_[b + 1]), grad(table_[b + 2]), grad(table_[b + 3]), grad(table_[b + 4])};
+        const layer_params& L = layers_[std::size_t(l)];
+        return {grad(*L.attn_norm), grad(*L.q), grad(*L.k), grad(*L.v), grad(*L.o)};
     }
     ffn_weights<T> ffn_weights_of(int l) const {
-        const std::size_t b = layer_base(l);
-        return {weight(table_[b + 5]), weight(table_[b + 6]), weight(table_[b + 7]), weight(table_[b + 8])};
+        const layer_params& L = layers_[std::size_t(l)];
+        return {weight(*L.ffn_norm), weight(*L.gate), weight(*L.up), weight(*L.down)};
     }
     ffn_grads<T> ffn_grads_of(int l) {
-        const std::size_t b = layer_base(l);
-        return {grad(table_[b + 5]), grad(table_[b + 6]), grad(table_[b + 7]), grad(table_[b + 8])};
+        const layer_params& L = layers_[std::size_t(l)];
+        return {grad(*L.ffn_norm), grad(*L.gate), grad(*L.up), grad(*L.down)};
     }
 
     int max_batch_, max_seq_;
-    std::vector<param_entry> table_;
+    Variant variant_;
+    sgt::parameter_table table_;
+    std::vector<layer_params> layers_;  // (NL) each layer's tensors, by role
+    const param_entry *embed_, *final_norm_, *lm_head_;
     buffer<T> params_, grads_;  // (total_params) in table_ order
     buffer<accum_t<T>> rope_cos_, rope_sin_;  // (max_seq, HD/2)
     double dropout_ = 0.0, active_dropout_ = 0.0;
@@ -404,6 +393,7 @@ private:
     buffer<T> final_rstd_, final_x_, logits_, dlogits_, dx_, dres_;
     mutable std::vector<T> logits_host_;  // logits() on a GPU backend
     loss_sum loss_;
+    double extra_loss_ = 0.0;
     entropy_report entropy_;
 };
 

@@ -28,22 +28,10 @@
 #include "sgt/entropy.hpp"
 #include "sgt/growth.hpp"
 #include "sgt/loop_plan.hpp"
+#include "sgt/schedule_contract.hpp"
 
 namespace sgt {
 
-// plan(): the structure of the next step; end_step(t, e): ends step t, returns the changes; to_json(): the
-// schedule's settings and state; name(): for logs.
-template <class S>
-concept loop_schedule = requires(S& s, const S& cs, int t, const entropy_report& e) {
-    { cs.plan() } -> std::same_as<const loop_plan&>;
-    { s.end_step(t, e) } -> std::same_as<std::vector<growth_event>>;
-    { cs.to_json() } -> std::same_as<nlohmann::json>;
-    { cs.name() } -> std::convertible_to<std::string>;
-};
-
-// A schedule a checkpoint can restore: load_json(to_json()) resumes it where it was.
-template <class S>
-concept resumable_schedule = loop_schedule<S> && requires(S& s, const nlohmann::json& j) { s.load_json(j); };
 
 namespace detail {
 

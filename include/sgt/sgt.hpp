@@ -23,6 +23,7 @@
 #include "sgt/loop_plan.hpp"
 #include "sgt/model.hpp"
 #include "sgt/schedule.hpp"
+#include "sgt/schedule_contract.hpp"
 #include "sgt/train/adamw.hpp"
 #include "sgt/train/lr_schedule.hpp"
 #include "sgt/train/trainer.hpp"

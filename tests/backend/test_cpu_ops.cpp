@@ -583,12 +583,12 @@ TEST_CASE("heads: gather/scatter of rows and columns, round trip, adjoint, order
     }
 }
 
-TEST_CASE("scale_heads multiplies exactly its own head block of every row") {
+TEST_CASE("head_gain_forward multiplies exactly its own head block of every row") {
     const int N = 5, n = 3, HD = 6;
     const dvec x0 = randn(N * n * HD, 29);
     const std::vector<double> gains{2.5, 1.0, -0.5};
     dvec x = x0;
-    sgt::scale_heads(cpu, x.data(), gains, N, HD);
+    sgt::head_gain_forward(cpu, x.data(), gains.data(), N, n, HD, false);
     for (int r = 0; r < N; ++r)
         for (int i = 0; i < n; ++i)
             for (int d = 0; d < HD; ++d) CHECK(x[(r * n + i) * HD + d] == x0[(r * n + i) * HD + d] * gains[i]);
@@ -596,7 +596,7 @@ TEST_CASE("scale_heads multiplies exactly its own head block of every row") {
     const std::vector<double> g2{0.0, 3.0};
     dvec z = randn(4 * 2 * HD, 30);
     const dvec z0 = z;
-    sgt::scale_heads(cpu, z.data(), g2, 4, HD);
+    sgt::head_gain_forward(cpu, z.data(), g2.data(), 4, 2, HD, false);
     for (int r = 0; r < 4; ++r)
         for (int d = 0; d < HD; ++d) {
             CHECK(z[(r * 2 + 0) * HD + d] == 0.0);
@@ -871,8 +871,9 @@ TEST_CASE("float instantiations agree with double") {
         dvec x = W;
         auto xf = Wf;
         const std::vector<double> gains{0.5, 1.0, 3.0};
-        sgt::scale_heads(cpu, x.data(), gains, C, HD);
-        sgt::scale_heads(cpu, xf.data(), gains, C, HD);
+        const std::vector<float> gainsf(gains.begin(), gains.end());
+        sgt::head_gain_forward(cpu, x.data(), gains.data(), C, 3, HD, false);
+        sgt::head_gain_forward(cpu, xf.data(), gainsf.data(), C, 3, HD, false);
         agree("heads", std::max({rel_err(grf, gr), rel_err(gcf, gc), rel_err(srf, sr), rel_err(scf, sc), rel_err(xf, x)}));
     }
     {  // dropout: the same seed gives the same mask in both precisions

@@ -1,6 +1,14 @@
-# Compiles SOURCE (expected to fail) and checks that the compiler's output contains EXPECT.
+# Compiles SOURCE (expected to fail) and checks that the compiler's output contains EXPECT. With EXPECT_SUCCESS
+# set, the source (with its extra FLAGS) must compile instead: the control of a compile-fail test.
 execute_process(COMMAND ${CXX} -std=c++20 -fsyntax-only ${FLAGS} ${SOURCE}
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(EXPECT_SUCCESS)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${SOURCE} must compile, but:\n${err}")
+  endif()
+  message(STATUS "${SOURCE} compiles")
+  return()
+endif()
 if(rc EQUAL 0)
   message(FATAL_ERROR "${SOURCE} compiled, but it must not")
 endif()

@@ -22,7 +22,7 @@ constexpr int NL = 4, NH = 4, V = 64;
 std::vector<double> strong_weights(std::uint64_t seed) {
     rng r(seed);
     std::vector<double> w(std::size_t(long_cfg.shape.total_params()));
-    for (const auto& e : parameter_table(long_cfg.shape)) {
+    for (const auto& e : parameter_table::llama(long_cfg.shape)) {
         const double sd = 1.0 / std::sqrt(double(e.shape.back()));
         for (std::int64_t i = 0; i < e.numel(); ++i)
             w[std::size_t(e.offset + i)] = e.decay ? sd * r.normal() : 1.0 + 0.2 * r.normal();

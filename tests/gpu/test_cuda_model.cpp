@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "../../examples/variants/loop_gain.hpp"
 #include "../resume.hpp"
 #include "support.hpp"
 
@@ -90,6 +91,35 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         const auto logits_c = mc.logits(), logits_g = mg.logits();
         CHECK(test::rel_error({logits_g.begin(), logits_g.end()}, {logits_c.begin(), logits_c.end()}) <= 1e-5);
     }
+}
+
+TEST_CASE("a model variant (the learned loop gain of examples/variants) on the GPU matches the CPU in fp32") {
+    using loop_gain_example::loop_gain_variant;
+    loop_plan plan = loops(2, {1, 3}, 0.4);
+    plan.layers[2].block_repeat = 2;
+    const batch b = random_batch(5);
+    model<float, tiny_bytes, cpu, loop_gain_variant> mc(B, T_, 7);
+    model<float, tiny_bytes, cuda, loop_gain_variant> mg(B, T_, 7);
+    // Gains away from 1, the same on both.
+    auto params = mc.parameters_to_host();
+    rng r(3);
+    for (int l = 0; l < 4; ++l) {
+        const auto& e = mc.entry(loop_gain_variant::gain_name(l));
+        for (std::int64_t i = 0; i < e.numel(); ++i) params[std::size_t(e.offset + i)] = float(1.0 + 0.4 * r.normal());
+    }
+    mc.parameters_from_host(params);
+    mg.parameters_from_host(params);
+    const double lc = mc.forward(b, plan), lg = mg.forward(b, plan);
+    mc.backward();
+    mg.backward();
+    CHECK(std::abs(lg - lc) / std::abs(lc) <= 1e-5);
+    const auto gc = mc.gradients_to_host(), gg = mg.gradients_to_host();
+    for (const auto& e : mc.parameter_table()) {
+        const std::vector<double> c(gc.begin() + e.offset, gc.begin() + e.offset + e.numel());
+        const std::vector<double> g(gg.begin() + e.offset, gg.begin() + e.offset + e.numel());
+        CHECK_MESSAGE(test::rel_error(g, c) <= 1e-4, "gradient of " << e.name << " differs by " << test::rel_error(g, c));
+    }
+    CHECK(mg.step_flops(B, T_, plan) == mc.step_flops(B, T_, plan));
 }
 
 namespace {

@@ -211,9 +211,36 @@ TEST_CASE_TEMPLATE("head packing and gains match the CPU", T, float, bf16) {
     const std::vector<double> gains{1.0, 0.25, 0.7};
     std::vector<double> x = test::rounded<T>(test::random_vector(r, std::size_t(11) * nhd));
     auto gx = test::to_device<T>(x);
-    scale_heads(host, x.data(), std::span<const double>(gains), 11, HD);
-    scale_heads(dev, gx.data(), std::span<const double>(gains), 11, HD);
-    test::check_error<T>("scale_heads", test::rel_error(test::to_host(gx), x));
+    const std::vector<double> gains_rounded = test::rounded<T>(gains);  // the device holds gains in T
+    auto ggains = test::to_device<T>(gains_rounded);
+    head_gain_forward(host, x.data(), gains_rounded.data(), 11, int(gains.size()), HD, false);
+    head_gain_forward(dev, gx.data(), ggains.data(), 11, int(gains.size()), HD, false);
+    test::check_error<T>("head_gain_forward", test::rel_error(test::to_host(gx), x));
+}
+
+TEST_CASE_TEMPLATE("head gains, per head and per position, and their gradients match the CPU", T, float, bf16) {
+    sgt::rng r(31);
+    const int n = 3, HD = 8;
+    for (const std::int64_t N : {std::int64_t(1), std::int64_t(37), std::int64_t(1001)})
+        for (const bool per_position : {false, true}) {
+            CAPTURE(N);
+            CAPTURE(per_position);
+            const std::size_t values = std::size_t(N) * n * HD, gains_n = per_position ? std::size_t(N) * n : n;
+            const auto x = test::rounded<T>(test::random_vector(r, values));
+            const auto dy = test::rounded<T>(test::random_vector(r, values));
+            const auto g = test::rounded<T>(test::random_vector(r, gains_n));
+            const auto dg0 = test::rounded<T>(test::random_vector(r, gains_n));
+            std::vector<double> y = x, d = dy, dg = dg0;
+            head_gain_forward(host, y.data(), g.data(), N, n, HD, per_position);
+            head_gain_backward(host, dg.data(), d.data(), x.data(), g.data(), N, n, HD, per_position);
+            auto gy = test::to_device<T>(x), gd = test::to_device<T>(dy), gx = test::to_device<T>(x);
+            auto gg = test::to_device<T>(g), gdg = test::to_device<T>(dg0);
+            head_gain_forward(dev, gy.data(), gg.data(), N, n, HD, per_position);
+            head_gain_backward(dev, gdg.data(), gd.data(), gx.data(), gg.data(), N, n, HD, per_position);
+            test::check_error<T>("head_gain_forward", test::rel_error(test::to_host(gy), y));
+            test::check_error<T>("head_gain_backward dy", test::rel_error(test::to_host(gd), d));
+            test::check_error<T>("head_gain_backward dgains", test::rel_error(test::to_host(gdg), dg));
+        }
 }
 
 TEST_CASE_TEMPLATE("attention forward (with entropy) and backward match the CPU", T, float, bf16) {

@@ -25,7 +25,7 @@ constexpr int V = tiny_model::V, NL = tiny_model::NL, NH = tiny_model::NH;
 std::vector<double> strong_weights(std::uint64_t seed) {
     rng r(seed);
     std::vector<double> w(std::size_t(cfg.shape.total_params()));
-    for (const auto& e : parameter_table(cfg.shape)) {
+    for (const auto& e : parameter_table::llama(cfg.shape)) {
         const double sd = e.decay ? 1.0 / std::sqrt(double(e.shape.back())) : 0.0;
         for (std::int64_t i = 0; i < e.numel(); ++i) w[std::size_t(e.offset + i)] = e.decay ? sd * r.normal() : 1.0 + 0.2 * r.normal();
     }

@@ -13,3 +13,6 @@
 #include "sgt/backend/cpu/rmsnorm.hpp"
 #include "sgt/backend/cpu/rope.hpp"
 #include "sgt/backend/cpu/swiglu.hpp"
+#include "sgt/backend/backend.hpp"
+
+static_assert(sgt::check_backend<sgt::cpu>());

@@ -13,8 +13,7 @@
 #include <span>
 #include <type_traits>
 
-#include "sgt/backend/cpu/adamw.hpp"          // adamw_hyper
-#include "sgt/backend/cpu/cross_entropy.hpp"  // loss_sum
+#include "sgt/backend/common.hpp"  // loss_sum, adamw_hyper
 #include "sgt/backend/cuda/runtime.hpp"
 #include "sgt/core/rng.hpp"
 
@@ -105,7 +104,11 @@ template <class T> void scatter_add_head_rows(cuda, T* dst, const T* src, std::s
 template <class T> void gather_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C, int NH);
 template <class T>
 void scatter_add_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C, int NH);
-template <class T> void scale_heads(cuda, T* x, std::span<const double> gains, std::int64_t N, int HD);
+template <class T>
+void head_gain_forward(cuda, T* x, const T* gains, std::int64_t N, int n, int HD, bool per_position);
+template <class T>
+void head_gain_backward(cuda, T* dgains, T* dy, const T* x, const T* gains, std::int64_t N, int n, int HD,
+                        bool per_position);
 
 // swiglu.cuh
 template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n);
@@ -130,3 +133,6 @@ void adamw_update(cuda, T* param, const T* grad, M* master, M* m, M* v, std::int
 template <class D, class S> void convert(cuda, D* dst, const S* src, std::int64_t n);
 
 }  // namespace sgt
+
+#include "sgt/backend/backend.hpp"
+static_assert(sgt::check_backend<sgt::cuda>());

@@ -70,9 +70,9 @@ public:
         : max_batch_(max_batch),
           max_context_(max_context),
           prefill_tokens_(std::max<std::int64_t>(prefill_tokens, max_context)),
-          table_(sgt::parameter_table(shape)),
+          table_(sgt::parameter_table::llama(shape)),
           cache_(checked_capacity(capacity, max_batch, max_context), max_batch, max_context, HD) {
-        params_.resize(std::size_t(shape.total_params()));
+        params_.resize(std::size_t(table_.numel()));
         fill_zero(Backend{}, params_.data(), std::int64_t(params_.size()));
         rope_cos_.resize(std::size_t(max_context) * HD / 2);
         rope_sin_.resize(rope_cos_.size());
@@ -81,7 +81,8 @@ public:
     }
 
     // ---- weights (the model's parameter table, Hugging Face names) -------------------------------------------
-    const std::vector<param_entry>& parameter_table() const { return table_; }
+    const sgt::parameter_table& parameter_table() const { return table_; }
+    static sgt::parameter_table make_parameter_table() { return sgt::parameter_table::llama(shape); }
     std::span<T> parameters() { return params_; }
     std::span<const T> parameters() const { return params_; }
     void parameters_from_host(std::span<const T> host) {
@@ -92,6 +93,9 @@ public:
     }
     // The weights of a model of the same config and backend (copied; the model may be destroyed afterwards).
     void load(const model_type& m) {
+        require(m.parameters().size() == params_.size(),
+                "inference: the model has {} parameters, the decoder {} (a variant's own tensors are not supported)",
+                m.parameters().size(), params_.size());
         copy(Backend{}, params_.data(), m.parameters().data(), std::int64_t(params_.size()));
         packed_ = false;
     }
@@ -256,7 +260,8 @@ private:
         const T* w_o = nullptr;    // (C, n·HD)
     };
     struct pack_buffers {
-        buffer<T> w_qkv, w_o;
+        buffer<T> w_qkv, w_o;  // packed weights of a head subset
+        buffer<T> gains;       // (n) the pass's head gains, when not all 1
     };
 
     static int budget_k_max() { return std::max(Cfg.loops.k_max, 0); }
@@ -280,11 +285,7 @@ private:
         }
     }
 
-    const param_entry& entry(std::string_view name) const {
-        for (const auto& e : table_)
-            if (e.name == name) return e;
-        fail("inference: no parameter named '{}'", name);
-    }
+    const param_entry& entry(std::string_view name) const { return table_.at(name); }
     const T* weight(std::string_view name) const { return params_.data() + entry(name).offset; }
     static std::string layer_name(int l, std::string_view what) {
         return "model.layers." + std::to_string(l) + "." + std::string(what);
@@ -303,6 +304,12 @@ private:
                        &k = entry(layer_name(l, "self_attn.k_proj.weight")),
                        &v = entry(layer_name(l, "self_attn.v_proj.weight"));
             auto& w = weights_[i];
+            auto& pk = packs_[i];
+            if (!p.unit_gains()) {
+                const std::vector<T> g(p.gains.begin(), p.gains.end());
+                pk.gains.resize(g.size());
+                copy_from_host(be, pk.gains.data(), g.data(), std::int64_t(g.size()));
+            }
             w.norm = weight(layer_name(l, "input_layernorm.weight"));
             const T* wo = weight(layer_name(l, "self_attn.o_proj.weight"));
             const bool consecutive = k.offset == q.offset + std::int64_t(C) * C && v.offset == k.offset + std::int64_t(C) * C;
@@ -312,7 +319,6 @@ private:
                 continue;
             }
             const int nhd = p.n() * HD;
-            auto& pk = packs_[i];
             pk.w_qkv.resize(3 * std::size_t(nhd) * C);
             pk.w_o.resize(std::size_t(C) * nhd);
             const std::span<const int> heads(p.heads);
@@ -391,7 +397,7 @@ private:
                            max_context_);
             detail::grow(probs_, attention_saved_size<T>(be, B, T_, n, HD));
             attention_forward(be, o_.data(), probs_.data(), entropy_.data(), qkv_.data(), B, T_, n, HD);
-            if (!p.unit_gains()) scale_heads(be, o_.data(), std::span<const double>(p.gains), N, HD);
+            if (!p.unit_gains()) head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), N, n, HD, false);
             matmul_forward(be, h_.data(), o_.data(), w.w_o, int(N), nhd, C, true);  // H' = H + y
         }
         // The last position of each prompt, or all of them.
@@ -445,7 +451,8 @@ private:
             kv_cache_write(be, cache_.keys(p), cache_.values(p), qkv_.data(), start_.data(), B, 1, n, HD, max_context_);
             decode_attention(be, o_.data(), qkv_.data(), cache_.keys(p), cache_.values(p), start_.data(), B, n, HD,
                              max_context_, decode_ws_.data());
-            if (!p.unit_gains()) scale_heads(be, o_.data(), std::span<const double>(p.gains), B, HD);
+            if (!p.unit_gains())
+                head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), std::int64_t(B), n, HD, false);
             matmul_forward(be, h_.data(), o_.data(), w.w_o, B, nhd, C, true);
         }
         rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), final_norm_, B, C, config.norm_eps);
@@ -465,7 +472,7 @@ private:
 
     int max_batch_, max_context_;
     std::int64_t prefill_tokens_;
-    std::vector<param_entry> table_;
+    sgt::parameter_table table_;
     buffer<T> params_;                        // (total_params) in table_ order
     buffer<accum_t<T>> rope_cos_, rope_sin_;  // (max_context, HD/2)
     kv_cache<T, Backend> cache_;
@@ -473,7 +480,7 @@ private:
 
     bool packed_ = false;
     std::vector<pass_weights> weights_;  // per pass of structure_
-    std::vector<pack_buffers> packs_;    // per pass: packed weights of a head subset
+    std::vector<pack_buffers> packs_;    // per pass: packed weights of a head subset, gains
     std::array<ffn_weights<T>, NL> ffn_{};
     const T *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
 

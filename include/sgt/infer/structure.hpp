@@ -23,6 +23,7 @@
 #include "sgt/growth.hpp"
 #include "sgt/loop_plan.hpp"
 #include "sgt/schedule.hpp"
+#include "sgt/variant.hpp"
 
 namespace sgt {
 
@@ -54,33 +55,33 @@ struct frozen_structure {
     std::vector<frozen_stage> stages;  // attention passes and FFNs in execution order
     std::int64_t heads_per_token = 0;  // (key, value) head vectors the cache holds per token
 
-    // Unrolls `plan` (validated for n_layers x n_heads and the loop bound k_max).
-    static frozen_structure of(const loop_plan& plan, int n_layers, int n_heads, int k_max) {
+    // Unrolls `plan` (validated for n_layers x n_heads and the loop bound k_max); the heads and gains of each pass
+    // are the variant's pass hook (variant.hpp), as in the model. Variants whose passes transform the head outputs
+    // are not supported by cached decoding.
+    template <class Variant = paper_variant>
+    static frozen_structure of(const loop_plan& plan, int n_layers, int n_heads, int k_max, const Variant& v = {}) {
         validate_plan(plan, n_layers, n_heads, k_max);
         frozen_structure s;
         s.plan = plan;
-        for (int l = 0; l < n_layers; ++l) {
-            const layer_loop& lp = plan.layers[l];
-            for (int rep = 0; rep < lp.block_repeat; ++rep) {
-                for (int step = 0; step <= lp.k; ++step) {
-                    frozen_pass p{.layer = l, .repeat = rep, .step = step, .slot_offset = s.heads_per_token};
-                    if (step == 0 || (step == 1 && lp.fade > 0.0)) {
-                        for (int i = 0; i < n_heads; ++i) {
-                            p.heads.push_back(i);
-                            const bool selected = step == 0 || std::binary_search(lp.heads.begin(), lp.heads.end(), i);
-                            p.gains.push_back(selected ? 1.0 : lp.fade);
-                        }
-                    } else {
-                        p.heads = lp.heads;
-                        p.gains.assign(lp.heads.size(), 1.0);
-                    }
-                    s.heads_per_token += p.n();
-                    s.stages.push_back({frozen_stage::attention, l, int(s.passes.size())});
-                    s.passes.push_back(std::move(p));
-                }
-                s.stages.push_back({frozen_stage::ffn, l, -1});
-            }
-        }
+        int last_layer = -1, last_repeat = -1;
+        auto close_block = [&] {
+            if (last_layer >= 0) s.stages.push_back({frozen_stage::ffn, last_layer, -1});
+        };
+        for_each_pass(v, plan, n_heads, [&](const pass_site& site, const layer_loop& lp, const pass_spec& spec) {
+            require(!v.transforms(site, lp),
+                    "structure: the variant transforms the head outputs of layer {} step {}, which cached decoding "
+                    "does not support", site.layer, site.step);
+            if (site.layer != last_layer || site.repeat != last_repeat) close_block();
+            last_layer = site.layer;
+            last_repeat = site.repeat;
+            frozen_pass p{.layer = site.layer, .repeat = site.repeat, .step = site.step, .heads = spec.heads,
+                          .gains = spec.gains, .slot_offset = s.heads_per_token};
+            if (p.gains.empty()) p.gains.assign(p.heads.size(), 1.0);
+            s.heads_per_token += p.n();
+            s.stages.push_back({frozen_stage::attention, site.layer, int(s.passes.size())});
+            s.passes.push_back(std::move(p));
+        });
+        close_block();
         return s;
     }
 

@@ -28,8 +28,10 @@
 #include "sgt/core/error.hpp"
 #include "sgt/config.hpp"
 #include "sgt/core/rng.hpp"
+#include "sgt/backend/common.hpp"
+#include "sgt/core/precision.hpp"
 #include "sgt/io/safetensors.hpp"
-#include "sgt/model.hpp"
+#include "sgt/params.hpp"
 
 namespace sgt {
 
@@ -220,16 +222,16 @@ inline void check_format(const io::safetensors& f) {
 }  // namespace detail
 
 // Opens the model.safetensors of the checkpoint at `path` (see resolve_checkpoint) and checks that it is an sgt
-// checkpoint of Model's compile-time config holding exactly Model's parameters.
+// checkpoint of Model's compile-time config holding exactly the tensors of `table` (by default Model's own,
+// with a default-constructed variant's).
 template <class Model>
-io::safetensors open_weights(const fs::path& path) {
+io::safetensors open_weights(const fs::path& path, const parameter_table& table = Model::make_parameter_table()) {
     auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
     detail::check_format(weights);
     const auto config = detail::parse_metadata(weights, "config");
     const auto expected = detail::shape_json(Model::config);
     require(config == expected, "{}: the checkpoint's model config {} differs from this model's {}", weights.source(),
             config.dump(), expected.dump());
-    const auto table = parameter_table(Model::shape);
     for (const auto& e : table)
         require(weights.contains(e.name), "{}: expected a tensor '{}', found none", weights.source(), e.name);
     require(weights.size() == table.size(), "{}: expected the model's {} tensors, found {}", weights.source(),
@@ -242,7 +244,7 @@ template <class Model>
 nlohmann::json load_weights(const fs::path& path, Model& m) {
     using T = typename Model::value_type;
     using M = accum_t<T>;
-    const auto weights = open_weights<Model>(path);
+    const auto weights = open_weights<Model>(path, m.parameter_table());
     std::vector<M> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
         weights.template read_into<M>(e.name, e.shape, std::span<M>(params.data() + e.offset, std::size_t(e.numel())));
@@ -264,7 +266,7 @@ nlohmann::json load_checkpoint(const fs::path& path, Trainer& tr) {
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
     const fs::path dir = resolve_checkpoint(path);
-    const auto weights = open_weights<model_t>(dir);
+    const auto weights = open_weights<model_t>(dir, m.parameter_table());
     const auto optim = io::safetensors::from_file(dir / "optimizer.safetensors");
     detail::check_format(optim);
     const auto schedule = detail::parse_metadata(weights, "schedule");

@@ -8,8 +8,10 @@
 #include <span>
 #include <vector>
 
-#include "sgt/backend/cpu.hpp"
-#include "sgt/model.hpp"
+#include "sgt/backend/common.hpp"
+#include "sgt/core/error.hpp"
+#include "sgt/core/precision.hpp"
+#include "sgt/params.hpp"
 
 namespace sgt {
 
@@ -31,7 +33,7 @@ public:
     using moment_type = accum_t<T>;
     static constexpr bool mixed_precision = !std::is_same_v<T, moment_type>;
 
-    adamw(const std::vector<param_entry>& table, std::int64_t n_params, adamw_options o = {})
+    adamw(const parameter_table& table, std::int64_t n_params, adamw_options o = {})
         : table_(table), opt_(o) {
         m_.resize(std::size_t(n_params));
         v_.resize(std::size_t(n_params));
@@ -101,7 +103,7 @@ public:
     void set_steps(int t) { t_ = t; }
 
 private:
-    std::vector<param_entry> table_;
+    parameter_table table_;
     adamw_options opt_;
     buffer<moment_type> m_, v_;  // (total_params)
     buffer<moment_type> master_;  // (total_params) fp32 master weights, mixed precision only

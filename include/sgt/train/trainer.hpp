@@ -37,7 +37,8 @@ public:
 
     trainer(Model& m, Schedule& s, const cosine_schedule& lr, const adamw_options& o, int batch, int seq)
         : model_(m), schedule_(s), lr_(lr), opt_(m.parameter_table(), std::int64_t(m.parameters().size()), o),
-          flops_(Model::shape, batch, seq) {
+          flops_(Model::shape, batch, seq,
+                 [&m](std::int64_t B, int T, const loop_plan& p) { return m.step_flops(B, T, p); }) {
         lr_.validate();
     }
 
@@ -57,7 +58,7 @@ public:
         r.lr = lr_(t_);
         opt_.step(model_.parameters(), model_.gradients(), r.lr);
         r.events = schedule_.end_step(t_, model_.entropies());
-        r.flops = step_flops(Model::shape, b.B, b.T, plan);
+        r.flops = model_.step_flops(b.B, b.T, plan);
         flops_.add(plan);
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         seconds_ += r.seconds;

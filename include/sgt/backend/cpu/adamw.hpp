@@ -5,16 +5,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "sgt/backend/common.hpp"
 #include "sgt/backend/cpu/backend.hpp"
 
 namespace sgt {
-
-struct adamw_hyper {
-    double lr = 6e-4;
-    double beta1 = 0.9;
-    double beta2 = 0.95;
-    double eps = 1e-8;
-};
 
 // step t counts from 1; wd is this tensor's weight decay (0 for norm weights).
 template <class T>

@@ -11,7 +11,7 @@
 #include <span>
 
 #include "sgt/backend/cpu/backend.hpp"
-#include "sgt/entropy.hpp"
+#include "sgt/core/row_entropy.hpp"
 
 namespace sgt {
 

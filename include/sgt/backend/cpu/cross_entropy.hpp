@@ -6,15 +6,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "sgt/backend/common.hpp"
 #include "sgt/backend/cpu/backend.hpp"
 
 namespace sgt {
-
-struct loss_sum {
-    double sum = 0.0;     // Σ −log p(target) over counted positions
-    std::int64_t count = 0;
-    double mean() const { return count ? sum / double(count) : 0.0; }
-};
 
 // logits (N, V); targets (N). Returns the sum and count of the per-position losses.
 template <class T>

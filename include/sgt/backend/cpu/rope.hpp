@@ -7,19 +7,14 @@
 #include <cstdint>
 
 #include "sgt/backend/cpu/backend.hpp"
+#include "sgt/core/rope_tables.hpp"
 
 namespace sgt {
 
 // cos_table, sin_table (T, HD/2).
 template <class T>
 void rope_tables(cpu, T* cos_table, T* sin_table, int T_, int HD, double base) {
-    const int half = HD / 2;
-    for (int t = 0; t < T_; ++t)
-        for (int j = 0; j < half; ++j) {
-            const double angle = t * std::pow(base, -2.0 * j / HD);
-            cos_table[t * half + j] = T(std::cos(angle));
-            sin_table[t * half + j] = T(std::sin(angle));
-        }
+    detail::rope_tables_host(cos_table, sin_table, T_, HD, base);
 }
 
 // Rotates, in place, n_heads head vectors of HD values per token: x at x + (b·T + t)·row_stride + h·HD.

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "sgt/backend/cpu/adamw.hpp"  // adamw_hyper
+#include "sgt/backend/common.hpp"  // adamw_hyper
 #include "sgt/backend/cuda/backend.cuh"
 
 namespace sgt {

@@ -7,7 +7,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/device/device_reduce.cuh>
 
-#include "sgt/backend/cpu/cross_entropy.hpp"  // loss_sum
+#include "sgt/backend/common.hpp"  // loss_sum
 #include "sgt/backend/cuda/backend.cuh"
 
 namespace sgt {

@@ -1,6 +1,8 @@
-// sgt/backend/cuda/heads.cuh: packing the weights of a head subset, and per-head gains (backend/cpu/heads.hpp
-// says why). The head list and gains travel to the kernel by value.
+// sgt/backend/cuda/heads.cuh: packing the weights of a head subset, and per-head gains with their gradient
+// (backend/cpu/heads.hpp says why). The head list travels to the kernel by value; gains are a device tensor.
 #pragma once
+
+#include <cub/block/block_reduce.cuh>
 
 #include <span>
 
@@ -23,9 +25,6 @@ inline head_list make_head_list(std::span<const int> heads) {
     for (int i = 0; i < l.n; ++i) l.h[i] = heads[i];
     return l;
 }
-struct gain_list {
-    double g[max_heads];
-};
 }  // namespace detail
 
 // dst (n·HD, C) = rows of src (NH·HD, C) of heads[0..n), in order.
@@ -68,10 +67,36 @@ __global__ void scatter_add_head_cols_kernel(T* dst, const T* src, head_list l, 
     }
 }
 template <class T>
-__global__ void scale_heads_kernel(T* x, gain_list g, int n, std::int64_t N, int HD) {
+__global__ void head_gain_kernel(T* x, const T* gains, int n, std::int64_t N, int HD, bool per_position) {
     const std::int64_t total = N * n * HD;
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x)
-        x[i] = store<T>(load(x[i]) * accum_t<T>(g.g[(i / HD) % n]));
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
+        const std::int64_t row_head = i / HD;
+        x[i] = store<T>(load(x[i]) * load(gains[per_position ? row_head : row_head % n]));
+    }
+}
+// One block per head: Σ over rows and the head's HD values of x·dy, in a fixed order (deterministic).
+template <class T>
+__global__ void head_gain_grad_kernel(T* dgains, const T* x, const T* dy, int n, std::int64_t N, int HD) {
+    using A = accum_t<T>;
+    using reduce = cub::BlockReduce<A, threads_per_block>;
+    __shared__ typename reduce::TempStorage tmp;
+    const int i = blockIdx.x;
+    A s = 0;
+    for (std::int64_t j = threadIdx.x; j < N * HD; j += threads_per_block) {
+        const std::int64_t o = ((j / HD) * n + i) * HD + j % HD;
+        s += load(x[o]) * load(dy[o]);
+    }
+    const A total = reduce(tmp).Sum(s);
+    if (threadIdx.x == 0) dgains[i] = store<T>(load(dgains[i]) + total);
+}
+// One thread per (row, head): its HD-long dot product.
+template <class T>
+__global__ void head_gain_grad_rows_kernel(T* dgains, const T* x, const T* dy, std::int64_t rows, int HD) {
+    for (std::int64_t r = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; r < rows; r += std::int64_t(gridDim.x) * blockDim.x) {
+        accum_t<T> s = 0;
+        for (int d = 0; d < HD; ++d) s += load(x[r * HD + d]) * load(dy[r * HD + d]);
+        dgains[r] = store<T>(load(dgains[r]) + s);
+    }
 }
 }  // namespace detail
 
@@ -95,18 +120,32 @@ void scatter_add_head_cols(cuda, T* dst, const T* src, std::span<const int> head
     SGT_CUDA_LAUNCHED(scatter_add_head_cols_kernel);
 }
 
-// x (N, n, HD): head i multiplied by gains[i], in place.
+// x (N, n, HD): head i of row r multiplied in place by its gain: gains (n), or (N, n) when per_position.
 template <class T>
-void scale_heads(cuda, T* x, std::span<const double> gains, std::int64_t N, int HD) {
-    require(gains.size() <= std::size_t(detail::max_heads), "cuda backend: {} gains, at most {} supported",
-            gains.size(), detail::max_heads);
-    detail::gain_list g{};
-    for (std::size_t i = 0; i < gains.size(); ++i) g.g[i] = gains[i];
-    const int n = int(gains.size());
+void head_gain_forward(cuda, T* x, const T* gains, std::int64_t N, int n, int HD, bool per_position) {
     const std::int64_t total = N * n * HD;
     if (total <= 0) return;
-    detail::scale_heads_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(x, g, n, N, HD);
-    SGT_CUDA_LAUNCHED(scale_heads_kernel);
+    detail::head_gain_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(x, gains, n, N, HD,
+                                                                                          per_position);
+    SGT_CUDA_LAUNCHED(head_gain_kernel);
+}
+
+// Backward of y = g ⊙ x: unless dgains is null, dgains += Σ_d x·dy (x the forward's input); then dy ← g·dy.
+template <class T>
+void head_gain_backward(cuda, T* dgains, T* dy, const T* x, const T* gains, std::int64_t N, int n, int HD,
+                        bool per_position) {
+    if (N * n * HD <= 0) return;
+    if (dgains != nullptr) {
+        if (per_position) {
+            detail::head_gain_grad_rows_kernel<<<detail::blocks_for(N * n), detail::threads_per_block, 0, detail::stream()>>>(
+                dgains, x, dy, N * n, HD);
+            SGT_CUDA_LAUNCHED(head_gain_grad_rows_kernel);
+        } else {
+            detail::head_gain_grad_kernel<<<n, detail::threads_per_block, 0, detail::stream()>>>(dgains, x, dy, n, N, HD);
+            SGT_CUDA_LAUNCHED(head_gain_grad_kernel);
+        }
+    }
+    head_gain_forward(cuda{}, dy, gains, N, n, HD, per_position);
 }
 
 }  // namespace sgt

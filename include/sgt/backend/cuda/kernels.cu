@@ -37,7 +37,8 @@ namespace sgt {
     template void scatter_add_head_rows<T>(cuda, T*, const T*, std::span<const int>, int, int);                  \
     template void gather_head_cols<T>(cuda, T*, const T*, std::span<const int>, int, int, int);                  \
     template void scatter_add_head_cols<T>(cuda, T*, const T*, std::span<const int>, int, int, int);             \
-    template void scale_heads<T>(cuda, T*, std::span<const double>, std::int64_t, int);                          \
+    template void head_gain_forward<T>(cuda, T*, const T*, std::int64_t, int, int, bool);                        \
+    template void head_gain_backward<T>(cuda, T*, T*, const T*, const T*, std::int64_t, int, int, bool);         \
     template void swiglu_forward<T>(cuda, T*, const T*, const T*, std::int64_t);                                 \
     template void swiglu_backward<T>(cuda, T*, T*, const T*, const T*, const T*, std::int64_t);                  \
     template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int);                   \

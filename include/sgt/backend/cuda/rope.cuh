@@ -1,11 +1,11 @@
 // sgt/backend/cuda/rope.cuh: rotary position embedding, Hugging Face LLaMA's rotate-half convention
-// (backend/cpu/rope.hpp states it), forward and backward. The tables are kept in accum_t<T> (float for bf16).
+// (backend/cpu/rope.hpp states it; the angles are core/rope_tables.hpp's), forward and backward. The tables are kept in accum_t<T> (float for bf16).
 #pragma once
 
 #include <cmath>
 #include <vector>
 
-#include "sgt/backend/cpu/rope.hpp"  // the tables are computed as on the CPU
+#include "sgt/core/rope_tables.hpp"  // the tables are computed as on the CPU
 #include "sgt/backend/cuda/backend.cuh"
 
 namespace sgt {
@@ -15,7 +15,7 @@ template <class A>
 void rope_tables(cuda, A* cos_table, A* sin_table, int T_, int HD, double base) {
     const int half = HD / 2;
     std::vector<A> c(std::size_t(T_) * half), s(c.size());
-    rope_tables(cpu{}, c.data(), s.data(), T_, HD, base);
+    detail::rope_tables_host(c.data(), s.data(), T_, HD, base);
     copy_from_host(cuda{}, cos_table, c.data(), std::int64_t(c.size()));
     copy_from_host(cuda{}, sin_table, s.data(), std::int64_t(s.size()));
 }

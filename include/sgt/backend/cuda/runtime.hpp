@@ -19,7 +19,8 @@
 #include <cstdint>
 #include <utility>
 
-#include "sgt/backend/cpu/backend.hpp"
+#include "sgt/core/precision.hpp"
+#include "sgt/core/rng.hpp"
 #include "sgt/core/error.hpp"
 
 namespace sgt {

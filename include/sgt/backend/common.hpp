@@ -1,0 +1,41 @@
+// sgt/backend/common.hpp: the plain types that every backend's leaf ops exchange with the templates: a loss
+// summed over counted targets, and AdamW's hyper-parameters of one update. No backend code here, so that a
+// backend (CPU or CUDA) includes only this and its own headers.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+namespace sgt {
+
+struct cpu;  // backend/cpu/backend.hpp: the default backend of the templates
+
+// Σ −log p(target) over the counted positions of a batch, and their count (targets below zero are not counted).
+struct loss_sum {
+    double sum = 0.0;
+    std::int64_t count = 0;
+    double mean() const { return count ? sum / double(count) : 0.0; }
+};
+
+// AdamW's hyper-parameters for one update (the weight decay is per tensor, passed beside them).
+struct adamw_hyper {
+    double lr = 6e-4;
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double eps = 1e-8;
+};
+
+namespace detail {
+// A host copy of backend memory (a plain copy on the CPU backend, a transfer on the GPU); the backend's
+// copy_to_host is found by argument-dependent lookup on its tag.
+template <class Backend, class U>
+std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
+    std::vector<std::remove_const_t<U>> h(x.size());
+    copy_to_host(be, h.data(), x.data(), std::int64_t(h.size()));
+    return h;
+}
+}  // namespace detail
+
+}  // namespace sgt
