@@ -17,6 +17,7 @@
 
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
+#include "sgt/core/step_graph.hpp"
 
 namespace sgt {
 
@@ -42,20 +43,6 @@ struct cpu {
     static constexpr bool host_memory = true;  // buffers are host memory: spans over them can be read directly
     template <class T>
     using buffer = std::vector<T, aligned_allocator<T>>;  // host memory; the CUDA backend uses device arenas
-};
-
-// A step that runs many times with the same shapes and buffers (a decode step). On a host backend it simply
-// runs; a GPU backend specialises it to record the step once as a graph and replay it (backend/cuda/runtime.hpp).
-template <class Backend>
-class step_graph {
-public:
-    template <class F>
-    void run(F&& step) {
-        step();
-    }
-    void reset() {}
-    bool captured() const { return false; }
-    void set_enabled(bool) {}
 };
 
 namespace detail {

@@ -22,6 +22,7 @@
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/step_graph.hpp"
 
 namespace sgt {
 
