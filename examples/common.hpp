@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "sgt/infer/engine.hpp"
 #include "sgt/io/checkpoint.hpp"
 #include "sgt/io/file.hpp"
 #include "sgt/sgt.hpp"
@@ -189,6 +190,8 @@ struct run_options {
     // changes one is refused unless allow_flag_changes, and then each change is logged.
     nlohmann::json flags = nlohmann::json::object();
     bool allow_flag_changes = false;
+    int sample_every = 0;        // steps between printed samples (0: none)
+    int sample_tokens = 64;      // tokens per sample
     // The embedded task when no data is given: few symbols so that a 64-token sequence holds the mapping
     // and several queries.
     k_hop_options task{.symbols = 6, .min_hops = 1, .max_hops = 2};
@@ -432,6 +435,25 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         std::signal(SIGTERM, request_stop);
     }
 
+    // A short sample from the model as it is (--sample-every): the first tokens of the first validation sequence
+    // as the prompt, the current loop plan frozen, a KV cache of the training sequence length.
+    std::optional<inference<T, Cfg, Backend>> gen;
+    auto sample = [&](int t) {
+        const int prompt_len = std::min(8, o.seq / 2);
+        const int n = std::max(1, std::min(o.sample_tokens, o.seq - prompt_len + 1));
+        if (!gen) gen.emplace(1, prompt_len + n - 1, model_t::budget_plan());
+        gen->set_structure(schedule.plan());
+        gen->load(m);
+        const std::vector<std::int32_t> prompt(val[0].inputs.begin(), val[0].inputs.begin() + prompt_len);
+        const generation g = gen->generate({prompt}, {.max_new_tokens = n, .sampling = {.temperature = 0.8, .seed = o.seed}});
+        std::string text;
+        for (auto c : prompt) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
+        text += Cfg.shape.vocab == 256 ? "|" : "| ";
+        for (auto c : g.tokens[0]) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
+        log.write({{"type", "sample"}, {"run", r.name}, {"step", t}, {"prompt", prompt}, {"tokens", g.tokens[0]}});
+        if (!o.quiet) fmt::print(stderr, "\nsample at step {}: {}\n", t, text);
+    };
+
     progress_bar bar(o.steps, o.quiet);
     double last_val = std::nan("");
     double smoothed = 0.0;
@@ -456,6 +478,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                        {"layer_variance", layer_variances(ent)}});
             last_val = evaluate(t);
         }
+        if (o.sample_every > 0 && t % o.sample_every == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * b.B * b.T / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
                    fmt::format("val {:.4f} | {:.2f} GFLOP", last_val, tr.flops().total() / 1e9));

@@ -42,6 +42,9 @@ int train_main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--keep", o.keep, "checkpoints kept")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
+    app.add_option("--sample-every", o.sample_every, "steps between printed samples of the model (0: none)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_flag("--allow-flag-changes", o.allow_flag_changes,
                  "on --resume: accept new values of --steps, --lr, --warmup, --dropout, --weight-decay and --clip "
                  "(each change is logged); other flags cannot change");
