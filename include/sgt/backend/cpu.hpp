@@ -5,6 +5,7 @@
 #include "sgt/backend/cpu/attention.hpp"
 #include "sgt/backend/cpu/backend.hpp"
 #include "sgt/backend/cpu/cross_entropy.hpp"
+#include "sgt/backend/cpu/decode.hpp"
 #include "sgt/backend/cpu/dropout.hpp"
 #include "sgt/backend/cpu/embedding.hpp"
 #include "sgt/backend/cpu/gates.hpp"

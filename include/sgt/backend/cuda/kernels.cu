@@ -6,6 +6,7 @@
 #include "sgt/backend/cuda/attention.cuh"
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/cross_entropy.cuh"
+#include "sgt/backend/cuda/decode.cuh"
 #include "sgt/backend/cuda/dropout.cuh"
 #include "sgt/backend/cuda/embedding.cuh"
 #include "sgt/backend/cuda/gates.cuh"
@@ -47,7 +48,12 @@ namespace sgt {
     template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int);                   \
     template void cross_entropy_backward<T>(cuda, T*, const T*, const std::int32_t*, int, int, double);          \
     template void dropout_forward<T>(cuda, T*, T*, std::int64_t, double, rng&);                                  \
-    template void dropout_backward<T>(cuda, T*, const T*, std::int64_t);
+    template void dropout_backward<T>(cuda, T*, const T*, std::int64_t);                                          \
+    template void rope_forward_at<T>(cuda, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
+                                     int, std::int64_t);                                                          \
+    template void kv_cache_write<T>(cuda, T*, T*, const T*, const std::int32_t*, int, int, int, int, int);        \
+    template void decode_attention<T>(cuda, T*, const T*, const T*, const T*, const std::int32_t*, int, int, int, int, \
+                                      accum_t<T>*);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)
