@@ -452,6 +452,9 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     // as the prompt, the current loop plan frozen, a KV cache of the training sequence length.
     std::optional<inference<T, Cfg, Backend>> gen;
     auto sample = [&](int t) {
+        if constexpr (gated) {
+            return;  // decoding with gates (GATES.md Sec. 3.1) is not in the inference engine yet; refused in train
+        } else {
         const int prompt_len = std::min(8, o.seq / 2);
         const int n = std::max(1, std::min(o.sample_tokens, o.seq - prompt_len + 1));
         if (!gen) gen.emplace(1, prompt_len + n - 1, model_t::budget_plan());
@@ -465,6 +468,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         for (auto c : g.tokens[0]) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
         log.write({{"type", "sample"}, {"run", r.name}, {"step", t}, {"prompt", prompt}, {"tokens", g.tokens[0]}});
         if (!o.quiet) fmt::print(stderr, "\nsample at step {}: {}\n", t, text);
+        }
     };
 
     progress_bar bar(o.steps, o.quiet);

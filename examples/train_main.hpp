@@ -98,6 +98,9 @@ int train_main(int argc, char** argv) {
                             !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft),
                 "the gate options (--gate-*, --n-dense, --allocation gate) need --gates");
         if (o.gated) gated_variant{o.gates};  // refuses bad values before anything runs
+        require(!o.gated || o.sample_every == 0,
+                "--sample-every: sampling a gated model needs decoding with gates, which the inference engine does not "
+                "have yet");
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();
