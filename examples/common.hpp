@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -16,22 +18,26 @@
 #include <optional>
 #include <string>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include <vector>
 
+#include "sgt/infer/engine.hpp"
 #include "sgt/io/checkpoint.hpp"
+#include "sgt/io/file.hpp"
 #include "sgt/sgt.hpp"
 
 namespace examples {
 
 using namespace sgt;
 
-// The presets the programs offer (config.hpp), for --help and error messages.
-inline constexpr const char* preset_names =
-    "tiny, char_micro, char_mini, char_small, char_12l (12 layers, bytes), gpt2_12l (12 layers, GPT-2 vocabulary "
-    "50304) or p275m (the paper's 275M)";
+// The presets the programs offer (config.hpp): their names, and a line for --help.
+inline const std::vector<std::string>& preset_names() {
+    static const std::vector<std::string> names{"tiny",     "char_micro", "char_mini", "char_small",
+                                                "char_12l", "gpt2_12l",   "p275m"};
+    return names;
+}
+inline constexpr const char* preset_help =
+    "tiny, char_micro (the demo's), char_mini, char_small, char_12l (12 layers, bytes), gpt2_12l (12 layers, GPT-2 "
+    "vocabulary 50304, for llm.c GPT-2 shards) or p275m (the paper's 275M)";
 
 // Calls f.template operator()<Cfg>() with the preset named `name`.
 template <class F>
@@ -43,7 +49,7 @@ decltype(auto) with_preset(const std::string& name, F&& f) {
     if (name == "char_12l") return f.template operator()<presets::char_12l>();
     if (name == "gpt2_12l") return f.template operator()<presets::gpt2_12l>();
     if (name == "p275m") return f.template operator()<presets::p275m>();
-    fail("unknown preset '{}': expected {}", name, preset_names);
+    fail("unknown preset '{}': expected {}", name, preset_help);
 }
 
 
@@ -141,20 +147,41 @@ private:
     std::chrono::steady_clock::time_point start_;
 };
 
-// One JSON object per line; nothing is written when no path is given.
+// One JSON object per line; nothing is written when no path is given. Every record is one checked write (a full
+// disk is an sgt::error, and the file is cut back so that no half record stays); close() flushes it to the disk.
+// A resumed run appends to the log of the run it continues instead of replacing it.
 class jsonl_log {
 public:
-    explicit jsonl_log(const std::string& path) {
+    enum class mode { replace, append };
+    explicit jsonl_log(const std::string& path, mode m = mode::replace) {
         if (path.empty()) return;
-        out_.open(path);
-        require(bool(out_), "log: cannot open '{}' for writing", path);
+        try {
+            out_.emplace(path, m == mode::append ? io::output_file::mode::append : io::output_file::mode::truncate);
+        } catch (const sgt::error& e) {
+            fail("log: {}", e.what());
+        }
     }
     void write(const nlohmann::json& j) {
-        if (out_.is_open()) out_ << j.dump() << '\n' << std::flush;
+        if (!out_) return;
+        try {
+            out_->write(j.dump() + "\n");
+        } catch (const sgt::error& e) {
+            fail("log: {}", e.what());
+        }
+    }
+    void close() {
+        if (!out_) return;
+        try {
+            out_->sync();
+            out_->close();
+        } catch (const sgt::error& e) {
+            fail("log: {}", e.what());
+        }
+        out_.reset();
     }
 
 private:
-    std::ofstream out_;
+    std::optional<io::output_file> out_;
 };
 
 // The defaults are the README's demo (examples/compare on the embedded k-hop task; `train` with no argument
@@ -179,12 +206,20 @@ struct run_options {
     int checkpoint_every = 0;    // steps between checkpoints (0: only the final one)
     int keep = 3;                // checkpoints kept
     std::string resume;          // a checkpoint (or directory of them) to continue from
+    // The flags that shape the run (see run_flags), saved in checkpoints and compared on resume; a resume that
+    // changes one is refused unless allow_flag_changes, and then each change is logged.
+    nlohmann::json flags = nlohmann::json::object();
+    bool allow_flag_changes = false;
+    int sample_every = 0;        // steps between printed samples (0: none)
+    int sample_tokens = 64;      // tokens per sample
     // The embedded task when no data is given: 6 symbols (chance 1/6), 1-2 hops, in the compact format (one token
     // per mapping entry), which the demo's model learns in a few hundred steps; the text format is not learned
     // in that budget.
     k_hop_options task{.symbols = 6, .min_hops = 1, .max_hops = 2, .format = k_hop_format::compact};
     std::string task_format = "compact";
-    int threads = 0;  // CPU threads of the matrix products and the parallel loops (0: OpenMP's default)
+    // Learned head gates (sgt/gates.hpp, GATES.md): --gates and its options.
+    bool gated = false;
+    gate_options gates{};
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -196,12 +231,14 @@ struct run_result {
     double final_val_loss = 0.0;
     std::optional<double> final_accuracy;
     double seconds = 0.0;        // training steps only, evaluation excluded
+    std::vector<double> step_seconds;  // of each step this process trained
     double flops = 0.0;          // training FLOPs of the run (spec Sec. 6)
     double vanilla_flops = 0.0;  // the same run without loops
     std::int64_t params = 0;
     std::vector<growth_event> events;
     nlohmann::json final_structure;
     bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving a checkpoint
+    std::optional<double> gate_sparsity;  // with --gates: the closed fraction at θ of the last step
 };
 
 inline std::vector<double> layer_variances(const entropy_report& e) {
@@ -210,27 +247,202 @@ inline std::vector<double> layer_variances(const entropy_report& e) {
     return v;
 }
 
+// Timing noise of a run: the standard error of its total time, from the spread of its step times (the total
+// itself when there are fewer than 2 steps: nothing to judge the spread by).
+inline double total_time_error(const std::vector<double>& step_seconds) {
+    const std::size_t n = step_seconds.size();
+    double total = 0.0;
+    for (double x : step_seconds) total += x;
+    if (n < 2) return total;
+    const double mean = total / double(n);
+    double var = 0.0;
+    for (double x : step_seconds) var += (x - mean) * (x - mean) / double(n - 1);
+    return std::sqrt(var * double(n));
+}
+
+// True when the total times of two runs differ by at least 2 standard errors of the difference: a wall-time
+// comparison that this many steps resolve.
+inline bool wall_difference_resolved(const std::vector<double>& a, const std::vector<double>& b) {
+    double ta = 0.0, tb = 0.0;
+    for (double x : a) ta += x;
+    for (double x : b) tb += x;
+    return std::abs(ta - tb) >= 2.0 * std::hypot(total_time_error(a), total_time_error(b));
+}
+
+// The flags of run_flags that a resume may change, when the user allows it with --allow-flag-changes: the length
+// and the optimiser's settings. Every other flag of run_flags is fixed by the checkpoint (its growth state, data
+// position and shapes follow from it).
+inline const std::vector<std::string>& changeable_flags() {
+    static const std::vector<std::string> names{"steps", "lr", "warmup", "dropout", "weight-decay", "clip"};
+    return names;
+}
+
+// "--lr 0.003", as a message shows a flag.
+inline std::string flag_text(const std::string& name, const nlohmann::json& v) {
+    return fmt::format("--{} {}", name, v.is_string() ? v.get<std::string>() : v.dump());
+}
+
+// The changes from the flags a checkpoint's run had (`saved`) to this run's (`given`), as (name, saved, given).
+// A change of a fixed flag is refused; a change of a changeable one unless `allow`.
+inline std::vector<std::tuple<std::string, nlohmann::json, nlohmann::json>> check_flag_changes(
+    const nlohmann::json& saved, const nlohmann::json& given, bool allow) {
+    std::vector<std::tuple<std::string, nlohmann::json, nlohmann::json>> changes;
+    std::string refused_saved, refused_given;
+    for (const auto& [name, value] : given.items()) {
+        const auto it = saved.find(name);
+        const nlohmann::json before = it == saved.end() ? nlohmann::json() : *it;
+        if (before == value) continue;
+        const bool changeable =
+            std::find(changeable_flags().begin(), changeable_flags().end(), name) != changeable_flags().end();
+        require(changeable, "resume: the checkpoint's run had {}, this run gives {}; --{} cannot change on resume (the "
+                            "checkpoint's growth state, data position and shapes follow from it)",
+                it == saved.end() ? fmt::format("no --{}", name) : flag_text(name, before), flag_text(name, value),
+                name);
+        changes.emplace_back(name, before, value);
+        refused_saved += fmt::format("{}{}", refused_saved.empty() ? "" : ", ", flag_text(name, before));
+        refused_given += fmt::format("{}{}", refused_given.empty() ? "" : ", ", flag_text(name, value));
+    }
+    require(allow || changes.empty(),
+            "resume: the checkpoint's run had {}, this run gives {}; pass --allow-flag-changes to continue it with the "
+            "new values",
+            refused_saved, refused_given);
+    return changes;
+}
+
+// Validates the data state a checkpoint of train_run holds (see its save), before anything is loaded.
+inline void check_data_state(const nlohmann::json& j) {
+    constexpr std::string_view where = "resume: the checkpoint's data state";
+    detail::rng_state_from_json(j.contains("rng") ? j.at("rng") : nlohmann::json(), fmt::format("{} \"rng\"", where));
+    json_get<int>(j, "batch", where);
+    json_get<int>(j, "seq", where);
+    require(j.contains("position"), "{}: expected a field \"position\", found none", where);
+    if (!j.at("position").is_null()) {
+        json_get<std::uint64_t>(j.at("position"), "shard", fmt::format("{} \"position\"", where));
+        json_get<std::uint64_t>(j.at("position"), "offset", fmt::format("{} \"position\"", where));
+    }
+    if (j.contains("flags"))
+        require(j.at("flags").is_object(), "{}: expected \"flags\" to be an object, found {}", where,
+                detail::describe(j.at("flags")));
+}
+
 // Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
 // T and Backend: the stored type and the backend (examples/train_cuda runs this on the GPU).
-template <model_config Cfg, class T = float, class Backend = cpu>
-run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log) {
-    using model_t = model<T, Cfg, Backend>;
+// Variant: the model variant (gated_variant with --gates); `gate_scores`, when given, is pointed at the model's
+// gates (the gate allocation of --allocation gate reads them).
+template <model_config Cfg, class T = float, class Backend = cpu, class Variant = paper_variant>
+run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log,
+                     Variant variant = {}, gate_allocation::source gate_scores = nullptr) {
+    using model_t = model<T, Cfg, Backend, Variant>;
+    constexpr bool gated = std::is_same_v<Variant, gated_variant>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
-    model_t m(o.batch, o.seq, o.seed);
+    {  // a lower bound of the first step's activations (logits and their gradient, each layer's buffers)
+        constexpr auto s = Cfg.shape;
+        const double tokens = double(o.batch) * o.seq;
+        const double need = tokens * double(sizeof(T)) * (2.0 * s.vocab + s.layers * (6.0 * s.width() + 3.0 * s.d_ff));
+        const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+        require(have <= 0 || need <= have,
+                "model: a batch of {} x {} tokens needs at least {} of activations, more than this machine's {} of "
+                "memory",
+                o.batch, o.seq, io::human_bytes(need), io::human_bytes(have));
+    }
+    model_t m(o.batch, o.seq, o.seed, std::move(variant));
+    if constexpr (gated) {
+        if (gate_scores) *gate_scores = &m.variant();
+    }
     m.set_dropout(o.dropout);
+    try {  // the first step's activations, so that a batch too large for the memory is refused before anything else
+        m.reserve(schedule.plan());
+    } catch (const sgt::error& e) {
+        fail("model: cannot hold the activations of a batch of {} x {} tokens: {}", o.batch, o.seq, e.what());
+    }
     trainer tr(m, schedule, o.lr, o.optim, o.batch * o.grad_accum, o.seq);
     rng data_rng(o.seed * 7919 + 17);
-    const auto val = data.val_batches(o.batch, o.seq, o.eval_batches);
 
     run_result r;
     r.name = o.run_name.empty() ? schedule.name() : o.run_name;
     r.params = Cfg.shape.total_params();
+
+    // Checkpoints: the data state beside the trainer's is the data RNG and, for shards, the stream position, with
+    // the batch shape and the run's flags (compared on resume).
+    auto save = [&] {
+        const auto& s = data_rng.state();
+        const nlohmann::json state{{"rng", std::vector<std::uint64_t>(s.begin(), s.end())},
+                                   {"position", data.position()}, {"batch", o.batch}, {"seq", o.seq},
+                                   {"flags", o.flags}};
+        const auto dir = save_checkpoint(o.checkpoint_dir, tr, state, o.keep);
+        log.write({{"type", "checkpoint"}, {"run", r.name}, {"step", tr.steps()}, {"path", dir.string()}});
+        if (!o.quiet) fmt::print(stderr, "\ncheckpoint: {}\n", dir.string());
+    };
+    std::vector<std::tuple<std::string, nlohmann::json, nlohmann::json>> changes;
+    std::string resumed_from;
+    if (!o.resume.empty()) {
+        // Everything the resume needs is checked before anything is loaded or written.
+        std::string note;
+        const fs::path dir = resolve_checkpoint(o.resume, &note);
+        if (!note.empty()) fmt::print(stderr, "resume: {}\n", note);
+        const nlohmann::json state = load_checkpoint(dir, tr, [&](const nlohmann::json& j) {
+            check_data_state(j);
+            require(j.at("batch") == o.batch && j.at("seq") == o.seq,
+                    "resume: the checkpoint was trained with batch {} x {}, this run asks for {} x {}",
+                    j.at("batch").dump(), j.at("seq").dump(), o.batch, o.seq);
+            if (j.contains("flags"))
+                changes = check_flag_changes(j.at("flags"), o.flags, o.allow_flag_changes);
+            else
+                fmt::print(stderr, "resume: the checkpoint does not record its run's flags; they are not compared\n");
+        });
+        require(tr.steps() < o.steps,
+                "resume: the checkpoint '{}' is at step {} and --steps is {}: the run is finished (to train it further, "
+                "give a larger --steps with --allow-flag-changes)",
+                dir.string(), tr.steps(), o.steps);
+        const auto w = state.at("rng").get<std::vector<std::uint64_t>>();
+        data_rng.set_state({w[0], w[1], w[2], w[3]});
+        if (!state.at("position").is_null()) data.seek(state.at("position"));
+        resumed_from = dir.string();
+    } else if (!o.checkpoint_dir.empty()) {
+        std::error_code ec;
+        const bool used = fs::exists(fs::path(o.checkpoint_dir) / "latest", ec) ||
+                          !detail::step_dirs(o.checkpoint_dir).empty();
+        require(!used,
+                "checkpoint: '{}' already holds checkpoints of a run; continue it with --resume {}, or give another "
+                "--checkpoint-dir",
+                o.checkpoint_dir, o.checkpoint_dir);
+    }
+    if (!o.checkpoint_dir.empty()) {
+        // Before step 1: the directory must take a checkpoint (as large as the newest there, if larger).
+        std::int64_t bytes = checkpoint_bytes(tr);
+        if (const auto newest = detail::newest_complete(o.checkpoint_dir)) {
+            std::int64_t on_disk = 0;
+            std::error_code ec;
+            for (const auto& f : fs::directory_iterator(*newest, ec))
+                if (f.is_regular_file(ec)) on_disk += std::int64_t(f.file_size(ec));
+            bytes = std::max(bytes, on_disk);
+        }
+        probe_checkpoint_dir(o.checkpoint_dir, bytes);
+    }
+    log.write({{"type", "config"}, {"run", r.name}, {"preset", o.preset}, {"schedule", schedule.to_json()},
+               {"data", data.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
+               {"grad_accum", o.grad_accum}, {"lr", o.lr.lr_max}, {"warmup", o.lr.warmup}, {"dropout", o.dropout},
+               {"seed", o.seed}, {"backend", Backend::name}, {"precision", precision_name<T>::value},
+               {"params", Cfg.shape.total_params()}, {"flags", o.flags}, {"threads", threads()}});
+    if (!resumed_from.empty()) {
+        fmt::print(stderr, "resumed from {} at step {}\n", resumed_from, tr.steps());
+        log.write({{"type", "resume"}, {"run", r.name}, {"step", tr.steps()}, {"path", resumed_from}});
+        for (const auto& [name, before, after] : changes) {
+            fmt::print(stderr, "resume: {} replaces the checkpoint's {} (--allow-flag-changes)\n",
+                       flag_text(name, after), flag_text(name, before));
+            log.write({{"type", "flag_change"}, {"run", r.name}, {"step", tr.steps()}, {"flag", name},
+                       {"checkpoint", before}, {"now", after}});
+        }
+    }
+    const auto val = data.val_batches(o.batch, o.seq, o.eval_batches);
+
     // Validation loss over all validation batches, dropout off; answer accuracy of the argmax where the data
     // defines answers (the k-hop task).
     auto evaluate = [&](int t) {
         std::optional<answer_score> score;
         std::vector<std::int32_t> pred;
+        if constexpr (gated) m.variant().set_thresholding(true);  // a soft-trained model is evaluated thresholded
         const double v = tr.evaluate(val, [&](const batch& vb, std::span<const T> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
             const auto less = [](const T& a, const T& b) { return float(a) < float(b); };
@@ -243,6 +455,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 *score += *sc;
             }
         });
+        if constexpr (gated) m.variant().set_thresholding(false);
         std::optional<double> acc;
         if (score && score->total > 0) acc = score->accuracy();
         nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v},
@@ -272,36 +485,34 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                        {"attention", c.attention}, {"value_norm", c.value_norm}, {"contribution", c.contribution}});
     };
 
-    // Checkpoints: the data state beside the trainer's is the data RNG and, for shards, the stream position.
-    auto save = [&] {
-        const auto& s = data_rng.state();
-        const nlohmann::json state{{"rng", std::vector<std::uint64_t>(s.begin(), s.end())},
-                                   {"position", data.position()}, {"batch", o.batch}, {"seq", o.seq},
-                                   {"grad_accum", o.grad_accum}};
-        const auto dir = save_checkpoint(o.checkpoint_dir, tr, state, o.keep);
-        log.write({{"type", "checkpoint"}, {"run", r.name}, {"step", tr.steps()}, {"path", dir.string()}});
-        if (!o.quiet) fmt::print(stderr, "\ncheckpoint: {}\n", dir.string());
-    };
-    if (!o.resume.empty()) {
-        const nlohmann::json state = load_checkpoint(o.resume, tr);
-        require(state.at("batch") == o.batch && state.at("seq") == o.seq,
-                "resume: the checkpoint was trained with batch {} x {}, this run asks for {} x {}",
-                state.at("batch").dump(), state.at("seq").dump(), o.batch, o.seq);
-        const int accum = state.value("grad_accum", 1);
-        require(accum == o.grad_accum, "resume: the checkpoint was trained with --grad-accum {}, this run asks for {}",
-                accum, o.grad_accum);
-        const auto w = state.at("rng").get<std::vector<std::uint64_t>>();
-        require(w.size() == 4, "resume: expected 4 words of data RNG state, found {}", w.size());
-        data_rng.set_state({w[0], w[1], w[2], w[3]});
-        if (!state.at("position").is_null()) data.seek(state.at("position"));
-        fmt::print(stderr, "resumed from {} at step {}\n", resolve_checkpoint(o.resume).string(), tr.steps());
-        log.write({{"type", "resume"}, {"run", r.name}, {"step", tr.steps()}, {"path", o.resume}});
-    }
     if (!o.checkpoint_dir.empty()) {
         stop_requested = 0;
         std::signal(SIGINT, request_stop);
         std::signal(SIGTERM, request_stop);
     }
+
+    // A short sample from the model as it is (--sample-every): the first tokens of the first validation sequence
+    // as the prompt, the current loop plan frozen, a KV cache of the training sequence length.
+    std::optional<inference<T, Cfg, Backend>> gen;
+    auto sample = [&](int t) {
+        if constexpr (gated) {
+            return;  // decoding with gates (GATES.md Sec. 3.1) is not in the inference engine yet; refused in train
+        } else {
+        const int prompt_len = std::min(8, o.seq / 2);
+        const int n = std::max(1, std::min(o.sample_tokens, o.seq - prompt_len + 1));
+        if (!gen) gen.emplace(1, prompt_len + n - 1, model_t::budget_plan());
+        gen->set_structure(schedule.plan());
+        gen->load(m);
+        const std::vector<std::int32_t> prompt(val[0].inputs.begin(), val[0].inputs.begin() + prompt_len);
+        const generation g = gen->generate({prompt}, {.max_new_tokens = n, .sampling = {.temperature = 0.8, .seed = o.seed}});
+        std::string text;
+        for (auto c : prompt) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
+        text += Cfg.shape.vocab == 256 ? "|" : "| ";
+        for (auto c : g.tokens[0]) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
+        log.write({{"type", "sample"}, {"run", r.name}, {"step", t}, {"prompt", prompt}, {"tokens", g.tokens[0]}});
+        if (!o.quiet) fmt::print(stderr, "\nsample at step {}: {}\n", t, text);
+        }
+    };
 
     progress_bar bar(o.steps, o.quiet);
     double last_val = std::nan("");
@@ -313,10 +524,19 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     for (int t = first_step; t <= o.steps; ++t) {
         for (auto& b : micro) b = data.train_batch(data_rng, o.batch, o.seq);
         const step_stats s = tr.step(std::span<const batch>(micro));
+        r.step_seconds.push_back(s.seconds);
         smoothed = t == first_step ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
-        log.write({{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
-                   {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
-                   {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", tokens_per_step / s.seconds}});
+        nlohmann::json step_log{{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
+                                {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
+                                {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", tokens_per_step / s.seconds}};
+        if constexpr (gated) {
+            const gate_report gr = m.variant().report();
+            step_log["gate_sparsity"] = gr.sparsity;
+            step_log["gate_mean_score"] = gr.mean_score;
+            step_log["gate_loss"] = m.extra_loss();
+            r.gate_sparsity = gr.sparsity;
+        }
+        log.write(step_log);
         for (const auto& e : s.events) {
             log.write({{"type", "growth"}, {"run", r.name}, {"event", e}});
             r.events.push_back(e);
@@ -335,6 +555,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
             last_val = evaluate(t);
             if (o.log_flow) log_flow(t);
         }
+        if (o.sample_every > 0 && t % o.sample_every == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * tokens_per_step / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
                    fmt::format("val {:.4f} | {:.2f} GFLOP", last_val, tr.flops().total() / 1e9));
@@ -380,24 +601,47 @@ struct growth_flags {
     bool release_rules = false;
     std::vector<int> block_layers;  // given Block Loop layers; empty: chosen by entropy at t_start
     int loop_layer = -1, loop_k = 1;
+    std::string allocation = "entropy";  // SGT's 𝒜: entropy (top_h, Eq. 7) or gate (GATES.md Sec. 3.2, needs --gates)
 };
 
+// The loop budget of a growth flag: the flag's value, or the preset's budget when it is not given (-1). Above the
+// preset's compile-time budget is refused here, where the schedule is made, instead of at the first step that
+// would exceed it: the model's buffers (model::budget_plan) and its plan check are sized by the budget.
+inline int within_budget(int given, int budget, const char* flag, const char* what) {
+    if (given < 0) return budget;
+    require(given <= budget,
+            "{} {}: the preset's compile-time loop budget allows {} = {} at most (its buffers are sized for it); give "
+            "at most {}, or a preset with a larger budget",
+            flag, given, what, budget, budget);
+    return given;
+}
+
+// gate_scores: where --allocation gate reads the gates' scores (filled by train_run).
 template <model_config Cfg>
-any_schedule make_schedule(const growth_flags& g) {
+any_schedule make_schedule(const growth_flags& g, gate_allocation::source gate_scores = nullptr) {
     constexpr model_shape s = Cfg.shape;
-    const int L = g.L >= 0 ? g.L : Cfg.loops.L;
+    const int L = within_budget(g.L, Cfg.loops.L, "--L", "L");
     if (g.variant == "vanilla") return any_schedule(vanilla_schedule(s.layers));
-    if (g.variant == "block")
+    if (g.variant == "block") {
+        require(int(g.block_layers.size()) <= Cfg.loops.L,
+                "--block-layers: {} layers given, but the preset's compile-time loop budget allows L = {} looping "
+                "layers at most",
+                g.block_layers.size(), Cfg.loops.L);
         return g.block_layers.empty() ? any_schedule(block_loop_schedule::by_entropy(s.layers, L, g.t_start, g.excluded))
                                       : any_schedule(block_loop_schedule::given(s.layers, g.block_layers));
-    if (g.variant == "attention")
+    }
+    if (g.variant == "attention") {
+        within_budget(g.loop_k, Cfg.loops.k_max, "--loop-k", "K_max");
         return any_schedule(head_loop_schedule<all_heads>(
             s.layers, s.heads,
             head_loop_options{.layer = g.loop_layer >= 0 ? g.loop_layer : s.layers - 1, .h = s.heads, .k = g.loop_k,
                               .t_start = g.t_start}));
+    }
     if (g.variant == "high" || g.variant == "low") {  // Table 2's high-/low-entropy loop on one layer
         const head_loop_options ho{.layer = g.loop_layer >= 0 ? g.loop_layer : s.layers - 1,
-                                   .h = g.h >= 0 ? g.h : Cfg.loops.h, .k = g.loop_k, .t_start = g.t_start};
+                                   .h = within_budget(g.h, Cfg.loops.h, "--h", "h"),
+                                   .k = within_budget(g.loop_k, Cfg.loops.k_max, "--loop-k", "K_max"),
+                                   .t_start = g.t_start};
         if (g.variant == "high") return any_schedule(head_loop_schedule<top_h>(s.layers, s.heads, ho));
         return any_schedule(head_loop_schedule<bottom_h>(s.layers, s.heads, ho));
     }
@@ -406,8 +650,8 @@ any_schedule make_schedule(const growth_flags& g) {
         o.t_start = g.t_start;
         o.dt = g.dt;
         o.L = L;
-        if (g.k_max >= 0) o.k_max = g.k_max;
-        if (g.h >= 0) o.h = g.h;
+        o.k_max = within_budget(g.k_max, Cfg.loops.k_max, "--k-max", "K_max");
+        o.h = within_budget(g.h, Cfg.loops.h, "--h", "h");
         o.excluded = g.excluded;
         o.direction = g.direction == "s2d" ? growth_direction::shallow_to_deep : growth_direction::deep_to_shallow;
         o.transition = g.transition == "hard" ? growth_transition::hard : growth_transition::fade;
@@ -415,28 +659,42 @@ any_schedule make_schedule(const growth_flags& g) {
                   : g.fade == "exponential" ? fade_shape::exponential : fade_shape::linear;
         o.ema_alpha = g.ema;
         o.release_rules = g.release_rules;
+        if (g.allocation == "gate") {
+            require(gate_scores != nullptr, "--allocation gate: expected --gates (the scores come from the gates)");
+            return any_schedule(growth_operator<gate_allocation>(s, o, gate_allocation(std::move(gate_scores))));
+        }
+        require(g.allocation == "entropy", "--allocation: expected entropy or gate, found '{}'", g.allocation);
         return any_schedule(growth_operator<>(s, o));
     }
     fail("unknown variant '{}': expected vanilla, block, attention, high, low or sgt", g.variant);
 }
 
-// The flags both programs take; `data` and `log_path` receive --data and --log.
+// The flags both programs take; `data` and `log_path` receive --data and --log. Numbers are range-checked and
+// names checked against their choices by CLI11 while parsing.
 inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, std::string& data, std::string& log_path) {
-    app.add_option("--preset", o.preset, preset_names)->capture_default_str();
-    app.add_option("--data", data, "a text file (byte-level, 90/10 split); default: the embedded k-hop task");
-    app.add_option("--steps", o.steps, "training steps (of every run)")->capture_default_str();
-    app.add_option("--batch", o.batch, "sequences per batch")->capture_default_str();
-    app.add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
-    app.add_option("--lr", o.lr.lr_max, "peak learning rate")->capture_default_str();
-    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")->capture_default_str();
-    app.add_option("--dropout", o.dropout, "dropout on embeddings and residual branches")->capture_default_str();
+    app.add_option("--preset", o.preset, preset_help)->check(CLI::IsMember(preset_names()))->capture_default_str();
+    app.add_option("--data", data, "a text file (byte-level, 90/10 split); default: the embedded k-hop task")
+        ->check([](const std::string& v) { return v.empty() ? std::string("expected a file name, found ''") : ""; });
+    app.add_option("--steps", o.steps, "training steps (of every run)")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--seq", o.seq, "tokens per sequence")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--lr", o.lr.lr_max, "peak learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--dropout", o.dropout, "dropout on embeddings and residual branches")
+        ->check(CLI::Range(0.0, 0.99))
+        ->capture_default_str();
     app.add_option("--seed", o.seed, "seed of weights, data order and dropout")->capture_default_str();
     app.add_option("--t-start", g.t_start, "first growth decision (SGT) or layer choice (Block Loop) at this step")
+        ->check(CLI::PositiveNumber)
         ->capture_default_str();
-    app.add_option("--dt", g.dt, "steps between growth decisions (and the fade window)")->capture_default_str();
-    app.add_option("--eval-interval", o.eval_interval, "steps between validations")->capture_default_str();
-    app.add_option("--eval-batches", o.eval_batches, "validation batches")->capture_default_str();
-    app.add_option("--log", log_path, "JSONL log: steps, evaluations, growth events, entropies");
+    app.add_option("--dt", g.dt, "steps between growth decisions (and the fade window)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--eval-interval", o.eval_interval, "steps between validations")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--eval-batches", o.eval_batches, "validation batches")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--log", log_path, "JSONL log: steps, evaluations, growth events, entropies (appended to on --resume)");
     app.add_option("--grad-accum", o.grad_accum,
                    "micro-batches of --batch sequences per optimizer step (loss, gradients and entropies as of one "
                    "batch of grad-accum x batch)")
@@ -444,16 +702,74 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
     app.add_option("--run-name", o.run_name, "name of the run in the log (default: the schedule's name)");
     app.add_option("--entropy-every", o.entropy_every,
                    "log the entropies (layer x head) every N steps, besides every evaluation (0: evaluations only)")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app.add_flag("--log-flow", o.log_flow,
                  "log the last token's attention contribution flow C_j = A_Tj |V_j| of the looping layers' selected "
                  "heads, every pass, at every evaluation (paper Fig. 6)");
     app.add_flag("--quiet", o.quiet, "no progress bar");
-    app.add_option("--threads", o.threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
-    app.add_option("--symbols", o.task.symbols, "k-hop task: symbols in the mapping")->capture_default_str();
-    app.add_option("--min-hops", o.task.min_hops, "k-hop task: fewest hops of a query")->capture_default_str();
-    app.add_option("--max-hops", o.task.max_hops, "k-hop task: most hops of a query")->capture_default_str();
-    app.add_option("--task-format", o.task_format, "k-hop task: text or compact")->capture_default_str();
+    app.add_option("--symbols", o.task.symbols, "k-hop task: symbols in the mapping")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--min-hops", o.task.min_hops, "k-hop task: fewest hops of a query")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--max-hops", o.task.max_hops, "k-hop task: most hops of a query")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--task-format", o.task_format,
+                   "k-hop task: compact (one token per mapping entry, queries 'k x') or text ('x>y;', '?xk=z;')")
+        ->check(CLI::IsMember({"compact", "text"}))
+        ->capture_default_str();
+}
+
+// The flags that shape a run of train (named as on the command line), with the values in effect: what a
+// checkpoint records and a resume compares (check_flag_changes). Output-only flags (--log, --quiet, --threads,
+// evaluation, checkpointing) are not among them; growth flags only for the variant that uses them.
+template <model_config Cfg>
+nlohmann::json run_flags(const run_options& o, const growth_flags& g, const std::string& data,
+                         const std::string& train_shards, const std::string& val_shards, const std::string& precision) {
+    auto absolute = [](const std::string& p) {
+        std::error_code ec;
+        const auto a = fs::weakly_canonical(fs::absolute(p, ec), ec);
+        return ec ? p : a.string();
+    };
+    nlohmann::json f{{"preset", o.preset},    {"variant", g.variant},    {"steps", o.steps},
+                     {"batch", o.batch},      {"seq", o.seq},            {"lr", o.lr.lr_max},
+                     {"warmup", o.lr.warmup}, {"dropout", o.dropout},    {"seed", o.seed},
+                     {"weight-decay", o.optim.weight_decay},             {"clip", o.optim.clip},
+                     {"precision", precision}};
+    if (!train_shards.empty()) {
+        f["train-shards"] = absolute(train_shards);
+        f["val-shards"] = absolute(val_shards);
+    } else if (!data.empty()) {
+        f["data"] = absolute(data);
+    } else {
+        f["symbols"] = o.task.symbols;
+        f["min-hops"] = o.task.min_hops;
+        f["max-hops"] = o.task.max_hops;
+        f["task-format"] = o.task_format;
+    }
+    if (o.grad_accum != 1) f["grad-accum"] = o.grad_accum;  // absent = 1, as in checkpoints from before the flag
+    if (g.variant == "sgt") {
+        f.update({{"t-start", g.t_start}, {"dt", g.dt}, {"L", g.L >= 0 ? g.L : Cfg.loops.L},
+                  {"k-max", g.k_max >= 0 ? g.k_max : Cfg.loops.k_max}, {"h", g.h >= 0 ? g.h : Cfg.loops.h},
+                  {"exclude", g.excluded}, {"direction", g.direction}, {"transition", g.transition}, {"fade", g.fade},
+                  {"ema", g.ema}, {"release-rules", g.release_rules}});
+    } else if (g.variant == "block") {
+        f.update({{"t-start", g.t_start}, {"L", g.L >= 0 ? g.L : Cfg.loops.L}, {"exclude", g.excluded},
+                  {"block-layers", g.block_layers}});
+    } else if (g.variant == "attention") {
+        f.update({{"t-start", g.t_start}, {"loop-layer", g.loop_layer}, {"loop-k", g.loop_k}});
+    } else if (g.variant == "high" || g.variant == "low") {
+        f.update({{"t-start", g.t_start}, {"loop-layer", g.loop_layer}, {"loop-k", g.loop_k},
+                  {"h", g.h >= 0 ? g.h : Cfg.loops.h}});
+    }
+    if (g.variant == "sgt" && g.allocation != "entropy") f["allocation"] = g.allocation;
+    if (o.gated)
+        f.update({{"gates", true}, {"gate-threshold", o.gates.threshold}, {"gate-soft", !o.gates.straight_through},
+                  {"gate-lambda", o.gates.lambda}, {"n-dense", o.gates.n_dense}, {"gate-layers", o.gates.layers}});
+    return f;
 }
 
 // Checks the run options once parsed; the cosine schedule spans the run.
@@ -461,19 +777,9 @@ inline void finish_options(run_options& o) {
     o.lr.total = o.steps;
     require(o.steps > o.lr.warmup, "--steps ({}) must exceed --warmup ({})", o.steps, o.lr.warmup);
     require(o.eval_interval > 0, "--eval-interval must be positive, found {}", o.eval_interval);
-    require(o.task_format == "compact" || o.task_format == "text",
-            "--task-format: expected text or compact, found '{}'", o.task_format);
-    o.task.format = o.task_format == "compact" ? k_hop_format::compact : k_hop_format::text;
     require(o.grad_accum >= 1, "--grad-accum must be at least 1 (micro-batches per optimizer step), found {}",
             o.grad_accum);
-    require(o.entropy_every >= 0, "--entropy-every must not be negative, found {}", o.entropy_every);
-    require(o.threads >= 0, "--threads must not be negative, found {}", o.threads);
-    if (o.threads > 0) {  // Eigen's products and the library's own OpenMP loops
-        Eigen::setNbThreads(o.threads);
-#ifdef _OPENMP
-        omp_set_num_threads(o.threads);
-#endif
-    }
+    o.task.format = o.task_format == "compact" ? k_hop_format::compact : k_hop_format::text;
 }
 
 }  // namespace examples

@@ -7,6 +7,8 @@
 //     compare --data tinyshakespeare.txt --preset char_mini --steps 400 --markdown
 #include <CLI/CLI.hpp>
 
+#include <cmath>
+
 #include "common.hpp"
 
 using namespace examples;
@@ -14,17 +16,23 @@ using namespace examples;
 int main(int argc, char** argv) {
     CLI::App app{"Train Vanilla, Block Loop and SGT (K_max = 1, 2, 3) side by side and compare them"};
     run_options o;
-    // One thread by default: the demo's small models gain little from a second one, and lose several times
-    // their speed when the cores are shared with other work (OpenMP threads wait on each other).
-    o.threads = 1;
     growth_flags g;
     std::string data, log_path;
     bool markdown = false;
     add_common_options(app, o, g, data, log_path);
     app.add_flag("--markdown", markdown, "print the table as Markdown");
+    // One thread by default: the demo's small models gain little from a second one, and lose several times
+    // their speed when the cores are shared with other work (OpenMP threads wait on each other).
+    int threads = 1;
+    app.add_option("--threads", threads, "CPU threads; results do not depend on it (0: OpenMP's default, capped at "
+                                         "the cores this process may use)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
+    std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes the log's writes fail with EFBIG, reported
     try {
+        set_threads(threads);
         finish_options(o);
         return with_preset(o.preset, [&]<model_config Cfg>() {
             jsonl_log log(log_path);
@@ -91,16 +99,26 @@ int main(int argc, char** argv) {
                 rule[0] = "---";
                 row(rule);
             }
+            // A wall-time difference below 2 standard errors of the step-time noise is not resolved by this many steps.
+            bool unresolved = false;
             for (const auto& r : results) {
-                std::vector<std::string> cells{r.name,
-                                               human_flops(r.flops),
-                                               fmt::format("{:+.2f}", 100 * (r.flops / base.flops - 1)),
-                                               fmt::format("{:.1f}", r.seconds),
-                                               fmt::format("{:+.1f}", 100 * (r.seconds / base.seconds - 1)),
-                                               fmt::format("{:.4f}", r.final_val_loss)};
+                const bool resolved = &r == &base || wall_difference_resolved(r.step_seconds, base.step_seconds);
+                unresolved = unresolved || !resolved;
+                std::vector<std::string> cells{
+                    r.name,
+                    human_flops(r.flops),
+                    fmt::format("{:+.2f}", 100 * (r.flops / base.flops - 1)),
+                    fmt::format("{:.1f}", r.seconds),
+                    resolved ? fmt::format("{:+.1f}", 100 * (r.seconds / base.seconds - 1))
+                             : fmt::format("~{:+.0f} (noise)", 100 * (r.seconds / base.seconds - 1)),
+                    fmt::format("{:.4f}", r.final_val_loss)};
                 if (acc) cells.push_back(fmt::format("{:.1f}%", 100 * r.final_accuracy.value_or(0)));
                 row(cells);
             }
+            if (unresolved)
+                fmt::print("\n(noise): a wall-time difference below 2 standard errors of the step-time noise, which "
+                           "{} steps do not resolve; give more --steps to measure it\n",
+                           o.steps);
             fmt::print("\ngrowth timelines (step: event; layers and heads 0-based)\n");
             for (const auto& r : results) {
                 if (r.events.empty()) continue;
@@ -111,6 +129,10 @@ int main(int argc, char** argv) {
         });
     } catch (const sgt::error& e) {
         fmt::print(stderr, "error: {}\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        fmt::print(stderr, "error: out of memory: --batch {} x --seq {} needs more memory than this machine has\n",
+                   o.batch, o.seq);
         return 1;
     }
 }

@@ -62,15 +62,13 @@ bool has_loops(const loop_plan& p) {
 
 std::vector<std::int32_t> read_tokens(const std::string& file, const std::string& text, std::int64_t offset,
                                       std::int64_t count) {
+    require(offset >= 0, "tokens: expected --offset >= 0, found {}", offset);
     std::string bytes = text;
     std::string what = "--text";
-    if (!file.empty()) {
-        std::ifstream in(file, std::ios::binary);
-        require(bool(in), "tokens: cannot open '{}'", file);
-        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (!file.empty()) {  // only the bytes needed: the input may be a device or a pipe that never ends
+        bytes = io::read_prefix(file, std::size_t(offset + count));
         what = "'" + file + "'";
     }
-    require(offset >= 0, "tokens: expected --offset >= 0, found {}", offset);
     require(std::int64_t(bytes.size()) >= offset + count,
             "tokens: --batch x --seq = {} bytes from offset {} are needed, but {} holds {} bytes", count, offset, what,
             bytes.size());
@@ -88,24 +86,28 @@ int main(int argc, char** argv) {
     int B = 4, T = 64, threads = 0;
     std::int64_t offset = 0;
     app.add_option("--preset", preset, "the preset the checkpoint was trained with: tiny, char_mini or char_small")
+        ->check(CLI::IsMember({"tiny", "char_mini", "char_small"}))
         ->capture_default_str();
     app.add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory with a 'latest' file")
         ->required();
     auto* tok = app.add_option("--tokens", tokens_file, "a file whose bytes are the tokens");
     auto* txt = app.add_option("--text", text, "the tokens as literal text (its bytes)");
     tok->excludes(txt);
-    app.add_option("--offset", offset, "first byte of the file (or text) to use")->capture_default_str();
-    app.add_option("--batch", B, "sequences (B)")->capture_default_str();
-    app.add_option("--seq", T, "tokens per sequence (T)")->capture_default_str();
+    app.add_option("--offset", offset, "first byte of the file (or text) to use")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--batch", B, "sequences (B)")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--seq", T, "tokens per sequence (T)")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--plan", plan_choice, "checkpoint (the saved growth state's loop plan) or vanilla")
         ->check(CLI::IsMember({"checkpoint", "vanilla"}))
         ->capture_default_str();
     app.add_option("--out", out, "the safetensors file to write")->required();
-    app.add_option("--threads", threads, "CPU threads (0: OpenMP's default)");
+    app.add_option("--threads", threads, "CPU threads (0: OpenMP's default, capped at the cores this process may use)")
+        ->check(CLI::NonNegativeNumber);
     CLI11_PARSE(app, argc, argv);
 
     try {
-        if (threads > 0) Eigen::setNbThreads(threads);
+        set_threads(threads);
         require(!tokens_file.empty() || !text.empty(), "tokens: give --tokens FILE or --text TEXT");
         require(B >= 1, "expected --batch >= 1, found {}", B);
         return with_preset(preset, [&]<model_config Cfg>() {
@@ -157,6 +159,10 @@ int main(int argc, char** argv) {
         return 1;
     } catch (const nlohmann::json::exception& e) {  // a malformed schedule in the checkpoint's metadata
         fmt::print(stderr, "error: {}: the saved schedule is malformed: {}\n", checkpoint, e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        fmt::print(stderr, "error: out of memory: --batch {} x --seq {} needs more memory than this machine has\n", B,
+                   T);
         return 1;
     }
 }

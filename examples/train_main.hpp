@@ -20,69 +20,135 @@ int train_main(int argc, char** argv) {
     run_options o;
     growth_flags g;
     std::string data, train_shards, val_shards, log_path;
+    int threads = 0;
     add_common_options(app, o, g, data, log_path);
-    app.add_option("--train-shards", train_shards, "glob of llm.c token shards for training");
-    app.add_option("--val-shards", val_shards, "glob of llm.c token shards for validation");
-    app.add_option("--weight-decay", o.optim.weight_decay, "AdamW weight decay (not on norms)")->capture_default_str();
-    app.add_option("--clip", o.optim.clip, "global gradient-norm clip (0: off)")->capture_default_str();
+    auto* train_opt = app.add_option("--train-shards", train_shards, "glob of llm.c token shards for training");
+    auto* val_opt = app.add_option("--val-shards", val_shards, "glob of llm.c token shards for validation");
+    app.add_option("--weight-decay", o.optim.weight_decay, "AdamW weight decay (not on norms)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--clip", o.optim.clip, "global gradient-norm clip (0: off)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--threads", threads,
+                   fmt::format("CPU threads; results do not depend on it (0: OpenMP's default, at most the {} cores this "
+                               "process may use)",
+                               available_cores()))
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--checkpoint-dir", o.checkpoint_dir,
                    "write checkpoints here (at the end, every --checkpoint-every steps, and on SIGINT/SIGTERM)");
     app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: the final one only)")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
-    app.add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
+    app.add_option("--keep", o.keep, "checkpoints kept")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
+    app.add_option("--sample-every", o.sample_every, "steps between printed samples of the model (0: none)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_flag("--allow-flag-changes", o.allow_flag_changes,
+                 "on --resume: accept new values of --steps, --lr, --warmup, --dropout, --weight-decay and --clip "
+                 "(each change is logged); other flags cannot change");
     app.add_option("--variant", g.variant,
                    "vanilla, block, attention (all heads of --loop-layer), high / low (the --h highest / lowest-entropy "
                    "heads of --loop-layer, chosen at --t-start) or sgt")
+        ->check(CLI::IsMember({"vanilla", "block", "attention", "high", "low", "sgt"}))
         ->capture_default_str();
-    app.add_option("--L", g.L, "looping layers (default: the preset's budget)");
-    app.add_option("--k-max", g.k_max, "loop depth bound (default: the preset's budget)");
-    app.add_option("--h", g.h, "heads per looping layer (default: the preset's budget)");
-    app.add_option("--exclude", g.excluded, "layers never looped (0-based)")->capture_default_str();
-    app.add_option("--direction", g.direction, "d2s or s2d")->capture_default_str();
-    app.add_option("--transition", g.transition, "fade or hard")->capture_default_str();
-    app.add_option("--fade", g.fade, "linear, cosine or exponential")->capture_default_str();
-    app.add_option("--ema", g.ema, "entropy EMA alpha (0: instantaneous)")->capture_default_str();
+    app.add_option("--L", g.L, "looping layers (default: the preset's budget)")->check(CLI::PositiveNumber);
+    app.add_option("--k-max", g.k_max, "loop depth bound (default and most: the preset's budget)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--h", g.h, "heads per looping layer (default and most: the preset's budget)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--exclude", g.excluded, "layers never looped (0-based)")->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--direction", g.direction, "d2s or s2d")->check(CLI::IsMember({"d2s", "s2d"}))->capture_default_str();
+    app.add_option("--transition", g.transition, "fade or hard")
+        ->check(CLI::IsMember({"fade", "hard"}))
+        ->capture_default_str();
+    app.add_option("--fade", g.fade, "linear, cosine or exponential")
+        ->check(CLI::IsMember({"linear", "cosine", "exponential"}))
+        ->capture_default_str();
+    app.add_option("--ema", g.ema, "entropy EMA alpha (0: instantaneous)")->check(CLI::Range(0.0, 0.999))->capture_default_str();
     app.add_flag("--release-rules", g.release_rules, "the authors' release rules (spec Sec. 4 (a)-(d))");
-    app.add_option("--block-layers", g.block_layers, "Block Loop layers (default: chosen by entropy at t_start)");
-    app.add_option("--loop-layer", g.loop_layer, "layer of the attention / high / low loop (default: the last)");
-    app.add_option("--loop-k", g.loop_k, "loop steps of the attention / high / low loop")->capture_default_str();
+    app.add_option("--block-layers", g.block_layers, "Block Loop layers (default: chosen by entropy at t_start)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--loop-layer", g.loop_layer, "layer of the attention / high / low loop (default: the last)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--loop-k", g.loop_k, "loop steps of the attention / high / low loop")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--allocation", g.allocation, "SGT's head allocation: entropy (Eq. 7) or gate (needs --gates)")
+        ->capture_default_str();
+    app.add_flag("--gates", o.gated, "learned head gates on the first pass of each layer (GATES.md)");
+    app.add_option("--gate-threshold", o.gates.threshold, "gates: θ in (0, 1), below which a head is closed")
+        ->capture_default_str();
+    app.add_option("--gate-lambda", o.gates.lambda, "gates: weight λ ≥ 0 of the sparsity term λ·mean(s)")
+        ->capture_default_str();
+    app.add_option("--n-dense", o.gates.n_dense, "gates: ungated heads per layer (the first by index)")
+        ->capture_default_str();
+    app.add_option("--gate-layers", o.gates.layers, "gates: the gated layers (default: all)");
+    bool gate_soft = false;
+    app.add_flag("--gate-soft", gate_soft, "gates: soft only (no hard threshold in training)");
     std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
     const std::vector<std::string> offered{precision_name<Precisions>::value...};
     app.add_option("--precision", precision, "stored type: " + fmt::format("{}", fmt::join(offered, ", ")) +
                                                  " (bf16: mixed precision, fp32 master weights)")
+        ->check(CLI::IsMember(offered))
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
+    std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes writes fail with EFBIG, reported, instead of killing
     try {
+        set_threads(threads);
+        o.gates.straight_through = !gate_soft;
+        require(o.gated || (g.allocation != "gate" && !app.count("--gate-threshold") && !app.count("--gate-lambda") &&
+                            !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft),
+                "the gate options (--gate-*, --n-dense, --allocation gate) need --gates");
+        if (o.gated) gated_variant{o.gates};  // refuses bad values before anything runs
+        require(!o.gated || o.grad_accum == 1,
+                "--grad-accum {} with --gates: the gates' loss term would count once per micro-batch (gradient "
+                "accumulation takes variants without a loss term)",
+                o.grad_accum);
+        require(!o.gated || o.sample_every == 0,
+                "--sample-every: sampling a gated model needs decoding with gates, which the inference engine does not "
+                "have yet");
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();
-        require(train_shards.empty() == val_shards.empty(), "--train-shards and --val-shards go together");
-        require(data.empty() || train_shards.empty(), "give either --data or --train-shards, not both");
-        require(std::find(offered.begin(), offered.end(), precision) != offered.end(),
-                "--precision: expected one of {}, found '{}'", fmt::join(offered, ", "), precision);
+        require(train_opt->count() == val_opt->count(), "--train-shards and --val-shards go together");
+        require(data.empty() || train_opt->count() == 0, "give either --data or --train-shards, not both");
+        const bool shards = train_opt->count() > 0;
+        if (shards) {  // a file in both sets would validate on training data
+            const auto train_files = detail::glob_files(train_shards, "train");
+            for (const auto& v : detail::glob_files(val_shards, "val"))
+                for (const auto& t : train_files) {
+                    std::error_code ec;
+                    require(!fs::equivalent(t, v, ec),
+                            "--train-shards and --val-shards both match '{}'{}: validation must not see training data",
+                            t.string(), t == v ? "" : fmt::format(" (as '{}')", v.string()));
+                }
+        }
         auto run = [&]<class T>() {
             return with_preset(o.preset, [&]<model_config Cfg>() {
-            any_dataset ds = !train_shards.empty()
-                                 ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
-                                 : text_or_task(data, o.task);
-            any_schedule sched = make_schedule<Cfg>(g);
-            jsonl_log log(log_path);
+            any_dataset ds = shards ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
+                                    : text_or_task(data, o.task);
+            auto gate_scores = o.gated ? std::make_shared<const gated_variant*>(nullptr) : nullptr;
+            any_schedule sched = make_schedule<Cfg>(g, gate_scores);
+            o.flags = run_flags<Cfg>(o, g, data, train_shards, val_shards, precision);
+            jsonl_log log(log_path, o.resume.empty() ? jsonl_log::mode::replace : jsonl_log::mode::append);
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | {} {} | data: {}\n", o.preset,
                        Cfg.shape.total_params() / 1e6, sched.name(), Backend::name, precision_name<T>::value,
                        ds.describe());
-            fmt::print("steps {} | batch {} x {}{} | lr {} (warm-up {}, cosine to {}x) | dropout {} | seed {}\n",
+            fmt::print("steps {} | batch {} x {}{} | lr {} (warm-up {}, cosine to {}x) | dropout {} | seed {} | {} "
+                       "threads\n",
                        o.steps, o.batch, o.seq,
                        o.grad_accum > 1 ? fmt::format(" x {} micro-batches", o.grad_accum) : std::string(),
-                       o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed);
-            log.write({{"type", "config"}, {"run", o.run_name.empty() ? sched.name() : o.run_name},
-                       {"preset", o.preset}, {"schedule", sched.to_json()}, {"data", ds.describe()},
-                       {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"grad_accum", o.grad_accum},
-                       {"lr", o.lr.lr_max}, {"warmup", o.lr.warmup}, {"dropout", o.dropout}, {"seed", o.seed},
-                       {"backend", Backend::name}, {"precision", precision_name<T>::value},
-                       {"params", Cfg.shape.total_params()}});
-            const run_result r = train_run<Cfg, T, Backend>(o, ds, sched, log);
+                       o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed, sgt::threads());
+            if (o.gated)
+                fmt::print("gates: θ {} | {} | λ {} | {} dense heads | layers {}\n", o.gates.threshold,
+                           o.gates.straight_through ? "straight-through" : "soft", o.gates.lambda, o.gates.n_dense,
+                           o.gates.layers.empty() ? std::string("all") : fmt::format("{}", fmt::join(o.gates.layers, ",")));
+            const run_result r = o.gated ? train_run<Cfg, T, Backend>(o, ds, sched, log, gated_variant(o.gates), gate_scores)
+                                         : train_run<Cfg, T, Backend>(o, ds, sched, log);
+            log.close();
             if (r.interrupted) {
                 fmt::print("\ninterrupted: checkpoint saved in {}; continue with --resume {}\n", o.checkpoint_dir,
                            o.checkpoint_dir);
@@ -97,6 +163,7 @@ int train_main(int argc, char** argv) {
                        double(o.steps) * o.batch * o.grad_accum * o.seq / r.seconds);
             for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
             fmt::print("structure       {}\n", r.final_structure.dump());
+            if (r.gate_sparsity) fmt::print("gate sparsity   {:.4f} (closed at θ = {})\n", *r.gate_sparsity, o.gates.threshold);
             return 0;
             });
         };
@@ -106,6 +173,10 @@ int train_main(int argc, char** argv) {
         return rc;
     } catch (const sgt::error& e) {
         fmt::print(stderr, "error: {}\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        fmt::print(stderr, "error: out of memory: --batch {} x --seq {} needs more memory than this machine has\n",
+                   o.batch, o.seq);
         return 1;
     }
 }

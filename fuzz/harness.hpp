@@ -130,6 +130,7 @@ inline safetensors_result run_safetensors(std::span<const std::byte> data) {
     std::vector<std::byte> again_bytes;
     try {
         st::safetensors_writer w;
+        w.set_checksums(file->metadata().contains(std::string(st::checksum_key)));  // as the input had them
         for (const auto& [key, value] : file->metadata()) w.set_metadata(key, value);
         for (const st::tensor_view& t : file->tensors()) w.add(t.name, t.type, t.shape, t.bytes);
         again_bytes = w.to_bytes();

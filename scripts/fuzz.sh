@@ -9,7 +9,7 @@
 # Environment: SGT_FUZZ_CXX (a clang++ with libFuzzer; default: the first of clang++, clang++-14 that links
 # -fsanitize=fuzzer, installing clang-14 and libclang-rt-14-dev with apt-get when none does),
 # SGT_FUZZ_BUILD_DIR (default build-fuzz), SGT_JOBS (build parallelism, default nproc),
-# SGT_FUZZ_TARGETS (default "fuzz_safetensors fuzz_shards").
+# SGT_FUZZ_TARGETS (default "fuzz_safetensors fuzz_shards fuzz_checkpoint").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -19,7 +19,7 @@ if ! [[ $seconds =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: scripts/fuzz.sh [SECONDS per target, a positive integer; default 60]" >&2
   exit 2
 fi
-targets=(${SGT_FUZZ_TARGETS:-fuzz_safetensors fuzz_shards})
+targets=(${SGT_FUZZ_TARGETS:-fuzz_safetensors fuzz_shards fuzz_checkpoint})
 build_dir=${SGT_FUZZ_BUILD_DIR:-build-fuzz}
 jobs=${SGT_JOBS:-$(nproc)}
 
@@ -51,7 +51,7 @@ apt_install() {
 }
 
 if command -v dpkg >/dev/null 2>&1; then
-  apt_install cmake make libfmt-dev nlohmann-json3-dev
+  apt_install cmake make libfmt-dev nlohmann-json3-dev libeigen3-dev
 fi
 cxx=${SGT_FUZZ_CXX:-}
 if [ -z "$cxx" ]; then

@@ -3,9 +3,11 @@
 # (docs/BENCHMARKS.md and the GPU tests' results come from it). BIN_DIR holds gpu_test_cuda_ops,
 # gpu_test_cuda_model and bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`).
 #   1. the GPU tests (every op and the whole model against the CPU backend);
-#   2. compute-sanitizer memcheck on both test binaries;
+#   2. compute-sanitizer on both test binaries: memcheck, initcheck (reads of device memory never written, also
+#      by cudaMemcpy), racecheck (shared-memory hazards) and synccheck (barrier misuse); SGT_SANITIZER_TOOLS picks
+#      a subset (default "memcheck initcheck racecheck synccheck");
 #   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
-# (The test of a failing cudaMalloc is left out of memcheck: the sanitizer reports its deliberate error.)
+# (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
 set -uo pipefail
 bin=$(realpath "${1:?usage: gpu_check.sh BIN_DIR [bench]}")
@@ -20,13 +22,17 @@ for t in gpu_test_cuda_ops gpu_test_cuda_model; do
     "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions" || true
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
-for t in gpu_test_cuda_ops gpu_test_cuda_model; do
-    echo "== compute-sanitizer memcheck ($t)"
-    compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/$t" \
-        --test-case-exclude="*failing CUDA call*" > "$out/memcheck_$t.log" 2>&1
-    rc=$?
-    tail -2 "$out/memcheck_$t.log"
-    [ $rc -eq 0 ] || status=1
+for tool in ${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}; do
+    for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+        echo "== compute-sanitizer $tool ($t)"
+        start=$SECONDS
+        compute-sanitizer --tool "$tool" --error-exitcode 3 "$bin/$t" \
+            --test-case-exclude="*failing CUDA call*" > "$out/${tool}_$t.log" 2>&1
+        rc=$?
+        tail -2 "$out/${tool}_$t.log"
+        echo "   ($tool, $t: exit $rc, $((SECONDS - start)) s)"
+        [ $rc -eq 0 ] || status=1
+    done
 done
 if [ "${2:-}" = bench ]; then
     bash "$(dirname "$0")/../bench/run_cuda.sh" "$bin" | tee "$out/bench.jsonl" || status=1

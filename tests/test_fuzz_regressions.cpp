@@ -1,6 +1,7 @@
 // Replays the fuzz corpora on every build: each file of fuzz/corpus/<target>/ and fuzz/crashes/<target>/ goes
-// through the code the libFuzzer target runs (fuzz/harness.hpp) and must load or be refused with sgt::error,
-// nothing else. The seeds named valid_* must load and pass every step; those named bad_* must be refused.
+// through the code the libFuzzer target runs (fuzz/harness.hpp, fuzz/checkpoint_harness.hpp) and must load or be
+// refused with sgt::error, nothing else. The seeds named valid_* must load and pass every step; those named bad_*
+// must be refused.
 // scripts/fuzz.sh runs the fuzzers themselves (they need clang) and saves what crashes in fuzz/crashes/.
 #include <doctest/doctest.h>
 
@@ -17,6 +18,7 @@
 #include <system_error>
 #include <vector>
 
+#include "../fuzz/checkpoint_harness.hpp"
 #include "../fuzz/harness.hpp"
 
 namespace {
@@ -101,6 +103,28 @@ TEST_CASE("fuzz_shards: every seed and saved crash loads or throws sgt::error") 
         }
         if (starts_with(path, "bad_")) CHECK_FALSE(r.info);
     }
+}
+
+TEST_CASE("fuzz_checkpoint: every seed and saved crash loads or is refused with sgt::error, changing nothing") {
+    const auto seeds = inputs("corpus", "fuzz_checkpoint");
+    REQUIRE_MESSAGE(!seeds.empty(), "no seeds in ", (fuzz_dir / "corpus" / "fuzz_checkpoint").string());
+    CHECK(std::any_of(seeds.begin(), seeds.end(), [](const auto& p) { return starts_with(p, "valid_"); }));
+    std::vector<fs::path> all = seeds;
+    for (const auto& p : inputs("crashes", "fuzz_checkpoint")) all.push_back(p);
+    for (const auto& path : all) {
+        CAPTURE(path.string());
+        const std::vector<std::byte> bytes = read_file(path);
+        sgt::fuzz::checkpoint_result r;
+        CHECK_NOTHROW(r = sgt::fuzz::run_checkpoint(std::span<const std::byte>(bytes)));
+        if (starts_with(path, "valid_")) CHECK(r.loaded);
+        if (starts_with(path, "bad_")) {
+            CHECK(r.files_ok);
+            CHECK_FALSE(r.loaded);
+        }
+    }
+    // The harness's own seed, from a checkpoint it writes, loads.
+    const std::string seed = sgt::fuzz::checkpoint_seed();
+    CHECK(sgt::fuzz::run_checkpoint(std::as_bytes(std::span<const char>(seed.data(), seed.size()))).loaded);
 }
 
 TEST_CASE("fuzz seeds cover both shard layouts") {

@@ -237,3 +237,17 @@ TEST_CASE("bad input gives sgt::error saying what was expected and what was foun
                          "loop plan: expected 4 layers, found 3", sgt::error);
     CHECK_THROWS_WITH_AS(m.backward(), "model: backward() needs a forward() first", sgt::error);
 }
+
+TEST_CASE("the model refuses a plan beyond its compile-time loop budget (tiny: L = 3, K_max = 3)") {
+    tiny_model m(2, 8, 1);
+    const batch b = test::random_batch(2, 8, tiny_model::V, 4);
+    loop_plan four = loop_plan::vanilla(tiny_model::NL);
+    for (auto& l : four.layers) l = layer_loop{.k = 1, .heads = {0}};
+    CHECK(test::error_of([&] { m.forward(b, four); }) ==
+          "loop plan: 4 layers loop (0, 1, 2, 3), expected at most L = 3 (the model's loop budget)");
+    loop_plan deep = loop_plan::vanilla(tiny_model::NL);
+    deep.layers[2] = layer_loop{.k = 4, .heads = {0}};
+    CHECK(test::error_of([&] { m.forward(b, deep); }) == "loop plan: layer 2 has K = 4, expected K ≤ K_max = 3");
+    four.layers[0] = layer_loop{};  // three looping layers: at the budget
+    CHECK_NOTHROW(m.forward(b, four));
+}

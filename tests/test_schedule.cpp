@@ -87,6 +87,29 @@ TEST_CASE("a static plan runs at every step and is validated") {
     CHECK_THROWS_WITH_AS(sgt::validate_plan(p, NL + 1, NH), "loop plan: expected 7 layers, found 6", sgt::error);
 }
 
+TEST_CASE("validate_plan within a loop budget: K <= K_max, block_repeat <= K_max + 1, at most L looping layers") {
+    const sgt::loop_budget b{.h = 2, .L = 2, .k_max = 2};
+    auto plan = [](std::initializer_list<std::pair<int, sgt::layer_loop>> layers) {
+        sgt::loop_plan p = sgt::loop_plan::vanilla(NL);
+        for (const auto& [l, lp] : layers) p.layers[std::size_t(l)] = lp;
+        return p;
+    };
+    // At the budget: two layers, K = K_max over all heads (h bounds the growth operator's choice, not the model),
+    // or a block applied K_max + 1 times.
+    CHECK_NOTHROW(sgt::validate_plan(plan({{1, {.k = 2, .heads = {0, 1, 2, 3}}}, {5, {.k = 2, .heads = {0}}}}), NL, NH, b));
+    CHECK_NOTHROW(sgt::validate_plan(plan({{2, {.block_repeat = 3}}, {4, {.k = 1, .heads = {3}}}}), NL, NH, b));
+    CHECK(sgt::test::error_of([&] {
+              sgt::validate_plan(plan({{1, {.k = 3, .heads = {0}}}}), NL, NH, b);
+          }) == "loop plan: layer 1 has K = 3, expected K ≤ K_max = 2");
+    CHECK(sgt::test::error_of([&] {
+              sgt::validate_plan(plan({{2, {.block_repeat = 4}}}), NL, NH, b);
+          }) == "loop plan: layer 2 has block_repeat = 4, expected ≤ K_max + 1 = 3 (the model's loop budget)");
+    CHECK(sgt::test::error_of([&] {
+              sgt::validate_plan(plan({{1, {.k = 1, .heads = {0}}}, {3, {.block_repeat = 2}}, {5, {.k = 2, .heads = {1}}}}),
+                                 NL, NH, b);
+          }) == "loop plan: 3 layers loop (1, 3, 5), expected at most L = 2 (the model's loop budget)");
+}
+
 TEST_CASE("attention loop: one layer, K loop steps over all heads") {
     auto s = sgt::attention_loop(NL, NH, 4, 2);
     CHECK(s.name() == "attention_loop");

@@ -18,6 +18,7 @@
 
 #include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/json.hpp"
 #include "sgt/loop_plan.hpp"
 #include "sgt/variant.hpp"
 
@@ -85,11 +86,19 @@ public:
         return {{"steps", steps_}, {"tokens", tokens()}, {"flops", total_}, {"vanilla_flops", vanilla_},
                 {"overhead", overhead()}};
     }
-    // Restores the counts of to_json() (a resumed run goes on counting where it stopped).
+    // Restores the counts of to_json() (a resumed run goes on counting where it stopped). Validates first: a
+    // malformed value throws sgt::error and changes nothing.
     void load_json(const nlohmann::json& j) {
-        steps_ = j.at("steps").get<std::int64_t>();
-        total_ = j.at("flops").get<double>();
-        vanilla_ = j.at("vanilla_flops").get<double>();
+        constexpr std::string_view where = "flops counter";
+        const auto steps = json_get<std::int64_t>(j, "steps", where);
+        const auto total = json_get<double>(j, "flops", where);
+        const auto vanilla = json_get<double>(j, "vanilla_flops", where);
+        require(steps >= 0 && total >= 0.0 && vanilla >= 0.0,
+                "flops counter: expected non-negative counts, found steps {}, flops {}, vanilla_flops {}", steps, total,
+                vanilla);
+        steps_ = steps;
+        total_ = total;
+        vanilla_ = vanilla;
     }
 
 private:

@@ -8,8 +8,10 @@
 #pragma once
 
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
 
 namespace sgt {
@@ -52,6 +54,29 @@ inline void validate_plan(const loop_plan& p, int n_layers, int n_heads, int k_m
                     l);
         }
     }
+}
+
+// As above, and within a model's compile-time loop budget: K ≤ K_max, block_repeat ≤ K_max + 1 (a repeated
+// block counts as loop depth), and at most L layers that loop (K > 0 or block_repeat > 1). These bound the passes,
+// and so the buffers that model::reserve(model::budget_plan()) sizes. The budget's h is not a bound here: every
+// pass is sized for all heads (the fade step and the Attention Loop baseline run all of them); it bounds the
+// head sets that SGT's growth operator chooses, where those plans are made.
+inline void validate_plan(const loop_plan& p, int n_layers, int n_heads, const loop_budget& b) {
+    validate_plan(p, n_layers, n_heads, b.k_max);
+    std::string looping;
+    int count = 0;
+    for (int l = 0; l < n_layers; ++l) {
+        const auto& x = p.layers[l];
+        require(x.block_repeat <= b.k_max + 1,
+                "loop plan: layer {} has block_repeat = {}, expected ≤ K_max + 1 = {} (the model's loop budget)", l,
+                x.block_repeat, b.k_max + 1);
+        if (x.k > 0 || x.block_repeat > 1) {
+            looping += (count ? ", " : "") + std::to_string(l);
+            ++count;
+        }
+    }
+    require(count <= b.L, "loop plan: {} layers loop ({}), expected at most L = {} (the model's loop budget)", count,
+            looping, b.L);
 }
 
 }  // namespace sgt

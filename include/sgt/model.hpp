@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <span>
 #include <type_traits>
 #include <string>
@@ -69,6 +70,9 @@ public:
         require(max_batch > 0, "model: expected a positive batch size, found {}", max_batch);
         require(max_seq > 1 && max_seq <= shape.max_seq,
                 "model: sequence length {} is outside [2, {}], the preset's maximum", max_seq, shape.max_seq);
+        require(std::int64_t(max_batch) * max_seq <= std::numeric_limits<int>::max(),
+                "model: a batch of {} x {} = {} tokens exceeds the {} the ops index", max_batch, max_seq,
+                std::int64_t(max_batch) * max_seq, std::numeric_limits<int>::max());
         for (int l = 0; l < NL; ++l) layers_.push_back(table_.layer(l));
         embed_ = &table_.at("model.embed_tokens.weight");
         final_norm_ = &table_.at("model.norm.weight");
@@ -165,7 +169,7 @@ public:
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
     double forward(const batch& x, const loop_plan& plan) {
         check_batch(x);
-        validate_plan(plan, NL, NH, budget.k_max);
+        validate_plan(plan, NL, NH, budget);
         const Backend be{};
         d_ = pass_dims{x.B, x.T, C, NH, HD, F, V, config.norm_eps};
         const std::int64_t N = d_.tokens();

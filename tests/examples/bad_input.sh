@@ -21,7 +21,8 @@ expect() {  # expect "message part" args...
 : > "$work/empty.txt"
 printf 'short text' > "$work/short.txt"
 printf 'not a safetensors file, longer than eight bytes' > "$work/ck_model"
-mkdir -p "$work/ck/step_00000001" && cp "$work/ck_model" "$work/ck/step_00000001/model.safetensors"
+mkdir -p "$work/ck/step_00000001"
+for f in model.safetensors optimizer.safetensors config.json; do cp "$work/ck_model" "$work/ck/step_00000001/$f"; done
 echo step_00000001 > "$work/ck/latest"
 expect "no such file" --data "$work/missing.txt" --steps 30
 expect "the file is empty (0 bytes)" --data "$work/empty.txt" --steps 30
@@ -29,7 +30,8 @@ expect "expected at least T+1 = 33 for one sequence" --data "$work/short.txt" --
 expect "sequence length 300 is outside [2, 128], the preset's maximum" --seq 300 --steps 30
 expect "model.safetensors': header length" --resume "$work/ck" --steps 30
 expect "training: the loss is not finite" --lr 1e30 --warmup 1 --steps 30 --clip 0
-expect "unknown preset 'huge': expected tiny, char_micro, char_mini, char_small, char_12l" --preset huge
+expect "--preset: huge not in {tiny,char_micro,char_mini,char_small,char_12l,gpt2_12l,p275m}" --preset huge
 expect "--grad-accum must be at least 1 (micro-batches per optimizer step), found 0" --grad-accum 0
-expect "--task-format: expected text or compact, found 'binary'" --task-format binary
+expect "--task-format: binary not in {compact,text}" --task-format binary
+expect "--grad-accum 2 with --gates: the gates' loss term would count once per micro-batch" --grad-accum 2 --gates
 exit $fails

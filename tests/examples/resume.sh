@@ -30,7 +30,7 @@ set +e
 out=$("$train" "${common[@]}" --steps 24 --grad-accum 2 --resume "$work/ck" 2>&1)
 rc=$?
 set -e
-[ $rc -eq 1 ] && grep -q "the checkpoint was trained with --grad-accum 1, this run asks for 2" <<< "$out"
+[ $rc -eq 1 ] && grep -q "the checkpoint.s run had no --grad-accum, this run gives --grad-accum 2; --grad-accum cannot change on resume" <<< "$out"
 echo "resume with another --grad-accum: refused"
 
 "$train" "${common[@]}" --steps 100000 --checkpoint-dir "$work/sig" > /dev/null 2>&1 &

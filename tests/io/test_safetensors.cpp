@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <array>
 #include <bit>
 #include <cmath>
@@ -21,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -379,7 +381,9 @@ TEST_CASE("round trip of every dtype with metadata") {
         CHECK(f.names() == std::vector<std::string>{"bool", "u8", "i8", "i16", "u16", "i32", "u32", "i64", "u64", "f32",
                                                     "f64", "bf16", "f16", "e4m3", "e5m2", "empty", "scalar",
                                                     "name with \"quotes\" and \xc3\xa9"});
-        CHECK(f.metadata() ==
+        auto metadata = f.metadata();
+        CHECK(metadata.erase(std::string(io::checksum_key)) == 1);  // the writer adds the tensors' checksums
+        CHECK(metadata ==
               std::map<std::string, std::string>{{"format", "sgt"}, {"note", "\xc3\xbcnicode \"quoted\"\n\ttabbed"}});
         CHECK(f.at("bool").type == io::dtype::boolean);
         CHECK(f.read_as<std::uint8_t>("bool") == std::vector<std::uint8_t>{1, 0, 1, 1});
@@ -667,7 +671,8 @@ TEST_CASE("the writer rejects bad tensors and stays unchanged") {
     const auto f = io::safetensors::from_bytes(w.to_bytes());
     CHECK(f.names() == std::vector<std::string>{"w"});
     CHECK(f.read_as<float>("w", {2, 3}) == std::vector<float>(6, 1.0f));
-    CHECK(f.metadata().empty());
+    CHECK(f.metadata().size() == 1);  // the checksums only
+    CHECK(f.metadata().contains(std::string(io::checksum_key)));
 }
 
 TEST_CASE("atomic write: failures leave the target intact and no temporary file") {
@@ -715,16 +720,100 @@ TEST_CASE("atomic write: failures leave the target intact and no temporary file"
         }
         fs::permissions(dir.path, fs::perms::owner_all);
     }
+    SUBCASE("a read-only file system, a full disk, an I/O error (injected, so also as root)") {
+        temp_dir dir;
+        const fs::path target = dir.path / "model.safetensors";
+        old_w.write(target);
+        const std::vector<std::byte> before = read_file(target);
+        for (const auto& [op, err, text] : {std::tuple{io::file_op::open, EROFS, "Read-only file system"},
+                                             std::tuple{io::file_op::write, ENOSPC, "No space left on device"},
+                                             std::tuple{io::file_op::fsync, EIO, "Input/output error"},
+                                             std::tuple{io::file_op::rename, EIO, "Input/output error"}}) {
+            CAPTURE(io::to_string(op));
+            io::scoped_file_faults faults([op = op, err = err](io::file_op o, const fs::path&) { return o == op ? err : 0; });
+            CHECK_THROWS_WITH_AS(new_w.write(target),
+                                 contains(fmt::format("cannot write safetensors file '{}'", target.string())),
+                                 sgt::error);
+            CHECK_THROWS_WITH_AS(new_w.write(target), doctest::Contains(text), sgt::error);
+            CHECK(read_file(target) == before);
+            CHECK(dir_entries(dir.path) == std::vector<std::string>{"model.safetensors"});
+        }
+    }
     SUBCASE("the final rename fails after the temporary file was written") {
         temp_dir dir;
         const fs::path target = dir.path / "model.safetensors";  // a non-empty directory: rename cannot replace it
         fs::create_directories(target);
         write_file(target / "keep", std::vector<std::byte>(3, std::byte{7}));
-        CHECK_THROWS_WITH_AS(new_w.write(target), doctest::Contains("renaming the temporary file"), sgt::error);
+        CHECK_THROWS_WITH_AS(new_w.write(target), doctest::Contains("cannot rename"), sgt::error);
         CHECK_THROWS_WITH_AS(new_w.write(target),
                              contains(fmt::format("cannot write safetensors file '{}'", target.string())), sgt::error);
         CHECK(dir_entries(dir.path) == std::vector<std::string>{"model.safetensors"});
         CHECK(dir_entries(target) == std::vector<std::string>{"keep"});
         CHECK(read_file(target / "keep") == std::vector<std::byte>(3, std::byte{7}));
+    }
+}
+
+TEST_CASE("CRC-32C: the standard check value, the two implementations agree, and continuation") {
+    const std::string_view check = "123456789";
+    const auto bytes = std::as_bytes(std::span<const char>(check.data(), check.size()));
+    CHECK(io::crc32c(bytes) == 0xE3069283u);  // the check value of CRC-32C (Castagnoli) in the CRC catalogue
+    CHECK(io::crc32c_bytewise(bytes) == 0xE3069283u);
+    CHECK(io::crc32c({}) == 0u);
+    std::mt19937 gen(7);
+    std::vector<std::byte> data(1000);
+    for (auto& b : data) b = std::byte(gen() & 0xFF);
+    for (std::size_t n : {1u, 7u, 8u, 9u, 63u, 64u, 1000u}) {
+        CAPTURE(n);
+        const std::span<const std::byte> part(data.data(), n);
+        CHECK(io::crc32c(part) == io::crc32c_bytewise(part));
+        CHECK(io::crc32c(part.subspan(n / 2), io::crc32c(part.first(n / 2))) == io::crc32c(part));
+    }
+}
+
+TEST_CASE("checksums: every tensor's CRC-32C is written, verified on load, and a changed byte is an error") {
+    io::safetensors_writer w;
+    w.add("a", {2, 2}, std::vector<float>{1, 2, 3, 4});
+    w.add("b", {3}, std::vector<std::int32_t>{5, 6, 7});
+    w.set_metadata("note", "x");
+    const std::vector<std::byte> bytes = w.to_bytes();
+    const auto f = io::safetensors::from_bytes(bytes);
+    const auto sums = nlohmann::json::parse(f.metadata().at(std::string(io::checksum_key)));
+    CHECK(sums.at("a") == fmt::format("{:08x}", io::crc32c(f.at("a").bytes)));
+    CHECK(sums.at("b") == fmt::format("{:08x}", io::crc32c(f.at("b").bytes)));
+    CHECK(sums.size() == 2);
+
+    SUBCASE("a changed data byte") {
+        std::vector<std::byte> bad = bytes;
+        bad[bad.size() - 5] ^= std::byte{0x10};  // inside tensor b
+        const std::string msg = message_of_parse(bad);
+        CHECK(msg.find("tensor 'b' fails its CRC-32C check") != std::string::npos);
+        CHECK(msg.find(fmt::format("stored {}", sums.at("b").get<std::string>())) != std::string::npos);
+        CHECK(msg.find("its 12 bytes of data are corrupt") != std::string::npos);
+    }
+    SUBCASE("malformed checksum metadata") {
+        auto with = [&](const std::string& value) {
+            io::safetensors_writer v;
+            v.set_checksums(false);
+            v.add("a", {2, 2}, std::vector<float>{1, 2, 3, 4});
+            v.set_metadata(std::string(io::checksum_key), value);
+            return message_of_parse(v.to_bytes());
+        };
+        const std::string good = fmt::format("{:08x}", io::crc32c(f.at("a").bytes));
+        CHECK(with(fmt::format("{{\"a\":\"{}\"}}", good)) == "(no error)");
+        CHECK(with("[1]").find("metadata 'crc32c' must be a JSON object from tensor name to CRC-32C, found [1]") !=
+              std::string::npos);
+        CHECK(with("{").find("metadata 'crc32c' is not valid JSON") != std::string::npos);
+        CHECK(with("{}").find("tensor 'a' has no checksum in metadata 'crc32c'") != std::string::npos);
+        CHECK(with(fmt::format("{{\"a\":\"{}\",\"z\":\"00000000\"}}", good))
+                  .find("has a checksum of 'z', which is no tensor of the file") != std::string::npos);
+        CHECK(with("{\"a\":\"XYZ\"}").find("the checksum of tensor 'a' must be 8 lowercase hex digits, found the "
+                                              "string \"XYZ\"") != std::string::npos);
+        CHECK(with("{\"a\":12}").find("must be 8 lowercase hex digits, found the number 12") != std::string::npos);
+    }
+    SUBCASE("without checksums: no key, and such files (as Python writes them) load unverified") {
+        io::safetensors_writer v;
+        v.set_checksums(false);
+        v.add("a", {1}, std::vector<float>{1});
+        CHECK(io::safetensors::from_bytes(v.to_bytes()).metadata().empty());
     }
 }

@@ -17,6 +17,11 @@ struct loss_sum {
     double sum = 0.0;
     std::int64_t count = 0;
     double mean() const { return count ? sum / double(count) : 0.0; }
+    loss_sum& operator+=(const loss_sum& o) {  // partial sums of blocks (CPU backend's parallel_sum)
+        sum += o.sum;
+        count += o.count;
+        return *this;
+    }
 };
 
 // AdamW's hyper-parameters for one update (the weight decay is per tensor, passed beside them).

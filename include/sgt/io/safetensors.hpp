@@ -5,13 +5,18 @@
 // the data buffer: row-major, little-endian, offsets relative to its start, tensors tiling it without gaps.
 // The reader trusts nothing in its input (it is fuzzed): every field is checked and a bad file throws
 // sgt::error saying what was expected and what was found. The writer pads the header with spaces to a multiple
-// of 8 bytes as the reference implementation does, and replaces files atomically (temp file, fsync, rename).
-// Also here: exact BF16/F16/F8 -> float and round-to-nearest-even float -> BF16/F16 conversions.
+// of 8 bytes as the reference implementation does, and replaces files atomically (temp file, fsync, rename,
+// directory fsync; io/file.hpp).
 //
-// File access uses POSIX (open, fsync, rename), for the atomic write's durability guarantee.
+// Checksums: the writer stores the CRC-32C of every tensor's bytes in the metadata key "crc32c" (a JSON object
+// from tensor name to 8 lowercase hex digits; other readers ignore it), and the reader verifies them whenever
+// the key is present, so that a flipped bit in the data is an error instead of silently different weights.
+// Also here: exact BF16/F16/F8 -> float and round-to-nearest-even float -> BF16/F16 conversions.
 #pragma once
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/json.hpp"
+#include "sgt/io/file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -274,40 +279,14 @@ void store_le(std::byte* p, T v) {
     std::memcpy(p, raw.data(), sizeof(T));
 }
 
-// A string for a message, cut to a readable length.
-inline std::string clip(std::string_view s, std::size_t max = 160) {
-    if (s.size() <= max) return std::string(s);
-    return fmt::format("{}... ({} bytes)", s.substr(0, max), s.size());
-}
+using sgt::detail::clip;
+using sgt::detail::describe;
 
 // "[2, 3]".
 inline std::string shape_string(std::span<const std::int64_t> shape) {
     std::string s = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) s += fmt::format("{}{}", i ? ", " : "", shape[i]);
     return s + "]";
-}
-
-// What a JSON value is, for "found ..." in a message. Never recurses (the header may nest a million deep).
-inline std::string describe(const json& v) {
-    switch (v.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
-        case json::value_t::string: return fmt::format("the string \"{}\"", clip(v.get_ref<const std::string&>()));
-        case json::value_t::number_integer:
-        case json::value_t::number_unsigned:
-        case json::value_t::number_float: return fmt::format("the number {}", v.dump());
-        case json::value_t::object: return fmt::format("an object of {} keys", v.size());
-        case json::value_t::array: {
-            const bool scalars =
-                v.size() <= 16 && std::ranges::all_of(v, [](const json& e) { return e.is_primitive(); });
-            if (!scalars) return fmt::format("an array of {} elements", v.size());
-            std::string s = "[";
-            for (std::size_t i = 0; i < v.size(); ++i)
-                s += (i ? ", " : "") + clip(v[i].dump(-1, ' ', false, json::error_handler_t::replace), 40);
-            return s + "]";
-        }
-        default: return "an unsupported JSON value";
-    }
 }
 
 // A non-negative JSON integer, or nullopt.
@@ -349,6 +328,13 @@ inline std::string os_error(int err) { return std::generic_category().message(er
 
 // Longest header the reader accepts, as the reference implementation does (100 MB).
 inline constexpr std::uint64_t max_header_bytes = 100'000'000;
+
+// The metadata key of the per-tensor CRC-32C checksums.
+inline constexpr std::string_view checksum_key = "crc32c";
+
+namespace detail {
+inline std::string crc_hex(std::uint32_t c) { return fmt::format("{:08x}", c); }
+}  // namespace detail
 
 // ---------------------------------------------------------------------------------------------------------
 // Reading
@@ -714,7 +700,42 @@ private:
                 "{}: the data buffer has {} trailing bytes after the last tensor (the tensors end at byte {}, the "
                 "buffer holds {})",
                 src, buffer.size() - covered, covered, buffer.size());
+        s.verify_checksums();
         return s;
+    }
+
+    // When the metadata holds checksums: one per tensor, each matching the tensor's bytes.
+    void verify_checksums() const {
+        using detail::clip;
+        const auto it = metadata_.find(std::string(checksum_key));
+        if (it == metadata_.end()) return;
+        detail::json sums;
+        try {
+            sums = detail::json::parse(it->second);
+        } catch (const detail::json::exception& e) {
+            fail("{}: metadata '{}' is not valid JSON: {}", source_, checksum_key, clip(e.what(), 200));
+        }
+        require(sums.is_object(), "{}: metadata '{}' must be a JSON object from tensor name to CRC-32C, found {}",
+                source_, checksum_key, detail::describe(sums));
+        for (const auto& [name, value] : sums.items())
+            require(contains(name), "{}: metadata '{}' has a checksum of '{}', which is no tensor of the file", source_,
+                    checksum_key, clip(name));
+        for (const tensor_view& t : tensors_) {
+            const auto v = sums.find(t.name);
+            require(v != sums.end(), "{}: tensor '{}' has no checksum in metadata '{}' (every tensor needs one)",
+                    source_, clip(t.name), checksum_key);
+            const bool hex = v->is_string() && v->get_ref<const std::string&>().size() == 8 &&
+                             std::ranges::all_of(v->get_ref<const std::string&>(), [](char c) {
+                                 return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                             });
+            require(hex, "{}: the checksum of tensor '{}' must be 8 lowercase hex digits, found {}", source_,
+                    clip(t.name), detail::describe(*v));
+            const std::string computed = detail::crc_hex(crc32c(t.bytes));
+            require(computed == v->get_ref<const std::string&>(),
+                    "{}: tensor '{}' fails its CRC-32C check (stored {}, computed {}): its {} bytes of data are "
+                    "corrupt",
+                    source_, clip(t.name), v->get_ref<const std::string&>(), computed, t.bytes.size());
+        }
     }
 
     std::vector<std::byte> data_;  // the whole file
@@ -728,9 +749,13 @@ private:
 // Writing
 
 // Builds a safetensors file in memory, tensors in the order added, then returns its bytes or writes it
-// atomically. Names must be unique, valid UTF-8 and not "__metadata__".
+// atomically. Names must be unique, valid UTF-8 and not "__metadata__". Unless set_checksums(false), the
+// metadata key "crc32c" is (re)written with the checksum of every tensor.
 class safetensors_writer {
 public:
+    // Whether the file carries the CRC-32C of every tensor (default: yes).
+    void set_checksums(bool on) { checksums_ = on; }
+
     // Adds a tensor from raw little-endian bytes, whose size must be numel(shape) * dtype_size(type).
     void add(std::string name, dtype type, std::vector<std::int64_t> shape, std::span<const std::byte> data) {
         const std::uint64_t n = check_new(name, type, shape);
@@ -787,48 +812,16 @@ public:
         return out;
     }
 
-    // Writes the file atomically: into "<path>.tmp.<pid>" in the same directory, fsync, then rename over
-    // `path`. On failure the temporary file is removed, an existing file at `path` is left as it was, and
-    // sgt::error names the path and the OS error.
+    // Writes the file atomically: into "<path>.tmp.<pid>" in the same directory, fsync, rename over `path`,
+    // fsync of the directory (io::write_file_atomically). On failure the temporary file is removed, an existing
+    // file at `path` is left as it was, and sgt::error names the path and the OS error.
     void write(const std::filesystem::path& path) const {
         const std::string head = header_block();
-        const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-        if (fd < 0)
-            fail("cannot write safetensors file '{}': creating the temporary file '{}' failed: {}", path.string(),
-                 tmp.string(), detail::os_error(errno));
-        auto abandon = [&](std::string_view step) {
-            const int err = errno;
-            if (fd >= 0) ::close(fd);
-            ::unlink(tmp.c_str());
-            fail("cannot write safetensors file '{}': {} failed: {}", path.string(), step, detail::os_error(err));
-        };
-        auto write_all = [&](const void* p, std::size_t size) {
-            const auto* bytes = static_cast<const char*>(p);
-            while (size > 0) {
-                const ::ssize_t r = ::write(fd, bytes, std::min<std::size_t>(size, 1u << 30));
-                if (r < 0 && errno == EINTR) continue;
-                if (r <= 0) {
-                    if (r == 0) errno = EIO;
-                    abandon(fmt::format("writing the temporary file '{}'", tmp.string()));
-                }
-                bytes += r;
-                size -= static_cast<std::size_t>(r);
-            }
-        };
-        write_all(head.data(), head.size());
-        write_all(data_.data(), data_.size());
-        if (::fsync(fd) != 0) abandon(fmt::format("fsync of the temporary file '{}'", tmp.string()));
-        const int closed = ::close(fd);
-        fd = -1;
-        if (closed != 0) abandon(fmt::format("closing the temporary file '{}'", tmp.string()));
-        if (::rename(tmp.c_str(), path.c_str()) != 0)
-            abandon(fmt::format("renaming the temporary file '{}' over it", tmp.string()));
-        // Make the rename itself durable. The file is complete and in place by now, so this is best effort.
-        const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-        if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-            ::fsync(dfd);
-            ::close(dfd);
+        try {
+            write_file_atomically(path, {std::as_bytes(std::span<const char>(head.data(), head.size())),
+                                         std::span<const std::byte>(data_)});
+        } catch (const sgt::error& e) {
+            fail("cannot write safetensors file '{}': {}", path.string(), e.what());
         }
     }
 
@@ -879,10 +872,18 @@ private:
     // The length field and the JSON header, padded with spaces to a multiple of 8 bytes.
     std::string header_block() const {
         std::string h = "{";
-        if (!metadata_.empty()) {
+        auto metadata = metadata_;
+        if (checksums_) {
+            detail::json sums = detail::json::object();
+            for (const entry& e : entries_)
+                sums[e.name] = detail::crc_hex(crc32c(std::span<const std::byte>(data_).subspan(
+                    static_cast<std::size_t>(e.begin), static_cast<std::size_t>(e.end - e.begin))));
+            metadata.insert_or_assign(std::string(checksum_key), sums.dump());
+        }
+        if (!metadata.empty()) {
             h += "\"__metadata__\":{";
             bool first = true;
-            for (const auto& [key, value] : metadata_) {
+            for (const auto& [key, value] : metadata) {
                 h += fmt::format("{}{}:{}", first ? "" : ",", detail::json_quote(key, "metadata key"),
                                  detail::json_quote(value, "metadata value"));
                 first = false;
@@ -909,6 +910,7 @@ private:
     std::set<std::string, std::less<>> names_;
     std::map<std::string, std::string> metadata_;
     std::vector<std::byte> data_;
+    bool checksums_ = true;
 };
 
 }  // namespace sgt::io

@@ -119,12 +119,30 @@ public:
     }
 
     // The trainer's own counters, for checkpoints (io/checkpoint.hpp): step, wall time, FLOPs.
+    struct counters {
+        int step = 0;
+        double seconds = 0.0;
+        flops_counter flops;
+    };
     nlohmann::json state_json() const { return {{"step", t_}, {"seconds", seconds_}, {"flops", flops_.to_json()}}; }
-    void load_state_json(const nlohmann::json& j) {
-        t_ = j.at("step").get<int>();
-        seconds_ = j.at("seconds").get<double>();
-        flops_.load_json(j.at("flops"));
+    // Validates state_json()'s output without changing the trainer; a malformed value throws sgt::error.
+    counters parse_state_json(const nlohmann::json& j) const {
+        constexpr std::string_view where = "trainer state";
+        counters c{json_get<int>(j, "step", where), json_get<double>(j, "seconds", where), flops_};
+        require(c.step >= 0 && c.seconds >= 0.0, "trainer state: expected step >= 0 and seconds >= 0, found {} and {}",
+                c.step, c.seconds);
+        require(j.contains("flops"), "trainer state: expected a field \"flops\", found none");
+        c.flops.load_json(j.at("flops"));
+        require(c.flops.steps() == c.step, "trainer state: the FLOPs counter holds {} steps, the trainer {}",
+                c.flops.steps(), c.step);
+        return c;
     }
+    void set_state(counters c) {
+        t_ = c.step;
+        seconds_ = c.seconds;
+        flops_ = std::move(c.flops);
+    }
+    void load_state_json(const nlohmann::json& j) { set_state(parse_state_json(j)); }
 
     int steps() const { return t_; }
     double seconds() const { return seconds_; }

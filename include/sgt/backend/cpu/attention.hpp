@@ -33,27 +33,28 @@ template <class T>
 void attention_forward(cpu, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const T scale = T(1.0 / std::sqrt(double(HD)));
-#pragma omp parallel for
-    for (int bh = 0; bh < B * n; ++bh) {
-        const int b = bh / n, i = bh % n;
-        const T* base = qkv + std::int64_t(b) * T_ * row + std::int64_t(i) * HD;
-        detail::const_strided_map<T> q(base, T_, HD, Eigen::OuterStride<>(row));
-        detail::const_strided_map<T> k(base + std::int64_t(n) * HD, T_, HD, Eigen::OuterStride<>(row));
-        detail::const_strided_map<T> v(base + 2 * std::int64_t(n) * HD, T_, HD, Eigen::OuterStride<>(row));
-        detail::matrix_map<T> p(probs + std::int64_t(bh) * T_ * T_, T_, T_);
-        p.noalias() = (q * k.transpose()) * scale;
-        for (int t = 0; t < T_; ++t) {  // causal softmax of row t over keys 0..t
-            auto r = p.row(t);
-            const T m = r.head(t + 1).maxCoeff();
-            r.head(t + 1) = (r.head(t + 1).array() - m).exp();
-            r.head(t + 1) /= r.head(t + 1).sum();
-            r.tail(T_ - t - 1).setZero();
+    parallel_blocks(std::int64_t(B) * n, 1, [&](std::int64_t first, std::int64_t last) {
+        for (std::int64_t bh = first; bh < last; ++bh) {
+            const int b = int(bh / n), i = int(bh % n);
+            const T* base = qkv + std::int64_t(b) * T_ * row + std::int64_t(i) * HD;
+            detail::const_strided_map<T> q(base, T_, HD, Eigen::OuterStride<>(row));
+            detail::const_strided_map<T> k(base + std::int64_t(n) * HD, T_, HD, Eigen::OuterStride<>(row));
+            detail::const_strided_map<T> v(base + 2 * std::int64_t(n) * HD, T_, HD, Eigen::OuterStride<>(row));
+            detail::matrix_map<T> p(probs + std::int64_t(bh) * T_ * T_, T_, T_);
+            p.noalias() = (q * k.transpose()) * scale;
+            for (int t = 0; t < T_; ++t) {  // causal softmax of row t over keys 0..t
+                auto r = p.row(t);
+                const T m = r.head(t + 1).maxCoeff();
+                r.head(t + 1) = (r.head(t + 1).array() - m).exp();
+                r.head(t + 1) /= r.head(t + 1).sum();
+                r.tail(T_ - t - 1).setZero();
+            }
+            detail::strided_map<T> o(out + std::int64_t(b) * T_ * n * HD + std::int64_t(i) * HD, T_, HD,
+                                     Eigen::OuterStride<>(std::int64_t(n) * HD));
+            o.noalias() = p * v;
+            entropy[bh] = row_entropy<T>(std::span<const T>(p.row(T_ - 1).data(), std::size_t(T_)));
         }
-        detail::strided_map<T> o(out + std::int64_t(b) * T_ * n * HD + std::int64_t(i) * HD, T_, HD,
-                                 Eigen::OuterStride<>(std::int64_t(n) * HD));
-        o.noalias() = p * v;
-        entropy[bh] = row_entropy<T>(std::span<const T>(p.row(T_ - 1).data(), std::size_t(T_)));
-    }
+    });
 }
 
 // dqkv (B, T, 3, n, HD) = gradients of the RoPE'd q, k and v (overwrites), from dout (B, T, n, HD).
@@ -63,30 +64,31 @@ template <class T>
 void attention_backward(cpu, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const T scale = T(1.0 / std::sqrt(double(HD)));
-#pragma omp parallel for
-    for (int bh = 0; bh < B * n; ++bh) {
-        const int b = bh / n, i = bh % n;
-        const std::int64_t off = std::int64_t(b) * T_ * row + std::int64_t(i) * HD;
-        const std::int64_t nh = std::int64_t(n) * HD;
-        detail::const_strided_map<T> q(qkv + off, T_, HD, Eigen::OuterStride<>(row));
-        detail::const_strided_map<T> k(qkv + off + nh, T_, HD, Eigen::OuterStride<>(row));
-        detail::const_strided_map<T> v(qkv + off + 2 * nh, T_, HD, Eigen::OuterStride<>(row));
-        detail::strided_map<T> dq(dqkv + off, T_, HD, Eigen::OuterStride<>(row));
-        detail::strided_map<T> dk(dqkv + off + nh, T_, HD, Eigen::OuterStride<>(row));
-        detail::strided_map<T> dv(dqkv + off + 2 * nh, T_, HD, Eigen::OuterStride<>(row));
-        detail::const_strided_map<T> dout_m(dout + std::int64_t(b) * T_ * nh + std::int64_t(i) * HD, T_, HD,
-                                            Eigen::OuterStride<>(nh));
-        detail::const_matrix_map<T> p(probs + std::int64_t(bh) * T_ * T_, T_, T_);
-        detail::row_matrix<T> ds = dout_m * v.transpose();  // dP, then dS in place
-        for (int t = 0; t < T_; ++t) {
-            const T dot = p.row(t).head(t + 1).dot(ds.row(t).head(t + 1));
-            ds.row(t).head(t + 1) = p.row(t).head(t + 1).cwiseProduct((ds.row(t).head(t + 1).array() - dot).matrix());
-            ds.row(t).tail(T_ - t - 1).setZero();
+    parallel_blocks(std::int64_t(B) * n, 1, [&](std::int64_t first, std::int64_t last) {
+        for (std::int64_t bh = first; bh < last; ++bh) {
+            const int b = int(bh / n), i = int(bh % n);
+            const std::int64_t off = std::int64_t(b) * T_ * row + std::int64_t(i) * HD;
+            const std::int64_t nh = std::int64_t(n) * HD;
+            detail::const_strided_map<T> q(qkv + off, T_, HD, Eigen::OuterStride<>(row));
+            detail::const_strided_map<T> k(qkv + off + nh, T_, HD, Eigen::OuterStride<>(row));
+            detail::const_strided_map<T> v(qkv + off + 2 * nh, T_, HD, Eigen::OuterStride<>(row));
+            detail::strided_map<T> dq(dqkv + off, T_, HD, Eigen::OuterStride<>(row));
+            detail::strided_map<T> dk(dqkv + off + nh, T_, HD, Eigen::OuterStride<>(row));
+            detail::strided_map<T> dv(dqkv + off + 2 * nh, T_, HD, Eigen::OuterStride<>(row));
+            detail::const_strided_map<T> dout_m(dout + std::int64_t(b) * T_ * nh + std::int64_t(i) * HD, T_, HD,
+                                                Eigen::OuterStride<>(nh));
+            detail::const_matrix_map<T> p(probs + std::int64_t(bh) * T_ * T_, T_, T_);
+            detail::row_matrix<T> ds = dout_m * v.transpose();  // dP, then dS in place
+            for (int t = 0; t < T_; ++t) {
+                const T dot = p.row(t).head(t + 1).dot(ds.row(t).head(t + 1));
+                ds.row(t).head(t + 1) = p.row(t).head(t + 1).cwiseProduct((ds.row(t).head(t + 1).array() - dot).matrix());
+                ds.row(t).tail(T_ - t - 1).setZero();
+            }
+            dv.noalias() = p.transpose() * dout_m;
+            dq.noalias() = (ds * k) * scale;
+            dk.noalias() = (ds.transpose() * q) * scale;
         }
-        dv.noalias() = p.transpose() * dout_m;
-        dq.noalias() = (ds * k) * scale;
-        dk.noalias() = (ds.transpose() * q) * scale;
-    }
+    });
 }
 
 }  // namespace sgt

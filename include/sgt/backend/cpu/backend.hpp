@@ -5,18 +5,30 @@
 // rmsnorm_forward(cuda, ...) with the same parameters. Shared templates call `rmsnorm_forward(Backend{}, ...)`;
 // an op a backend lacks fails to compile with an error naming the op and the backend tag.
 // Gradients ACCUMULATE (+=) into their outputs throughout, as the residual stream needs.
+//
+// Threads: the ops parallelise with parallel_blocks, over blocks whose bounds depend on the problem size only,
+// and reductions add their blocks' partial results in block order, so that results do not depend on the thread
+// count (core/threads.hpp). Eigen's own product threading, which splits a product by the thread count and sizes
+// its blocking by it, stays off: each Eigen product runs on one thread inside a block.
 #pragma once
 
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <new>
 #include <vector>
 
+#include "sgt/core/error.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
+#include "sgt/core/threads.hpp"
+#include "sgt/core/step_graph.hpp"
 
 namespace sgt {
 
@@ -31,7 +43,17 @@ struct aligned_allocator {
     aligned_allocator() = default;
     template <class U>
     aligned_allocator(const aligned_allocator<U>&) noexcept {}
-    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), alignment)); }
+    // Out of memory is an sgt::error that says how much was asked for.
+    T* allocate(std::size_t n) {
+        require(n <= std::size_t(-1) / sizeof(T), "out of memory: a buffer of {} elements of {} bytes overflows",
+                n, sizeof(T));
+        try {
+            return static_cast<T*>(::operator new(n * sizeof(T), alignment));
+        } catch (const std::bad_alloc&) {
+            fail("out of memory: cannot allocate a buffer of {} bytes ({:.2f} GiB) on the host", n * sizeof(T),
+                 double(n * sizeof(T)) / double(1 << 30));
+        }
+    }
     void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, alignment); }
     template <class U>
     bool operator==(const aligned_allocator<U>&) const noexcept { return true; }
@@ -56,6 +78,46 @@ using vector_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 template <class T>
 using const_vector_map = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 }  // namespace detail
+
+namespace detail {
+
+#if defined(EIGEN_HAS_OPENMP)
+// Eigen was included before this header with its OpenMP threading on: turn it off at run time instead.
+inline const bool eigen_single_threaded = (Eigen::setNbThreads(1), true);
+#endif
+
+// At most this many blocks per parallel op, so that per-block partial results fit on the stack.
+inline constexpr std::int64_t max_blocks = 64;
+
+// Block size for n items, at least `min_grain` of them, and at most max_blocks blocks: a function of n only.
+inline std::int64_t grain_for(std::int64_t n, std::int64_t min_grain) {
+    return std::max<std::int64_t>(min_grain, (n + max_blocks - 1) / max_blocks);
+}
+
+}  // namespace detail
+
+// Calls f(begin, end) for the blocks [0, grain), [grain, 2 grain), ... of [0, n) on sgt::threads() threads.
+// The blocks depend on n and grain only; f must not throw.
+template <class F>
+void parallel_blocks(std::int64_t n, std::int64_t grain, F&& f) {
+    if (n <= 0) return;
+    const std::int64_t blocks = (n + grain - 1) / grain;
+    const int nt = int(std::min<std::int64_t>(threads(), blocks));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (std::int64_t b = 0; b < blocks; ++b) f(b * grain, std::min(n, (b + 1) * grain));
+}
+
+// Σ over the blocks of parallel_blocks(n, grain_for(n, min_grain)) of block_sum(begin, end) -> Acc, added in
+// block order: the same bits on any number of threads. Acc needs += and a value-initialised zero.
+template <class Acc, class F>
+Acc parallel_sum(std::int64_t n, std::int64_t min_grain, F&& block_sum) {
+    const std::int64_t grain = detail::grain_for(n, min_grain);
+    std::array<Acc, detail::max_blocks> partial{};
+    parallel_blocks(n, grain, [&](std::int64_t b, std::int64_t e) { partial[std::size_t(b / grain)] = block_sum(b, e); });
+    Acc total{};
+    for (std::int64_t i = 0; i * grain < n; ++i) total += partial[std::size_t(i)];
+    return total;
+}
 
 template <class T>
 void fill_zero(cpu, T* x, std::int64_t n) {
@@ -94,10 +156,12 @@ void scale(cpu, T* x, std::int64_t n, double s) {
     detail::vector_map<T>(x, n) *= T(s);
 }
 
-// Σ x², accumulated in double.
+// Σ x², accumulated in double (in blocks, added in order: independent of the thread count).
 template <class T>
 double sum_squares(cpu, const T* x, std::int64_t n) {
-    return detail::const_vector_map<T>(x, n).template cast<double>().squaredNorm();
+    return parallel_sum<double>(n, 1 << 14, [&](std::int64_t b, std::int64_t e) {
+        return detail::const_vector_map<T>(x + b, e - b).template cast<double>().squaredNorm();
+    });
 }
 
 // True when every value is finite.

@@ -11,16 +11,18 @@ namespace sgt {
 // out (N, C), rstd (N) saved for the backward; in (N, C); w (C).
 template <class T>
 void rmsnorm_forward(cpu, T* out, T* rstd, const T* in, const T* w, int N, int C, double eps) {
-#pragma omp parallel for if (std::int64_t(N) * C > 65536)
-    for (int n = 0; n < N; ++n) {
-        const T* x = in + std::int64_t(n) * C;
-        T* y = out + std::int64_t(n) * C;
-        double ss = 0.0;
-        for (int c = 0; c < C; ++c) ss += double(x[c]) * x[c];
-        const T r = T(1.0 / std::sqrt(ss / C + eps));
-        rstd[n] = r;
-        for (int c = 0; c < C; ++c) y[c] = x[c] * r * w[c];
-    }
+    parallel_blocks(N, detail::grain_for(N, std::max<std::int64_t>(1, 65536 / std::max(C, 1))),
+                    [&](std::int64_t b, std::int64_t e) {
+                        for (std::int64_t n = b; n < e; ++n) {
+                            const T* x = in + n * C;
+                            T* y = out + n * C;
+                            double ss = 0.0;
+                            for (int c = 0; c < C; ++c) ss += double(x[c]) * x[c];
+                            const T r = T(1.0 / std::sqrt(ss / C + eps));
+                            rstd[n] = r;
+                            for (int c = 0; c < C; ++c) y[c] = x[c] * r * w[c];
+                        }
+                    });
 }
 
 // din (N, C) += ∂L/∂x; dw (C) += ∂L/∂w. With x̂ = x·rstd and g = dout ⊙ w:

@@ -24,20 +24,23 @@ void rope_apply(cpu, T* x, const T* cos_table, const T* sin_table, int B, int T_
                 std::int64_t row_stride, bool inverse) {
     const int half = HD / 2;
     const T sign = inverse ? T(-1) : T(1);
-#pragma omp parallel for if (std::int64_t(B) * T_ * n_heads * HD > 65536)
-    for (int bt = 0; bt < B * T_; ++bt) {
-        const int t = bt % T_;
-        const T* c = cos_table + t * half;
-        const T* s = sin_table + t * half;
-        for (int h = 0; h < n_heads; ++h) {
-            T* v = x + bt * row_stride + h * HD;
-            for (int j = 0; j < half; ++j) {
-                const T x1 = v[j], x2 = v[j + half];
-                v[j] = x1 * c[j] - sign * x2 * s[j];
-                v[j + half] = x2 * c[j] + sign * x1 * s[j];
+    const std::int64_t rows = std::int64_t(B) * T_;
+    const std::int64_t min_rows = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(1, std::int64_t(n_heads) * HD));
+    parallel_blocks(rows, detail::grain_for(rows, min_rows), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t bt = b; bt < e; ++bt) {
+            const std::int64_t t = bt % T_;
+            const T* c = cos_table + t * half;
+            const T* s = sin_table + t * half;
+            for (int h = 0; h < n_heads; ++h) {
+                T* v = x + bt * row_stride + h * HD;
+                for (int j = 0; j < half; ++j) {
+                    const T x1 = v[j], x2 = v[j + half];
+                    v[j] = x1 * c[j] - sign * x2 * s[j];
+                    v[j + half] = x2 * c[j] + sign * x1 * s[j];
+                }
             }
         }
-    }
+    });
 }
 
 template <class T>

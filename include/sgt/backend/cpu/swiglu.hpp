@@ -10,23 +10,25 @@ namespace sgt {
 
 template <class T>
 void swiglu_forward(cpu, T* out, const T* gate, const T* up, std::int64_t n) {
-#pragma omp parallel for if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const T g = gate[i];
-        out[i] = g / (T(1) + std::exp(-g)) * up[i];
-    }
+    parallel_blocks(n, detail::grain_for(n, 65536), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e; ++i) {
+            const T g = gate[i];
+            out[i] = g / (T(1) + std::exp(-g)) * up[i];
+        }
+    });
 }
 
 // dgate += dout · u · silu'(g),  dup += dout · silu(g);  silu'(g) = σ(g) (1 + g (1 − σ(g))).
 template <class T>
 void swiglu_backward(cpu, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
-#pragma omp parallel for if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const T g = gate[i];
-        const T sig = T(1) / (T(1) + std::exp(-g));
-        dgate[i] += dout[i] * up[i] * sig * (T(1) + g * (T(1) - sig));
-        dup[i] += dout[i] * g * sig;
-    }
+    parallel_blocks(n, detail::grain_for(n, 65536), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e; ++i) {
+            const T g = gate[i];
+            const T sig = T(1) / (T(1) + std::exp(-g));
+            dgate[i] += dout[i] * up[i] * sig * (T(1) + g * (T(1) - sig));
+            dup[i] += dout[i] * g * sig;
+        }
+    });
 }
 
 }  // namespace sgt
