@@ -45,7 +45,7 @@ run "9: a finished run is refused" 1 "is at step 12 and --steps is 12: the run i
   bad "3: the log went from $n0 to $(lines run.jsonl) lines"
 run "8: --steps changed on resume is refused" 1 "pass --allow-flag-changes" -- \
   "$train" "${common[@]}" --steps 16 --resume ck
-run "8: --lr changed on resume is refused" 1 "the checkpoint's run had --lr 0.003, this run gives --lr 0.001" -- \
+run "8: --lr changed on resume is refused" 1 "the checkpoint's run had --lr 0.002, this run gives --lr 0.001" -- \
   "$train" "${common[@]}" --steps 12 --lr 0.001 --resume ck
 run "8: --h cannot change on resume" 1 "--h cannot change on resume" -- \
   "$train" "${common[@]}" --steps 12 --h 1 --resume ck
@@ -128,7 +128,7 @@ run "15: the same shard for training and validation" 1 "both match" -- \
   "$train" "${common[@]}" --train-shards 'shard_*.bin' --val-shards 'shard_train_0.bin'
 
 # --- 13: a batch too large for the memory is an error with the sizes, not an abort.
-run "13: --batch 1000000" 1 "model: a batch of 1000000 x 64 tokens needs at least" -- \
+run "13: --batch 1000000" 1 "model: a batch of 1000000 x 32 tokens needs at least" -- \
   "$train" --quiet --threads 1 --batch 1000000
 
 # --- 11: 1, 2 and 4 threads give the same losses.
