@@ -3,8 +3,8 @@
 # -fno-sanitize-recover=all) in a build directory of their own, and runs them. CI runs it after scripts/test.sh.
 # The default set is what reads untrusted input or writes files, plus training steps: checkpoints (with their
 # fault injection), safetensors, llm.c shards, the three fuzz corpora, and the trainer (every CPU op and
-# parallel_blocks). Building takes most of the time (about 20 s per test on an idle core, 4x that on a loaded
-# one); the run takes under a minute. The slow numerical tests (finite differences in double, fixtures, the
+# parallel_blocks). Building takes most of the time (measured: 50-190 s per test on a 2-core machine at load
+# average 8, so a fraction of that idle); the run takes under a minute. The slow numerical tests (finite differences in double, fixtures, the
 # thread-count runs) are left out: their code paths are the trainer's. SGT_ASAN_TESTS="..." picks others.
 #
 #   scripts/sanitize.sh
