@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "sgt/infer/engine.hpp"
 #include "sgt/io/checkpoint.hpp"
 #include "sgt/io/file.hpp"
 #include "sgt/sgt.hpp"
@@ -189,9 +190,14 @@ struct run_options {
     // changes one is refused unless allow_flag_changes, and then each change is logged.
     nlohmann::json flags = nlohmann::json::object();
     bool allow_flag_changes = false;
+    int sample_every = 0;        // steps between printed samples (0: none)
+    int sample_tokens = 64;      // tokens per sample
     // The embedded task when no data is given: few symbols so that a 64-token sequence holds the mapping
     // and several queries.
     k_hop_options task{.symbols = 6, .min_hops = 1, .max_hops = 2};
+    // Learned head gates (sgt/gates.hpp, GATES.md): --gates and its options.
+    bool gated = false;
+    gate_options gates{};
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -210,6 +216,7 @@ struct run_result {
     std::vector<growth_event> events;
     nlohmann::json final_structure;
     bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving a checkpoint
+    std::optional<double> gate_sparsity;  // with --gates: the closed fraction at θ of the last step
 };
 
 inline std::vector<double> layer_variances(const entropy_report& e) {
@@ -298,9 +305,13 @@ inline void check_data_state(const nlohmann::json& j) {
 
 // Trains a model of preset Cfg on `data` under `schedule`; evaluates every eval_interval steps and at the end.
 // T and Backend: the stored type and the backend (examples/train_cuda runs this on the GPU).
-template <model_config Cfg, class T = float, class Backend = cpu>
-run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log) {
-    using model_t = model<T, Cfg, Backend>;
+// Variant: the model variant (gated_variant with --gates); `gate_scores`, when given, is pointed at the model's
+// gates (the gate allocation of --allocation gate reads them).
+template <model_config Cfg, class T = float, class Backend = cpu, class Variant = paper_variant>
+run_result train_run(const run_options& o, any_dataset& data, any_schedule& schedule, jsonl_log& log,
+                     Variant variant = {}, gate_allocation::source gate_scores = nullptr) {
+    using model_t = model<T, Cfg, Backend, Variant>;
+    constexpr bool gated = std::is_same_v<Variant, gated_variant>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
     {  // a lower bound of the first step's activations (logits and their gradient, each layer's buffers)
@@ -313,7 +324,10 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 "memory",
                 o.batch, o.seq, io::human_bytes(need), io::human_bytes(have));
     }
-    model_t m(o.batch, o.seq, o.seed);
+    model_t m(o.batch, o.seq, o.seed, std::move(variant));
+    if constexpr (gated) {
+        if (gate_scores) *gate_scores = &m.variant();
+    }
     m.set_dropout(o.dropout);
     try {  // the first step's activations, so that a batch too large for the memory is refused before anything else
         m.reserve(schedule.plan());
@@ -404,6 +418,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     auto evaluate = [&](int t) {
         std::optional<answer_score> score;
         std::vector<std::int32_t> pred;
+        if constexpr (gated) m.variant().set_thresholding(true);  // a soft-trained model is evaluated thresholded
         const double v = tr.evaluate(val, [&](const batch& vb, std::span<const T> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
             const auto less = [](const T& a, const T& b) { return float(a) < float(b); };
@@ -416,6 +431,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 *score += *sc;
             }
         });
+        if constexpr (gated) m.variant().set_thresholding(false);
         std::optional<double> acc;
         if (score && score->total > 0) acc = score->accuracy();
         nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v}};
@@ -432,6 +448,29 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         std::signal(SIGTERM, request_stop);
     }
 
+    // A short sample from the model as it is (--sample-every): the first tokens of the first validation sequence
+    // as the prompt, the current loop plan frozen, a KV cache of the training sequence length.
+    std::optional<inference<T, Cfg, Backend>> gen;
+    auto sample = [&](int t) {
+        if constexpr (gated) {
+            return;  // decoding with gates (GATES.md Sec. 3.1) is not in the inference engine yet; refused in train
+        } else {
+        const int prompt_len = std::min(8, o.seq / 2);
+        const int n = std::max(1, std::min(o.sample_tokens, o.seq - prompt_len + 1));
+        if (!gen) gen.emplace(1, prompt_len + n - 1, model_t::budget_plan());
+        gen->set_structure(schedule.plan());
+        gen->load(m);
+        const std::vector<std::int32_t> prompt(val[0].inputs.begin(), val[0].inputs.begin() + prompt_len);
+        const generation g = gen->generate({prompt}, {.max_new_tokens = n, .sampling = {.temperature = 0.8, .seed = o.seed}});
+        std::string text;
+        for (auto c : prompt) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
+        text += Cfg.shape.vocab == 256 ? "|" : "| ";
+        for (auto c : g.tokens[0]) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
+        log.write({{"type", "sample"}, {"run", r.name}, {"step", t}, {"prompt", prompt}, {"tokens", g.tokens[0]}});
+        if (!o.quiet) fmt::print(stderr, "\nsample at step {}: {}\n", t, text);
+        }
+    };
+
     progress_bar bar(o.steps, o.quiet);
     double last_val = std::nan("");
     double smoothed = 0.0;
@@ -442,9 +481,17 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         const step_stats s = tr.step(b);
         r.step_seconds.push_back(s.seconds);
         smoothed = t == first_step ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
-        log.write({{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
-                   {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
-                   {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", b.B * b.T / s.seconds}});
+        nlohmann::json step_log{{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
+                                {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
+                                {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", b.B * b.T / s.seconds}};
+        if constexpr (gated) {
+            const gate_report gr = m.variant().report();
+            step_log["gate_sparsity"] = gr.sparsity;
+            step_log["gate_mean_score"] = gr.mean_score;
+            step_log["gate_loss"] = m.extra_loss();
+            r.gate_sparsity = gr.sparsity;
+        }
+        log.write(step_log);
         for (const auto& e : s.events) {
             log.write({{"type", "growth"}, {"run", r.name}, {"event", e}});
             r.events.push_back(e);
@@ -456,6 +503,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                        {"layer_variance", layer_variances(ent)}});
             last_val = evaluate(t);
         }
+        if (o.sample_every > 0 && t % o.sample_every == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * b.B * b.T / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
                    fmt::format("val {:.4f} | {:.2f} GFLOP", last_val, tr.flops().total() / 1e9));
@@ -501,6 +549,7 @@ struct growth_flags {
     bool release_rules = false;
     std::vector<int> block_layers;  // given Block Loop layers; empty: chosen by entropy at t_start
     int loop_layer = -1, loop_k = 1;
+    std::string allocation = "entropy";  // SGT's 𝒜: entropy (top_h, Eq. 7) or gate (GATES.md Sec. 3.2, needs --gates)
 };
 
 // The loop budget of a growth flag: the flag's value, or the preset's budget when it is not given (-1). Above the
@@ -515,8 +564,9 @@ inline int within_budget(int given, int budget, const char* flag, const char* wh
     return given;
 }
 
+// gate_scores: where --allocation gate reads the gates' scores (filled by train_run).
 template <model_config Cfg>
-any_schedule make_schedule(const growth_flags& g) {
+any_schedule make_schedule(const growth_flags& g, gate_allocation::source gate_scores = nullptr) {
     constexpr model_shape s = Cfg.shape;
     const int L = within_budget(g.L, Cfg.loops.L, "--L", "L");
     if (g.variant == "vanilla") return any_schedule(vanilla_schedule(s.layers));
@@ -549,6 +599,11 @@ any_schedule make_schedule(const growth_flags& g) {
                   : g.fade == "exponential" ? fade_shape::exponential : fade_shape::linear;
         o.ema_alpha = g.ema;
         o.release_rules = g.release_rules;
+        if (g.allocation == "gate") {
+            require(gate_scores != nullptr, "--allocation gate: expected --gates (the scores come from the gates)");
+            return any_schedule(growth_operator<gate_allocation>(s, o, gate_allocation(std::move(gate_scores))));
+        }
+        require(g.allocation == "entropy", "--allocation: expected entropy or gate, found '{}'", g.allocation);
         return any_schedule(growth_operator<>(s, o));
     }
     fail("unknown variant '{}': expected vanilla, block, attention or sgt", g.variant);
@@ -638,6 +693,10 @@ nlohmann::json run_flags(const run_options& o, const growth_flags& g, const std:
     } else if (g.variant == "attention") {
         f.update({{"t-start", g.t_start}, {"loop-layer", g.loop_layer}, {"loop-k", g.loop_k}});
     }
+    if (g.variant == "sgt" && g.allocation != "entropy") f["allocation"] = g.allocation;
+    if (o.gated)
+        f.update({{"gates", true}, {"gate-threshold", o.gates.threshold}, {"gate-soft", !o.gates.straight_through},
+                  {"gate-lambda", o.gates.lambda}, {"n-dense", o.gates.n_dense}, {"gate-layers", o.gates.layers}});
     return f;
 }
 

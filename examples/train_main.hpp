@@ -42,6 +42,9 @@ int train_main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--keep", o.keep, "checkpoints kept")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--resume", o.resume, "continue the run of this checkpoint directory (same flags)");
+    app.add_option("--sample-every", o.sample_every, "steps between printed samples of the model (0: none)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_flag("--allow-flag-changes", o.allow_flag_changes,
                  "on --resume: accept new values of --steps, --lr, --warmup, --dropout, --weight-decay and --clip "
                  "(each change is logged); other flags cannot change");
@@ -74,6 +77,18 @@ int train_main(int argc, char** argv) {
     app.add_option("--loop-layer", g.loop_layer, "Attention Loop layer (default: the last)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--loop-k", g.loop_k, "Attention Loop depth")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--allocation", g.allocation, "SGT's head allocation: entropy (Eq. 7) or gate (needs --gates)")
+        ->capture_default_str();
+    app.add_flag("--gates", o.gated, "learned head gates on the first pass of each layer (GATES.md)");
+    app.add_option("--gate-threshold", o.gates.threshold, "gates: θ in (0, 1), below which a head is closed")
+        ->capture_default_str();
+    app.add_option("--gate-lambda", o.gates.lambda, "gates: weight λ ≥ 0 of the sparsity term λ·mean(s)")
+        ->capture_default_str();
+    app.add_option("--n-dense", o.gates.n_dense, "gates: ungated heads per layer (the first by index)")
+        ->capture_default_str();
+    app.add_option("--gate-layers", o.gates.layers, "gates: the gated layers (default: all)");
+    bool gate_soft = false;
+    app.add_flag("--gate-soft", gate_soft, "gates: soft only (no hard threshold in training)");
     std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
     const std::vector<std::string> offered{precision_name<Precisions>::value...};
     app.add_option("--precision", precision, "stored type: " + fmt::format("{}", fmt::join(offered, ", ")) +
@@ -85,6 +100,14 @@ int train_main(int argc, char** argv) {
     std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes writes fail with EFBIG, reported, instead of killing
     try {
         set_threads(threads);
+        o.gates.straight_through = !gate_soft;
+        require(o.gated || (g.allocation != "gate" && !app.count("--gate-threshold") && !app.count("--gate-lambda") &&
+                            !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft),
+                "the gate options (--gate-*, --n-dense, --allocation gate) need --gates");
+        if (o.gated) gated_variant{o.gates};  // refuses bad values before anything runs
+        require(!o.gated || o.sample_every == 0,
+                "--sample-every: sampling a gated model needs decoding with gates, which the inference engine does not "
+                "have yet");
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();
@@ -105,7 +128,8 @@ int train_main(int argc, char** argv) {
             return with_preset(o.preset, [&]<model_config Cfg>() {
             any_dataset ds = shards ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
                                     : text_or_task(data, o.task);
-            any_schedule sched = make_schedule<Cfg>(g);
+            auto gate_scores = o.gated ? std::make_shared<const gated_variant*>(nullptr) : nullptr;
+            any_schedule sched = make_schedule<Cfg>(g, gate_scores);
             o.flags = run_flags<Cfg>(o, g, data, train_shards, val_shards, precision);
             jsonl_log log(log_path, o.resume.empty() ? jsonl_log::mode::replace : jsonl_log::mode::append);
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | {} {} | data: {}\n", o.preset,
@@ -115,7 +139,12 @@ int train_main(int argc, char** argv) {
                        "threads\n",
                        o.steps, o.batch, o.seq, o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed,
                        sgt::threads());
-            const run_result r = train_run<Cfg, T, Backend>(o, ds, sched, log);
+            if (o.gated)
+                fmt::print("gates: θ {} | {} | λ {} | {} dense heads | layers {}\n", o.gates.threshold,
+                           o.gates.straight_through ? "straight-through" : "soft", o.gates.lambda, o.gates.n_dense,
+                           o.gates.layers.empty() ? std::string("all") : fmt::format("{}", fmt::join(o.gates.layers, ",")));
+            const run_result r = o.gated ? train_run<Cfg, T, Backend>(o, ds, sched, log, gated_variant(o.gates), gate_scores)
+                                         : train_run<Cfg, T, Backend>(o, ds, sched, log);
             log.close();
             if (r.interrupted) {
                 fmt::print("\ninterrupted: checkpoint saved in {}; continue with --resume {}\n", o.checkpoint_dir,
@@ -131,6 +160,7 @@ int train_main(int argc, char** argv) {
                        double(o.steps) * o.batch * o.seq / r.seconds);
             for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
             fmt::print("structure       {}\n", r.final_structure.dump());
+            if (r.gate_sparsity) fmt::print("gate sparsity   {:.4f} (closed at θ = {})\n", *r.gate_sparsity, o.gates.threshold);
             return 0;
             });
         };

@@ -42,6 +42,14 @@ concept stateful_allocation_policy =
         p.load_json(j);
     };
 
+// A policy that also needs to know the layer it chooses for (the learned gate's allocation, gates.hpp):
+// select_layer(l, head_entropy, h); the growth operator calls it in place of select.
+template <class P>
+concept layer_allocation_policy =
+    allocation_policy<P> && requires(P& p, int l, std::span<const double> e, int h) {
+        { p.select_layer(l, e, h) } -> std::same_as<std::vector<int>>;
+    };
+
 namespace detail {
 
 // Checks that h heads can be chosen from a layer's `n` heads, and that no entropy is NaN.

@@ -118,6 +118,7 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, const
     detail::grow(r.o, N * nhd);
     detail::grow(r.out, N * d.C);
     detail::grow(r.entropy, std::int64_t(d.B) * n);
+    detail::grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
     r.in = in;
 
     const std::span<const int> heads(r.heads);
@@ -134,7 +135,6 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, const
     if (r.has_gains()) {
         if (r.gain_held != r.gains) {
             const std::vector<T> g(r.gains.begin(), r.gains.end());
-            detail::grow(r.gain, n);
             copy_from_host(be, r.gain.data(), g.data(), n);
             r.gain_held = r.gains;
         }

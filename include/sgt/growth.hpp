@@ -370,7 +370,10 @@ private:
             if (!R.empty()) {  // lines 21-24
                 const int l_new = d2s ? *std::max_element(R.begin(), R.end()) : *std::min_element(R.begin(), R.end());
                 s.growing = l_new;
-                s.heads[l_new] = policy_.select(head_entropy(l_new), o.h);
+                if constexpr (layer_allocation_policy<Policy>)
+                    s.heads[l_new] = policy_.select_layer(l_new, head_entropy(l_new), o.h);
+                else
+                    s.heads[l_new] = policy_.select(head_entropy(l_new), o.h);
                 s.active.push_back(l_new);
                 s.k[l_new] = 1;
                 s.activated_at[l_new] = t;

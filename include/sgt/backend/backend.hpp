@@ -71,6 +71,8 @@ SGT_BACKEND_OP(gather_head_cols, gather_head_cols(B{}, x, c, heads, 1, 1, 1))
 SGT_BACKEND_OP(scatter_add_head_cols, scatter_add_head_cols(B{}, x, c, heads, 1, 1, 1))
 SGT_BACKEND_OP(head_gain_forward, head_gain_forward(B{}, x, c, i64{}, 1, 1, false))
 SGT_BACKEND_OP(head_gain_backward, head_gain_backward(B{}, x, x, c, c, i64{}, 1, 1, false))
+SGT_BACKEND_OP(gate_forward, gate_forward(B{}, x, x, c, c, c, 1, 1, 1, 1, 1, double{}, false))
+SGT_BACKEND_OP(gate_backward, gate_backward(B{}, x, x, x, c, c, c, c, 1, 1, 1, 1, 1, double{}))
 SGT_BACKEND_OP(swiglu_forward, swiglu_forward(B{}, x, c, c, i64{}))
 SGT_BACKEND_OP(swiglu_backward, swiglu_backward(B{}, x, x, c, c, c, i64{}))
 SGT_BACKEND_OP(cross_entropy_forward, { cross_entropy_forward(B{}, c, tok, 1, 1) } -> std::same_as<loss_sum>)
@@ -85,19 +87,44 @@ SGT_BACKEND_OP(adamw_update, adamw_update(B{}, x, c, x, x, i64{}, hyper, double{
 
 // The contract, as one concept.
 template <class B>
-concept backend = [] {
-    using namespace detail::backend_ops;
-    return has_buffer<B> && has_fill_zero<B> && has_copy<B> && has_copy_from_host<B> && has_copy_to_host<B> &&
-           has_add<B> && has_accumulate<B> && has_scale<B> && has_sum_squares<B> && has_all_finite<B> &&
-           has_matmul_forward<B> && has_matmul_backward<B> && has_embedding_forward<B> &&
-           has_embedding_backward<B> && has_rmsnorm_forward<B> && has_rmsnorm_backward<B> && has_rope_tables<B> &&
-           has_rope_forward<B> && has_rope_backward<B> && has_attention_saved_size<B> && has_attention_forward<B> &&
-           has_attention_backward<B> && has_gather_head_rows<B> && has_scatter_add_head_rows<B> &&
-           has_gather_head_cols<B> && has_scatter_add_head_cols<B> && has_head_gain_forward<B> &&
-           has_head_gain_backward<B> && has_swiglu_forward<B> && has_swiglu_backward<B> &&
-           has_cross_entropy_forward<B> && has_cross_entropy_backward<B> && has_dropout_forward<B> &&
-           has_dropout_backward<B> && has_adamw_update<B>;
-}();
+concept backend =
+    detail::backend_ops::has_buffer<B> &&
+    detail::backend_ops::has_fill_zero<B> &&
+    detail::backend_ops::has_copy<B> &&
+    detail::backend_ops::has_copy_from_host<B> &&
+    detail::backend_ops::has_copy_to_host<B> &&
+    detail::backend_ops::has_add<B> &&
+    detail::backend_ops::has_accumulate<B> &&
+    detail::backend_ops::has_scale<B> &&
+    detail::backend_ops::has_sum_squares<B> &&
+    detail::backend_ops::has_all_finite<B> &&
+    detail::backend_ops::has_matmul_forward<B> &&
+    detail::backend_ops::has_matmul_backward<B> &&
+    detail::backend_ops::has_embedding_forward<B> &&
+    detail::backend_ops::has_embedding_backward<B> &&
+    detail::backend_ops::has_rmsnorm_forward<B> &&
+    detail::backend_ops::has_rmsnorm_backward<B> &&
+    detail::backend_ops::has_rope_tables<B> &&
+    detail::backend_ops::has_rope_forward<B> &&
+    detail::backend_ops::has_rope_backward<B> &&
+    detail::backend_ops::has_attention_saved_size<B> &&
+    detail::backend_ops::has_attention_forward<B> &&
+    detail::backend_ops::has_attention_backward<B> &&
+    detail::backend_ops::has_gather_head_rows<B> &&
+    detail::backend_ops::has_scatter_add_head_rows<B> &&
+    detail::backend_ops::has_gather_head_cols<B> &&
+    detail::backend_ops::has_scatter_add_head_cols<B> &&
+    detail::backend_ops::has_head_gain_forward<B> &&
+    detail::backend_ops::has_head_gain_backward<B> &&
+    detail::backend_ops::has_gate_forward<B> &&
+    detail::backend_ops::has_gate_backward<B> &&
+    detail::backend_ops::has_swiglu_forward<B> &&
+    detail::backend_ops::has_swiglu_backward<B> &&
+    detail::backend_ops::has_cross_entropy_forward<B> &&
+    detail::backend_ops::has_cross_entropy_backward<B> &&
+    detail::backend_ops::has_dropout_forward<B> &&
+    detail::backend_ops::has_dropout_backward<B> &&
+    detail::backend_ops::has_adamw_update<B>;
 
 // The same contract, asserted op by op: each failure names the op and its expected parameters.
 template <class B>
@@ -131,6 +158,8 @@ constexpr bool check_backend() {
     static_assert(has_scatter_add_head_cols<B>, "sgt::backend: missing leaf op scatter_add_head_cols(B, T* dst, const T* src, span<const int> heads, int HD, int C, int NH)");
     static_assert(has_head_gain_forward<B>, "sgt::backend: missing leaf op head_gain_forward(B, T* x, const T* gains, int64 N, int n, int HD, bool per_position)");
     static_assert(has_head_gain_backward<B>, "sgt::backend: missing leaf op head_gain_backward(B, T* dgains, T* dy, const T* x, const T* gains, int64 N, int n, int HD, bool per_position)");
+    static_assert(has_gate_forward<B>, "sgt::backend: missing leaf op gate_forward(B, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T, int n, int HD, int i0, double theta, bool hard)");
+    static_assert(has_gate_backward<B>, "sgt::backend: missing leaf op gate_backward(B, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T, int n, int HD, int i0, double ds_add)");
     static_assert(has_swiglu_forward<B>, "sgt::backend: missing leaf op swiglu_forward(B, T* out, const T* gate, const T* up, int64 n)");
     static_assert(has_swiglu_backward<B>, "sgt::backend: missing leaf op swiglu_backward(B, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64 n)");
     static_assert(has_cross_entropy_forward<B>, "sgt::backend: missing leaf op cross_entropy_forward(B, const T* logits, const int32* targets, int N, int V) -> loss_sum");

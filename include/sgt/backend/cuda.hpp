@@ -78,6 +78,26 @@ void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, in
 template <class T>
 void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD);
 
+// decode.cuh (start, pos: device memory, (B) int32). Decode attention's workspace, in accum_t<T>, is the caller's:
+// per (sequence, head) and chunk of decode_chunk keys, a max, a sum and an unnormalised output.
+namespace detail {
+constexpr int decode_chunk = 256;
+inline int decode_splits(int ctx) { return (ctx + decode_chunk - 1) / decode_chunk; }
+}  // namespace detail
+template <class T>
+std::int64_t decode_attention_workspace(cuda, int B, int n, int HD, int ctx) {
+    return std::int64_t(B) * n * detail::decode_splits(ctx) * (2 + HD);
+}
+template <class T>
+void rope_forward_at(cuda, T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, const std::int32_t* start,
+                     int B, int T_, int n_heads, int HD, std::int64_t row_stride);
+template <class T>
+void kv_cache_write(cuda, T* k_cache, T* v_cache, const T* qkv, const std::int32_t* start, int B, int T_, int n, int HD,
+                    int ctx);
+template <class T>
+void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
+                      int n, int HD, int ctx, accum_t<T>* workspace);
+
 // heads.cuh
 template <class T> void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
 template <class T> void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
@@ -89,6 +109,14 @@ void head_gain_forward(cuda, T* x, const T* gains, std::int64_t N, int n, int HD
 template <class T>
 void head_gain_backward(cuda, T* dgains, T* dy, const T* x, const T* gains, std::int64_t N, int n, int HD,
                         bool per_position);
+
+// gates.cuh (GATES.md Sec. 1-2)
+template <class T>
+void gate_forward(cuda, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T_, int n, int HD, int i0,
+                  double theta, bool hard);
+template <class T>
+void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T_,
+                   int n, int HD, int i0, double ds_add);
 
 // swiglu.cuh
 template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n);

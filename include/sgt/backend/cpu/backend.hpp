@@ -28,6 +28,7 @@
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/core/threads.hpp"
+#include "sgt/core/step_graph.hpp"
 
 namespace sgt {
 

@@ -30,7 +30,7 @@ template <class T, class M>
 void adamw_launch(T* param, M* master, const T* grad, M* m, M* v, std::int64_t n, const adamw_hyper& h, double wd, int t) {
     if (n <= 0) return;
     const double c1 = 1.0 - std::pow(h.beta1, t), c2 = 1.0 - std::pow(h.beta2, t);
-    adamw_kernel<<<blocks_for(n, 4), threads_per_block>>>(param, master, grad, m, v, n, h.beta1, h.beta2, h.eps,
+    adamw_kernel<<<blocks_for(n, 4), threads_per_block, 0, detail::stream()>>>(param, master, grad, m, v, n, h.beta1, h.beta2, h.eps,
                                                           h.lr / c1, std::sqrt(c2), 1.0 - h.lr * wd);
     SGT_CUDA_LAUNCHED(adamw_kernel);
 }

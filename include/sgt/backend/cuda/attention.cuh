@@ -57,10 +57,10 @@ void permute_heads(T* heads_major, const T* token_major, int B, int T_, int n, i
     const bool wide = HD % W == 0 && stride % W == 0 && reinterpret_cast<std::uintptr_t>(heads_major) % 16 == 0 &&
                       reinterpret_cast<std::uintptr_t>(token_major) % 16 == 0;
     if (wide)
-        permute_heads_kernel<T, W><<<blocks_for(total / W, 2), threads_per_block>>>(heads_major, const_cast<T*>(token_major),
+        permute_heads_kernel<T, W><<<blocks_for(total / W, 2), threads_per_block, 0, detail::stream()>>>(heads_major, const_cast<T*>(token_major),
                                                                                   B, T_, n, HD, stride, to_heads);
     else
-        permute_heads_kernel<T, 1><<<blocks_for(total, 4), threads_per_block>>>(heads_major, const_cast<T*>(token_major),
+        permute_heads_kernel<T, 1><<<blocks_for(total, 4), threads_per_block, 0, detail::stream()>>>(heads_major, const_cast<T*>(token_major),
                                                                               B, T_, n, HD, stride, to_heads);
     SGT_CUDA_LAUNCHED(permute_heads_kernel);
 }
@@ -209,9 +209,9 @@ void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, in
     detail::gemm(true, false, T_, T_, HD, k, HD, mat, q, HD, mat, probs, T_, tt, batch, 1.0 / std::sqrt(double(HD)), false);
     const unsigned rows = unsigned(std::int64_t(batch) * T_);
     if (T_ <= detail::softmax_threads * detail::row_registers)
-        detail::causal_softmax_kernel<T, true><<<rows, detail::softmax_threads>>>(probs, entropy, T_);
+        detail::causal_softmax_kernel<T, true><<<rows, detail::softmax_threads, 0, detail::stream()>>>(probs, entropy, T_);
     else
-        detail::causal_softmax_kernel<T, false><<<rows, detail::softmax_threads>>>(probs, entropy, T_);
+        detail::causal_softmax_kernel<T, false><<<rows, detail::softmax_threads, 0, detail::stream()>>>(probs, entropy, T_);
     SGT_CUDA_LAUNCHED(causal_softmax_kernel);
     // O (T, HD) = P v: column-major Oᵀ = vᵀ-view · Pᵀ-view.
     detail::gemm(false, false, HD, T_, T_, v, HD, mat, probs, T_, tt, o, HD, mat, batch, 1.0, false);
@@ -245,9 +245,9 @@ void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* pro
     detail::gemm(false, true, HD, T_, T_, dO, HD, mat, probs, T_, tt, dv, HD, mat, batch, 1.0, false);
     const unsigned rows = unsigned(std::int64_t(batch) * T_);
     if (T_ <= detail::softmax_threads * detail::row_registers)
-        detail::causal_softmax_backward_kernel<T, true><<<rows, detail::softmax_threads>>>(dp, probs, T_);
+        detail::causal_softmax_backward_kernel<T, true><<<rows, detail::softmax_threads, 0, detail::stream()>>>(dp, probs, T_);
     else
-        detail::causal_softmax_backward_kernel<T, false><<<rows, detail::softmax_threads>>>(dp, probs, T_);
+        detail::causal_softmax_backward_kernel<T, false><<<rows, detail::softmax_threads, 0, detail::stream()>>>(dp, probs, T_);
     SGT_CUDA_LAUNCHED(causal_softmax_backward_kernel);
     // dq (T, HD) = dS k / √HD;  dk (T, HD) = dSᵀ q / √HD
     detail::gemm(false, false, HD, T_, T_, k, HD, mat, dp, T_, tt, dq, HD, mat, batch, scale, false);

@@ -38,7 +38,7 @@ __global__ void elementwise_kernel(T* out, std::int64_t n, F f) {
 template <class T, class F>
 void for_each_index(T* out, std::int64_t n, F f) {
     if (n <= 0) return;
-    elementwise_kernel<<<blocks_for(n, 4), threads_per_block>>>(out, n, f);
+    elementwise_kernel<<<blocks_for(n, 4), threads_per_block, 0, detail::stream()>>>(out, n, f);
     SGT_CUDA_LAUNCHED(elementwise_kernel);
 }
 
@@ -76,9 +76,9 @@ void map(T* out, std::int64_t n, F f, const In*... in) {
     if (n <= 0) return;
     constexpr int W = pack_width<T>;
     if (W > 1 && aligned16(out) && (aligned16(in) && ...) && ((sizeof(In) == sizeof(T)) && ...)) {
-        map_kernel<W><<<blocks_for(n, 2 * W), threads_per_block>>>(out, n, f, in...);
+        map_kernel<W><<<blocks_for(n, 2 * W), threads_per_block, 0, detail::stream()>>>(out, n, f, in...);
     } else {
-        map_kernel<1><<<blocks_for(n, 4), threads_per_block>>>(out, n, f, in...);
+        map_kernel<1><<<blocks_for(n, 4), threads_per_block, 0, detail::stream()>>>(out, n, f, in...);
     }
     SGT_CUDA_LAUNCHED(map_kernel);
 }

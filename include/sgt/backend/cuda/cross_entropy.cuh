@@ -100,7 +100,7 @@ template <class T>
 loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V) {
     if (N <= 0) return {};
     double* rows = detail::context().scratch<double>(detail::slot_ce_rows, N);
-    detail::cross_entropy_rows_kernel<<<N, detail::ce_threads>>>(rows, logits, targets, V);
+    detail::cross_entropy_rows_kernel<<<N, detail::ce_threads, 0, detail::stream()>>>(rows, logits, targets, V);
     SGT_CUDA_LAUNCHED(cross_entropy_rows_kernel);
     loss_sum r;
     r.sum = detail::transform_reduce_to_host<double, ::cuda::std::identity, double>(rows, N, ::cuda::std::identity{});
@@ -113,7 +113,7 @@ loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* target
 template <class T>
 void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale) {
     if (N <= 0) return;
-    detail::cross_entropy_backward_kernel<<<N, detail::ce_threads>>>(dlogits, logits, targets, V, scale);
+    detail::cross_entropy_backward_kernel<<<N, detail::ce_threads, 0, detail::stream()>>>(dlogits, logits, targets, V, scale);
     SGT_CUDA_LAUNCHED(cross_entropy_backward_kernel);
 }
 

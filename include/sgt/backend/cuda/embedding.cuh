@@ -49,13 +49,13 @@ void embedding_backward(cuda, T* dtable, const T* dout, const std::int32_t* toke
     auto* keys = ctx.scratch<std::int32_t>(detail::slot_sort_keys, N);
     auto* values_in = ctx.scratch<std::int32_t>(detail::slot_sort_values_in, N);
     auto* values = ctx.scratch<std::int32_t>(detail::slot_sort_values, N);
-    detail::iota_kernel<<<(N + 255) / 256, 256>>>(values_in, N);
+    detail::iota_kernel<<<(N + 255) / 256, 256, 0, detail::stream()>>>(values_in, N);
     SGT_CUDA_LAUNCHED(iota_kernel);
     std::size_t bytes = 0;
     SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, tokens, keys, values_in, values, N));
     void* temp = ctx.scratch<std::byte>(detail::slot_cub_temp, std::int64_t(bytes));
     SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, bytes, tokens, keys, values_in, values, N));
-    detail::embedding_backward_kernel<<<N, 128>>>(dtable, dout, keys, values, N, C);
+    detail::embedding_backward_kernel<<<N, 128, 0, detail::stream()>>>(dtable, dout, keys, values, N, C);
     SGT_CUDA_LAUNCHED(embedding_backward_kernel);
 }
 

@@ -421,12 +421,12 @@ void forward(bf16* out, bf16* saved, double* entropy, const bf16* qkv, int B, in
     const float scale = float(1.0 / std::sqrt(double(HD)));
     static const bool ready = (allow_smem(forward_kernel<HD>, forward_smem<HD>()), true);  // once per program
     (void)ready;
-    forward_kernel<HD><<<dim3((T_ + tile - 1) / tile, B * n), threads, forward_smem<HD>()>>>(out, lse, saved_out, qkv, T_, n,
+    forward_kernel<HD><<<dim3((T_ + tile - 1) / tile, B * n), threads, forward_smem<HD>(), detail::stream()>>>(out, lse, saved_out, qkv, T_, n,
                                                                                           scale);
     SGT_CUDA_LAUNCHED(forward_kernel);
     const std::size_t entropy_smem = std::size_t(T_) * sizeof(float);
     if (entropy_smem > 48 * 1024) allow_smem(last_row_entropy_kernel, entropy_smem);
-    last_row_entropy_kernel<<<B * n, entropy_threads, entropy_smem>>>(entropy, qkv, T_, n, HD, scale);
+    last_row_entropy_kernel<<<B * n, entropy_threads, entropy_smem, detail::stream()>>>(entropy, qkv, T_, n, HD, scale);
     SGT_CUDA_LAUNCHED(last_row_entropy_kernel);
 }
 
@@ -436,16 +436,16 @@ void backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* saved, 
     const float* lse = reinterpret_cast<const float*>(saved);
     const bf16* saved_out = saved + (2 * rows + 7) / 8 * 8;
     float* delta = context().scratch<float>(slot_attn_dp, rows);
-    delta_kernel<<<unsigned((rows + 7) / 8), 256>>>(delta, dout, saved_out, T_, n, HD, rows);
+    delta_kernel<<<unsigned((rows + 7) / 8), 256, 0, detail::stream()>>>(delta, dout, saved_out, T_, n, HD, rows);
     SGT_CUDA_LAUNCHED(delta_kernel);
     const float scale = float(1.0 / std::sqrt(double(HD)));
     const dim3 grid((T_ + tile - 1) / tile, B * n);
     static const bool ready = (allow_smem(backward_kv_kernel<HD>, backward_smem<HD>()),
                                allow_smem(backward_q_kernel<HD>, backward_smem<HD>()), true);  // once per program
     (void)ready;
-    backward_kv_kernel<HD><<<grid, threads, backward_smem<HD>()>>>(dqkv, dout, qkv, lse, delta, T_, n, scale);
+    backward_kv_kernel<HD><<<grid, threads, backward_smem<HD>(), detail::stream()>>>(dqkv, dout, qkv, lse, delta, T_, n, scale);
     SGT_CUDA_LAUNCHED(backward_kv_kernel);
-    backward_q_kernel<HD><<<grid, threads, backward_smem<HD>()>>>(dqkv, dout, qkv, lse, delta, T_, n, scale);
+    backward_q_kernel<HD><<<grid, threads, backward_smem<HD>(), detail::stream()>>>(dqkv, dout, qkv, lse, delta, T_, n, scale);
     SGT_CUDA_LAUNCHED(backward_q_kernel);
 }
 

@@ -106,7 +106,7 @@ void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> head
     const auto l = detail::make_head_list(heads);
     const std::int64_t block = std::int64_t(HD) * C, total = l.n * block;
     if (total <= 0) return;
-    detail::scatter_add_head_rows_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(dst, src, l, block);
+    detail::scatter_add_head_rows_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(dst, src, l, block);
     SGT_CUDA_LAUNCHED(scatter_add_head_rows_kernel);
 }
 
@@ -116,7 +116,7 @@ void scatter_add_head_cols(cuda, T* dst, const T* src, std::span<const int> head
     const auto l = detail::make_head_list(heads);
     const std::int64_t total = std::int64_t(C) * l.n * HD;
     if (total <= 0) return;
-    detail::scatter_add_head_cols_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(dst, src, l, HD, C, NH);
+    detail::scatter_add_head_cols_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(dst, src, l, HD, C, NH);
     SGT_CUDA_LAUNCHED(scatter_add_head_cols_kernel);
 }
 
@@ -125,7 +125,7 @@ template <class T>
 void head_gain_forward(cuda, T* x, const T* gains, std::int64_t N, int n, int HD, bool per_position) {
     const std::int64_t total = N * n * HD;
     if (total <= 0) return;
-    detail::head_gain_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block>>>(x, gains, n, N, HD,
+    detail::head_gain_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(x, gains, n, N, HD,
                                                                                           per_position);
     SGT_CUDA_LAUNCHED(head_gain_kernel);
 }
@@ -137,11 +137,11 @@ void head_gain_backward(cuda, T* dgains, T* dy, const T* x, const T* gains, std:
     if (N * n * HD <= 0) return;
     if (dgains != nullptr) {
         if (per_position) {
-            detail::head_gain_grad_rows_kernel<<<detail::blocks_for(N * n), detail::threads_per_block>>>(
+            detail::head_gain_grad_rows_kernel<<<detail::blocks_for(N * n), detail::threads_per_block, 0, detail::stream()>>>(
                 dgains, x, dy, N * n, HD);
             SGT_CUDA_LAUNCHED(head_gain_grad_rows_kernel);
         } else {
-            detail::head_gain_grad_kernel<<<n, detail::threads_per_block>>>(dgains, x, dy, n, N, HD);
+            detail::head_gain_grad_kernel<<<n, detail::threads_per_block, 0, detail::stream()>>>(dgains, x, dy, n, N, HD);
             SGT_CUDA_LAUNCHED(head_gain_grad_kernel);
         }
     }

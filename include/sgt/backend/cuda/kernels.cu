@@ -6,8 +6,10 @@
 #include "sgt/backend/cuda/attention.cuh"
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/cross_entropy.cuh"
+#include "sgt/backend/cuda/decode.cuh"
 #include "sgt/backend/cuda/dropout.cuh"
 #include "sgt/backend/cuda/embedding.cuh"
+#include "sgt/backend/cuda/gates.cuh"
 #include "sgt/backend/cuda/heads.cuh"
 #include "sgt/backend/cuda/matmul.cuh"
 #include "sgt/backend/cuda/rmsnorm.cuh"
@@ -38,12 +40,20 @@ namespace sgt {
     template void scatter_add_head_cols<T>(cuda, T*, const T*, std::span<const int>, int, int, int);             \
     template void head_gain_forward<T>(cuda, T*, const T*, std::int64_t, int, int, bool);                        \
     template void head_gain_backward<T>(cuda, T*, T*, const T*, const T*, std::int64_t, int, int, bool);         \
+    template void gate_forward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int, int, int, int, double, bool); \
+    template void gate_backward<T>(cuda, T*, T*, T*, const T*, const T*, const T*, const T*, int, int, int, int, int, \
+                                   double);                                                                      \
     template void swiglu_forward<T>(cuda, T*, const T*, const T*, std::int64_t);                                 \
     template void swiglu_backward<T>(cuda, T*, T*, const T*, const T*, const T*, std::int64_t);                  \
     template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int);                   \
     template void cross_entropy_backward<T>(cuda, T*, const T*, const std::int32_t*, int, int, double);          \
     template void dropout_forward<T>(cuda, T*, T*, std::int64_t, double, rng&);                                  \
-    template void dropout_backward<T>(cuda, T*, const T*, std::int64_t);
+    template void dropout_backward<T>(cuda, T*, const T*, std::int64_t);                                          \
+    template void rope_forward_at<T>(cuda, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
+                                     int, std::int64_t);                                                          \
+    template void kv_cache_write<T>(cuda, T*, T*, const T*, const std::int32_t*, int, int, int, int, int);        \
+    template void decode_attention<T>(cuda, T*, const T*, const T*, const T*, const std::int32_t*, int, int, int, int, \
+                                      accum_t<T>*);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)

@@ -135,11 +135,11 @@ void gemm(bool ta, bool tb, int m, int n, int k, const T* A, std::int64_t lda, s
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const S a = S(alpha), b = accumulate ? S(1) : S(0);
     if (k <= 0) {  // an empty sum: D = β D
-        if (!accumulate) SGT_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(T) * std::size_t(ldd) * n * batch));
+        if (!accumulate) SGT_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(T) * std::size_t(ldd) * n * batch, stream()));
         return;
     }
     SGT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.op, &a, A, p.a, B, p.b, &b, D, p.c, D, p.c, &p.algo,
-                                    ctx.workspace.data(), ctx.workspace.size(), 0));
+                                    ctx.workspace.data(), ctx.workspace.size(), ctx.stream));
 }
 
 }  // namespace detail

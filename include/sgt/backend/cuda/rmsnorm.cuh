@@ -119,9 +119,9 @@ void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int 
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
     if (C % W == 0 && aligned16(out) && aligned16(in) && aligned16(w))
-        detail::rmsnorm_forward_kernel<W><<<N, detail::rms_threads>>>(out, rstd, in, w, C, eps);
+        detail::rmsnorm_forward_kernel<W><<<N, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, C, eps);
     else
-        detail::rmsnorm_forward_kernel<1><<<N, detail::rms_threads>>>(out, rstd, in, w, C, eps);
+        detail::rmsnorm_forward_kernel<1><<<N, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, C, eps);
     SGT_CUDA_LAUNCHED(rmsnorm_forward_kernel);
 }
 
@@ -132,15 +132,15 @@ void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* 
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
     if (C % W == 0 && aligned16(din) && aligned16(dout) && aligned16(in) && aligned16(w))
-        detail::rmsnorm_backward_input_kernel<W><<<N, detail::rms_threads>>>(din, dout, in, w, rstd, C);
+        detail::rmsnorm_backward_input_kernel<W><<<N, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, C);
     else
-        detail::rmsnorm_backward_input_kernel<1><<<N, detail::rms_threads>>>(din, dout, in, w, rstd, C);
+        detail::rmsnorm_backward_input_kernel<1><<<N, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, C);
     SGT_CUDA_LAUNCHED(rmsnorm_backward_input_kernel);
     const int chunks = std::min(N, 128), rows = (N + chunks - 1) / chunks;
     auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
-    detail::rmsnorm_weight_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, 8)>>>(partial, dout, in, rstd, N, C, rows);
+    detail::rmsnorm_weight_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_partial_kernel);
-    detail::rmsnorm_weight_sum_kernel<<<(C + 255) / 256, 256>>>(dw, partial, chunks, C);
+    detail::rmsnorm_weight_sum_kernel<<<(C + 255) / 256, 256, 0, detail::stream()>>>(dw, partial, chunks, C);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);
 }
 

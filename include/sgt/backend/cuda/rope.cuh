@@ -60,10 +60,10 @@ void rope_apply(T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, 
     const accum_t<T> sign(inverse ? -1 : 1);
     constexpr int W = pack_width<T>;
     if (W > 1 && (HD / 2) % W == 0 && row_stride % W == 0 && aligned16(x))
-        rope_kernel<W><<<blocks_for(total / W, 2), threads_per_block>>>(x, cos_table, sin_table, B, T_, n_heads, HD,
+        rope_kernel<W><<<blocks_for(total / W, 2), threads_per_block, 0, detail::stream()>>>(x, cos_table, sin_table, B, T_, n_heads, HD,
                                                                         row_stride, sign);
     else
-        rope_kernel<1><<<blocks_for(total, 4), threads_per_block>>>(x, cos_table, sin_table, B, T_, n_heads, HD,
+        rope_kernel<1><<<blocks_for(total, 4), threads_per_block, 0, detail::stream()>>>(x, cos_table, sin_table, B, T_, n_heads, HD,
                                                                     row_stride, sign);
     SGT_CUDA_LAUNCHED(rope_kernel);
 }

@@ -4,8 +4,9 @@
 // Pointers passed to every op of this backend are DEVICE pointers.
 //
 // Precision: ops are templates over the stored type T (float, double or __nv_bfloat16); arithmetic runs in
-// accum_t<T> (float for bf16), reductions in float or double. Work is issued on the legacy default stream, so
-// ops are ordered; the few results the host needs (a loss, a norm, entropies) are read back synchronously.
+// accum_t<T> (float for bf16), reductions in float or double. Work is issued on the thread's current stream
+// (detail::stream(): the legacy default stream, except while a step_graph records or replays a step), so ops
+// are ordered; the few results the host needs (a loss, a norm, entropies) are read back synchronously.
 #pragma once
 
 #include <cublasLt.h>
@@ -21,6 +22,7 @@
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/step_graph.hpp"
 
 namespace sgt {
 
@@ -184,6 +186,7 @@ namespace detail {
 struct cuda_context {
     cublasLtHandle_t lt = nullptr;
     device_buffer<std::byte> workspace;  // cuBLASLt's
+    cudaStream_t stream = nullptr;       // where ops are issued: the legacy default stream, or a recording graph's
     attention_kernel attention = attention_kernel::automatic;
 
     cuda_context() {
@@ -227,6 +230,7 @@ enum scratch_slot : int {
     slot_attn_dq,
     slot_attn_dk,
     slot_attn_dv,
+    slot_gate,
     slot_count
 };
 static_assert(slot_count <= 16, "cuda_context: more scratch slots than cuda_context::scratch_ holds");
@@ -235,6 +239,9 @@ inline cuda_context& context() {
     thread_local cuda_context c;
     return c;
 }
+
+// The stream this thread's ops are issued on.
+inline cudaStream_t stream() { return context().stream; }
 
 }  // namespace detail
 
@@ -245,12 +252,13 @@ inline void set_attention_kernel(cuda, attention_kernel k) { detail::context().a
 
 template <class T>
 void fill_zero(cuda, T* x, std::int64_t n) {
-    if (n > 0) SGT_CUDA_CHECK(cudaMemsetAsync(x, 0, std::size_t(n) * sizeof(T)));
+    if (n > 0) SGT_CUDA_CHECK(cudaMemsetAsync(x, 0, std::size_t(n) * sizeof(T), detail::stream()));
 }
 
 template <class T>
 void copy(cuda, T* dst, const T* src, std::int64_t n) {
-    if (n > 0) SGT_CUDA_CHECK(cudaMemcpyAsync(dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToDevice));
+    if (n > 0)
+        SGT_CUDA_CHECK(cudaMemcpyAsync(dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToDevice, detail::stream()));
 }
 
 // Host ↔ device (synchronous). On the CPU backend these are plain copies.
@@ -262,5 +270,79 @@ template <class T>
 void copy_to_host(cuda, T* host_dst, const T* src, std::int64_t n) {
     if (n > 0) SGT_CUDA_CHECK(cudaMemcpy(host_dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToHost));
 }
+
+// ---- step graphs ----------------------------------------------------------------------------------------
+
+// A step that runs many times with the same shapes and buffers (the decode step of infer/engine.hpp), recorded
+// once as a CUDA graph and replayed: one launch per step instead of one per op. The first run is eager (it
+// sizes every scratch buffer and makes the cuBLASLt plans, which a recording must not do); the second records
+// the step on a stream of the graph's own, instantiates and launches it; later runs launch it. The stream is a
+// blocking one, so work on the legacy default stream before and after (the token upload, the logits download)
+// stays ordered with the replays. reset() forgets the recording (after the shapes or buffers change).
+template <>
+class step_graph<cuda> {
+public:
+    step_graph() = default;
+    step_graph(const step_graph&) = delete;
+    step_graph& operator=(const step_graph&) = delete;
+    ~step_graph() {
+        if (exec_) cudaGraphExecDestroy(exec_);
+        if (stream_) cudaStreamDestroy(stream_);
+    }
+
+    template <class F>
+    void run(F&& step) {
+        if (!enabled_ || !warmed_) {
+            step();
+            warmed_ = true;
+            return;
+        }
+        if (!exec_) record(step);
+        SGT_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    }
+    void reset() {
+        if (exec_) SGT_CUDA_CHECK(cudaGraphExecDestroy(exec_));
+        exec_ = nullptr;
+        warmed_ = false;
+    }
+    bool captured() const { return exec_ != nullptr; }
+    // Off: every run is eager (to measure what the graph saves).
+    void set_enabled(bool on) {
+        reset();
+        enabled_ = on;
+    }
+
+private:
+    template <class F>
+    void record(F& step) {
+        if (!stream_) SGT_CUDA_CHECK(cudaStreamCreate(&stream_));
+        auto& ctx = detail::context();
+        ctx.stream = stream_;
+        cudaGraph_t graph = nullptr;
+        try {
+            SGT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+            try {
+                step();
+            } catch (...) {
+                cudaStreamEndCapture(stream_, &graph);
+                if (graph) cudaGraphDestroy(graph);
+                throw;
+            }
+            SGT_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+            ctx.stream = nullptr;
+            const cudaError_t made = cudaGraphInstantiate(&exec_, graph, 0);
+            cudaGraphDestroy(graph);
+            SGT_CUDA_CHECK(made);
+        } catch (...) {
+            ctx.stream = nullptr;
+            exec_ = nullptr;
+            throw;
+        }
+    }
+
+    cudaStream_t stream_ = nullptr;
+    cudaGraphExec_t exec_ = nullptr;
+    bool warmed_ = false, enabled_ = true;
+};
 
 }  // namespace sgt

@@ -47,9 +47,9 @@ void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
     if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up))
-        detail::swiglu_backward_kernel<W><<<detail::blocks_for(n, 2 * W), detail::threads_per_block>>>(dgate, dup, dout, gate, up, n);
+        detail::swiglu_backward_kernel<W><<<detail::blocks_for(n, 2 * W), detail::threads_per_block, 0, detail::stream()>>>(dgate, dup, dout, gate, up, n);
     else
-        detail::swiglu_backward_kernel<1><<<detail::blocks_for(n, 4), detail::threads_per_block>>>(dgate, dup, dout, gate, up, n);
+        detail::swiglu_backward_kernel<1><<<detail::blocks_for(n, 4), detail::threads_per_block, 0, detail::stream()>>>(dgate, dup, dout, gate, up, n);
     SGT_CUDA_LAUNCHED(swiglu_backward_kernel);
 }
 

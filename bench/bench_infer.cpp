@@ -1,0 +1,140 @@
+// bench/bench_infer: inference throughput of the CUDA backend (the analogue of the paper's Table 10), one JSON
+// object per (model, variant, batch, context): prefill tokens/s (B prompts of context − decode tokens, after a
+// warm-up prefill) and decode tokens/s (the median decode step, one token per sequence, as the context fills up;
+// the step recorded as a CUDA graph), with the KV cache's bytes. Variants as bench/plans.hpp: vanilla, SGT
+// (3 layers, K = 3, h = 2), Block Loop. Models: the GPT-2-sized LLaMA of bench_cuda_step and char_small, both
+// with a 4096-token context. bench/run_infer.sh runs it next to Hugging Face generate (bench/torch_infer.py).
+//
+//     bench_infer --models gpt2,char_small --variants vanilla,sgt,block --batches 1,32 --contexts 1024,4096
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+
+#include "plans.hpp"
+#include "sgt/cuda.hpp"
+
+using namespace sgt;
+
+namespace {
+
+constexpr model_config gpt2_infer{
+    .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304, .max_seq = 4096},
+    .loops = presets::paper_loops};
+constexpr model_config char_small_infer{
+    .shape = {.layers = 6, .heads = 6, .head_dim = 64, .d_ff = 1024, .vocab = 256, .max_seq = 4096},
+    .loops = presets::paper_loops};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+template <model_config Cfg, class T>
+nlohmann::json bench(const std::string& name, const std::string& variant, int B, int ctx, int decode_tokens, bool graph) {
+    const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
+    inference<T, Cfg, cuda> inf(B, ctx, plan);
+    inf.use_step_graph(graph);
+    {
+        rng r(1);
+        std::vector<T> w(inf.parameters().size());
+        for (auto& x : w) x = T(0.02 * r.normal());
+        inf.parameters_from_host(w);
+    }
+    const int prompt_len = ctx - decode_tokens;
+    rng r(2);
+    std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(B));
+    for (auto& p : prompts)
+        for (int i = 0; i < prompt_len; ++i) p.push_back(std::int32_t(r.below(Cfg.shape.vocab)));
+    inf.prefill(prompts);  // warm-up: workspace, GEMM plans
+    SGT_CUDA_CHECK(cudaDeviceSynchronize());
+    auto t0 = std::chrono::steady_clock::now();
+    inf.prefill(prompts);
+    SGT_CUDA_CHECK(cudaDeviceSynchronize());
+    const double prefill_s = seconds_since(t0);
+    std::vector<double> steps;
+    std::vector<std::int32_t> next(static_cast<std::size_t>(B));
+    for (int i = 0; i < decode_tokens; ++i) {
+        for (auto& x : next) x = std::int32_t(r.below(Cfg.shape.vocab));
+        t0 = std::chrono::steady_clock::now();
+        inf.decode(next);  // returns the logits on the host: synchronous
+        steps.push_back(seconds_since(t0));
+    }
+    std::vector<double> sorted(steps.begin() + std::min<int>(2, decode_tokens - 1), steps.end());
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    return {{"impl", "sgt-cuda"},
+            {"model", name},
+            {"variant", variant},
+            {"precision", precision_name<T>::value},
+            {"batch", B},
+            {"context", ctx},
+            {"prompt", prompt_len},
+            {"decode_tokens", decode_tokens},
+            {"cuda_graph", graph},
+            {"prefill_tokens_per_s", double(B) * prompt_len / prefill_s},
+            {"decode_tokens_per_s", double(B) / median},
+            {"decode_step_ms", 1e3 * median},
+            {"cache_bytes", inf.cache_bytes()},
+            {"cache_heads_per_token", inf.cache().used()},
+            {"weight_bytes", inf.weight_bytes()},
+            {"memory_bytes", inf.memory_bytes()}};
+}
+
+std::vector<std::string> split(const std::string& s) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : s + ",") {
+        if (c == ',') {
+            if (!cur.empty()) out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
+    std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
+    std::string precision = "bf16";
+    int decode_tokens = 64;
+    bool no_graph = false;
+    app.add_option("--models", models, "gpt2, char_small")->capture_default_str();
+    app.add_option("--variants", variants, "vanilla, sgt, block")->capture_default_str();
+    app.add_option("--batches", batches)->capture_default_str();
+    app.add_option("--contexts", contexts)->capture_default_str();
+    app.add_option("--decode-tokens", decode_tokens, "decode steps measured (the prompt is context minus these)")
+        ->capture_default_str();
+    app.add_option("--precision", precision, "bf16 or fp32")->capture_default_str();
+    app.add_flag("--no-graph", no_graph, "run every decode step eagerly instead of replaying a CUDA graph");
+    CLI11_PARSE(app, argc, argv);
+    try {
+        require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
+        for (const auto& m : split(models))
+            for (const auto& v : split(variants))
+                for (const auto& b : split(batches))
+                    for (const auto& c : split(contexts)) {
+                        const int B = std::stoi(b), ctx = std::stoi(c);
+                        auto run = [&]<model_config Cfg>() {
+                            return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph)
+                                                       : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph);
+                        };
+                        nlohmann::json j;
+                        if (m == "gpt2") j = run.template operator()<gpt2_infer>();
+                        else if (m == "char_small") j = run.template operator()<char_small_infer>();
+                        else fail("--models: expected gpt2 or char_small, found '{}'", m);
+                        fmt::print("{}\n", j.dump());
+                        std::fflush(stdout);
+                    }
+    } catch (const sgt::error& e) {
+        fmt::print(stderr, "error: {}\n", e.what());
+        return 1;
+    }
+    return 0;
+}

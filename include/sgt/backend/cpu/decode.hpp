@@ -1,0 +1,96 @@
+// sgt/backend/cpu/decode.hpp: the leaf ops of cached decoding (spec Sec. 7): RoPE at per-sequence positions,
+// appending keys and values to a KV-cache slot, and decode attention (one query per sequence and head over
+// its cached keys).
+//
+// Layouts: qkv (B, T, 3, n, HD) as the packed projection writes it (attention.hpp); a cache slot holds
+// k_cache, v_cache (B, n, ctx, HD): the keys of a head are contiguous along the context, as a decode step
+// reads them. start (B): the position of each sequence's first token in the call.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "sgt/backend/cpu/backend.hpp"
+
+namespace sgt {
+
+// Rotates, in place, n_heads head vectors of HD values per token (as rope_forward), token t of sequence b at
+// position start[b] + t.
+template <class T>
+void rope_forward_at(cpu, T* x, const T* cos_table, const T* sin_table, const std::int32_t* start, int B, int T_,
+                     int n_heads, int HD, std::int64_t row_stride) {
+    const int half = HD / 2;
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T_; ++t) {
+            const std::int64_t pos = std::int64_t(start[b]) + t;
+            const T* c = cos_table + pos * half;
+            const T* s = sin_table + pos * half;
+            for (int h = 0; h < n_heads; ++h) {
+                T* v = x + (std::int64_t(b) * T_ + t) * row_stride + std::int64_t(h) * HD;
+                for (int j = 0; j < half; ++j) {
+                    const T x1 = v[j], x2 = v[j + half];
+                    v[j] = x1 * c[j] - x2 * s[j];
+                    v[j + half] = x2 * c[j] + x1 * s[j];
+                }
+            }
+        }
+}
+
+// Copies the keys and values of qkv (B, T, 3, n, HD) into the slot (B, n, ctx, HD): token t of sequence b goes
+// to position start[b] + t (the caller keeps start[b] + T ≤ ctx).
+template <class T>
+void kv_cache_write(cpu, T* k_cache, T* v_cache, const T* qkv, const std::int32_t* start, int B, int T_, int n,
+                    int HD, int ctx) {
+    const std::int64_t row = 3 * std::int64_t(n) * HD;
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T_; ++t) {
+            const T* src = qkv + (std::int64_t(b) * T_ + t) * row;
+            for (int i = 0; i < n; ++i) {
+                const std::int64_t dst = ((std::int64_t(b) * n + i) * ctx + start[b] + t) * HD;
+                std::copy_n(src + (std::int64_t(n) + i) * HD, HD, k_cache + dst);
+                std::copy_n(src + (2 * std::int64_t(n) + i) * HD, HD, v_cache + dst);
+            }
+        }
+}
+
+// Scratch decode_attention needs (in accum_t<T>), owned by the caller: none here.
+template <class T>
+std::int64_t decode_attention_workspace(cpu, int /*B*/, int /*n*/, int /*HD*/, int /*ctx*/) {
+    return 0;
+}
+
+// out (B, n, HD): head i of sequence b attends with its query (in qkv (B, 1, 3, n, HD)) over the cached keys
+// and values at positions 0..pos[b] of the slot (B, n, ctx, HD): softmax(q kᵀ / √HD) v.
+template <class T>
+void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
+                      int n, int HD, int ctx, T* /*workspace*/) {
+    const std::int64_t row = 3 * std::int64_t(n) * HD;
+    const T scale = T(1.0 / std::sqrt(double(HD)));
+#pragma omp parallel for if (std::int64_t(B) * n * ctx * HD > 65536)
+    for (int bh = 0; bh < B * n; ++bh) {
+        const int b = bh / n, i = bh % n, len = pos[b] + 1;
+        const T* q = qkv + b * row + std::int64_t(i) * HD;
+        const T* k = k_cache + std::int64_t(bh) * ctx * HD;
+        const T* v = v_cache + std::int64_t(bh) * ctx * HD;
+        std::vector<T> p(static_cast<std::size_t>(len));
+        T m = -std::numeric_limits<T>::infinity();
+        for (int j = 0; j < len; ++j) {
+            T s = 0;
+            for (int d = 0; d < HD; ++d) s += q[d] * k[std::int64_t(j) * HD + d];
+            p[j] = s * scale;
+            m = std::max(m, p[j]);
+        }
+        T sum = 0;
+        for (int j = 0; j < len; ++j) sum += (p[j] = std::exp(p[j] - m));
+        T* o = out + std::int64_t(bh) * HD;
+        std::fill_n(o, HD, T(0));
+        for (int j = 0; j < len; ++j) {
+            const T w = p[j] / sum;
+            for (int d = 0; d < HD; ++d) o[d] += w * v[std::int64_t(j) * HD + d];
+        }
+    }
+}
+
+}  // namespace sgt

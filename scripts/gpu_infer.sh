@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# scripts/gpu_infer.sh [bench]: the GPU side of inference (issue 10), on a machine with an NVIDIA GPU, from the
+# repository root. Builds what it needs in build-gpu/, then
+#   1. the GPU tests: gpu_test_cuda_infer (decode ops, prefill + decode against the CPU for every loop structure,
+#      the CUDA graph, greedy tokens), and gpu_test_cuda_ops / gpu_test_cuda_model again (ops now go through the
+#      thread's current stream); compute-sanitizer memcheck on gpu_test_cuda_infer;
+#   2. train_cuda writes a checkpoint and generate_cuda samples from it (fp32 and bf16);
+#   3. with `bench`: bench_infer (prefill/decode tokens/s, batch 1 and 32, context 1024 and 4096, vanilla, SGT, Block
+#      Loop, gpt2 size and char_small, cache bytes) and, where torch + transformers are installed, bench/torch_infer.py
+#      (Hugging Face generate, static cache, eager and torch.compile) in the same job.
+# Everything is logged under $OUT (or ./gpu-infer).
+set -uo pipefail
+out=${OUT:-gpu-infer}
+mkdir -p "$out"
+status=0
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1 || { tail -20 "$out/cmake.log"; exit 1; }
+cmake --build build-gpu -j "$(nproc)" --target gpu_test_cuda_infer gpu_test_cuda_ops gpu_test_cuda_model train_cuda \
+    generate_cuda bench_infer > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -40; exit 1; }
+bin=build-gpu
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+export OMP_NUM_THREADS=4
+for t in gpu_test_cuda_infer gpu_test_cuda_ops gpu_test_cuda_model; do
+    echo "== $t"
+    "$bin/tests/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|greedy|SUCCESS|FAIL|ERROR|test cases|assertions" || true
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+echo "== compute-sanitizer memcheck (gpu_test_cuda_infer)"
+compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/tests/gpu_test_cuda_infer" > "$out/memcheck_infer.log" 2>&1 \
+    || status=1
+tail -2 "$out/memcheck_infer.log"
+
+echo "== train_cuda + generate_cuda"
+work=$(mktemp -d)
+for i in $(seq 400); do printf 'the quick brown fox jumps over the lazy dog. '; done > "$work/text.txt"
+"$bin/examples/train_cuda" --preset char_mini --data "$work/text.txt" --steps 200 --batch 16 --seq 128 --t-start 50 \
+    --dt 25 --sample-every 100 --checkpoint-dir "$work/ck" --quiet > "$out/train_cuda.log" 2>&1 || status=1
+for p in fp32 bf16; do
+    "$bin/examples/generate_cuda" --checkpoint "$work/ck" --prompt "the quick " --tokens 100 --seed 1 --precision $p \
+        2>&1 | tee "$out/generate_cuda_$p.log" || status=1
+done
+rm -rf "$work"
+
+if [ "${1:-}" = bench ]; then
+    echo "== bench_infer"
+    "$bin/bench/bench_infer" | tee "$out/bench_infer.jsonl" || status=1
+    "$bin/bench/bench_infer" --batches 1 --contexts 1024 --models gpt2 --variants vanilla,sgt --no-graph \
+        | tee "$out/bench_infer_no_graph.jsonl" || status=1
+    if python3 -c "import torch, transformers" 2> /dev/null; then
+        echo "== Hugging Face generate (static cache)"
+        python3 bench/torch_infer.py | tee "$out/torch_infer.jsonl" || status=1
+    else
+        echo "torch/transformers not installed: Hugging Face comparison skipped" | tee "$out/torch_infer.jsonl"
+    fi
+fi
+echo "gpu_infer status $status"
+exit $status

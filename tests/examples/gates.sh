@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# examples/train --gates (sgt/gates.hpp): 24 steps straight and 12 + checkpoint + --resume 12 give the same losses
+# and gate sparsities, bit for bit (the gates and the gate allocation's growth state are in the checkpoint); the
+# sparsity is logged; bad gate options are refused with messages.
+set -euo pipefail
+train=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+common=(--preset char_mini --batch 2 --seq 48 --warmup 4 --t-start 6 --dt 4 --eval-interval 6 --eval-batches 2
+        --dropout 0.1 --quiet --threads 1 --gates --gate-lambda 0.05 --n-dense 1 --allocation gate)
+"$train" "${common[@]}" --steps 24 --log "$work/straight.jsonl" > "$work/straight.out"
+grep -q "gate sparsity" "$work/straight.out"
+"$train" "${common[@]}" --steps 24 --log "$work/first.jsonl" --checkpoint-dir "$work/ck" --checkpoint-every 12 > /dev/null
+echo "step_00000012" > "$work/ck/latest"
+"$train" "${common[@]}" --steps 24 --log "$work/second.jsonl" --resume "$work/ck" > /dev/null 2> "$work/second.err"
+steps() { grep '"type":"step"' "$1" | sed -E 's/.*"gate_sparsity":([^,]*),.*"loss":([^,]*),.*"step":([0-9]+).*/\3 \2 \1/' | sort -n; }
+[ "$(steps "$work/straight.jsonl" | wc -l)" -eq 24 ]
+diff <(steps "$work/straight.jsonl" | awk '$1 > 12') <(steps "$work/second.jsonl")
+[ "$(steps "$work/second.jsonl" | wc -l)" -eq 12 ]
+echo "gates resume: steps 13..24 identical (loss and gate sparsity)"
+
+expect_error() {  # expect_error MESSAGE ARGS...
+    local msg=$1; shift
+    set +e
+    out=$("$train" --steps 30 --quiet "$@" 2>&1)
+    rc=$?
+    set -e
+    [ $rc -eq 1 ] && grep -qF -- "$msg" <<< "$out" || { echo "expected '$msg', got rc $rc: $out"; exit 1; }
+}
+expect_error "gates: expected a threshold θ in (0, 1), found 1.5" --gates --gate-threshold 1.5
+expect_error "gates: expected a sparsity weight λ ≥ 0, found -1" --gates --gate-lambda -1
+expect_error "gates: expected n_dense ≤ 4 (the head count), found 9" --gates --n-dense 9
+expect_error "the gate options (--gate-*, --n-dense, --allocation gate) need --gates" --allocation gate
+expect_error "--allocation: expected entropy or gate, found 'x'" --allocation x
+echo "bad gate options: refused with messages"
