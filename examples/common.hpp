@@ -392,8 +392,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 fmt::print(stderr, "resume: the checkpoint does not record its run's flags; they are not compared\n");
         });
         require(tr.steps() < o.steps,
-                "resume: the checkpoint '{}' is at step {} and --steps is {}: the run is finished (to train it further, "
-                "give a larger --steps with --allow-flag-changes)",
+                "resume: the checkpoint '{}' is at step {} and --steps is {}: the run is finished (to train it "
+                "further, give a larger --steps with --allow-flag-changes)",
                 dir.string(), tr.steps(), o.steps);
         const auto w = state.at("rng").get<std::vector<std::uint64_t>>();
         data_rng.set_state({w[0], w[1], w[2], w[3]});
@@ -675,11 +675,15 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
     app.add_option("--preset", o.preset, preset_help)->check(CLI::IsMember(preset_names()))->capture_default_str();
     app.add_option("--data", data, "a text file (byte-level, 90/10 split); default: the embedded k-hop task")
         ->check([](const std::string& v) { return v.empty() ? std::string("expected a file name, found ''") : ""; });
-    app.add_option("--steps", o.steps, "training steps (of every run)")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--steps", o.steps, "training steps (of every run)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--seq", o.seq, "tokens per sequence")->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--lr", o.lr.lr_max, "peak learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--warmup", o.lr.warmup, "linear warm-up steps")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     app.add_option("--dropout", o.dropout, "dropout on embeddings and residual branches")
         ->check(CLI::Range(0.0, 0.99))
         ->capture_default_str();

@@ -79,7 +79,8 @@ int generate_main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--context", context, "the cache's context (default: prompt + tokens)");
     app.add_option("--preset", preset, "the checkpoint's preset (default: found from the checkpoint)");
-    app.add_option("--threads", threads, "CPU threads (0: OpenMP's default)");
+    app.add_option("--threads", threads, "CPU threads (0: OpenMP's default, capped at the cores this process may use)")
+        ->check(CLI::NonNegativeNumber);
     app.add_flag("--quiet", quiet, "print only the throughput line");
     std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
     const std::vector<std::string> offered{precision_name<Precisions>::value...};
@@ -88,7 +89,7 @@ int generate_main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        if (threads > 0) Eigen::setNbThreads(threads);
+        set_threads(threads);
         require(prompt.empty() || prompt_ids.empty(), "give either --prompt or --prompt-ids, not both");
         require(tokens >= 1, "--tokens: expected at least 1, found {}", tokens);
         require(batch >= 1, "--batch: expected at least 1, found {}", batch);

@@ -31,8 +31,8 @@ int train_main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app.add_option("--threads", threads,
-                   fmt::format("CPU threads; results do not depend on it (0: OpenMP's default, at most the {} cores this "
-                               "process may use)",
+                   fmt::format("CPU threads; results do not depend on it (0: OpenMP's default, at most the {} "
+                               "cores this process may use)",
                                available_cores()))
         ->check(CLI::NonNegativeNumber);
     app.add_option("--checkpoint-dir", o.checkpoint_dir,
@@ -58,15 +58,21 @@ int train_main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     app.add_option("--h", g.h, "heads per looping layer (default and most: the preset's budget)")
         ->check(CLI::PositiveNumber);
-    app.add_option("--exclude", g.excluded, "layers never looped (0-based)")->check(CLI::NonNegativeNumber)->capture_default_str();
-    app.add_option("--direction", g.direction, "d2s or s2d")->check(CLI::IsMember({"d2s", "s2d"}))->capture_default_str();
+    app.add_option("--exclude", g.excluded, "layers never looped (0-based)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--direction", g.direction, "d2s or s2d")
+        ->check(CLI::IsMember({"d2s", "s2d"}))
+        ->capture_default_str();
     app.add_option("--transition", g.transition, "fade or hard")
         ->check(CLI::IsMember({"fade", "hard"}))
         ->capture_default_str();
     app.add_option("--fade", g.fade, "linear, cosine or exponential")
         ->check(CLI::IsMember({"linear", "cosine", "exponential"}))
         ->capture_default_str();
-    app.add_option("--ema", g.ema, "entropy EMA alpha (0: instantaneous)")->check(CLI::Range(0.0, 0.999))->capture_default_str();
+    app.add_option("--ema", g.ema, "entropy EMA alpha (0: instantaneous)")
+        ->check(CLI::Range(0.0, 0.999))
+        ->capture_default_str();
     app.add_flag("--release-rules", g.release_rules, "the authors' release rules (spec Sec. 4 (a)-(d))");
     app.add_option("--block-layers", g.block_layers, "Block Loop layers (default: chosen by entropy at t_start)")
         ->check(CLI::NonNegativeNumber);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh BIN_DIR [bench]: the GPU checks of the CUDA backend, run on a machine with an NVIDIA GPU
-# (docs/BENCHMARKS.md and the GPU tests' results come from it). BIN_DIR holds gpu_test_cuda_ops,
-# gpu_test_cuda_model and bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`).
+# (docs/BENCHMARKS.md and the GPU tests' results come from it). BIN_DIR holds the gpu_test_* binaries and
+# bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`); SGT_GPU_TESTS names a subset.
 #   1. the GPU tests (every op and the whole model against the CPU backend);
-#   2. compute-sanitizer on both test binaries: memcheck, initcheck (reads of device memory never written, also
+#   2. compute-sanitizer on every test binary: memcheck, initcheck (reads of device memory never written, also
 #      by cudaMemcpy), racecheck (shared-memory hazards) and synccheck (barrier misuse); SGT_SANITIZER_TOOLS picks
 #      a subset (default "memcheck initcheck racecheck synccheck");
 #   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
@@ -16,14 +16,16 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export OMP_NUM_THREADS=4
 status=0
+tests=(${SGT_GPU_TESTS:-$(cd "$bin" && ls gpu_test_* 2> /dev/null | sort)})
+[ ${#tests[@]} -gt 0 ] || { echo "gpu_check: no gpu_test_* binary in $bin" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+for t in "${tests[@]}"; do
     echo "== $t"
     "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions" || true
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
 for tool in ${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}; do
-    for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+    for t in "${tests[@]}"; do
         echo "== compute-sanitizer $tool ($t)"
         start=$SECONDS
         compute-sanitizer --tool "$tool" --error-exitcode 3 "$bin/$t" \

@@ -68,29 +68,32 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
                       int n, int HD, int ctx, T* /*workspace*/) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const T scale = T(1.0 / std::sqrt(double(HD)));
-#pragma omp parallel for if (std::int64_t(B) * n * ctx * HD > 65536)
-    for (int bh = 0; bh < B * n; ++bh) {
-        const int b = bh / n, i = bh % n, len = pos[b] + 1;
-        const T* q = qkv + b * row + std::int64_t(i) * HD;
-        const T* k = k_cache + std::int64_t(bh) * ctx * HD;
-        const T* v = v_cache + std::int64_t(bh) * ctx * HD;
-        std::vector<T> p(static_cast<std::size_t>(len));
-        T m = -std::numeric_limits<T>::infinity();
-        for (int j = 0; j < len; ++j) {
-            T s = 0;
-            for (int d = 0; d < HD; ++d) s += q[d] * k[std::int64_t(j) * HD + d];
-            p[j] = s * scale;
-            m = std::max(m, p[j]);
+    const std::int64_t heads = std::int64_t(B) * n;
+    const std::int64_t min_heads = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(1, std::int64_t(ctx) * HD));
+    parallel_blocks(heads, detail::grain_for(heads, min_heads), [&](std::int64_t first, std::int64_t last) {
+        for (std::int64_t bh = first; bh < last; ++bh) {
+            const int b = int(bh / n), i = int(bh % n), len = pos[b] + 1;
+            const T* q = qkv + b * row + std::int64_t(i) * HD;
+            const T* k = k_cache + std::int64_t(bh) * ctx * HD;
+            const T* v = v_cache + std::int64_t(bh) * ctx * HD;
+            std::vector<T> p(static_cast<std::size_t>(len));
+            T m = -std::numeric_limits<T>::infinity();
+            for (int j = 0; j < len; ++j) {
+                T s = 0;
+                for (int d = 0; d < HD; ++d) s += q[d] * k[std::int64_t(j) * HD + d];
+                p[j] = s * scale;
+                m = std::max(m, p[j]);
+            }
+            T sum = 0;
+            for (int j = 0; j < len; ++j) sum += (p[j] = std::exp(p[j] - m));
+            T* o = out + std::int64_t(bh) * HD;
+            std::fill_n(o, HD, T(0));
+            for (int j = 0; j < len; ++j) {
+                const T w = p[j] / sum;
+                for (int d = 0; d < HD; ++d) o[d] += w * v[std::int64_t(j) * HD + d];
+            }
         }
-        T sum = 0;
-        for (int j = 0; j < len; ++j) sum += (p[j] = std::exp(p[j] - m));
-        T* o = out + std::int64_t(bh) * HD;
-        std::fill_n(o, HD, T(0));
-        for (int j = 0; j < len; ++j) {
-            const T w = p[j] / sum;
-            for (int d = 0; d < HD; ++d) o[d] += w * v[std::int64_t(j) * HD + d];
-        }
-    }
+    });
 }
 
 }  // namespace sgt

@@ -25,9 +25,11 @@ void gate_forward(cpu, T* s, T* g, const T* qkv, const T* w, const T* c, int B, 
                   double theta, bool hard) {
     using A = accum_t<T>;
     const std::int64_t row = 3 * std::int64_t(n) * HD;
-#pragma omp parallel for collapse(2) if (std::int64_t(B) * T_ * n * HD > 65536)
-    for (int b = 0; b < B; ++b)
-        for (int i = 0; i < n; ++i) {
+    const std::int64_t heads = std::int64_t(B) * n;  // (b, i) pairs, each independent of the others
+    const std::int64_t min_heads = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(1, std::int64_t(T_) * HD));
+    parallel_blocks(heads, detail::grain_for(heads, min_heads), [&](std::int64_t first, std::int64_t last) {
+        for (std::int64_t bi = first; bi < last; ++bi) {
+            const int b = int(bi / n), i = int(bi % n);
             const T* wq = w + std::int64_t(i - i0) * 2 * HD;
             const T* wk = wq + HD;
             A run = 0;
@@ -51,6 +53,7 @@ void gate_forward(cpu, T* s, T* g, const T* qkv, const T* w, const T* c, int B, 
                 g[o] = hard && double(sig) < theta ? T(0) : T(sig);
             }
         }
+    });
 }
 
 // Backward of s: with ∂L/∂s = ds + ds_add (ds (B, T, n), read on the gated heads only; ds_add a constant, the
