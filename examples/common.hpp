@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -52,6 +54,22 @@ decltype(auto) with_preset(const std::string& name, F&& f) {
     fail("unknown preset '{}': expected {}", name, preset_help);
 }
 
+// The stored types a program offers for --precision (the first is the default), the one chosen, and the call of
+// run.template operator()<T>() with it.
+template <class... Precisions>
+struct precision_choice {
+    std::string value = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
+    std::vector<std::string> offered{precision_name<Precisions>::value...};
+
+    std::string listed() const { return fmt::format("{}", fmt::join(offered, ", ")); }
+    template <class Run>
+    int dispatch(Run&& run) const {
+        int rc = 0;
+        ((value == precision_name<Precisions>::value ? (rc = run.template operator()<Precisions>(), true) : false) ||
+         ...);
+        return rc;
+    }
+};
 
 // Any dataset, chosen at run time.
 class any_dataset {

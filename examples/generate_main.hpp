@@ -82,9 +82,8 @@ int generate_main(int argc, char** argv) {
     app.add_option("--threads", threads, "CPU threads (0: OpenMP's default, capped at the cores this process may use)")
         ->check(CLI::NonNegativeNumber);
     app.add_flag("--quiet", quiet, "print only the throughput line");
-    std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
-    const std::vector<std::string> offered{precision_name<Precisions>::value...};
-    app.add_option("--precision", precision, "stored type: " + fmt::format("{}", fmt::join(offered, ", ")))
+    precision_choice<Precisions...> precision;
+    app.add_option("--precision", precision.value, "stored type: " + precision.listed())
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -93,8 +92,9 @@ int generate_main(int argc, char** argv) {
         require(prompt.empty() || prompt_ids.empty(), "give either --prompt or --prompt-ids, not both");
         require(tokens >= 1, "--tokens: expected at least 1, found {}", tokens);
         require(batch >= 1, "--batch: expected at least 1, found {}", batch);
-        require(std::find(offered.begin(), offered.end(), precision) != offered.end(),
-                "--precision: expected one of {}, found '{}'", fmt::join(offered, ", "), precision);
+        require(std::find(precision.offered.begin(), precision.offered.end(), precision.value) !=
+                    precision.offered.end(),
+                "--precision: expected one of {}, found '{}'", precision.listed(), precision.value);
         go.sampling.validate();
         go.max_new_tokens = tokens;
         if (preset.empty()) preset = checkpoint_preset(checkpoint);
@@ -144,10 +144,7 @@ int generate_main(int argc, char** argv) {
                 return 0;
             });
         };
-        int rc = 0;
-        ((precision == precision_name<Precisions>::value ? (rc = run.template operator()<Precisions>(), true) : false) ||
-         ...);
-        return rc;
+        return precision.dispatch(run);
     } catch (const sgt::error& e) {
         fmt::print(stderr, "error: {}\n", e.what());
         return 1;

@@ -93,11 +93,10 @@ int train_main(int argc, char** argv) {
     app.add_option("--gate-layers", o.gates.layers, "gates: the gated layers (default: all)");
     bool gate_soft = false;
     app.add_flag("--gate-soft", gate_soft, "gates: soft only (no hard threshold in training)");
-    std::string precision = precision_name<std::tuple_element_t<0, std::tuple<Precisions...>>>::value;
-    const std::vector<std::string> offered{precision_name<Precisions>::value...};
-    app.add_option("--precision", precision, "stored type: " + fmt::format("{}", fmt::join(offered, ", ")) +
-                                                 " (bf16: mixed precision, fp32 master weights)")
-        ->check(CLI::IsMember(offered))
+    precision_choice<Precisions...> precision;
+    app.add_option("--precision", precision.value,
+                   "stored type: " + precision.listed() + " (bf16: mixed precision, fp32 master weights)")
+        ->check(CLI::IsMember(precision.offered))
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -138,7 +137,7 @@ int train_main(int argc, char** argv) {
                                     : text_or_task(data, o.task);
             auto gate_scores = o.gated ? std::make_shared<const gated_variant*>(nullptr) : nullptr;
             any_schedule sched = make_schedule<Cfg>(g, gate_scores);
-            o.flags = run_flags<Cfg>(o, g, data, train_shards, val_shards, precision);
+            o.flags = run_flags<Cfg>(o, g, data, train_shards, val_shards, precision.value);
             jsonl_log log(log_path, o.resume.empty() ? jsonl_log::mode::replace : jsonl_log::mode::append);
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | {} {} | data: {}\n", o.preset,
                        Cfg.shape.total_params() / 1e6, sched.name(), Backend::name, precision_name<T>::value,
@@ -173,10 +172,7 @@ int train_main(int argc, char** argv) {
             return 0;
             });
         };
-        int rc = 0;
-        ((precision == precision_name<Precisions>::value ? (rc = run.template operator()<Precisions>(), true) : false) ||
-         ...);
-        return rc;
+        return precision.dispatch(run);
     } catch (const sgt::error& e) {
         fmt::print(stderr, "error: {}\n", e.what());
         return 1;

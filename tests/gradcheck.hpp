@@ -77,4 +77,23 @@ inline void check_gradient(const grad_error& e, const std::string& what) {
     CHECK(e.max_abs <= 1e-6);
 }
 
+// A model's gradients (forward + backward from zero) against central differences of its loss, on up to
+// `per_tensor` entries (sampled with a fixed seed) of each tensor named in `names`, in that order.
+template <class Model, class Batch, class Plan>
+void check_named_gradients(Model& m, const Batch& b, const Plan& plan, const std::vector<std::string>& names,
+                           const std::string& what, std::size_t per_tensor) {
+    m.zero_grad();
+    m.forward(b, plan);
+    m.backward();
+    const std::vector<double> analytic(m.gradients().begin(), m.gradients().end());
+    rng r(5);
+    std::vector<std::size_t> idx;
+    for (const auto& name : names) {
+        const auto& e = m.entry(name);
+        for (auto i : sample_indices(std::size_t(e.numel()), per_tensor, r)) idx.push_back(std::size_t(e.offset) + i);
+    }
+    const auto err = compare_gradient(m.parameters(), analytic, [&] { return m.forward(b, plan); }, idx);
+    check_gradient(err, what);
+}
+
 }  // namespace sgt::test

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/data/batch.hpp"
@@ -23,6 +24,11 @@ std::string error_of(F&& f) {
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// The tiny shape with a byte-sized vocabulary, for the k-hop task's ASCII tokens.
+inline constexpr model_config tiny_bytes{
+    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
+    .loops = presets::tiny.loops};
 
 // B x T uniformly random tokens and targets in [0, V).
 inline batch random_batch(int B, int T, int V, std::uint64_t seed) {

@@ -59,20 +59,6 @@ std::vector<double> grads_after(Model& m, const batch& b, const loop_plan& plan,
     return {m.gradients().begin(), m.gradients().end()};
 }
 
-template <class Model>
-void check_gradient_of(Model& m, const batch& b, const loop_plan& plan, const std::vector<std::string>& names,
-                       const std::string& what, std::size_t per_tensor = 20) {
-    const auto analytic = grads_after(m, b, plan);
-    rng r(5);
-    std::vector<std::size_t> idx;
-    for (const auto& name : names) {
-        const auto& e = m.entry(name);
-        for (auto i : test::sample_indices(std::size_t(e.numel()), per_tensor, r)) idx.push_back(std::size_t(e.offset) + i);
-    }
-    const auto err = test::compare_gradient(m.parameters(), analytic, [&] { return m.forward(b, plan); }, idx);
-    test::check_gradient(err, what);
-}
-
 double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
 // The gate written again with plain loops and the prefix mean recomputed at every position: hard (s·[s ≥ θ]) or
@@ -240,15 +226,15 @@ TEST_CASE("gated model, soft: gradients of the gates and of W_Q, W_K through the
     const double loss = m.forward(b, plan);
     CHECK(m.extra_loss() > 0.0);
     CHECK(loss == doctest::Approx(m.last_loss().mean() + m.extra_loss()).epsilon(1e-15));
-    check_gradient_of(m, b, plan,
-                      {gated_variant::weight_name(0), gated_variant::bias_name(0), gated_variant::weight_name(2),
-                       gated_variant::bias_name(3)},
-                      "gate weights and biases", 30);
-    check_gradient_of(m, b, plan,
-                      {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-                       "model.layers.2.self_attn.k_proj.weight", "model.layers.3.self_attn.q_proj.weight",
-                       "model.embed_tokens.weight"},
-                      "W_Q, W_K and the embeddings through the gates");
+    test::check_named_gradients(m, b, plan,
+        {gated_variant::weight_name(0), gated_variant::bias_name(0), gated_variant::weight_name(2),
+         gated_variant::bias_name(3)},
+        "gate weights and biases", 30);
+    test::check_named_gradients(m, b, plan,
+        {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+         "model.layers.2.self_attn.k_proj.weight", "model.layers.3.self_attn.q_proj.weight",
+         "model.embed_tokens.weight"},
+        "W_Q, W_K and the embeddings through the gates", 20);
     // The dense head's gate row receives no gradient.
     grads_after(m, b, plan);
     for (int d = 0; d < 2 * m.HD; ++d) CHECK(m.gradient(gated_variant::weight_name(0))[std::size_t(d)] == 0.0);
@@ -286,8 +272,9 @@ TEST_CASE("straight-through: the forward is the hard-masked model, the backward 
     }
     // The reference's soft backward is the soft model's gradient: finite differences.
     ref.variant().hard = false;
-    check_gradient_of(ref, b, plan, {gated_variant::weight_name(1), "model.layers.1.self_attn.k_proj.weight"},
-                      "reference gate, soft");
+    test::check_named_gradients(ref, b, plan,
+        {gated_variant::weight_name(1), "model.layers.1.self_attn.k_proj.weight"},
+        "reference gate, soft", 20);
     // Hard and soft differ in the forward where pairs are closed.
     gated_model hard_m(2, 9, 7, gated_variant(gate_options{.threshold = 0.45}));
     gated_model soft_m(2, 9, 7, gated_variant(gate_options{.threshold = 0.45, .straight_through = false}));
@@ -426,9 +413,7 @@ TEST_CASE("gate allocation (GATES.md Sec. 3.2): S_l = the h heads with the highe
 }
 
 TEST_CASE("gated model: the gates are checkpointed by name and a run resumes bit for bit") {
-    constexpr model_config tiny_bytes{
-        .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
-        .loops = presets::tiny.loops};
+    using test::tiny_bytes;
     using gated_bytes = model<double, tiny_bytes, cpu, gated_variant>;  // default options: θ = 0.3, all layers
     const growth_options o{.t_start = 2, .dt = 2, .L = 3, .k_max = 3, .h = 2};
     test::check_exact_resume([&] { return test::resumable_run<gated_bytes>(o, 4, 24, 10, 3); }, 10, "gates");

@@ -9,12 +9,10 @@
 #include <vector>
 
 #include "sgt/sgt.hpp"
+#include "support.hpp"
 
 using namespace sgt;
-// The tiny shape with a byte-sized vocabulary, for the k-hop task's ASCII tokens.
-constexpr model_config tiny_bytes{
-    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
-    .loops = presets::tiny.loops};
+using test::tiny_bytes;
 using tiny_model = model<float, tiny_bytes>;
 
 namespace {

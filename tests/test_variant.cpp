@@ -36,24 +36,6 @@ void sharpen(Model& m, std::uint64_t seed) {
         for (auto& w : m.parameter(e.name)) w = e.decay ? 10.0 * w : w + 0.2 * r.normal();
 }
 
-// Finite differences of the whole loss on up to `per_tensor` entries of each named tensor.
-template <class Model>
-void check_gradient_of(Model& m, const batch& b, const loop_plan& plan, const std::vector<std::string>& names,
-                       const std::string& what, std::size_t per_tensor = 25) {
-    m.zero_grad();
-    m.forward(b, plan);
-    m.backward();
-    const std::vector<double> analytic(m.gradients().begin(), m.gradients().end());
-    rng r(5);
-    std::vector<std::size_t> idx;
-    for (const auto& name : names) {
-        const auto& e = m.entry(name);
-        for (auto i : test::sample_indices(std::size_t(e.numel()), per_tensor, r)) idx.push_back(std::size_t(e.offset) + i);
-    }
-    const auto err = test::compare_gradient(m.parameters(), analytic, [&] { return m.forward(b, plan); }, idx);
-    test::check_gradient(err, what);
-}
-
 }  // namespace
 
 TEST_CASE("the loop-gain variant at its initial gains (1) is the paper's model, bit for bit") {
@@ -91,13 +73,13 @@ TEST_CASE("loop-gain variant: gradients of its gains and of the decoder by finit
         for (auto& g : m.parameter(loop_gain_variant::gain_name(l))) g = 1.0 + 0.5 * r.normal();  // away from 1
     const batch b = test::random_batch(2, 10, m.V, 4);
     const loop_plan plan = looped_plan();
-    check_gradient_of(m, b, plan,
-                      {loop_gain_variant::gain_name(1), loop_gain_variant::gain_name(2), loop_gain_variant::gain_name(3)},
-                      "loop gains", 100);
-    check_gradient_of(m, b, plan,
-                      {"model.layers.1.self_attn.q_proj.weight", "model.layers.3.self_attn.o_proj.weight",
-                       "model.layers.2.self_attn.v_proj.weight", "model.embed_tokens.weight"},
-                      "decoder tensors under the gains");
+    test::check_named_gradients(m, b, plan,
+        {loop_gain_variant::gain_name(1), loop_gain_variant::gain_name(2), loop_gain_variant::gain_name(3)},
+        "loop gains", 100);
+    test::check_named_gradients(m, b, plan,
+        {"model.layers.1.self_attn.q_proj.weight", "model.layers.3.self_attn.o_proj.weight",
+         "model.layers.2.self_attn.v_proj.weight", "model.embed_tokens.weight"},
+        "decoder tensors under the gains", 25);
     // Gains of heads and steps no pass uses receive no gradient.
     const auto& e = m.entry(loop_gain_variant::gain_name(3));
     const auto grads = m.gradient(e.name);
@@ -119,10 +101,8 @@ TEST_CASE("loop-gain variant: FLOPs are the paper's plus 3 per looped head value
     CHECK(plain.step_flops(2, 10, plan) == paper);
 }
 
-// The k-hop task's tokens are bytes: a tiny model with a byte vocabulary.
-constexpr model_config tiny_bytes{
-    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
-    .loops = presets::tiny.loops};
+// The k-hop task's tokens are bytes: a tiny model with a byte vocabulary (test::tiny_bytes).
+using test::tiny_bytes;
 
 TEST_CASE("loop-gain variant: trained gains are checkpointed, loaded by name, and a run resumes bit for bit") {
     using gained_model = model<double, tiny_bytes, cpu, loop_gain_variant>;
@@ -229,14 +209,14 @@ TEST_CASE("a gate variant with a loss term and its own ∂L/∂q: finite differe
     const double loss = m.forward(b, plan);
     CHECK(m.extra_loss() > 0.0);
     CHECK(loss == doctest::Approx(m.last_loss().mean() + m.extra_loss()).epsilon(1e-15));
-    check_gradient_of(m, b, plan,
-                      {query_gate_variant::w_name(0), query_gate_variant::c_name(0), query_gate_variant::w_name(2),
-                       query_gate_variant::c_name(3)},
-                      "gate parameters");
-    check_gradient_of(m, b, plan,
-                      {"model.layers.0.self_attn.q_proj.weight", "model.layers.2.self_attn.q_proj.weight",
-                       "model.layers.1.input_layernorm.weight", "model.embed_tokens.weight"},
-                      "through the gate into q, the norm and the embeddings");
+    test::check_named_gradients(m, b, plan,
+        {query_gate_variant::w_name(0), query_gate_variant::c_name(0), query_gate_variant::w_name(2),
+         query_gate_variant::c_name(3)},
+        "gate parameters", 25);
+    test::check_named_gradients(m, b, plan,
+        {"model.layers.0.self_attn.q_proj.weight", "model.layers.2.self_attn.q_proj.weight",
+         "model.layers.1.input_layernorm.weight", "model.embed_tokens.weight"},
+        "through the gate into q, the norm and the embeddings", 25);
 }
 
 TEST_CASE("a variant's tensors are updated by AdamW, decayed as its table says") {

@@ -281,14 +281,8 @@ public:
 
     // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend).
     std::span<const T> logits() const {
-        const std::size_t n = std::size_t(d_.tokens() * V);
-        if constexpr (Backend::host_memory) {
-            return {logits_.data(), n};
-        } else {
-            logits_host_.resize(n);
-            copy_to_host(Backend{}, logits_host_.data(), logits_.data(), std::int64_t(n));
-            return logits_host_;
-        }
+        return detail::host_view(Backend{}, static_cast<const T*>(logits_.data()), std::size_t(d_.tokens() * V),
+                                 logits_host_);
     }
     const entropy_report& entropies() const { return entropy_; }
     // The cross-entropy of the last forward() (sum and count of the counted targets), without the variant's term.

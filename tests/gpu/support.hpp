@@ -15,6 +15,17 @@ namespace sgt::test {
 
 using bf16 = __nv_bfloat16;
 
+// B x T random tokens and targets below V, every 7th target (from the 4th on) ignored.
+inline sgt::batch random_batch_some_ignored(int B, int T, int V, std::uint64_t seed) {
+    sgt::rng r(seed);
+    sgt::batch b{B, T, {}, {}};
+    for (int i = 0; i < B * T; ++i) {
+        b.inputs.push_back(std::int32_t(r.next_u64() % std::uint64_t(V)));
+        b.targets.push_back(i % 7 == 3 ? sgt::ignore_target : std::int32_t(r.next_u64() % std::uint64_t(V)));
+    }
+    return b;
+}
+
 inline std::vector<double> random_vector(sgt::rng& r, std::size_t n, double scale = 1.0) {
     std::vector<double> v(n);
     for (auto& x : v) x = scale * r.normal();

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "sgt/gates.hpp"
+#include "../support.hpp"
 #include "support.hpp"
 
 using namespace sgt;
@@ -70,20 +71,10 @@ TEST_CASE_TEMPLATE("gate forward and backward match the CPU at odd sizes", T, fl
 }
 
 namespace {
-constexpr model_config tiny_bytes{
-    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
-    .loops = presets::tiny.loops};
+using test::tiny_bytes;
 constexpr int B = 3, T_ = 29;
 
-batch random_batch(std::uint64_t seed) {
-    rng r(seed);
-    batch b{B, T_, {}, {}};
-    for (int i = 0; i < B * T_; ++i) {
-        b.inputs.push_back(std::int32_t(r.next_u64() % tiny_bytes.shape.vocab));
-        b.targets.push_back(i % 7 == 3 ? ignore_target : std::int32_t(r.next_u64() % tiny_bytes.shape.vocab));
-    }
-    return b;
-}
+batch random_batch(std::uint64_t seed) { return test::random_batch_some_ignored(B, T_, tiny_bytes.shape.vocab, seed); }
 }  // namespace
 
 TEST_CASE("the gated model on the GPU matches the CPU in fp32: loss, every gradient, sparsity") {

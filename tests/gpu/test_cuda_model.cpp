@@ -8,29 +8,19 @@
 
 #include "../../examples/variants/loop_gain.hpp"
 #include "../resume.hpp"
+#include "../support.hpp"
 #include "support.hpp"
 
 using namespace sgt;
 using test::bf16;
 
 namespace {
-// The tiny shape with a byte-sized vocabulary, for the k-hop task's ASCII tokens.
-constexpr model_config tiny_bytes{
-    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
-    .loops = presets::tiny.loops};
+using test::tiny_bytes;
 template <class T, class Backend>
 using tiny_model = model<T, tiny_bytes, Backend>;
 constexpr int B = 3, T_ = 29;  // odd sizes
 
-batch random_batch(std::uint64_t seed) {
-    rng r(seed);
-    batch b{B, T_, {}, {}};
-    for (int i = 0; i < B * T_; ++i) {
-        b.inputs.push_back(std::int32_t(r.next_u64() % tiny_bytes.shape.vocab));
-        b.targets.push_back(i % 7 == 3 ? ignore_target : std::int32_t(r.next_u64() % tiny_bytes.shape.vocab));
-    }
-    return b;
-}
+batch random_batch(std::uint64_t seed) { return test::random_batch_some_ignored(B, T_, tiny_bytes.shape.vocab, seed); }
 
 loop_plan loops(int k, std::vector<int> heads, double fade = 0.0) {
     loop_plan p = loop_plan::vanilla(4);

@@ -20,9 +20,7 @@ using namespace sgt;
 
 namespace {
 
-constexpr model_config tiny_bytes{
-    .shape = {.layers = 4, .heads = 4, .head_dim = 8, .d_ff = 64, .vocab = 128, .max_seq = 32},
-    .loops = presets::tiny.loops};
+using test::tiny_bytes;
 using model_t = model<float, tiny_bytes>;
 
 // The run every test here checkpoints: batches of 4 x 24, 20 steps of cosine schedule, 3 k-hop symbols.

@@ -41,6 +41,19 @@ std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
     copy_to_host(be, h.data(), x.data(), std::int64_t(h.size()));
     return h;
 }
+
+// n values of backend memory readable on the host: the memory itself on a host backend, else a copy made into
+// `copy` (which the view then refers to).
+template <class Backend, class T>
+std::span<const T> host_view(Backend be, const T* x, std::size_t n, std::vector<T>& copy) {
+    if constexpr (Backend::host_memory) {
+        return {x, n};
+    } else {
+        copy.resize(n);
+        copy_to_host(be, copy.data(), x, std::int64_t(n));
+        return copy;
+    }
+}
 }  // namespace detail
 
 }  // namespace sgt

@@ -460,14 +460,7 @@ private:
     }
 
     std::span<const T> host_logits(int B) {
-        const std::size_t n = std::size_t(B) * V;
-        if constexpr (Backend::host_memory) {
-            return {logits_.data(), n};
-        } else {
-            logits_host_.resize(n);
-            copy_to_host(Backend{}, logits_host_.data(), logits_.data(), std::int64_t(n));
-            return logits_host_;
-        }
+        return detail::host_view(Backend{}, static_cast<const T*>(logits_.data()), std::size_t(B) * V, logits_host_);
     }
 
     int max_batch_, max_context_;
