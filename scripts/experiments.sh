@@ -23,16 +23,20 @@
 # summary.md (tools/summarize.py: mean ± std, FLOPs and time overheads), figures/*.png (tools/plot.py, when
 # matplotlib is there), device.txt.
 #
-# Time: a calibration run measures the time of a step and of a run's fixed costs, and the step count is chosen
-# so that all runs fit in SGT_BUDGET_S seconds (default 400; at most SGT_MAX_STEPS = 2000 steps, at least
-# SGT_MIN_STEPS = 200). Runs go seed by seed (every configuration of seed 1, then seed 2, then 3), and a run that
-# would end after SGT_DEADLINE_S (default 490) seconds from the start is skipped, so the script ends in time
-# (the tables and figures take a few seconds more) and what ran is complete per seed.
+# Time: SGT_PARALLEL runs go side by side on the GPU (default 8 where nvidia-smi sees a GPU, else 1; a 12.7M model
+# leaves most of an H200 idle, so 8 at a time finish far sooner than 8 one after the other; the time overheads are
+# then measured under that sharing, see docs/RESULTS.md). A calibration (SGT_PARALLEL vanilla runs side by side)
+# measures the time of a step and of a run's fixed costs, and the step count is chosen so that all runs fit in
+# SGT_BUDGET_S seconds (default 420; at most SGT_MAX_STEPS = 5000 steps, at least SGT_MIN_STEPS = 200). Runs
+# start seed by seed (every configuration of seed 1, then seed 2, then 3), and a run that would end after
+# SGT_DEADLINE_S (default 500) seconds from the start is skipped, so the script ends in time (the tables and
+# figures take a few seconds more) and what ran is complete per seed.
 #
 # Every setting is an environment variable, so the logic runs on a CPU in seconds (tests/examples/experiments.sh):
 #   SGT_TRAIN (BIN_DIR/train_cuda)  SGT_PRECISION (bf16)  SGT_DATA (.data/tinyshakespeare.txt)  SGT_PRESET (char_12l)
 #   SGT_BATCH (32)  SGT_SEQ (256)  SGT_LR (2e-3)  SGT_DROPOUT (0.1)  SGT_SEEDS ("1 2 3")  SGT_STEPS (calibrated)
 #   SGT_LOOP_LAYERS ("1 6 11")  SGT_EVAL_BATCHES (16)  SGT_BUDGET_S  SGT_DEADLINE_S  SGT_MIN_STEPS  SGT_MAX_STEPS
+#   SGT_PARALLEL
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/.gpu}
@@ -48,10 +52,12 @@ dropout=${SGT_DROPOUT:-0.1}
 seeds=${SGT_SEEDS:-1 2 3}
 loop_layers=${SGT_LOOP_LAYERS:-1 6 11}
 eval_batches=${SGT_EVAL_BATCHES:-16}
-budget=${SGT_BUDGET_S:-400}
-deadline=${SGT_DEADLINE_S:-490}
+budget=${SGT_BUDGET_S:-420}
+deadline=${SGT_DEADLINE_S:-500}
 min_steps=${SGT_MIN_STEPS:-200}
-max_steps=${SGT_MAX_STEPS:-2000}
+max_steps=${SGT_MAX_STEPS:-5000}
+# Runs side by side on the one GPU (a small model leaves most of an H200 idle); one at a time without a GPU.
+parallel=${SGT_PARALLEL:-$(nvidia-smi -L > /dev/null 2>&1 && echo 8 || echo 1)}
 start=$(date +%s.%N)
 elapsed() { awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
 
@@ -92,28 +98,36 @@ n_configs=$(configs | wc -l)
 n_seeds=$(wc -w <<< "$seeds")
 n_runs=$((n_configs * n_seeds))
 
-# Calibration: a short vanilla run gives the seconds per training step and a run's fixed cost (start-up, data,
-# model, evaluation).
+# Calibration: $parallel short vanilla runs side by side (as the runs will be) give the seconds per training step
+# and a run's fixed cost (start-up, data, model, evaluation).
 if [ -n "${SGT_STEPS:-}" ]; then
     steps=$SGT_STEPS
-    say "steps: $steps (SGT_STEPS)"
+    say "steps: $steps (SGT_STEPS), $parallel runs at a time"
 else
     cal_steps=60
     t0=$(date +%s.%N)
-    "$train" "${common[@]}" --steps "$cal_steps" --warmup 5 --eval-interval "$cal_steps" --variant vanilla \
-        --seed 1 --log "$out/calibration.jsonl" > "$out/calibration.txt" 2>&1 \
-        || { echo "experiments: the calibration run failed:"; tail -5 "$out/calibration.txt"; exit 1; }
+    for p in $(seq "$parallel"); do
+        "$train" "${common[@]}" --steps "$cal_steps" --warmup 5 --eval-interval "$cal_steps" --variant vanilla \
+            --seed "$p" --log "$out/calibration_$p.jsonl" > "$out/calibration_$p.txt" 2>&1 < /dev/null &
+    done
+    wait || true
     t1=$(date +%s.%N)
-    train_s=$(grep '"type":"summary"' "$out/calibration.jsonl" | sed -E 's/.*"seconds":([0-9.eE+-]+).*/\1/')
+    for p in $(seq "$parallel"); do
+        grep -q '"type":"summary"' "$out/calibration_$p.jsonl" 2> /dev/null \
+            || { echo "experiments: the calibration run failed:"; tail -5 "$out/calibration_$p.txt"; exit 1; }
+    done
+    train_s=$(cat "$out"/calibration_*.jsonl | grep '"type":"summary"' \
+        | sed -E 's/.*"seconds":([0-9.eE+-]+).*/\1/' | sort -g | tail -1)
     # Loops add work: Block Loop a quarter of the layers twice, the rest a few percent; 1.08 on average, and the
     # evaluations (8 per run, eval_batches forwards each, a third of a step per forward) on top.
     steps=$(awk -v b="$budget" -v used="$(elapsed)" -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" \
-        -v ts="$train_s" -v n="$n_runs" -v cs="$cal_steps" -v eb="$eval_batches" \
+        -v ts="$train_s" -v n="$n_runs" -v p="$parallel" -v cs="$cal_steps" -v eb="$eval_batches" \
         -v lo="$min_steps" -v hi="$max_steps" 'BEGIN {
             per_step = ts / cs; fixed = wall - ts; if (fixed < 0) fixed = 0
-            s = ((b - used) / n - fixed) / (1.08 * per_step) - 8 * eb / 3
+            waves = int((n + p - 1) / p)
+            s = ((b - used) / waves - fixed) / (1.08 * per_step) - 8 * eb / 3
             s = int(s / 50) * 50; if (s < lo) s = lo; if (s > hi) s = hi; print s }')
-    say "calibration: $(awk -v t="$train_s" -v c="$cal_steps" 'BEGIN{printf "%.1f", 1000*t/c}') ms per step," \
+    say "calibration ($parallel runs at a time): $(awk -v t="$train_s" -v c="$cal_steps" 'BEGIN{printf "%.1f", 1000*t/c}') ms per step," \
         "$(awk -v a="$t0" -v b="$t1" -v t="$train_s" 'BEGIN{printf "%.1f", b-a-t}') s fixed per run -> $steps steps" \
         "for $n_runs runs"
 fi
@@ -121,9 +135,27 @@ ts=$(( steps / 20 > 0 ? steps / 20 : 1 ))   # t_start = Δt = 5% of the run (the
 warmup=$ts
 interval=$(( steps / 8 > 0 ? steps / 8 : 1 ))
 
+# One run, in the background; its wall time goes to .last_run_s, the estimate for the deadline check.
+run_one() {  # i name seed run_ts flags [extra flags...]
+    local i=$1 name=$2 seed=$3 run_ts=$4 flags=$5 r0 est
+    shift 5
+    r0=$(date +%s.%N)
+    # shellcheck disable=SC2086  # $flags holds several words on purpose
+    if "$train" "${common[@]}" --steps "$steps" --warmup "$warmup" --t-start "$run_ts" --dt "$run_ts" \
+        --eval-interval "$interval" --seed "$seed" --run-name "$name" $flags "$@" \
+        --log "$out/logs/${name}_s$seed.jsonl" > "$out/logs/${name}_s$seed.txt" 2>&1 < /dev/null; then
+        est=$(awk -v a="$r0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+        echo "$est" > "$out/.last_run_s"
+        say "[$i/$n_runs] $name seed $seed: $(grep -o 'final val loss.*' "$out/logs/${name}_s$seed.txt")," \
+            "$(grep -o '[0-9.]* s (' "$out/logs/${name}_s$seed.txt" | tr -d ' (') training, $(printf '%.1f' "$est") s in all"
+    else
+        say "[$i/$n_runs] $name seed $seed: FAILED: $(tail -1 "$out/logs/${name}_s$seed.txt")"
+    fi
+}
+
 i=0
 skipped=0
-est=""  # seconds of the last run, the estimate of the next
+rm -f "$out/.last_run_s"
 for seed in $seeds; do
     while IFS='|' read -r name flags; do
         i=$((i + 1))
@@ -132,6 +164,8 @@ for seed in $seeds; do
             run_ts=$(( steps * ${name#*@} / 100 > 0 ? steps * ${name#*@} / 100 : 1 ))
             name="${name%@*}$run_ts"
         fi
+        while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+        est=$(cat "$out/.last_run_s" 2> /dev/null || true)
         if [ -n "$est" ] && awk -v e="$(elapsed)" -v r="$est" -v d="$deadline" 'BEGIN { exit !(e + 1.3 * r > d) }'; then
             say "[$i/$n_runs] $name seed $seed: skipped (would end after the ${deadline} s deadline)"
             skipped=$((skipped + 1))
@@ -142,19 +176,11 @@ for seed in $seeds; do
             extra=(--entropy-every "$(( steps / 40 > 0 ? steps / 40 : 1 ))")
             [ "$name" = sgt_k3 ] && extra+=(--log-flow)
         fi
-        r0=$(date +%s.%N)
-        # shellcheck disable=SC2086  # $flags holds several words on purpose
-        if "$train" "${common[@]}" --steps "$steps" --warmup "$warmup" --t-start "$run_ts" --dt "$run_ts" \
-            --eval-interval "$interval" --seed "$seed" --run-name "$name" $flags "${extra[@]}" \
-            --log "$out/logs/${name}_s$seed.jsonl" > "$out/logs/${name}_s$seed.txt" 2>&1; then
-            est=$(awk -v a="$r0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
-            say "[$i/$n_runs] $name seed $seed: $(grep -o 'final val loss.*' "$out/logs/${name}_s$seed.txt")," \
-                "$(grep -o '[0-9.]* s (' "$out/logs/${name}_s$seed.txt" | tr -d ' (') training, $(printf '%.1f' "$est") s in all"
-        else
-            say "[$i/$n_runs] $name seed $seed: FAILED: $(tail -1 "$out/logs/${name}_s$seed.txt")"
-        fi
+        run_one "$i" "$name" "$seed" "$run_ts" "$flags" "${extra[@]}" &
+        [ "$parallel" -gt 1 ] || wait
     done < <(configs)
 done
+wait
 say "runs done ($skipped skipped)"
 
 if python3 "$here/tools/summarize.py" "$out/logs" --out "$out/summary.tables.md" > /dev/null; then
