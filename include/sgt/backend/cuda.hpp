@@ -81,7 +81,7 @@ void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* pro
 // decode.cuh (start, pos: device memory, (B) int32). Decode attention's workspace, in accum_t<T>, is the caller's:
 // per (sequence, head) and chunk of decode_chunk keys, a max, a sum and an unnormalised output.
 namespace detail {
-constexpr int decode_chunk = 256;
+constexpr int decode_chunk = 64;
 inline int decode_splits(int ctx) { return (ctx + decode_chunk - 1) / decode_chunk; }
 }  // namespace detail
 template <class T>

@@ -3,14 +3,15 @@
 //
 // Decode attention is split along the keys, as flash-decoding does: one query per (sequence, head) against up
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
-// (decode_chunk of them), keeps a running max, sum and weighted value sum per warp (the online softmax), merges
-// its warps, and writes its partial (max, sum, unnormalised output); a second kernel merges the chunks. The
-// number of chunks is fixed by max_context, not by the current length (chunks past the length write nothing
-// that is read), so a recorded decode step replays at every length. Arithmetic in accum_t<T>.
+// (decode_chunk of them), computes all their scores at once, their max and sum, and their weighted value sum,
+// and writes its partial (max, sum, unnormalised output); a second kernel merges the chunks. The number of
+// chunks is fixed by max_context, not by the current length (chunks past the length write nothing that is
+// read), so a recorded decode step replays at every length. Arithmetic in accum_t<T>.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 
 #include "sgt/backend/cuda/backend.cuh"
 
@@ -18,8 +19,8 @@ namespace sgt {
 
 namespace detail {
 
-constexpr int decode_warps = 4;
-constexpr int decode_max_lanes = 8;  // head dims per lane: HD ≤ 256
+constexpr int decode_threads = 2 * decode_chunk;  // two threads per key of a chunk
+constexpr int decode_max_hd = 256;
 
 template <class T>
 __global__ void rope_at_kernel(T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
@@ -67,70 +68,106 @@ __device__ inline A warp_sum(A x) {
     for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
 }
+template <class A>
+__device__ inline A warp_max(A x) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+// The widest pack (16, 8, 4 or 2 bytes, or one element) that divides a head row and the given pointers.
+template <class T>
+int decode_pack_width(int HD, std::initializer_list<const void*> ptrs) {
+    for (int bytes = 16; bytes > int(sizeof(T)); bytes /= 2) {
+        const int w = bytes / int(sizeof(T));
+        bool ok = HD % w == 0;
+        for (const void* p : ptrs) ok = ok && reinterpret_cast<std::uintptr_t>(p) % std::uintptr_t(bytes) == 0;
+        if (ok) return w;
+    }
+    return 1;
+}
 
 // Block (s, bh): keys [s·chunk, min(len, (s+1)·chunk)) of head bh. ml (B·n, splits, 2): max and sum; po
-// (B·n, splits, HD): Σ_j exp(score_j − max) v_j.
-template <class T>
-__global__ void decode_partial_kernel(accum_t<T>* ml, accum_t<T>* po, const T* qkv, const T* k_cache,
-                                      const T* v_cache, const std::int32_t* pos, int n, int HD, int ctx, int splits,
-                                      accum_t<T> scale) {
+// (B·n, splits, HD): Σ_j exp(score_j − max) v_j. Every load in the block is independent of the others, so the
+// block has its whole chunk in flight at once (a serial online softmax per warp waits on memory once per key):
+//   scores: two threads per key, each half of the head's W-element packs, q from shared memory;
+//   softmax: warp 0 takes the chunk's max and sum, and turns the scores into exp(score − max);
+//   values: a row of HD/W threads per key, G = threads / (HD/W) rows, each summing every G-th key; the rows'
+//           sums are then added up per dimension.
+template <class T, int W>
+__global__ void __launch_bounds__(decode_threads) decode_partial_kernel(accum_t<T>* ml, accum_t<T>* po, const T* qkv,
+                                                                        const T* k_cache, const T* v_cache,
+                                                                        const std::int32_t* pos, int n, int HD,
+                                                                        int ctx, int splits, accum_t<T> scale) {
     using A = accum_t<T>;
+    static_assert(decode_chunk * 2 == decode_threads, "two threads per key");
     const int s = blockIdx.x, bh = blockIdx.y, b = bh / n, i = bh % n;
-    const int len = pos[b] + 1, j0 = s * decode_chunk, j1 = min(len, j0 + decode_chunk);
+    const int len = pos[b] + 1, j0 = s * decode_chunk, keys = min(len - j0, decode_chunk);
     const std::int64_t part = std::int64_t(bh) * splits + s;
-    if (j0 >= len) return;  // the merge reads only chunks below the length
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (keys <= 0) return;  // the merge reads only chunks below the length
+    const int t = threadIdx.x, packs = HD / W;
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
-    const T* k = k_cache + std::int64_t(bh) * ctx * HD;
-    const T* v = v_cache + std::int64_t(bh) * ctx * HD;
-    A qr[decode_max_lanes], acc[decode_max_lanes];
-#pragma unroll
-    for (int e = 0; e < decode_max_lanes; ++e) {
-        const int d = lane + 32 * e;
-        qr[e] = d < HD ? load(q[d]) * scale : A(0);
-        acc[e] = 0;
-    }
-    A m = -INFINITY, l = 0;
-    for (int j = j0 + warp; j < j1; j += decode_warps) {
-        const T* kj = k + std::int64_t(j) * HD;
-        A dot = 0;
-#pragma unroll
-        for (int e = 0; e < decode_max_lanes; ++e) {
-            const int d = lane + 32 * e;
-            if (d < HD) dot += qr[e] * load(kj[d]);
-        }
-        dot = warp_sum(dot);
-        const A m_new = max(m, dot), c = exp(m - m_new), p = exp(dot - m_new);
-        l = l * c + p;
-        const T* vj = v + std::int64_t(j) * HD;
-#pragma unroll
-        for (int e = 0; e < decode_max_lanes; ++e) {
-            const int d = lane + 32 * e;
-            if (d < HD) acc[e] = acc[e] * c + p * load(vj[d]);
-        }
-        m = m_new;
-    }
-    // Merge the warps (a warp with no key has m = −∞ and contributes nothing).
-    __shared__ A s_m[decode_warps], s_l[decode_warps];
-    __shared__ A s_o[decode_warps][32 * decode_max_lanes];
-    if (lane == 0) s_m[warp] = m, s_l[warp] = l;
-#pragma unroll
-    for (int e = 0; e < decode_max_lanes; ++e) s_o[warp][lane + 32 * e] = acc[e];
+    const T* k = k_cache + (std::int64_t(bh) * ctx + j0) * HD;
+    const T* v = v_cache + (std::int64_t(bh) * ctx + j0) * HD;
+    __shared__ A s_q[decode_max_hd], s_p[decode_chunk], s_o[decode_threads * (16 / sizeof(T) > 0 ? 16 / sizeof(T) : 1)];
+    __shared__ A s_m, s_l;
+    for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
     __syncthreads();
-    A M = -INFINITY;
-    for (int w = 0; w < decode_warps; ++w) M = max(M, s_m[w]);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+
+    // Scores: key t / 2, packs t % 2, t % 2 + 2, ...
+    {
+        const int j = t / 2;
+        A dot = 0;
+        if (j < keys) {
+            const pack<T, W>* kj = reinterpret_cast<const pack<T, W>*>(k + std::int64_t(j) * HD);
+            for (int e = t % 2; e < packs; e += 2) {
+                const pack<T, W> x = kj[e];
+#pragma unroll
+                for (int w = 0; w < W; ++w) dot += s_q[e * W + w] * load(x.v[w]);
+            }
+        }
+        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+        if (t % 2 == 0) s_p[j] = j < keys ? dot : A(-INFINITY);
+    }
+    __syncthreads();
+    if (t < 32) {
+        A m = -INFINITY;
+        for (int j = t; j < decode_chunk; j += 32) m = max(m, s_p[j]);
+        m = warp_max(m);
+        A l = 0;
+        for (int j = t; j < decode_chunk; j += 32) {
+            const A p = j < keys ? exp(s_p[j] - m) : A(0);
+            s_p[j] = p;
+            l += p;
+        }
+        l = warp_sum(l);
+        if (t == 0) s_m = m, s_l = l;
+    }
+    __syncthreads();
+
+    // Values: thread t is pack e = t % packs of row g = t / packs; rows take every G-th key.
+    const int G = decode_threads / packs;
+    const int e = t % packs, g = t / packs;
+    if (g < G) {
+        A acc[W] = {};
+        for (int j = g; j < keys; j += G) {
+            const A p = s_p[j];
+            const pack<T, W> x = reinterpret_cast<const pack<T, W>*>(v + std::int64_t(j) * HD)[e];
+#pragma unroll
+            for (int w = 0; w < W; ++w) acc[w] += p * load(x.v[w]);
+        }
+#pragma unroll
+        for (int w = 0; w < W; ++w) s_o[g * HD + e * W + w] = acc[w];
+    }
+    __syncthreads();
+    for (int d = t; d < HD; d += decode_threads) {
         A o = 0;
-        for (int w = 0; w < decode_warps; ++w)
-            if (s_m[w] > -INFINITY) o += s_o[w][d] * exp(s_m[w] - M);
+        for (int r = 0; r < G; ++r) o += s_o[r * HD + d];
         po[part * HD + d] = o;
     }
-    if (threadIdx.x == 0) {
-        A L = 0;
-        for (int w = 0; w < decode_warps; ++w)
-            if (s_m[w] > -INFINITY) L += s_l[w] * exp(s_m[w] - M);
-        ml[2 * part] = M;
-        ml[2 * part + 1] = L;
+    if (t == 0) {
+        ml[2 * part] = s_m;
+        ml[2 * part + 1] = s_l;
     }
 }
 
@@ -178,15 +215,25 @@ void kv_cache_write(cuda, T* k_cache, T* v_cache, const T* qkv, const std::int32
 template <class T>
 void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
                       int n, int HD, int ctx, accum_t<T>* workspace) {
-    require(HD <= 32 * detail::decode_max_lanes, "cuda decode_attention: head size {} is above the supported {}", HD,
-            32 * detail::decode_max_lanes);
+    require(HD <= detail::decode_max_hd && HD % 2 == 0,
+            "cuda decode_attention: expected an even head size of at most {}, found {}", detail::decode_max_hd, HD);
     if (B <= 0 || n <= 0) return;
     using A = accum_t<T>;
     const int splits = detail::decode_splits(ctx);
     A* ml = workspace;
     A* po = workspace + std::int64_t(B) * n * splits * 2;
-    detail::decode_partial_kernel<<<dim3(splits, B * n), 32 * detail::decode_warps, 0, detail::stream()>>>(
-        ml, po, qkv, k_cache, v_cache, pos, n, HD, ctx, splits, A(1.0 / std::sqrt(double(HD))));
+    const A scale = A(1.0 / std::sqrt(double(HD)));
+    const dim3 grid(splits, B * n);
+    auto launch = [&]<int W>() {
+        detail::decode_partial_kernel<T, W><<<grid, detail::decode_threads, 0, detail::stream()>>>(
+            ml, po, qkv, k_cache, v_cache, pos, n, HD, ctx, splits, scale);
+    };
+    switch (detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache})) {
+        case 8: if constexpr (16 / sizeof(T) >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];
+        case 4: if constexpr (16 / sizeof(T) >= 4) { launch.template operator()<4>(); break; } [[fallthrough]];
+        case 2: if constexpr (16 / sizeof(T) >= 2) { launch.template operator()<2>(); break; } [[fallthrough]];
+        default: launch.template operator()<1>();
+    }
     SGT_CUDA_LAUNCHED(decode_partial_kernel);
     detail::decode_merge_kernel<<<B * n, 128, 0, detail::stream()>>>(out, ml, po, pos, n, HD, splits);
     SGT_CUDA_LAUNCHED(decode_merge_kernel);
