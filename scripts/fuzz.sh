@@ -71,7 +71,8 @@ fi
 echo "sgt fuzz: building with $cxx into $build_dir"
 build_start=$SECONDS
 cmake -S fuzz -B "$build_dir" -DCMAKE_CXX_COMPILER="$(command -v "$cxx")" >/dev/null
-cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}"
+# One build per target, side by side: make builds the targets of one `--target a b c` one after another.
+printf '%s\n' "${targets[@]}" | xargs -P "$jobs" -I{} cmake --build "$build_dir" --target {}
 echo "sgt fuzz: built in $((SECONDS - build_start)) s"
 
 mkdir -p "$build_dir/logs"
