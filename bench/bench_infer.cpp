@@ -3,7 +3,8 @@
 // warm-up prefill) and decode tokens/s (the median decode step, one token per sequence, as the context fills up;
 // the step recorded as a CUDA graph), with the KV cache's bytes. Variants as bench/plans.hpp: vanilla, SGT
 // (3 layers, K = 3, h = 2), Block Loop. Models: the GPT-2-sized LLaMA of bench_cuda_step and char_small, both
-// with a 4096-token context. bench/run_infer.sh runs it next to Hugging Face generate (bench/torch_infer.py).
+// with a 4096-token context. scripts/gpu_infer.sh BIN_DIR bench runs it next to bench/torch_infer.py (Hugging Face
+// generate and our cached PyTorch model).
 //
 //     bench_infer --models gpt2,char_small --variants vanilla,sgt,block --batches 1,32 --contexts 1024,4096
 #include <CLI/CLI.hpp>
