@@ -39,10 +39,9 @@ SHAPES = {"gpt2": Shape(layers=12, heads=12, head_dim=64, d_ff=2048, vocab=50304
           "tiny": Shape(layers=4, heads=4, head_dim=8, d_ff=64, vocab=64)}
 
 
-def plan_args(variant: str) -> argparse.Namespace:
-    """bench/plans.hpp's structures: SGT on the 3 deepest layers, K = 3 over heads {0, 1}; Block Loop on the same
-    3 layers, each block twice."""
-    return argparse.Namespace(sgt_layers=3, sgt_heads=2, sgt_k=3, block_layers=3, block_repeat=2)
+# bench/plans.hpp's structures, as torch_step.make_plan reads them: SGT on the 3 deepest layers, K = 3 over heads
+# {0, 1}; Block Loop on the same 3 layers, each block twice.
+PLAN_ARGS = argparse.Namespace(sgt_layers=3, sgt_heads=2, sgt_k=3, block_layers=3, block_repeat=2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -135,7 +134,7 @@ def run_check() -> int:
     worst = 0.0
     for variant in ("vanilla", "sgt", "block"):
         torch.manual_seed(0)
-        model = FastModel(shape, make_plan(variant, shape, plan_args(variant)), max_seq=T, dtype=torch.float64)
+        model = FastModel(shape, make_plan(variant, shape, PLAN_ARGS), max_seq=T, dtype=torch.float64)
         model.init_weights_(torch.Generator().manual_seed(1), std=0.1)
         tokens = torch.randint(0, shape.vocab, (2, T))
         with torch.no_grad():
@@ -198,7 +197,7 @@ def bench_hf(name: str, mode: str, B: int, ctx: int, decode_tokens: int) -> dict
 def bench_ref(name: str, variant: str, mode: str, B: int, ctx: int, decode_tokens: int) -> dict:
     shape = SHAPES[name]
     torch.manual_seed(0)
-    model = FastModel(shape, make_plan(variant, shape, plan_args(variant)), max_seq=ctx).to("cuda", torch.bfloat16)
+    model = FastModel(shape, make_plan(variant, shape, PLAN_ARGS), max_seq=ctx).to("cuda", torch.bfloat16)
     model.init_weights_(torch.Generator().manual_seed(1))
     c = CachedModel(model, B, ctx)
     prompt_len = ctx - decode_tokens

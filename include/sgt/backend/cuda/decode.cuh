@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(accum_t<
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     const T* k = k_cache + (std::int64_t(bh) * ctx + j0) * HD;
     const T* v = v_cache + (std::int64_t(bh) * ctx + j0) * HD;
-    __shared__ A s_q[decode_max_hd], s_p[decode_chunk], s_o[decode_threads * (16 / sizeof(T) > 0 ? 16 / sizeof(T) : 1)];
+    __shared__ A s_q[decode_max_hd], s_p[decode_chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
     __shared__ A s_m, s_l;
     for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
     __syncthreads();
@@ -229,9 +229,9 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
             ml, po, qkv, k_cache, v_cache, pos, n, HD, ctx, splits, scale);
     };
     switch (detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache})) {
-        case 8: if constexpr (16 / sizeof(T) >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];
-        case 4: if constexpr (16 / sizeof(T) >= 4) { launch.template operator()<4>(); break; } [[fallthrough]];
-        case 2: if constexpr (16 / sizeof(T) >= 2) { launch.template operator()<2>(); break; } [[fallthrough]];
+        case 8: if constexpr (detail::pack_width<T> >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];
+        case 4: if constexpr (detail::pack_width<T> >= 4) { launch.template operator()<4>(); break; } [[fallthrough]];
+        case 2: if constexpr (detail::pack_width<T> >= 2) { launch.template operator()<2>(); break; } [[fallthrough]];
         default: launch.template operator()<1>();
     }
     SGT_CUDA_LAUNCHED(decode_partial_kernel);
