@@ -24,6 +24,10 @@ namespace {
 constexpr model_config gpt2_llama{
     .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304, .max_seq = 1024},
     .loops = presets::paper_loops};
+// The same model at the paper's training length: B4 x T4096.
+constexpr model_config gpt2_4k{.shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304,
+                                         .max_seq = 4096},
+                               .loops = presets::paper_loops};
 
 struct event_timer {
     cudaEvent_t start{}, stop{};
@@ -143,10 +147,13 @@ nlohmann::json breakdown(int B, int S, int reps) {
     };
     const double attn_linear = linear(C, 3 * C) + linear(C, C);
     const double ffn_linear = 2 * linear(C, F) + linear(F, C);
-    const double attn_core = median_ms([&] {
-        attention_forward(be, o.data(), probs.data(), ent.data(), qkv.data(), B, S, NH, HD);
-        attention_backward(be, dqkv.data(), o.data(), qkv.data(), probs.data(), B, S, NH, HD);
-    });
+    auto attention_core = [&](int n) {  // fwd + bwd over n heads (a loop pass: the h selected heads)
+        return median_ms([&] {
+            attention_forward(be, o.data(), probs.data(), ent.data(), qkv.data(), B, S, n, HD);
+            attention_backward(be, dqkv.data(), o.data(), qkv.data(), probs.data(), B, S, n, HD);
+        });
+    };
+    const double attn_core = attention_core(NH), attn_core_2 = attention_core(2);
     const double norms_rope_swiglu = median_ms([&] {
         for (int k = 0; k < 2; ++k) {
             rmsnorm_forward(be, y.data(), dx.data(), x.data(), w.data(), N, C, 1e-5);
@@ -182,7 +189,9 @@ nlohmann::json breakdown(int B, int S, int reps) {
               {"lm head + cross-entropy", head},
               {"clip + AdamW", optimizer},
               {"sum", L * (attn_core + attn_linear + ffn_linear + norms_rope_swiglu) + head + optimizer}}},
-            {"attention_core_ms_per_layer", attn_core}};
+            {"attention_core_ms_per_layer", attn_core},
+            {"attention_core_ms_2_heads", attn_core_2},
+            {"attention_core_2_heads_over_all", attn_core_2 / attn_core}};
 }
 
 template <class T>
@@ -190,13 +199,15 @@ nlohmann::json bench_preset(const std::string& preset, const std::string& varian
                             double peak) {
     if (variant == "breakdown") {
         if (preset == "gpt2") return breakdown<gpt2_llama, T>(B ? B : 16, S ? S : 1024, steps);
+        if (preset == "gpt2_4k") return breakdown<gpt2_4k, T>(B ? B : 4, S ? S : 4096, steps);
         if (preset == "char_small") return breakdown<presets::char_small, T>(B ? B : 64, S ? S : 256, steps);
-        fail("breakdown: expected the gpt2 or char_small preset, found '{}'", preset);
+        fail("breakdown: expected the gpt2, gpt2_4k or char_small preset, found '{}'", preset);
     }
     if (preset == "gpt2") return bench<gpt2_llama, T>(variant, B ? B : 16, S ? S : 1024, steps, warmup, peak);
+    if (preset == "gpt2_4k") return bench<gpt2_4k, T>(variant, B ? B : 4, S ? S : 4096, steps, warmup, peak);
     if (preset == "char_small") return bench<presets::char_small, T>(variant, B ? B : 64, S ? S : 256, steps, warmup, peak);
     if (preset == "tiny") return bench<presets::tiny, T>(variant, B ? B : 4, S ? S : 32, steps, warmup, peak);
-    fail("unknown preset '{}': expected gpt2, char_small or tiny", preset);
+    fail("unknown preset '{}': expected gpt2, gpt2_4k, char_small or tiny", preset);
 }
 
 }  // namespace
@@ -207,7 +218,7 @@ int main(int argc, char** argv) {
     int B = 0, S = 0, steps = 20, warmup = 5;
     double peak_tflops = 0;
     std::string attention = "auto";
-    app.add_option("--preset", preset, "gpt2 (12L 768 d_ff 2048, V 50304, B16 x T1024), char_small (B64 x T256) or tiny")
+    app.add_option("--preset", preset, "gpt2 (12L 768 d_ff 2048, V 50304, B16 x T1024), gpt2_4k (the same at B4 x T4096), char_small (B64 x T256) or tiny")
         ->capture_default_str();
     app.add_option("--variants", variants,
                    "comma-separated: vanilla, sgt (L=3, h=2, K=3), block (3 layers); breakdown: where the time goes")
@@ -218,14 +229,22 @@ int main(int argc, char** argv) {
     app.add_option("--steps", steps, "timed steps")->capture_default_str();
     app.add_option("--warmup", warmup, "untimed steps first")->capture_default_str();
     app.add_option("--peak-tflops", peak_tflops, "peak for MFU (default: H100 SXM dense, 989 bf16 / 67 fp32)");
-    app.add_option("--attention", attention, "bf16 attention kernels: auto, fused or materialized")->capture_default_str();
+    app.add_option("--attention", attention, "bf16 attention kernels: auto, cudnn, fused or materialized")
+        ->capture_default_str();
+    bool nondeterministic = false;
+    app.add_flag("--nondeterministic", nondeterministic,
+                 "let cuDNN's attention backward accumulate with atomics (runs differ in the last bits)");
     CLI11_PARSE(app, argc, argv);
     try {
-        require(attention == "auto" || attention == "fused" || attention == "materialized",
-                "--attention: expected auto, fused or materialized, found '{}'", attention);
-        set_attention_kernel(cuda{}, attention == "fused"          ? attention_kernel::fused
+        require(attention == "auto" || attention == "cudnn" || attention == "fused" || attention == "materialized",
+                "--attention: expected auto, cudnn, fused or materialized, found '{}'", attention);
+        require(attention != "cudnn" || detail::cudnn_built,
+                "--attention cudnn: this build has no cuDNN (configure with -DSGT_CUDNN=ON)");
+        set_attention_kernel(cuda{}, attention == "cudnn"          ? attention_kernel::cudnn
+                                     : attention == "fused"        ? attention_kernel::fused
                                      : attention == "materialized" ? attention_kernel::materialized
                                                                    : attention_kernel::automatic);
+        set_deterministic(cuda{}, !nondeterministic);
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
         require(steps > 0 && warmup >= 0, "expected --steps > 0 and --warmup >= 0");
         const double peak = peak_tflops > 0 ? peak_tflops * 1e12 : precision == "bf16" ? peak_flops::h100_sxm_bf16 : 67e12;
@@ -235,6 +254,8 @@ int main(int argc, char** argv) {
                                                    : bench_preset<float>(preset, v, B, S, steps, warmup, peak);
             j["preset"] = preset;
             j["attention"] = attention;
+            j["cudnn"] = detail::cudnn_built;
+            if (nondeterministic) j["nondeterministic"] = true;
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);
         }

@@ -5,7 +5,9 @@
 #   1. the GPU tests (every op and the whole model against the CPU backend);
 #   2. compute-sanitizer on every test binary: memcheck, initcheck (reads of device memory never written, also
 #      by cudaMemcpy), racecheck (shared-memory hazards) and synccheck (barrier misuse); SGT_SANITIZER_TOOLS picks
-#      a subset (default "memcheck initcheck racecheck synccheck");
+#      a subset (default "memcheck initcheck racecheck synccheck"). racecheck and synccheck skip cuDNN's kernels
+#      (`--kernel-name-exclude kns=cudnn`): its Hopper attention kernels synchronise through mbarriers, which the
+#      tools do not model, and they report hazards there (134 on 2026-12-02); memcheck and initcheck cover them;
 #   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
 # (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
@@ -13,7 +15,7 @@ set -uo pipefail
 bin=$(realpath "${1:?usage: gpu_check.sh BIN_DIR [bench]}")
 out=${OUT:-gpu-check}
 mkdir -p "$out"
-export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"  # cuDNN: lib or system
 export OMP_NUM_THREADS=1  # the tests' CPU references: more threads only slow them on a many-core machine
 status=0
 tests=(${SGT_GPU_TESTS:-$(cd "$bin" && ls gpu_test_* 2> /dev/null | sort)})
@@ -28,7 +30,9 @@ for tool in ${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}; do
     for t in "${tests[@]}"; do
         echo "== compute-sanitizer $tool ($t)"
         start=$SECONDS
-        compute-sanitizer --tool "$tool" --error-exitcode 3 "$bin/$t" \
+        exclude=()
+        case $tool in racecheck | synccheck) exclude=(--kernel-name-exclude kns=cudnn) ;; esac
+        compute-sanitizer --tool "$tool" "${exclude[@]}" --error-exitcode 3 "$bin/$t" \
             --test-case-exclude="*failing CUDA call*" > "$out/${tool}_$t.log" 2>&1
         rc=$?
         tail -2 "$out/${tool}_$t.log"

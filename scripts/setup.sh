@@ -17,7 +17,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# cuDNN's fused attention (optional, cmake/cudnn.cmake): where the CUDA toolkit carries cuDNN, the header-only
+# cudnn-frontend comes from PyPI (its headers only: --no-deps). SGT_CUDNN=OFF skips it; a failed install only
+# means a build on our own attention kernels.
+if [ "${SGT_CUDNN:-AUTO}" != OFF ] && [ -f /usr/local/cuda/include/cudnn.h ] &&
+   ! python3 -m pip show -q nvidia-cudnn-frontend >/dev/null 2>&1; then
+  echo "sgt: installing nvidia-cudnn-frontend (headers for cuDNN's attention)"
+  python3 -m pip install -q --no-deps nvidia-cudnn-frontend >/dev/null 2>&1 ||
+    echo "sgt: could not install nvidia-cudnn-frontend; the CUDA backend builds on its own attention kernels"
+fi
+
 build_dir=${SGT_BUILD_DIR:-build}
 jobs=${SGT_JOBS:-$(nproc)}
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "${SGT_CMAKE_ARGS[@]:-}" >/dev/null
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSGT_CUDNN="${SGT_CUDNN:-AUTO}" "${SGT_CMAKE_ARGS[@]:-}" >/dev/null
 cmake --build "$build_dir" -j "$jobs" ${1:+--target "$@"}

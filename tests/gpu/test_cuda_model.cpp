@@ -209,12 +209,11 @@ TEST_CASE_TEMPLATE("exact resume on the GPU: 12 steps = 6, a checkpoint, fresh o
                              fmt::format("gpu_{}", test::type_name<T>()));
 }
 
+// Each fused path the build has: our kernels, and cuDNN's in a build with SGT_CUDNN.
 TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and gradients, and deterministic") {
     constexpr model_config wide_heads{
         .shape = {.layers = 3, .heads = 2, .head_dim = 32, .d_ff = 96, .vocab = 128, .max_seq = 160},
         .loops = {.h = 1, .L = 2, .k_max = 2}};
-    static_assert(detail::fused_attention_kernels<bf16>(wide_heads.shape.head_dim));
-    REQUIRE(detail::fused_attention<bf16>(150, wide_heads.shape.head_dim));
     rng r(21);
     batch b{2, 150, {}, {}};  // three key tiles, the last partial
     for (int i = 0; i < 300; ++i) {
@@ -227,6 +226,11 @@ TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and g
     const double l32 = m32.forward(b, plan);
     m32.backward();
     const auto g32 = m32.gradients_to_host();
+    for (const auto kind : {attention_kernel::fused, attention_kernel::cudnn}) {
+    if (kind == attention_kernel::cudnn && !detail::cudnn_built) continue;
+    set_attention_kernel(cuda{}, kind);
+    const auto path = kind == attention_kernel::cudnn ? detail::attention_path::cudnn : detail::attention_path::fused;
+    REQUIRE(detail::attention_path_for<bf16>(150, wide_heads.shape.head_dim) == path);
     std::vector<std::vector<double>> grads;
     std::vector<double> losses;
     for (int run = 0; run < 2; ++run) {
@@ -238,9 +242,12 @@ TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and g
         for (const auto& x : g) grads.back().push_back(double(static_cast<float>(x)));
     }
     const double grad_err = test::rel_error(grads[0], as_double(g32));
-    std::printf("  fused bf16: loss %.6f (fp32 %.6f), gradient rel error %.3e\n", losses[0], l32, grad_err);
+    std::printf("  fused bf16 (%s): loss %.6f (fp32 %.6f), gradient rel error %.3e\n",
+                kind == attention_kernel::cudnn ? "cuDNN" : "ours", losses[0], l32, grad_err);
     CHECK(std::abs(losses[0] - l32) / l32 <= 2e-2);
     CHECK(grad_err <= 5e-2);
     CHECK(losses[0] == losses[1]);
     CHECK(grads[0] == grads[1]);
+    }
+    set_attention_kernel(cuda{}, attention_kernel::automatic);
 }

@@ -249,12 +249,17 @@ TEST_CASE_TEMPLATE("attention forward (with entropy) and backward match the CPU"
     // Unfused path: the row kernels keep rows of up to 2048 in registers and re-read longer ones (S = 2100); the
     // permutes move 16-byte chunks where the head size allows and single elements otherwise (HD = 6). In bf16,
     // head sizes 32, 64, 96 and 128 run the fused kernels: partial tiles (130, 200, 65), one exact tile (64).
-    // bf16 runs every size both ways: fused where the kernels exist, and materialised.
-    for (const auto mode : {attention_kernel::automatic, attention_kernel::materialized}) {
-        if (!std::is_same_v<T, bf16> && mode == attention_kernel::materialized) continue;
+    // bf16 runs every size every way: automatic, cuDNN (in a build with it; head sizes that are multiples of 8),
+    // our fused kernels and materialised, each falling back where it has no kernel. T = 1030 over 2 heads is a
+    // loop pass at a training length.
+    for (const auto mode : {attention_kernel::automatic, attention_kernel::cudnn, attention_kernel::fused,
+                            attention_kernel::materialized}) {
+        if (!std::is_same_v<T, bf16> && mode != attention_kernel::automatic) continue;
+        if (mode == attention_kernel::cudnn && !detail::cudnn_built) continue;
         set_attention_kernel(dev, mode);
         for (const dims d : {dims{2, 37, 3, 16}, dims{1, 5, 1, 8}, dims{3, 130, 2, 64}, dims{1, 2100, 1, 8}, dims{2, 9, 2, 6},
-                             dims{2, 200, 3, 32}, dims{1, 65, 2, 128}, dims{1, 64, 1, 96}}) {
+                             dims{2, 200, 3, 32}, dims{1, 65, 2, 128}, dims{1, 64, 1, 96},
+                             dims{1, 1030, 2, 64}}) {
             const std::size_t nqkv = std::size_t(d.B) * d.S * 3 * d.n * d.HD, no = std::size_t(d.B) * d.S * d.n * d.HD;
             const std::size_t np = std::size_t(d.B) * d.n * d.S * d.S;
             const auto qkv = test::rounded<T>(test::random_vector(r, nqkv));
@@ -264,13 +269,17 @@ TEST_CASE_TEMPLATE("attention forward (with entropy) and backward match the CPU"
             attention_backward(host, dqkv.data(), dout.data(), qkv.data(), probs.data(), d.B, d.S, d.n, d.HD);
 
             auto gqkv = test::to_device<T>(qkv), gdout = test::to_device<T>(dout);
-            const bool fused = detail::fused_attention<T>(d.S, d.HD);  // saves log-sum-exp and output, not probs
+            const auto path = detail::attention_path_for<T>(d.S, d.HD);
+            const bool fused = path != detail::attention_path::materialized;  // saves log-sum-exp and output, not probs
             auto gout = test::poisoned<T>(no), gdqkv = test::poisoned<T>(nqkv);
             auto gprobs = test::poisoned<T>(std::size_t(attention_saved_size<T>(dev, d.B, d.S, d.n, d.HD)));
             auto gent = test::poisoned<double>(ent.size());
             attention_forward(dev, gout.data(), gprobs.data(), gent.data(), gqkv.data(), d.B, d.S, d.n, d.HD);
             attention_backward(dev, gdqkv.data(), gdout.data(), gqkv.data(), gprobs.data(), d.B, d.S, d.n, d.HD);
-            const std::string size = fmt::format(" B{} T{} n{} HD{}{}", d.B, d.S, d.n, d.HD, fused ? " fused" : "");
+            const std::string size = fmt::format(" B{} T{} n{} HD{}{}", d.B, d.S, d.n, d.HD,
+                                                 path == detail::attention_path::cudnn ? " cuDNN"
+                                                 : fused                               ? " fused"
+                                                                                       : "");
             test::check_error<T>("attention_forward out" + size, test::rel_error(test::to_host(gout), out));
             if (!fused) test::check_error<T>("attention_forward probs" + size, test::rel_error(test::to_host(gprobs), probs));
             test::check_error<T>("attention_forward entropy" + size, test::rel_error(test::to_host(gent), ent));

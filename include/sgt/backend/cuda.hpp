@@ -48,29 +48,38 @@ template <class T>
 void rope_backward(cuda, T* dx, const accum_t<T>* cos_table, const accum_t<T>* sin_table, int B, int T_, int n_heads,
                    int HD, std::int64_t row_stride);
 
-// attention.cuh (entropy: device memory, (B, n) doubles). In bf16 with a head size of 32, 64, 96 or 128, attention
-// can run fused (flash_attention.cuh; attention_kernel in runtime.hpp says when): the forward saves each row's
+// attention.cuh (entropy: device memory, (B, n) doubles). In bf16 the attention core can run fused: through
+// cuDNN (a build with SGT_CUDNN, cudnn_attention.hpp) or our own kernels (head sizes 32, 64, 96, 128,
+// flash_attention.cuh); attention_kernel in runtime.hpp says which runs when. Fused, the forward saves each row's
 // log-sum-exp and the output, not the T x T matrices, and the backward recomputes them.
 namespace detail {
+#if defined(SGT_WITH_CUDNN)
+inline constexpr bool cudnn_built = true;
+#else
+inline constexpr bool cudnn_built = false;
+#endif
+enum class attention_path { materialized, fused, cudnn };
+// The path this thread's calls at these sizes take.
 template <class T>
-constexpr bool fused_attention_kernels(int HD) {
-    return std::is_same_v<T, __nv_bfloat16> && (HD == 32 || HD == 64 || HD == 96 || HD == 128);
-}
-// Whether this thread's calls at these sizes run fused.
-template <class T>
-bool fused_attention(int T_, int HD) {
-    if (!fused_attention_kernels<T>(HD)) return false;
-    switch (context().attention) {
-        case attention_kernel::fused: return true;
-        case attention_kernel::materialized: return false;
-        default: return T_ <= fused_attention_max_seq;
+attention_path attention_path_for(int T_, int HD) {
+    if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
+        return attention_path::materialized;
+    } else {
+        const bool cudnn_ok = cudnn_built && HD % 8 == 0 && HD > 0 && HD <= 128;
+        const bool fused_ok = HD == 32 || HD == 64 || HD == 96 || HD == 128;
+        const auto choice = context().attention;
+        if (choice == attention_kernel::materialized) return attention_path::materialized;
+        if (choice == attention_kernel::fused && fused_ok) return attention_path::fused;
+        if (cudnn_ok) return attention_path::cudnn;
+        if (fused_ok && (choice == attention_kernel::fused || T_ <= fused_attention_max_seq)) return attention_path::fused;
+        return attention_path::materialized;
     }
 }
 }  // namespace detail
 template <class T>
 std::int64_t attention_saved_size(cuda, int B, int T_, int n, int HD) {
     const std::int64_t rows = std::int64_t(B) * n * T_;
-    if (!detail::fused_attention<T>(T_, HD)) return rows * T_;
+    if (detail::attention_path_for<T>(T_, HD) == detail::attention_path::materialized) return rows * T_;
     return (2 * rows + 7) / 8 * 8 + rows * HD;  // float log-sum-exp per row (16-byte padded), then the output
 }
 template <class T>

@@ -2,8 +2,8 @@
 // backward, with the last-row entropy of every head (Eq. 4) taken in the same pass. Same layouts as
 // backend/cpu/attention.hpp: qkv (B, T, 3, n, HD), out (B, T, n, HD), probs (B, n, T, T).
 //
-// bf16 with a head size of 32, 64, 96 or 128 can run the fused kernels of flash_attention.cuh (attention_kernel,
-// runtime.hpp, says when). Everything else
+// bf16 can run fused: cuDNN's kernels (cudnn_attention.hpp, in a build with SGT_CUDNN) or, with a head size of
+// 32, 64, 96 or 128, ours (flash_attention.cuh); attention_kernel, runtime.hpp, says when. Everything else
 // (fp32 for parity, fp64, other head sizes) runs the textbook version here, built from cuBLASLt and two CUB
 // kernels: q, k, v are permuted to (B·n, T, HD); S = q kᵀ/√HD is one strided-batched product; a row kernel
 // takes the causal softmax (and, in the last row, the entropy); O = P v is a second product. The backward is
@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/cudnn_attention.hpp"
 #include "sgt/backend/cuda/flash_attention.cuh"
 #include "sgt/backend/cuda/matmul.cuh"
 
@@ -197,8 +198,19 @@ template <class T>
 void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (detail::fused_attention<T>(T_, HD))
-            return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::forward<D>(out, probs, entropy, qkv, B, T_, n); });
+        switch (detail::attention_path_for<T>(T_, HD)) {
+            case detail::attention_path::cudnn: {
+                // The saved buffer as the fused kernels lay it out: log-sum-exp, then the output.
+                const std::int64_t rows = std::int64_t(B) * n * T_;
+                T* saved_out = probs + (2 * rows + 7) / 8 * 8;
+                detail::cudnn::attention_forward(saved_out, reinterpret_cast<float*>(probs), qkv, B, T_, n, HD);
+                copy(cuda{}, out, saved_out, rows * HD);
+                return detail::flash::last_row_entropy(entropy, qkv, B, T_, n, HD);
+            }
+            case detail::attention_path::fused:
+                return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::forward<D>(out, probs, entropy, qkv, B, T_, n); });
+            default: break;
+        }
     }
     const std::int64_t nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;
     const auto [q, k, v] = detail::split_qkv(qkv, B, T_, n, HD);
@@ -224,8 +236,17 @@ template <class T>
 void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (detail::fused_attention<T>(T_, HD))
-            return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::backward<D>(dqkv, dout, qkv, probs, B, T_, n); });
+        switch (detail::attention_path_for<T>(T_, HD)) {
+            case detail::attention_path::cudnn: {
+                const std::int64_t rows = std::int64_t(B) * n * T_;
+                return detail::cudnn::attention_backward(dqkv, dout, qkv, probs + (2 * rows + 7) / 8 * 8,
+                                                         reinterpret_cast<const float*>(probs), B, T_, n, HD,
+                                                         detail::context().deterministic);
+            }
+            case detail::attention_path::fused:
+                return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::backward<D>(dqkv, dout, qkv, probs, B, T_, n); });
+            default: break;
+        }
     }
     auto& ctx = detail::context();
     const std::int64_t row = 3 * std::int64_t(n) * HD, nh = std::int64_t(n) * HD, mat = std::int64_t(T_) * HD;

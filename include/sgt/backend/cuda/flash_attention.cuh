@@ -413,6 +413,15 @@ void allow_smem(Kernel kernel, std::size_t bytes) {
     SGT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
+// entropy (B, n) from qkv (B, T, 3, n, HD) by last_row_entropy_kernel (also cuDNN's path, attention.cuh).
+inline void last_row_entropy(double* entropy, const bf16* qkv, int B, int T_, int n, int HD) {
+    const std::size_t smem = std::size_t(T_) * sizeof(float);
+    if (smem > 48 * 1024) allow_smem(last_row_entropy_kernel, smem);
+    last_row_entropy_kernel<<<B * n, entropy_threads, smem, detail::stream()>>>(entropy, qkv, T_, n, HD,
+                                                                              float(1.0 / std::sqrt(double(HD))));
+    SGT_CUDA_LAUNCHED(last_row_entropy_kernel);
+}
+
 template <int HD>
 void forward(bf16* out, bf16* saved, double* entropy, const bf16* qkv, int B, int T_, int n) {
     const std::int64_t rows = std::int64_t(B) * n * T_;
@@ -424,10 +433,7 @@ void forward(bf16* out, bf16* saved, double* entropy, const bf16* qkv, int B, in
     forward_kernel<HD><<<dim3((T_ + tile - 1) / tile, B * n), threads, forward_smem<HD>(), detail::stream()>>>(out, lse, saved_out, qkv, T_, n,
                                                                                           scale);
     SGT_CUDA_LAUNCHED(forward_kernel);
-    const std::size_t entropy_smem = std::size_t(T_) * sizeof(float);
-    if (entropy_smem > 48 * 1024) allow_smem(last_row_entropy_kernel, entropy_smem);
-    last_row_entropy_kernel<<<B * n, entropy_threads, entropy_smem, detail::stream()>>>(entropy, qkv, T_, n, HD, scale);
-    SGT_CUDA_LAUNCHED(last_row_entropy_kernel);
+    last_row_entropy(entropy, qkv, B, T_, n, HD);
 }
 
 template <int HD>

@@ -171,12 +171,15 @@ struct cuda {
     using buffer = device_buffer<T>;
 };
 
-// How the bf16 attention core runs (fp32 and fp64 always materialise): `fused`, the flash-style kernels of
-// flash_attention.cuh, which keep O(T) per row instead of the T x T matrices; `materialized`, cuBLASLt products
-// and row kernels over the saved T x T matrices; `automatic`, fused up to fused_attention_max_seq tokens, where it
-// is also the faster: on an H100, fwd + bwd per layer, 0.56 against 0.72 ms at T = 256 and 0.82 against 0.86 ms
-// at T = 512, but 2.46 against 2.25 ms at T = 1024 (docs/BENCHMARKS.md). Set per thread with set_attention_kernel.
-enum class attention_kernel { automatic, fused, materialized };
+// How the bf16 attention core runs (fp32 and fp64 always materialise): `cudnn`, cuDNN's fused attention
+// (cudnn_attention.hpp; only in a build with SGT_CUDNN, for head sizes that are multiples of 8 up to 128);
+// `fused`, the flash-style kernels of flash_attention.cuh, which keep O(T) per row instead of the T x T
+// matrices; `materialized`, cuBLASLt products and row kernels over the saved T x T matrices; `automatic`,
+// cuDNN where the build has it and the head size allows, otherwise fused up to fused_attention_max_seq tokens,
+// where it is also the faster: on an H100, fwd + bwd per layer, 0.56 against 0.72 ms at T = 256 and 0.82 against
+// 0.86 ms at T = 512, but 2.46 against 2.25 ms at T = 1024 (docs/BENCHMARKS.md). Set per thread with
+// set_attention_kernel; asking for a kernel that cannot run at a size falls back as `automatic` would.
+enum class attention_kernel { automatic, cudnn, fused, materialized };
 inline constexpr int fused_attention_max_seq = 512;
 
 namespace detail {
@@ -188,6 +191,7 @@ struct cuda_context {
     device_buffer<std::byte> workspace;  // cuBLASLt's
     cudaStream_t stream = nullptr;       // where ops are issued: the legacy default stream, or a recording graph's
     attention_kernel attention = attention_kernel::automatic;
+    bool deterministic = true;  // see set_deterministic
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -210,7 +214,7 @@ struct cuda_context {
     }
 
 private:
-    std::array<device_buffer<std::byte>, 16> scratch_;
+    std::array<device_buffer<std::byte>, 20> scratch_;
 };
 
 // The slots of cuda_context::scratch, one per op that needs one.
@@ -231,9 +235,10 @@ enum scratch_slot : int {
     slot_attn_dk,
     slot_attn_dv,
     slot_gate,
+    slot_cudnn,  // cuDNN attention's workspace
     slot_count
 };
-static_assert(slot_count <= 16, "cuda_context: more scratch slots than cuda_context::scratch_ holds");
+static_assert(slot_count <= 20, "cuda_context: more scratch slots than cuda_context::scratch_ holds");
 
 inline cuda_context& context() {
     thread_local cuda_context c;
@@ -247,6 +252,9 @@ inline cudaStream_t stream() { return context().stream; }
 
 // Chooses the bf16 attention kernels for this thread's later calls (attention_kernel says what each does).
 inline void set_attention_kernel(cuda, attention_kernel k) { detail::context().attention = k; }
+// Whether this thread's later ops must give bit-identical results run after run (the default). Only cuDNN's
+// attention backward differs: without, it may accumulate dQ with atomics, which is faster and uses less memory.
+inline void set_deterministic(cuda, bool on) { detail::context().deterministic = on; }
 
 // ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
 
