@@ -238,6 +238,9 @@ struct run_options {
     // Learned head gates (sgt/gates.hpp, GATES.md): --gates and its options.
     bool gated = false;
     gate_options gates{};
+    // Self-distillation of the gates (GATES.md Sec. 4): a dense run's checkpoint to start from; only the gates
+    // train, against the dense model's own head importance.
+    std::string distill_from;
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -257,6 +260,13 @@ struct run_result {
     nlohmann::json final_structure;
     bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving a checkpoint
     std::optional<double> gate_sparsity;  // with --gates: the closed fraction at θ of the last step
+    // With --distill-gates: the distillation loss BCE(s, τ) of the first and the last step this process trained,
+    // and the validation LM loss of the dense model and of the gated one (thresholded at θ) before and after.
+    struct distill_result {
+        double first_loss = 0, last_loss = 0, first_sparsity = 0, dense_val = 0, gated_val_before = 0;
+        bool resumed = false;
+    };
+    std::optional<distill_result> distill;
 };
 
 inline std::vector<double> layer_variances(const entropy_report& e) {
@@ -376,6 +386,16 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     }
     trainer tr(m, schedule, o.lr, o.optim, o.batch * o.grad_accum, o.seq);
     rng data_rng(o.seed * 7919 + 17);
+    if constexpr (gated) {
+        if (!o.distill_from.empty()) {  // GATES.md Sec. 4: the dense model's weights, frozen; the gates train
+            if (o.resume.empty()) {
+                load_weights_subset(o.distill_from, m, gated_variant::is_gate_parameter);
+                if (!o.quiet) fmt::print(stderr, "distill: dense weights from {}\n", o.distill_from);
+            }
+            m.variant().set_distilling(true);
+            tr.optimizer().set_trainable(gated_variant::is_gate_parameter);
+        }
+    }
 
     run_result r;
     r.name = o.run_name.empty() ? schedule.name() : o.run_name;
@@ -460,7 +480,11 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     auto evaluate = [&](int t) {
         std::optional<answer_score> score;
         std::vector<std::int32_t> pred;
-        if constexpr (gated) m.variant().set_thresholding(true);  // a soft-trained model is evaluated thresholded
+        const bool distilling = gated && !o.distill_from.empty();
+        if constexpr (gated) {
+            m.variant().set_thresholding(true);  // a soft-trained model is evaluated thresholded
+            m.variant().set_distilling(false);   // a distilled model is evaluated with its gates acting
+        }
         const double v = tr.evaluate(val, [&](const batch& vb, std::span<const T> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
             const auto less = [](const T& a, const T& b) { return float(a) < float(b); };
@@ -473,7 +497,10 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 *score += *sc;
             }
         });
-        if constexpr (gated) m.variant().set_thresholding(false);
+        if constexpr (gated) {
+            m.variant().set_thresholding(false);
+            m.variant().set_distilling(distilling);
+        }
         std::optional<double> acc;
         if (score && score->total > 0) acc = score->accuracy();
         nlohmann::json j{{"type", "eval"}, {"run", r.name}, {"step", t}, {"val_loss", v},
@@ -532,6 +559,22 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         }
     };
 
+    if constexpr (gated) {
+        if (!o.distill_from.empty()) {  // the LM loss before distilling: dense (the teacher) and gated at θ
+            run_result::distill_result d;
+            d.resumed = !resumed_from.empty();
+            d.dense_val = tr.evaluate(val);  // distilling: the passes are not gated
+            m.variant().set_distilling(false);
+            m.variant().set_thresholding(true);
+            d.gated_val_before = tr.evaluate(val);
+            m.variant().set_thresholding(false);
+            m.variant().set_distilling(true);
+            log.write({{"type", "distill"}, {"run", r.name}, {"step", tr.steps()}, {"dense_val_loss", d.dense_val},
+                       {"gated_val_loss", d.gated_val_before}});
+            r.distill = d;
+        }
+    }
+
     progress_bar bar(o.steps, o.quiet);
     double last_val = std::nan("");
     double smoothed = 0.0;
@@ -553,6 +596,13 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
             step_log["gate_mean_score"] = gr.mean_score;
             step_log["gate_loss"] = m.extra_loss();
             r.gate_sparsity = gr.sparsity;
+            if (r.distill) {
+                if (t == first_step) {
+                    r.distill->first_loss = m.extra_loss();
+                    r.distill->first_sparsity = gr.sparsity;
+                }
+                r.distill->last_loss = m.extra_loss();
+            }
         }
         log.write(step_log);
         for (const auto& e : s.events) {
@@ -791,6 +841,7 @@ nlohmann::json run_flags(const run_options& o, const growth_flags& g, const std:
     if (o.gated)
         f.update({{"gates", true}, {"gate-threshold", o.gates.threshold}, {"gate-soft", !o.gates.straight_through},
                   {"gate-lambda", o.gates.lambda}, {"n-dense", o.gates.n_dense}, {"gate-layers", o.gates.layers}});
+    if (!o.distill_from.empty()) f["distill-gates"] = o.distill_from;
     return f;
 }
 

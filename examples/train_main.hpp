@@ -91,6 +91,10 @@ int train_main(int argc, char** argv) {
     app.add_option("--n-dense", o.gates.n_dense, "gates: ungated heads per layer (the first by index)")
         ->capture_default_str();
     app.add_option("--gate-layers", o.gates.layers, "gates: the gated layers (default: all)");
+    app.add_option("--distill-gates", o.distill_from,
+                   "gates: self-distillation (GATES.md Sec. 4) from this dense run's checkpoint: its weights, frozen; "
+                   "the gates learn its head importance")
+        ->check(CLI::ExistingPath);
     bool gate_soft = false;
     app.add_flag("--gate-soft", gate_soft, "gates: soft only (no hard threshold in training)");
     precision_choice<Precisions...> precision;
@@ -105,8 +109,9 @@ int train_main(int argc, char** argv) {
         set_threads(threads);
         o.gates.straight_through = !gate_soft;
         require(o.gated || (g.allocation != "gate" && !app.count("--gate-threshold") && !app.count("--gate-lambda") &&
-                            !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft),
-                "the gate options (--gate-*, --n-dense, --allocation gate) need --gates");
+                            !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft &&
+                            o.distill_from.empty()),
+                "the gate options (--gate-*, --n-dense, --allocation gate, --distill-gates) need --gates");
         if (o.gated) gated_variant{o.gates};  // refuses bad values before anything runs
         require(!o.gated || o.grad_accum == 1,
                 "--grad-accum {} with --gates: the gates' loss term would count once per micro-batch (gradient "
@@ -169,6 +174,15 @@ int train_main(int argc, char** argv) {
             for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
             fmt::print("structure       {}\n", r.final_structure.dump());
             if (r.gate_sparsity) fmt::print("gate sparsity   {:.4f} (closed at θ = {})\n", *r.gate_sparsity, o.gates.threshold);
+            if (r.distill) {
+                const auto& d = *r.distill;
+                fmt::print("distillation    BCE(s, τ), summed over the gated layers, {:.4f} -> {:.4f} (first and last "
+                           "step{}); sparsity at θ {:.4f} -> {:.4f}\n",
+                           d.first_loss, d.last_loss, d.resumed ? " since the resume" : "", d.first_sparsity,
+                           r.gate_sparsity.value_or(0.0));
+                fmt::print("                val LM loss: dense {:.4f}; gated at θ {:.4f} before, {:.4f} after\n",
+                           d.dense_val, d.gated_val_before, r.final_val_loss);
+            }
             return 0;
             });
         };

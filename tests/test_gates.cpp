@@ -431,3 +431,143 @@ TEST_CASE("gated model: the gates are checkpointed by name and a run resumes bit
     CHECK(std::any_of(a.begin(), a.end(), [](double w) { return w != 0.0; }));  // the gates trained
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("self-distillation (GATES.md Sec. 4): τ and BCE(s, τ) against plain loops, o left dense, gate gradients by FD") {
+    constexpr int B = 2, T_ = 5, NH = 4, HD = 8, C = NH * HD;
+    parameter_table table;
+    gated_variant v(gate_options{.n_dense = 1});
+    v.add_parameters(cfg, table);
+    table.add(layer_param_name(0, "self_attn.o_proj.weight"), {C, C}, true, param_init::normal(0.02));
+    rng r(31);
+    std::vector<double> params(std::size_t(table.numel())), grads(params.size(), 0.0);
+    for (auto& p : params) p = 0.5 * r.normal();
+    const std::int64_t N = std::int64_t(B) * T_;
+    std::vector<double> qkv(std::size_t(N * 3 * C)), o(std::size_t(N * C));
+    for (auto& x : qkv) x = r.normal();
+    for (auto& x : o) x = r.normal();
+    const std::vector<int> heads{0, 1, 2, 3};
+    cpu::buffer<double> saved;
+    pass_context<double, cpu> c{.site = {0, 0, 0}, .heads = heads, .d = {.B = B, .T = T_, .C = C, .NH = NH, .HD = HD},
+                                .qkv = qkv.data(), .saved = &saved, .table = &table, .params = params.data(),
+                                .grads = grads.data()};
+    v.set_distilling(true);
+    auto bce_of = [&] {
+        std::vector<double> x = o;
+        const double l = v.transform_forward(cpu{}, c, x.data());
+        CHECK(x == o);  // distilling, the pass stays dense
+        return l;
+    };
+    const double bce = bce_of();
+
+    // The reference: s by the gate's formula, τ from explicit products W_O^(i) o_i, BCE over heads 1..3.
+    const double* w = c.weight(gated_variant::weight_name(0));
+    const double* cb = c.weight(gated_variant::bias_name(0));
+    const double* wo = c.weight(layer_param_name(0, "self_attn.o_proj.weight"));
+    double ref = 0.0;
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T_; ++t) {
+            const std::int64_t row = std::int64_t(b) * T_ + t;
+            std::vector<double> norm(NH);
+            for (int i = 0; i < NH; ++i) {
+                double sq = 0.0;
+                for (int out = 0; out < C; ++out) {
+                    double y = 0.0;
+                    for (int d = 0; d < HD; ++d) y += wo[out * C + i * HD + d] * o[std::size_t((row * NH + i) * HD + d)];
+                    sq += y * y;
+                }
+                norm[std::size_t(i)] = std::sqrt(sq);
+            }
+            const double top = *std::max_element(norm.begin(), norm.end());
+            for (int i = 1; i < NH; ++i) {
+                const auto kbar = reference_gate::prefix_mean(c, b, t, i);
+                double z = cb[i];
+                for (int d = 0; d < HD; ++d)
+                    z += w[i * 2 * HD + d] * qkv[std::size_t(row * 3 * C + i * HD + d)] + w[i * 2 * HD + HD + d] * kbar[std::size_t(d)];
+                const double s = sigmoid(z), tau = norm[std::size_t(i)] / top;
+                ref -= tau * std::log(s) + (1.0 - tau) * std::log(1.0 - s);
+            }
+        }
+    ref /= double(N * (NH - 1));
+    CHECK(bce == doctest::Approx(ref).epsilon(1e-12));
+
+    // Backward: ∂L/∂o passes through unchanged, nothing is written for q and k, the gate gradients match finite
+    // differences of the BCE; the dense head's row stays zero.
+    v.transform_forward(cpu{}, c, std::vector<double>(o).data());
+    std::vector<double> d_o(o.size()), dqkv(qkv.size());
+    for (auto& x : d_o) x = r.normal();
+    const auto d_o0 = d_o;
+    CHECK_FALSE(v.transform_backward(cpu{}, c, d_o.data(), dqkv.data()));
+    CHECK(d_o == d_o0);
+    std::vector<std::size_t> idx;
+    const auto& we = table.at(gated_variant::weight_name(0));
+    const auto& be = table.at(gated_variant::bias_name(0));
+    for (int k = 0; k < 2 * HD * NH; k += 3) idx.push_back(std::size_t(we.offset + k));
+    for (int k = 0; k < NH; ++k) idx.push_back(std::size_t(be.offset + k));
+    const auto err = test::compare_gradient(std::span<double>(params), grads, bce_of, idx);
+    test::check_gradient(err, "distillation: gate weights and biases");
+    for (int d = 0; d < 2 * HD; ++d) CHECK(grads[std::size_t(we.offset + d)] == 0.0);
+    CHECK(grads[std::size_t(be.offset)] == 0.0);
+}
+
+TEST_CASE("self-distillation trains the gates alone: dense weights loaded and frozen, the dense LM loss, BCE falls") {
+    const loop_plan plan = loop_plan::vanilla(cfg.shape.layers);
+    const batch b = test::random_batch(2, 9, dense_model::V, 8);
+    dense_model dense(2, 9, 7);
+    perturb(dense, 12, 0.0, 0.0);
+    static_schedule dense_sched(plan, cfg.shape.heads, "vanilla");
+    trainer dense_tr(dense, dense_sched, cosine_schedule{.lr_max = 1e-3, .warmup = 1, .total = 10}, adamw_options{}, 2, 9);
+    const auto dir = test::fresh_dir("distill_dense");
+    save_checkpoint(dir, dense_tr, nlohmann::json::object());
+
+    gated_model m(2, 9, 99, gated_variant(gate_options{.n_dense = 1}));
+    load_weights_subset(dir, m, gated_variant::is_gate_parameter);
+    for (const auto& e : dense.parameter_table()) {
+        const auto a = dense.parameter(e.name), g = m.parameter(e.name);
+        CHECK_MESSAGE(std::equal(a.begin(), a.end(), g.begin()), e.name);
+    }
+    CHECK(m.parameter(gated_variant::bias_name(2))[0] == 2.0);  // the gates keep their init
+    m.variant().set_distilling(true);
+    const double dense_loss = dense.forward(b, plan);
+    m.forward(b, plan);
+    CHECK(m.last_loss().mean() == dense_loss);  // the passes stay dense, bit for bit
+    test::check_named_gradients(m, b, plan, {gated_variant::weight_name(0), gated_variant::bias_name(0),
+                                             gated_variant::weight_name(3), gated_variant::bias_name(3)},
+                                "distillation through the model: gate weights and biases", 30);
+
+    static_schedule sched(plan, cfg.shape.heads, "vanilla");
+    trainer tr(m, sched, cosine_schedule{.lr_max = 3e-2, .warmup = 1, .total = 40}, adamw_options{}, 2, 9);
+    tr.optimizer().set_trainable(gated_variant::is_gate_parameter);
+    const auto before = m.parameters_to_host();
+    std::vector<double> bce;
+    for (int t = 0; t < 40; ++t) {
+        tr.step(b);
+        bce.push_back(m.extra_loss());
+    }
+    INFO("BCE(s, tau): step 1 " << bce.front() << ", step 40 " << bce.back());
+    CHECK(bce.back() < 0.8 * bce.front());
+    const auto after = m.parameters_to_host();
+    bool gates_moved = false;
+    for (const auto& e : m.parameter_table())
+        for (std::int64_t k = 0; k < e.numel(); ++k) {
+            const auto i = std::size_t(e.offset + k);
+            if (gated_variant::is_gate_parameter(e))
+                gates_moved = gates_moved || after[i] != before[i];
+            else if (after[i] != before[i])
+                FAIL("a frozen tensor changed: " << e.name);
+        }
+    CHECK(gates_moved);
+
+    // Refused: a checkpoint with tensors the model lacks, one of another shape, and nothing left to train.
+    const auto gated_dir = test::fresh_dir("distill_gated");
+    save_checkpoint(gated_dir, tr, nlohmann::json::object());
+    dense_model plain(2, 9, 1);
+    CHECK_THROWS_WITH_AS(load_weights_subset(gated_dir, plain, gated_variant::is_gate_parameter),
+                         doctest::Contains("tensors that this model does not have"), sgt::error);
+    model<double, presets::char_micro, cpu, gated_variant> other(2, 9, 1);
+    CHECK_THROWS_WITH_AS(load_weights_subset(dir, other, gated_variant::is_gate_parameter),
+                         doctest::Contains("differs from this model's"), sgt::error);
+    CHECK_THROWS_WITH_AS(tr.optimizer().set_trainable([](const param_entry&) { return false; }),
+                         doctest::Contains("left no tensor to train"), sgt::error);
+    std::filesystem::remove_all(dir);
+    std::filesystem::remove_all(gated_dir);
+}

@@ -14,9 +14,15 @@
 // closed heads can reopen; soft-only applies s in both. The loss gains λ · mean_{b,t,i} s per gated pass, and
 // the reported sparsity is the fraction of (position, gated head) pairs with s < θ. The first n_dense heads of a
 // layer carry no gate (Sec. 2, hybrid dense heads).
+//
+// Self-distillation (GATES.md Sec. 4, set_distilling): the pass stays dense (o is not gated) and the gates learn
+// the dense model's own head importance τ_{t,i} = ‖W_O^(i) o_{t,i}‖₂ / max_j ‖W_O^(j) o_{t,j}‖₂ (j over every head
+// of the pass, dense ones included) by the loss BCE(s, τ), averaged over positions and gated heads, each gated pass
+// adding its own (as the λ term, which it replaces). τ is a target (no gradient flows into it); the gates' gradient is ∂BCE/∂z = (s − τ) / count.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -78,6 +84,13 @@ public:
     // Soft-only training thresholds at inference only (GATES.md Sec. 2): with this on, the forward applies
     // s·[s ≥ θ] whatever the mode (evaluation and decoding of a soft-trained model). Straight-through always does.
     void set_thresholding(bool on) { thresholding_ = on; }
+    // Self-distillation (the header's last paragraph): on, the gated passes stay dense and the variant's loss term is
+    // BCE(s, τ). The trainer is then to update the gate tensors only (adamw::set_trainable; train --distill-gates).
+    void set_distilling(bool on) { distilling_ = on; }
+    bool distilling() const { return distilling_; }
+    static bool is_gate_parameter(const param_entry& e) {
+        return e.name.ends_with(".self_attn.gate.weight") || e.name.ends_with(".self_attn.gate.bias");
+    }
     bool thresholding() const { return o_.straight_through || thresholding_; }
     static std::string weight_name(int l) { return layer_param_name(l, "self_attn.gate.weight"); }
     static std::string bias_name(int l) { return layer_param_name(l, "self_attn.gate.bias"); }
@@ -118,12 +131,14 @@ public:
         copy(be, base + lay.o, o, N * n * HD);
         gate_forward(be, base + lay.s, base + lay.g, c.qkv, base + lay.w, base + lay.c, c.d.B, c.d.T, n, HD, i0,
                      o_.threshold, o_.straight_through || thresholding_);
-        head_gain_forward(be, o, base + lay.g, N, n, HD, true);
+        if (!distilling_) head_gain_forward(be, o, base + lay.g, N, n, HD, true);
 
         // The statistics, on the host: sum of s and closed pairs, per head.
         static thread_local std::vector<T> host;
         host.resize(std::size_t(N * n));
         copy_to_host(be, host.data(), base + lay.s, N * n);
+        double term = 0.0;
+        if (distilling_) term = distill_forward(be, c, o, base + lay.ds, host, i0);
         std::vector<double> head_sum(std::size_t(c.d.NH), 0.0);
         double sum = 0.0, closed = 0.0;
         for (std::int64_t r = 0; r < N; ++r)
@@ -134,6 +149,7 @@ public:
                 closed += v < o_.threshold ? 1.0 : 0.0;
             }
         record(c.site, c.heads, i0, c.d.NH, N, head_sum, sum, closed);
+        if (distilling_) return term;
         return ng > 0 ? o_.lambda * sum / double(N * ng) : 0.0;
     }
 
@@ -144,17 +160,20 @@ public:
         const std::int64_t N = c.d.tokens();
         const layout lay(N, n, HD, ng);
         T* base = c.saved->data();
-        fill_zero(be, base + lay.ds, N * n);
         fill_zero(be, base + lay.dw, std::int64_t(ng) * 2 * HD + ng);  // dw, then dc
-        // Soft backward in both modes: ∂L/∂s = Σ o·∂L/∂o', ∂L/∂o = s·∂L/∂o'.
-        head_gain_backward(be, base + lay.ds, d_o, base + lay.o, base + lay.s, N, n, HD, true);
-        const double ds_add = ng > 0 ? o_.lambda / double(N * ng) : 0.0;
+        double ds_add = 0.0;
+        if (!distilling_) {  // distilling, the forward left ∂BCE/∂s in ds and the pass was not gated
+            fill_zero(be, base + lay.ds, N * n);
+            // Soft backward in both modes: ∂L/∂s = Σ o·∂L/∂o', ∂L/∂o = s·∂L/∂o'.
+            head_gain_backward(be, base + lay.ds, d_o, base + lay.o, base + lay.s, N, n, HD, true);
+            ds_add = ng > 0 ? o_.lambda / double(N * ng) : 0.0;
+        }
         gate_backward(be, dqkv, base + lay.dw, base + lay.dc, base + lay.ds, base + lay.s, c.qkv, base + lay.w,
                       c.d.B, c.d.T, n, HD, i0, ds_add);
         const auto gated_heads = c.heads.subspan(std::size_t(i0));
         scatter_add_head_rows(be, c.grad(weight_name(c.site.layer)), base + lay.dw, gated_heads, 1, 2 * HD);
         scatter_add_head_rows(be, c.grad(bias_name(c.site.layer)), base + lay.dc, gated_heads, 1, 1);
-        return true;
+        return !distilling_;  // distilling, q and k are frozen (and τ a target): their gate gradient is dropped
     }
 
     // GATES.md Sec. 6: 2·2·HD per gated head and position in the forward (the two dot products), 3× for forward
@@ -207,6 +226,58 @@ private:
         }
     };
 
+    // Self-distillation's forward, on the host (a few HD² per position and head): τ from o (N, n, HD) and W_O,
+    // BCE(s, τ) over the gated heads (returned), and ∂BCE/∂s into ds (N, n; 0 on the dense heads) for the
+    // backward, as (s − τ) / (s (1 − s) count), which gate_backward multiplies by s (1 − s).
+    template <class T, class Backend>
+    double distill_forward(Backend be, pass_context<T, Backend>& c, const T* o, T* ds, const std::vector<T>& s,
+                           int i0) {
+        const int n = c.n(), HD = c.d.HD, NH = c.d.NH, C = NH * HD;
+        const std::int64_t N = c.d.tokens();
+        std::vector<T> oh(std::size_t(N * n * HD)), wo(std::size_t(C) * C);
+        copy_to_host(be, oh.data(), o, N * n * HD);
+        copy_to_host(be, wo.data(), c.weight(layer_param_name(c.site.layer, "self_attn.o_proj.weight")),
+                     std::int64_t(C) * C);
+        // G_i = W_O^(i)ᵀ W_O^(i) (HD, HD), W_O^(i) the columns of head i: ‖W_O^(i) o‖² = oᵀ G_i o.
+        std::vector<double> G(std::size_t(n) * HD * HD, 0.0);
+        for (int i = 0; i < n; ++i) {
+            const int col = c.heads[std::size_t(i)] * HD;
+            double* g = G.data() + std::size_t(i) * HD * HD;
+            for (int r = 0; r < C; ++r) {
+                const T* w = wo.data() + std::size_t(r) * C + col;
+                for (int a = 0; a < HD; ++a)
+                    for (int b = 0; b < HD; ++b) g[a * HD + b] += to_double(w[a]) * to_double(w[b]);
+            }
+        }
+        const double count = double(N) * double(n - i0);
+        std::vector<T> dsh(std::size_t(N * n), T(0));
+        std::vector<double> norm(static_cast<std::size_t>(n));
+        double bce = 0.0;
+        for (std::int64_t r = 0; r < N; ++r) {
+            double top = 0.0;
+            for (int i = 0; i < n; ++i) {
+                const T* v = oh.data() + (r * n + i) * HD;
+                const double* g = G.data() + std::size_t(i) * HD * HD;
+                double q = 0.0;
+                for (int a = 0; a < HD; ++a) {
+                    double ga = 0.0;
+                    for (int b = 0; b < HD; ++b) ga += g[a * HD + b] * to_double(v[b]);
+                    q += to_double(v[a]) * ga;
+                }
+                norm[std::size_t(i)] = std::sqrt(std::max(q, 0.0));
+                top = std::max(top, norm[std::size_t(i)]);
+            }
+            for (int i = i0; i < n; ++i) {
+                const double tau = top > 0.0 ? norm[std::size_t(i)] / top : 0.0;
+                const double sv = std::clamp(to_double(s[std::size_t(r * n + i)]), 1e-12, 1.0 - 1e-12);
+                bce -= tau * std::log(sv) + (1.0 - tau) * std::log(1.0 - sv);
+                dsh[std::size_t(r * n + i)] = T((sv - tau) / (sv * (1.0 - sv) * count));
+            }
+        }
+        copy_from_host(be, ds, dsh.data(), N * n);
+        return bce / count;
+    }
+
     bool gates_pass(const pass_site& site) const { return site.step == 0 && gated(site.layer); }
     // How many heads of the pass (ascending) are dense: those below n_dense, a prefix.
     int dense_in(std::span<const int> heads) const {
@@ -237,6 +308,7 @@ private:
 
     gate_options o_;
     bool thresholding_ = false;
+    bool distilling_ = false;
     std::vector<layer_stats> stats_;  // (NL) the last forward's, by layer (total 0: not gated)
     int nh_ = 0;
 };

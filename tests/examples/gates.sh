@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # examples/train --gates (sgt/gates.hpp): 24 steps straight and 12 + checkpoint + --resume 12 give the same losses
 # and gate sparsities, bit for bit (the gates and the gate allocation's growth state are in the checkpoint); the
-# sparsity is logged; bad gate options are refused with messages.
+# sparsity is logged; self-distillation (--distill-gates) from a trained dense checkpoint lowers its loss and
+# reports sparsity and LM losses; bad gate options are refused with messages.
 set -euo pipefail
 train=$1
 work=$(mktemp -d)
@@ -19,6 +20,19 @@ diff <(steps "$work/straight.jsonl" | awk '$1 > 12') <(steps "$work/second.jsonl
 [ "$(steps "$work/second.jsonl" | wc -l)" -eq 12 ]
 echo "gates resume: steps 13..24 identical (loss and gate sparsity)"
 
+# Self-distillation (GATES.md Sec. 4): a dense char_mini trained 60 steps, then its gates alone for 60 steps.
+"$train" --preset char_mini --batch 4 --seq 48 --steps 60 --variant vanilla --quiet --threads 1 \
+    --checkpoint-dir "$work/dense" > /dev/null
+"$train" --preset char_mini --batch 4 --seq 48 --steps 60 --variant vanilla --quiet --threads 1 --gates --lr 0.1 \
+    --warmup 1 --distill-gates "$work/dense" --log "$work/distill.jsonl" > "$work/distill.out"
+grep "distillation" -A1 "$work/distill.out"
+bce() { grep '"type":"step"' "$work/distill.jsonl" | sed -E 's/.*"gate_loss":([^,]*),.*"step":([0-9]+).*/\2 \1/' | sort -n; }
+first=$(bce | head -5 | awk '{s += $2} END {print s / NR}')
+last=$(bce | tail -5 | awk '{s += $2} END {print s / NR}')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.9 * a) }' || { echo "distillation loss did not fall: $first -> $last"; exit 1; }
+grep -q '"type":"distill"' "$work/distill.jsonl"
+echo "distillation: BCE(s, tau) over the first 5 steps $first, over the last 5 $last"
+
 expect_error() {  # expect_error MESSAGE ARGS...
     local msg=$1; shift
     set +e
@@ -30,6 +44,8 @@ expect_error() {  # expect_error MESSAGE ARGS...
 expect_error "gates: expected a threshold θ in (0, 1), found 1.5" --gates --gate-threshold 1.5
 expect_error "gates: expected a sparsity weight λ ≥ 0, found -1" --gates --gate-lambda -1
 expect_error "gates: expected n_dense ≤ 4 (the head count), found 9" --gates --n-dense 9
-expect_error "the gate options (--gate-*, --n-dense, --allocation gate) need --gates" --allocation gate
+expect_error "the gate options (--gate-*, --n-dense, --allocation gate, --distill-gates) need --gates" --allocation gate
+expect_error "--distill-gates) need --gates" --distill-gates "$work/dense"
+expect_error "differs from this model's" --preset char_small --gates --distill-gates "$work/dense"
 expect_error "--allocation: expected entropy or gate, found 'x'" --allocation x
 echo "bad gate options: refused with messages"

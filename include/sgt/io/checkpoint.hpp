@@ -517,6 +517,41 @@ nlohmann::json load_weights(const fs::path& path, Model& m) {
     return schedule;
 }
 
+// Weights only, into a model with tensors the checkpoint lacks (a gated model distilled from a dense run,
+// train --distill-gates): the checkpoint must be of Model's config, each of its tensors one of m's, and each of m's
+// tensors it lacks one that may_be_new(entry) accepts; those keep their current values. Checked before anything
+// is loaded. Returns the checkpoint's schedule JSON.
+template <class Model, class Pred>
+nlohmann::json load_weights_subset(const fs::path& path, Model& m, Pred may_be_new) {
+    using T = typename Model::value_type;
+    using M = accum_t<T>;
+    const auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
+    detail::check_format(weights);
+    const auto config = detail::parse_metadata(weights, "config");
+    const auto expected = detail::shape_json(Model::config);
+    require(config == expected, "{}: the checkpoint's model config {} differs from this model's {}", weights.source(),
+            detail::clip(config.dump(), 400), expected.dump());
+    std::size_t found = 0;
+    for (const auto& e : m.parameter_table()) {
+        if (weights.contains(e.name)) {
+            ++found;
+            continue;
+        }
+        require(may_be_new(e), "{}: expected a tensor '{}', found none", weights.source(), e.name);
+    }
+    require(weights.size() == found, "{}: holds {} tensors that this model does not have", weights.source(),
+            weights.size() - found);
+    const auto schedule = detail::parse_metadata(weights, "schedule");
+    const auto current = m.parameters_to_host();
+    std::vector<M> params(current.begin(), current.end());
+    for (const auto& e : m.parameter_table())
+        if (weights.contains(e.name))
+            weights.template read_into<M>(e.name, e.shape, std::span<M>(params.data() + e.offset, std::size_t(e.numel())));
+    const std::vector<T> values(params.begin(), params.end());
+    m.parameters_from_host(values);
+    return schedule;
+}
+
 // Loads a checkpoint, given as its two parsed files, into the trainer (model weights, optimizer, schedule,
 // counters, dropout RNG) after checking that it was written by a model of the same compile-time config.
 // check_data(data) may refuse the caller's data state by throwing sgt::error. Returns that data state.

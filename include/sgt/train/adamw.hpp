@@ -45,14 +45,43 @@ public:
                 "adamw: expected eps > 0, weight_decay >= 0, clip >= 0, found {}, {}, {}", o.eps, o.weight_decay, o.clip);
     }
 
-    // Global gradient norm; with clipping on, scales the gradients by min(1, clip / (norm + 1e-6)) as
-    // torch.nn.utils.clip_grad_norm_ does. Returns the norm before clipping.
+    // Freezes the tensors for which trainable(entry) is false: step() leaves them and their moments untouched,
+    // clip_gradients() leaves their gradients out of the norm (self-distillation trains the gates alone).
+    template <class Pred>
+    void set_trainable(Pred trainable) {
+        frozen_.assign(table_.size(), false);
+        std::size_t i = 0, kept = 0;
+        for (const auto& e : table_) {
+            frozen_[i] = !trainable(e);
+            kept += frozen_[i++] ? 0 : 1;
+        }
+        require(kept > 0, "adamw: set_trainable left no tensor to train");
+    }
+    bool trainable(std::size_t entry) const { return frozen_.empty() || !frozen_[entry]; }
+
+    // Global gradient norm of the trainable tensors; with clipping on, scales their gradients by
+    // min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_ does. Returns the norm before clipping.
     double clip_gradients(std::span<T> grads) {
         const Backend be{};
-        const double norm = std::sqrt(sum_squares(be, grads.data(), std::int64_t(grads.size())));
+        double sq = 0.0;
+        if (frozen_.empty()) {
+            sq = sum_squares(be, grads.data(), std::int64_t(grads.size()));
+        } else {
+            std::size_t i = 0;
+            for (const auto& e : table_)
+                if (trainable(i++)) sq += sum_squares(be, grads.data() + e.offset, e.numel());
+        }
+        const double norm = std::sqrt(sq);
         if (opt_.clip > 0.0) {
             const double s = opt_.clip / (norm + 1e-6);
-            if (s < 1.0) scale(be, grads.data(), std::int64_t(grads.size()), s);
+            if (s < 1.0) {
+                std::size_t i = 0;
+                if (frozen_.empty())
+                    scale(be, grads.data(), std::int64_t(grads.size()), s);
+                else
+                    for (const auto& e : table_)
+                        if (trainable(i++)) scale(be, grads.data() + e.offset, e.numel(), s);
+            }
         }
         return norm;
     }
@@ -63,7 +92,9 @@ public:
         const adamw_hyper h{lr, opt_.beta1, opt_.beta2, opt_.eps};
         if constexpr (mixed_precision) master_weights(params);
         ++t_;
+        std::size_t i = 0;
         for (const auto& e : table_) {
+            if (!trainable(i++)) continue;
             const double wd = e.decay ? opt_.weight_decay : 0.0;
             if constexpr (mixed_precision)
                 adamw_update(be, params.data() + e.offset, grads.data() + e.offset, master_.data() + e.offset,
@@ -107,6 +138,7 @@ private:
     adamw_options opt_;
     buffer<moment_type> m_, v_;  // (total_params)
     buffer<moment_type> master_;  // (total_params) fp32 master weights, mixed precision only
+    std::vector<bool> frozen_;    // (table entries) set_trainable's; empty: every tensor trains
     int t_ = 0;
 };
 
