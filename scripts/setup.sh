@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake make libeigen3-dev libfmt-dev nlohmann-json3-dev doctest-dev libcli11-dev)
+packages=(g++ cmake make libeigen3-dev libfmt-dev nlohmann-json3-dev doctest-dev libcli11-dev
+          libopenblas-dev)  # OpenBLAS: the CPU backend's matrix products (CMake's SGT_OPENBLAS)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -9,7 +9,9 @@
 // Threads: the ops parallelise with parallel_blocks, over blocks whose bounds depend on the problem size only,
 // and reductions add their blocks' partial results in block order, so that results do not depend on the thread
 // count (core/threads.hpp). Eigen's own product threading, which splits a product by the thread count and sizes
-// its blocking by it, stays off: each Eigen product runs on one thread inside a block.
+// its blocking by it, stays off: each Eigen product runs on one thread inside a block. The same holds for
+// OpenBLAS where Eigen's products go through it (CMake's SGT_OPENBLAS, which defines EIGEN_USE_BLAS): it is set
+// to one thread per call, whatever OPENBLAS_NUM_THREADS says.
 #pragma once
 
 #ifndef EIGEN_DONT_PARALLELIZE
@@ -86,6 +88,20 @@ namespace detail {
 inline const bool eigen_single_threaded = (Eigen::setNbThreads(1), true);
 #endif
 
+#if defined(SGT_OPENBLAS)
+extern "C" void openblas_set_num_threads(int);
+#endif
+
+// OpenBLAS, where Eigen's products go through it, splits a product over its own threads, by their number: one per
+// call instead (our blocks are the parallelism). Set on the first parallel op, once OpenBLAS has initialised
+// itself (setting it from a static initialiser, possibly before OpenBLAS's own, crashed its thread server).
+inline void blas_single_threaded() {
+#if defined(SGT_OPENBLAS)
+    static const bool once = (openblas_set_num_threads(1), true);
+    (void)once;
+#endif
+}
+
 // At most this many blocks per parallel op, so that per-block partial results fit on the stack.
 inline constexpr std::int64_t max_blocks = 64;
 
@@ -103,6 +119,7 @@ void parallel_blocks(std::int64_t n, std::int64_t grain, F&& f) {
     if (n <= 0) return;
     const std::int64_t blocks = (n + grain - 1) / grain;
     const int nt = int(std::min<std::int64_t>(threads(), blocks));
+    detail::blas_single_threaded();
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (std::int64_t b = 0; b < blocks; ++b) f(b * grain, std::min(n, (b + 1) * grain));
 }
@@ -119,14 +136,19 @@ Acc parallel_sum(std::int64_t n, std::int64_t min_grain, F&& block_sum) {
     return total;
 }
 
+namespace detail {
+// Elements per block of the elementwise ops below: enough work that a block is worth a thread.
+inline std::int64_t elementwise_grain(std::int64_t n) { return grain_for(n, 1 << 15); }
+}  // namespace detail
+
 template <class T>
 void fill_zero(cpu, T* x, std::int64_t n) {
-    std::fill(x, x + n, T(0));
+    parallel_blocks(n, detail::elementwise_grain(n), [&](std::int64_t b, std::int64_t e) { std::fill(x + b, x + e, T(0)); });
 }
 
 template <class T>
 void copy(cpu, T* dst, const T* src, std::int64_t n) {
-    std::copy(src, src + n, dst);
+    parallel_blocks(n, detail::elementwise_grain(n), [&](std::int64_t b, std::int64_t e) { std::copy(src + b, src + e, dst + b); });
 }
 
 // Host <-> backend memory: plain copies here; transfers on the CUDA backend.
@@ -142,18 +164,25 @@ void copy_to_host(cpu, T* host_dst, const T* src, std::int64_t n) {
 // out = a + b (out may alias a or b).
 template <class T>
 void add(cpu, T* out, const T* a, const T* b, std::int64_t n) {
-    detail::vector_map<T>(out, n) = detail::const_vector_map<T>(a, n) + detail::const_vector_map<T>(b, n);
+    parallel_blocks(n, detail::elementwise_grain(n), [&](std::int64_t i, std::int64_t e) {
+        detail::vector_map<T>(out + i, e - i) =
+            detail::const_vector_map<T>(a + i, e - i) + detail::const_vector_map<T>(b + i, e - i);
+    });
 }
 
 // y += x
 template <class T>
 void accumulate(cpu, T* y, const T* x, std::int64_t n) {
-    detail::vector_map<T>(y, n) += detail::const_vector_map<T>(x, n);
+    parallel_blocks(n, detail::elementwise_grain(n), [&](std::int64_t b, std::int64_t e) {
+        detail::vector_map<T>(y + b, e - b) += detail::const_vector_map<T>(x + b, e - b);
+    });
 }
 
 template <class T>
 void scale(cpu, T* x, std::int64_t n, double s) {
-    detail::vector_map<T>(x, n) *= T(s);
+    parallel_blocks(n, detail::elementwise_grain(n), [&](std::int64_t b, std::int64_t e) {
+        detail::vector_map<T>(x + b, e - b) *= T(s);
+    });
 }
 
 // Σ x², accumulated in double (in blocks, added in order: independent of the thread count).
