@@ -529,6 +529,32 @@ TEST_CASE("attention_backward: finite differences in q, k and v, overwrites dqkv
         for (int d = 0; d < HD; ++d) CHECK(dqkv[qkv_at(0, 0, 0, i, d, T, n, HD)] == doctest::Approx(0.0).scale(1e-15));
 }
 
+TEST_CASE("attention: several causal blocks (T = 150, the last one partial) against naive attention and FD") {
+    const int B = 1, T = 150, n = 2, HD = 4;
+    dvec qkv = randn(std::size_t(B) * T * 3 * n * HD, 25);
+    const naive_attn ref = naive_attention(qkv, B, T, n, HD);
+    dvec out(B * T * n * HD), probs(B * n * T * T, 77.0), ent(B * n);
+    sgt::attention_forward(cpu, out.data(), probs.data(), ent.data(), qkv.data(), B, T, n, HD);
+    CHECK(max_abs_diff(out, ref.out) <= 1e-13);
+    CHECK(max_abs_diff(probs, ref.probs) <= 1e-14);
+    CHECK(max_abs_diff(ent, ref.entropy) <= 1e-13);
+    const dvec w = randn(out.size(), 26);
+    auto loss = [&] {
+        sgt::attention_forward(cpu, out.data(), probs.data(), ent.data(), qkv.data(), B, T, n, HD);
+        return dot(w, out);
+    };
+    loss();
+    const dvec saved = probs;
+    const dvec dqkv = overwritten(qkv.size(), [&](double* g) {
+        sgt::attention_backward(cpu, g, w.data(), qkv.data(), saved.data(), B, T, n, HD);
+    }, "attention dqkv, 150 positions");
+    std::vector<std::size_t> idx;  // positions on both sides of each block edge, in q, k and v of both heads
+    for (int c = 0; c < 3; ++c)
+        for (int t : {1, 63, 64, 127, 128, 149})
+            for (int i = 0; i < n; ++i) idx.push_back(qkv_at(0, t, c, i, (t + c) % HD, T, n, HD));
+    check_fd(qkv, dqkv, loss, "attention dqkv, 150 positions", idx);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 TEST_CASE("heads: gather/scatter of rows and columns, round trip, adjoint, order") {
     const int NH = 3, HD = 6, C = 7;

@@ -4,8 +4,12 @@
 // Layout: qkv (B, T, 3, n, HD) holds RoPE'd queries, RoPE'd keys and values of the n heads being computed
 // (the packed projection's output); out (B, T, n, HD); probs (B, n, T, T) the attention matrices, saved for
 // the backward (zero above the diagonal).
+//
+// Causal blocks: the queries of a block of rows see only the keys up to its last row, so every product stops
+// at the diagonal block, and the blocks above it (about half of the T x T work at T = 256) are never computed.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -20,6 +24,19 @@ template <class T>
 using strided_map = Eigen::Map<row_matrix<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using const_strided_map = Eigen::Map<const row_matrix<T>, 0, Eigen::OuterStride<>>;
+
+// Query rows (and key columns) per causal block: few enough that little is computed above the diagonal, many
+// enough that each product is still an efficient matrix product.
+inline constexpr int attention_block = 64;
+
+// n values of scratch of the calling thread, kept between calls: a fresh T x T buffer per head would be a
+// fresh mapping from the system (page faults included) each time.
+template <class T>
+T* thread_scratch(std::int64_t n) {
+    thread_local cpu::buffer<T> s;
+    if (std::int64_t(s.size()) < n) s.resize(std::size_t(n));
+    return s.data();
+}
 }  // namespace detail
 
 // How many T the forward saves for the backward: the (B, n, T, T) attention matrices.
@@ -41,17 +58,20 @@ void attention_forward(cpu, T* out, T* probs, double* entropy, const T* qkv, int
             detail::const_strided_map<T> k(base + std::int64_t(n) * HD, T_, HD, Eigen::OuterStride<>(row));
             detail::const_strided_map<T> v(base + 2 * std::int64_t(n) * HD, T_, HD, Eigen::OuterStride<>(row));
             detail::matrix_map<T> p(probs + std::int64_t(bh) * T_ * T_, T_, T_);
-            p.noalias() = (q * k.transpose()) * scale;
-            for (int t = 0; t < T_; ++t) {  // causal softmax of row t over keys 0..t
-                auto r = p.row(t);
-                const T m = r.head(t + 1).maxCoeff();
-                r.head(t + 1) = (r.head(t + 1).array() - m).exp();
-                r.head(t + 1) /= r.head(t + 1).sum();
-                r.tail(T_ - t - 1).setZero();
-            }
             detail::strided_map<T> o(out + std::int64_t(b) * T_ * n * HD + std::int64_t(i) * HD, T_, HD,
                                      Eigen::OuterStride<>(std::int64_t(n) * HD));
-            o.noalias() = p * v;
+            for (int r0 = 0; r0 < T_; r0 += detail::attention_block) {  // queries r0..r1-1 see keys 0..r1-1
+                const int r1 = std::min(T_, r0 + detail::attention_block), rows = r1 - r0;
+                p.block(r0, 0, rows, r1).noalias() = (q.middleRows(r0, rows) * k.topRows(r1).transpose()) * scale;
+                for (int t = r0; t < r1; ++t) {  // causal softmax of row t over keys 0..t
+                    auto r = p.row(t);
+                    const T m = r.head(t + 1).maxCoeff();
+                    r.head(t + 1) = (r.head(t + 1).array() - m).exp();
+                    r.head(t + 1) /= r.head(t + 1).sum();
+                    r.tail(T_ - t - 1).setZero();
+                }
+                o.middleRows(r0, rows).noalias() = p.block(r0, 0, rows, r1) * v.topRows(r1);
+            }
             entropy[bh] = row_entropy<T>(std::span<const T>(p.row(T_ - 1).data(), std::size_t(T_)));
         }
     });
@@ -59,12 +79,15 @@ void attention_forward(cpu, T* out, T* probs, double* entropy, const T* qkv, int
 
 // dqkv (B, T, 3, n, HD) = gradients of the RoPE'd q, k and v (overwrites), from dout (B, T, n, HD).
 // With S = scores and P = softmax(S): dP = dO Vᵀ, dV = Pᵀ dO, dS = P ⊙ (dP − rowsum(dP ⊙ P)),
-// dQ = dS K / √HD, dK = dSᵀ Q / √HD.
+// dQ = dS K / √HD, dK = dSᵀ Q / √HD. dQ goes by blocks of query rows (keys up to the block's last row), dK and
+// dV by blocks of key rows (queries from the block's first row on): dS and P are zero above the diagonal.
 template <class T>
 void attention_backward(cpu, T* dqkv, const T* dout, const T* qkv, const T* probs, int B, int T_, int n, int HD) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const T scale = T(1.0 / std::sqrt(double(HD)));
+    constexpr int blk = detail::attention_block;
     parallel_blocks(std::int64_t(B) * n, 1, [&](std::int64_t first, std::int64_t last) {
+        detail::matrix_map<T> ds(detail::thread_scratch<T>(std::int64_t(T_) * T_), T_, T_);  // dP, then dS in place
         for (std::int64_t bh = first; bh < last; ++bh) {
             const int b = int(bh / n), i = int(bh % n);
             const std::int64_t off = std::int64_t(b) * T_ * row + std::int64_t(i) * HD;
@@ -78,15 +101,23 @@ void attention_backward(cpu, T* dqkv, const T* dout, const T* qkv, const T* prob
             detail::const_strided_map<T> dout_m(dout + std::int64_t(b) * T_ * nh + std::int64_t(i) * HD, T_, HD,
                                                 Eigen::OuterStride<>(nh));
             detail::const_matrix_map<T> p(probs + std::int64_t(bh) * T_ * T_, T_, T_);
-            detail::row_matrix<T> ds = dout_m * v.transpose();  // dP, then dS in place
-            for (int t = 0; t < T_; ++t) {
-                const T dot = p.row(t).head(t + 1).dot(ds.row(t).head(t + 1));
-                ds.row(t).head(t + 1) = p.row(t).head(t + 1).cwiseProduct((ds.row(t).head(t + 1).array() - dot).matrix());
-                ds.row(t).tail(T_ - t - 1).setZero();
+            for (int r0 = 0; r0 < T_; r0 += blk) {
+                const int r1 = std::min(T_, r0 + blk), rows = r1 - r0;
+                ds.block(r0, 0, rows, r1).noalias() = dout_m.middleRows(r0, rows) * v.topRows(r1).transpose();
+                for (int t = r0; t < r1; ++t) {
+                    const T dot = p.row(t).head(t + 1).dot(ds.row(t).head(t + 1));
+                    ds.row(t).head(t + 1) =
+                        p.row(t).head(t + 1).cwiseProduct((ds.row(t).head(t + 1).array() - dot).matrix());
+                    ds.row(t).segment(t + 1, r1 - t - 1).setZero();
+                }
+                dq.middleRows(r0, rows).noalias() = (ds.block(r0, 0, rows, r1) * k.topRows(r1)) * scale;
             }
-            dv.noalias() = p.transpose() * dout_m;
-            dq.noalias() = (ds * k) * scale;
-            dk.noalias() = (ds.transpose() * q) * scale;
+            for (int c0 = 0; c0 < T_; c0 += blk) {
+                const int cols = std::min(T_, c0 + blk) - c0, below = T_ - c0;
+                dk.middleRows(c0, cols).noalias() =
+                    (ds.block(c0, c0, below, cols).transpose() * q.bottomRows(below)) * scale;
+                dv.middleRows(c0, cols).noalias() = p.block(c0, c0, below, cols).transpose() * dout_m.bottomRows(below);
+            }
         }
     });
 }
