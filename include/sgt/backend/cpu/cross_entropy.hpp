@@ -20,11 +20,10 @@ loss_sum cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets
         loss_sum part;
         for (std::int64_t n = b; n < e; ++n) {
             if (targets[n] < 0) continue;
-            const T* z = logits + n * V;
-            const double m = double(*std::max_element(z, z + V));
-            double s = 0.0;
-            for (int v = 0; v < V; ++v) s += std::exp(double(z[v]) - m);
-            part.sum += m + std::log(s) - double(z[targets[n]]);
+            const auto z = detail::const_vector_map<T>(logits + n * V, V).template cast<double>().array();
+            const double m = z.maxCoeff();
+            const double s = (z - m).exp().sum();  // vectorised, in double
+            part.sum += m + std::log(s) - z(targets[n]);
             part.count += 1;
         }
         return part;
@@ -44,10 +43,10 @@ void cross_entropy_backward(cpu, T* dlogits, const T* logits, const std::int32_t
                 std::fill(dz, dz + V, T(0));
                 continue;
             }
-            const double m = double(*std::max_element(z, z + V));
-            double s = 0.0;
-            for (int v = 0; v < V; ++v) s += std::exp(double(z[v]) - m);
-            for (int v = 0; v < V; ++v) dz[v] = T(std::exp(double(z[v]) - m) / s * scale);
+            const auto zd = detail::const_vector_map<T>(z, V).template cast<double>().array();
+            const double m = zd.maxCoeff();
+            const double s = (zd - m).exp().sum();
+            detail::vector_map<T>(dz, V).array() = ((zd - m).exp() * (scale / s)).template cast<T>();
             dz[targets[n]] -= T(scale);
         }
     });

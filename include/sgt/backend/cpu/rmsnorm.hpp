@@ -3,46 +3,59 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "sgt/backend/cpu/backend.hpp"
 
 namespace sgt {
 
+namespace detail {
+// Rows per block of the RMSNorm passes: about 64K values.
+inline std::int64_t rmsnorm_grain(int N, int C) {
+    return grain_for(N, std::max<std::int64_t>(1, 65536 / std::max(C, 1)));
+}
+}  // namespace detail
+
 // out (N, C), rstd (N) saved for the backward; in (N, C); w (C).
 template <class T>
 void rmsnorm_forward(cpu, T* out, T* rstd, const T* in, const T* w, int N, int C, double eps) {
-    parallel_blocks(N, detail::grain_for(N, std::max<std::int64_t>(1, 65536 / std::max(C, 1))),
-                    [&](std::int64_t b, std::int64_t e) {
-                        for (std::int64_t n = b; n < e; ++n) {
-                            const T* x = in + n * C;
-                            T* y = out + n * C;
-                            double ss = 0.0;
-                            for (int c = 0; c < C; ++c) ss += double(x[c]) * x[c];
-                            const T r = T(1.0 / std::sqrt(ss / C + eps));
-                            rstd[n] = r;
-                            for (int c = 0; c < C; ++c) y[c] = x[c] * r * w[c];
-                        }
-                    });
+    const auto wm = detail::const_vector_map<T>(w, C).array();
+    parallel_blocks(N, detail::rmsnorm_grain(N, C), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t n = b; n < e; ++n) {
+            const auto x = detail::const_vector_map<T>(in + n * C, C);
+            const double ss = x.template cast<double>().squaredNorm();
+            const T r = T(1.0 / std::sqrt(ss / C + eps));
+            rstd[n] = r;
+            detail::vector_map<T>(out + n * C, C).array() = x.array() * r * wm;
+        }
+    });
 }
 
 // din (N, C) += ∂L/∂x; dw (C) += ∂L/∂w. With x̂ = x·rstd and g = dout ⊙ w:
 // ∂L/∂x = rstd · (g − x̂ · mean(g ⊙ x̂)),  ∂L/∂w = Σ_n dout ⊙ x̂.
+// Rows go in blocks; each block sums its rows' ∂L/∂w apart, and the blocks are added in order.
 template <class T>
 void rmsnorm_backward(cpu, T* din, T* dw, const T* dout, const T* in, const T* w, const T* rstd, int N, int C) {
-    for (int n = 0; n < N; ++n) {
-        const T* x = in + std::int64_t(n) * C;
-        const T* dy = dout + std::int64_t(n) * C;
-        T* dx = din + std::int64_t(n) * C;
-        const T r = rstd[n];
-        double dot = 0.0;
-        for (int c = 0; c < C; ++c) dot += double(dy[c]) * w[c] * x[c] * r;
-        const T m = T(dot / C);
-        for (int c = 0; c < C; ++c) {
-            const T xhat = x[c] * r;
-            dx[c] += r * (dy[c] * w[c] - xhat * m);
-            dw[c] += dy[c] * xhat;
+    if (N <= 0) return;
+    const std::int64_t grain = detail::rmsnorm_grain(N, C);
+    const std::int64_t blocks = (N + grain - 1) / grain;
+    std::vector<T, aligned_allocator<T>> partial(std::size_t(blocks * C), T(0));  // (blocks, C)
+    const auto wm = detail::const_vector_map<T>(w, C).array();
+    parallel_blocks(N, grain, [&](std::int64_t b, std::int64_t e) {
+        auto dw_block = detail::vector_map<T>(partial.data() + (b / grain) * C, C).array();
+        for (std::int64_t n = b; n < e; ++n) {
+            const auto x = detail::const_vector_map<T>(in + n * C, C).array();
+            const auto dy = detail::const_vector_map<T>(dout + n * C, C).array();
+            const T r = rstd[n];
+            const double dot =
+                (dy.template cast<double>() * wm.template cast<double>() * x.template cast<double>()).sum() * r;
+            const T m = T(dot / C);
+            detail::vector_map<T>(din + n * C, C).array() += r * (dy * wm - x * r * m);
+            dw_block += dy * (x * r);
         }
-    }
+    });
+    auto dwm = detail::vector_map<T>(dw, C);
+    for (std::int64_t i = 0; i < blocks; ++i) dwm += detail::const_vector_map<T>(partial.data() + i * C, C);
 }
 
 }  // namespace sgt
