@@ -19,12 +19,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # cuDNN's fused attention (optional, cmake/cudnn.cmake): where the CUDA toolkit carries cuDNN, the header-only
-# cudnn-frontend comes from PyPI (its headers only: --no-deps). SGT_CUDNN=OFF skips it; a failed install only
-# means a build on our own attention kernels.
+# cudnn-frontend comes from PyPI (its headers only, --no-deps; the version we test). SGT_CUDNN=OFF skips it; a
+# failed install only means a build on our own attention kernels.
 if [ "${SGT_CUDNN:-AUTO}" != OFF ] && [ -f /usr/local/cuda/include/cudnn.h ] &&
    ! python3 -m pip show -q nvidia-cudnn-frontend >/dev/null 2>&1; then
   echo "sgt: installing nvidia-cudnn-frontend (headers for cuDNN's attention)"
-  python3 -m pip install -q --no-deps nvidia-cudnn-frontend >/dev/null 2>&1 ||
+  python3 -m pip install -q --no-deps "nvidia-cudnn-frontend==1.32.0" >/dev/null 2>&1 ||
     echo "sgt: could not install nvidia-cudnn-frontend; the CUDA backend builds on its own attention kernels"
 fi
 
