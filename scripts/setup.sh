@@ -30,5 +30,6 @@ fi
 
 build_dir=${SGT_BUILD_DIR:-build}
 jobs=${SGT_JOBS:-$(nproc)}
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSGT_CUDNN="${SGT_CUDNN:-AUTO}" "${SGT_CMAKE_ARGS[@]:-}" >/dev/null
+read -ra extra_args <<< "${SGT_CMAKE_ARGS:-}"  # SGT_CMAKE_ARGS: extra CMake arguments, space-separated
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSGT_CUDNN="${SGT_CUDNN:-AUTO}" "${extra_args[@]}" >/dev/null
 cmake --build "$build_dir" -j "$jobs" ${1:+--target "$@"}
