@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "sgt/backend/common.hpp"  // loss_sum, adamw_hyper
+#include "sgt/backend/cuda/cudnn_attention.hpp"  // cudnn::supports_head_dim
 #include "sgt/backend/cuda/runtime.hpp"
 #include "sgt/core/rng.hpp"
 
@@ -65,7 +66,7 @@ attention_path attention_path_for(int T_, int HD) {
     if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
         return attention_path::materialized;
     } else {
-        const bool cudnn_ok = cudnn_built && HD % 8 == 0 && HD > 0 && HD <= 128;
+        const bool cudnn_ok = cudnn_built && cudnn::supports_head_dim(HD);
         const bool fused_ok = HD == 32 || HD == 64 || HD == 96 || HD == 128;
         const auto choice = context().attention;
         if (choice == attention_kernel::materialized) return attention_path::materialized;
