@@ -241,6 +241,8 @@ struct run_options {
     // Self-distillation of the gates (GATES.md Sec. 4): a dense run's checkpoint to start from; only the gates
     // train, against the dense model's own head importance.
     std::string distill_from;
+    // σReparam on every linear layer (sgt/sigma_reparam.hpp, GATES.md Sec. 5): --sigma-reparam.
+    bool sigma_reparam = false;
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -267,7 +269,17 @@ struct run_result {
         bool resumed = false;
     };
     std::optional<distill_result> distill;
+    // The mean first-pass attention entropy (over layers and heads, Eq. 4) of the first and the last step this
+    // process trained, and its lowest over those steps: entropy collapse shows as a fall towards 0.
+    double first_entropy = 0.0, last_entropy = 0.0, min_entropy = 0.0;
 };
+
+// The mean over layers and heads of the first-pass attention entropies.
+inline double mean_entropy(const entropy_report& e) {
+    double s = 0.0;
+    for (double v : e.first_pass) s += v;
+    return e.first_pass.empty() ? 0.0 : s / double(e.first_pass.size());
+}
 
 inline std::vector<double> layer_variances(const entropy_report& e) {
     std::vector<double> v(e.layers);
@@ -374,7 +386,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 "memory",
                 o.batch, o.seq, io::human_bytes(need), io::human_bytes(have));
     }
-    model_t m(o.batch, o.seq, o.seed, std::move(variant));
+    model_t m(o.batch, o.seq, o.seed, std::move(variant), sigma_reparam_options{.enabled = o.sigma_reparam});
     if constexpr (gated) {
         if (gate_scores) *gate_scores = &m.variant();
     }
@@ -590,6 +602,11 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         nlohmann::json step_log{{"type", "step"}, {"run", r.name}, {"step", t}, {"loss", s.loss}, {"lr", s.lr},
                                 {"grad_norm", s.grad_norm}, {"seconds", s.seconds}, {"flops", s.flops},
                                 {"cumulative_flops", tr.flops().total()}, {"tokens_per_s", tokens_per_step / s.seconds}};
+        const double entropy = mean_entropy(tr.entropies());
+        step_log["attention_entropy"] = entropy;
+        if (t == first_step) r.first_entropy = r.min_entropy = entropy;
+        r.last_entropy = entropy;
+        r.min_entropy = std::min(r.min_entropy, entropy);
         if constexpr (gated) {
             const gate_report gr = m.variant().report();
             step_log["gate_sparsity"] = gr.sparsity;
@@ -626,7 +643,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         if (o.sample_every > 0 && t % o.sample_every == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * tokens_per_step / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
-                   fmt::format("val {:.4f} | {:.2f} GFLOP", last_val, tr.flops().total() / 1e9));
+                   fmt::format("val {:.4f} | {:.2f} GFLOP | entropy {:.3f}", last_val, tr.flops().total() / 1e9,
+                               r.last_entropy));
         if (!o.checkpoint_dir.empty() && stop_requested) {
             bar.finish();
             save();
@@ -643,7 +661,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     r.vanilla_flops = tr.flops().vanilla_total();
     r.final_structure = schedule.to_json();
     log.write({{"type", "summary"}, {"run", r.name}, {"val_loss", r.final_val_loss}, {"seconds", r.seconds},
-               {"flops", r.flops}, {"vanilla_flops", r.vanilla_flops}, {"schedule", r.final_structure}});
+               {"flops", r.flops}, {"vanilla_flops", r.vanilla_flops}, {"schedule", r.final_structure},
+               {"attention_entropy", {{"first", r.first_entropy}, {"last", r.last_entropy}, {"min", r.min_entropy}}}});
     return r;
 }
 
@@ -842,6 +861,7 @@ nlohmann::json run_flags(const run_options& o, const growth_flags& g, const std:
         f.update({{"gates", true}, {"gate-threshold", o.gates.threshold}, {"gate-soft", !o.gates.straight_through},
                   {"gate-lambda", o.gates.lambda}, {"n-dense", o.gates.n_dense}, {"gate-layers", o.gates.layers}});
     if (!o.distill_from.empty()) f["distill-gates"] = o.distill_from;
+    if (o.sigma_reparam) f["sigma-reparam"] = true;  // absent = off, as in checkpoints from before the flag
     return f;
 }
 

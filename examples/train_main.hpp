@@ -97,6 +97,9 @@ int train_main(int argc, char** argv) {
         ->check(CLI::ExistingPath);
     bool gate_soft = false;
     app.add_flag("--gate-soft", gate_soft, "gates: soft only (no hard threshold in training)");
+    app.add_flag("--sigma-reparam", o.sigma_reparam,
+                 "σReparam (GATES.md Sec. 5) on every linear layer: W used as (γ/σ(W)) W, σ by one power-iteration "
+                 "step per step, γ learned");
     precision_choice<Precisions...> precision;
     app.add_option("--precision", precision.value,
                    "stored type: " + precision.listed() + " (bf16: mixed precision, fp32 master weights)")
@@ -120,6 +123,9 @@ int train_main(int argc, char** argv) {
         require(!o.gated || o.sample_every == 0,
                 "--sample-every: sampling a gated model needs decoding with gates, which the inference engine does not "
                 "have yet");
+        require(!o.sigma_reparam || o.sample_every == 0,
+                "--sample-every with --sigma-reparam: the inference engine takes the decoder's tensors only, not "
+                "σReparam's γ");
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();
@@ -152,6 +158,7 @@ int train_main(int argc, char** argv) {
                        o.steps, o.batch, o.seq,
                        o.grad_accum > 1 ? fmt::format(" x {} micro-batches", o.grad_accum) : std::string(),
                        o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed, sgt::threads());
+            if (o.sigma_reparam) fmt::print("σReparam on every linear layer (q, k, v, o, gate, up, down, LM head)\n");
             if (o.gated)
                 fmt::print("gates: θ {} | {} | λ {} | {} dense heads | layers {}\n", o.gates.threshold,
                            o.gates.straight_through ? "straight-through" : "soft", o.gates.lambda, o.gates.n_dense,
@@ -171,6 +178,9 @@ int train_main(int argc, char** argv) {
                        100 * (r.flops / r.vanilla_flops - 1));
             fmt::print("wall time       {:.1f} s ({:.0f} tokens/s)\n", r.seconds,
                        double(o.steps) * o.batch * o.grad_accum * o.seq / r.seconds);
+            fmt::print("attention entropy {:.4f} at the first step, {:.4f} at the last (lowest {:.4f}; first pass, "
+                       "mean over layers and heads)\n",
+                       r.first_entropy, r.last_entropy, r.min_entropy);
             for (const auto& e : r.events) fmt::print("growth          {}\n", to_string(e));
             fmt::print("structure       {}\n", r.final_structure.dump());
             if (r.gate_sparsity) fmt::print("gate sparsity   {:.4f} (closed at θ = {})\n", *r.gate_sparsity, o.gates.threshold);

@@ -11,7 +11,8 @@
 // Variant policy's decision (variant.hpp; paper_variant is the paper's model). Parameters live in one
 // contiguous buffer, reached by name through the parameter table (params.hpp), named as Hugging Face LLaMA.
 // Backend-generic: the heavy lifting is leaf ops called on the Backend tag; activation records only grow,
-// so a steady-state training step allocates nothing.
+// so a steady-state training step allocates nothing. With sigma_reparam_options{.enabled = true} every linear layer
+// runs through σReparam (sigma_reparam.hpp): its γ are parameters, its u, v the model's state_table().
 #pragma once
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <string>
@@ -37,6 +39,7 @@
 #include "sgt/flops.hpp"
 #include "sgt/loop_plan.hpp"
 #include "sgt/params.hpp"
+#include "sgt/sigma_reparam.hpp"
 #include "sgt/variant.hpp"
 
 namespace sgt {
@@ -56,17 +59,21 @@ public:
     using backend_type = Backend;
     using variant_type = Variant;
 
-    // The parameter table of this model type: the decoder's tensors, then the variant's own.
-    static sgt::parameter_table make_parameter_table(const Variant& v = Variant{}) {
+    // The parameter table of this model type: the decoder's tensors, then the variant's own, then σReparam's γ.
+    static sgt::parameter_table make_parameter_table(const Variant& v = Variant{},
+                                                     const sigma_reparam_options& sigma = {}) {
         auto t = sgt::parameter_table::llama(shape);
         v.add_parameters(config, t);
+        if (sigma.enabled) add_sigma_reparam_parameters(shape, t);
         return t;
     }
 
-    // Activation capacity: batches of at most max_batch sequences of at most max_seq tokens.
-    model(int max_batch, int max_seq, std::uint64_t seed = 0, Variant variant = Variant{})
-        : max_batch_(max_batch), max_seq_(max_seq), variant_(std::move(variant)), table_(make_parameter_table(variant_)),
-          dropout_rng_(seed ^ 0xD50Full) {
+    // Activation capacity: batches of at most max_batch sequences of at most max_seq tokens. `sigma`: σReparam on
+    // every linear layer (sigma_reparam.hpp), fixed for the model's life (its γ are tensors of the table).
+    model(int max_batch, int max_seq, std::uint64_t seed = 0, Variant variant = Variant{},
+          const sigma_reparam_options& sigma = {})
+        : max_batch_(max_batch), max_seq_(max_seq), variant_(std::move(variant)),
+          table_(make_parameter_table(variant_, sigma)), dropout_rng_(seed ^ 0xD50Full) {
         require(max_batch > 0, "model: expected a positive batch size, found {}", max_batch);
         require(max_seq > 1 && max_seq <= shape.max_seq,
                 "model: sequence length {} is outside [2, {}], the preset's maximum", max_seq, shape.max_seq);
@@ -83,12 +90,14 @@ public:
         rope_cos_.resize(std::size_t(max_seq) * HD / 2);
         rope_sin_.resize(rope_cos_.size());
         rope_tables(Backend{}, rope_cos_.data(), rope_sin_.data(), max_seq, HD, config.rope_base);
+        if (sigma.enabled) sigma_.emplace(table_, shape, seed, sigma);
         rng r(seed);
         init_weights(r);
     }
 
     // Every tensor as its table entry says: the decoder's matrices N(0, 0.02), RMSNorm weights 1 (spec Sec. 1).
-    // Drawn on the host, in table order, so every backend starts from the same values.
+    // Drawn on the host, in table order, so every backend starts from the same values. With σReparam, then its
+    // u, v afresh and γ = σ(W₀).
     void init_weights(rng& r) {
         std::vector<T> host(params_.size());
         for (const auto& e : table_) {
@@ -97,6 +106,7 @@ public:
                 p[i] = e.init.std > 0.0 ? T(e.init.value + e.init.std * r.normal()) : T(e.init.value);
         }
         copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
+        if (sigma_) sigma_->reset(Backend{}, params_.data());
     }
 
     // The parameter and gradient buffers, in the backend's memory (device memory on a GPU backend: read and
@@ -123,7 +133,26 @@ public:
         require(host.size() == params_.size(), "model: expected {} parameters, found {}", params_.size(), host.size());
         copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
     }
-    void zero_grad() { fill_zero(Backend{}, grads_.data(), std::int64_t(grads_.size())); }
+    void zero_grad() {
+        fill_zero(Backend{}, grads_.data(), std::int64_t(grads_.size()));
+        if (sigma_) sigma_->new_step();  // the next training forward takes σReparam's power-iteration step
+    }
+
+    // σReparam (sigma_reparam.hpp): null when the model was built without it.
+    const sigma_reparam<T, Backend>* sigma_reparam_state() const { return sigma_ ? &*sigma_ : nullptr; }
+    // State that is not trained but saved in checkpoints beside the parameters: σReparam's u and v (an empty table
+    // without it), in one buffer of state_table() order.
+    const sgt::parameter_table& state_table() const {
+        static const sgt::parameter_table none;
+        return sigma_ ? sigma_->state_table() : none;
+    }
+    std::vector<T> state_to_host() const { return sigma_ ? sigma_->state_to_host() : std::vector<T>{}; }
+    void state_from_host(std::span<const T> host) {
+        if (sigma_)
+            sigma_->state_from_host(host);
+        else
+            require(host.empty(), "model: expected no state values (the model has no σReparam), found {}", host.size());
+    }
 
     // Dropout on the embeddings and on every residual branch, applied while training() is on.
     void set_dropout(double p) {
@@ -158,11 +187,13 @@ public:
         const std::size_t n = std::size_t(max_batch_) * max_seq_;
         const batch dummy{max_batch_, max_seq_, std::vector<std::int32_t>(n, 0), std::vector<std::int32_t>(n, 0)};
         const auto rng_state = dropout_rng_.state();
+        const auto state = state_to_host();
         forward(dummy, plan);
         backward();
         sum_squares(Backend{}, grads_.data(), std::int64_t(grads_.size()));  // the clipping reduction's scratch
         zero_grad();
         dropout_rng_.set_state(rng_state);
+        state_from_host(state);
     }
 
     // Runs the model on a batch under a loop plan; keeps what backward() needs. Returns the mean loss over
@@ -171,6 +202,7 @@ public:
         check_batch(x);
         validate_plan(plan, NL, NH, budget);
         const Backend be{};
+        if (sigma_) sigma_->forward(be, params_.data(), training_);  // Ŵ = (γ/σ) W, read through weight()
         d_ = pass_dims{x.B, x.T, C, NH, HD, F, V, config.norm_eps};
         const std::int64_t N = d_.tokens();
         const double p = training_ ? dropout_ : 0.0;
@@ -277,6 +309,7 @@ public:
         }
         if (active_dropout_ > 0.0) dropout_backward(be, dres_.data(), emb_mask_.data(), N * C);
         embedding_backward(be, grad(*embed_), dres_.data(), tokens_.data(), int(N), C);
+        if (sigma_) sigma_->backward(be, params_.data(), grads_.data());  // ∂L/∂Ŵ → ∂L/∂W, ∂L/∂γ
     }
 
     // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend).
@@ -368,8 +401,11 @@ private:
         return ffn_records_[i];
     }
 
-    const T* weight(const param_entry& e) const { return params_.data() + e.offset; }
-    T* grad(const param_entry& e) { return grads_.data() + e.offset; }
+    // The weights the passes use (Ŵ for a linear layer under σReparam) and where their gradients go (∂L/∂Ŵ there).
+    const T* weight(const param_entry& e) const {
+        return sigma_ ? sigma_->weight(e, params_.data()) : params_.data() + e.offset;
+    }
+    T* grad(const param_entry& e) { return sigma_ ? sigma_->grad(e, grads_.data()) : grads_.data() + e.offset; }
     attention_weights<T> attention_weights_of(int l) const {
         const layer_params& L = layers_[std::size_t(l)];
         return {weight(*L.attn_norm), weight(*L.q), weight(*L.k), weight(*L.v), weight(*L.o)};
@@ -393,6 +429,7 @@ private:
     std::vector<layer_params> layers_;  // (NL) each layer's tensors, by role
     const param_entry *embed_, *final_norm_, *lm_head_;
     buffer<T> params_, grads_;  // (total_params) in table_ order
+    std::optional<sgt::sigma_reparam<T, Backend>> sigma_;  // σReparam's state, Ŵ and ∂L/∂Ŵ; empty when off
     buffer<accum_t<T>> rope_cos_, rope_sin_;  // (max_seq, HD/2)
     double dropout_ = 0.0, active_dropout_ = 0.0;
     bool training_ = true;

@@ -1,7 +1,8 @@
 // sgt/io/checkpoint.hpp: checkpoints that resume a run bit for bit, and that no crash or full disk can lose.
 //
 // A checkpoint is a directory DIR/step_XXXXXXXX holding
-//   model.safetensors      the weights under their Hugging Face LLaMA names; __metadata__ holds the model
+//   model.safetensors      the weights under their Hugging Face LLaMA names, and the model's state that is not
+//                          trained (σReparam's u, v: the model's state_table()); __metadata__ holds the model
 //                          config and the growth state Θ (the schedule's JSON)
 //   optimizer.safetensors  AdamW's moments ("exp_avg.<name>", "exp_avg_sq.<name>"); __metadata__ holds the
 //                          trainer's counters, the dropout RNG and the caller's data state (RNG, shard position)
@@ -55,6 +56,7 @@
 #include "sgt/io/safetensors.hpp"
 #include "sgt/loop_plan.hpp"
 #include "sgt/params.hpp"
+#include "sgt/sigma_reparam.hpp"
 
 namespace sgt {
 
@@ -78,6 +80,37 @@ auto weights_to_host(Trainer& tr) {
         return m.parameters_to_host();
     else
         return to_host(B{}, tr.optimizer().master_weights(m.parameters()));
+}
+
+// The state a model keeps beside its parameters, not trained (σReparam's u, v; sigma_reparam.hpp): its table,
+// empty for a model without any, and for types that have none (the inference engine).
+template <class Model>
+const parameter_table& state_table_of(const Model& m) {
+    if constexpr (requires { m.state_table(); }) {
+        return m.state_table();
+    } else {
+        static const parameter_table none;
+        return none;
+    }
+}
+
+// The state's values read from `file` (every tensor of `state` must be there), in accum_t<T>.
+template <class M>
+std::vector<M> read_state(const io::safetensors& file, const parameter_table& state) {
+    std::vector<M> out(std::size_t(state.numel()));
+    for (const auto& e : state)
+        file.template read_into<M>(e.name, e.shape, std::span<M>(out.data() + e.offset, std::size_t(e.numel())));
+    return out;
+}
+
+// Commits state values read by read_state into the model (nothing for types without state).
+template <class Model, class M>
+void state_into(Model& m, const std::vector<M>& state) {
+    if constexpr (requires { m.state_table(); }) {
+        using T = typename Model::value_type;
+        const std::vector<T> values(state.begin(), state.end());
+        m.state_from_host(values);
+    }
 }
 
 inline nlohmann::json shape_json(const model_config& c) {
@@ -330,6 +363,10 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         const std::vector<M> params = detail::weights_to_host(tr);
         for (const auto& e : m.parameter_table())
             weights.add(e.name, e.shape, std::span<const M>(params.data() + e.offset, std::size_t(e.numel())));
+        const auto state = m.state_to_host();
+        const std::vector<M> state_m(state.begin(), state.end());
+        for (const auto& e : m.state_table())
+            weights.add(e.name, e.shape, std::span<const M>(state_m.data() + e.offset, std::size_t(e.numel())));
         weights.set_metadata("format", checkpoint_format);
         weights.set_metadata("config", detail::shape_json(model_t::config).dump());
         weights.set_metadata("schedule", tr.schedule().to_json().dump());
@@ -459,18 +496,25 @@ inline rng::state_type rng_state_from_json(const nlohmann::json& j, std::string_
     return s;
 }
 
-// Checks that `weights` is an sgt checkpoint of Model's compile-time config holding exactly the tensors of `table`.
+// Checks that `weights` is an sgt checkpoint of Model's compile-time config holding exactly the tensors of `table`
+// and of `state` (the model's state_table()).
 template <class Model>
-void check_weights(const io::safetensors& weights, const parameter_table& table) {
+void check_weights(const io::safetensors& weights, const parameter_table& table, const parameter_table& state = {}) {
     check_format(weights);
     const auto config = parse_metadata(weights, "config");
     const auto expected = shape_json(Model::config);
     require(config == expected, "{}: the checkpoint's model config {} differs from this model's {}", weights.source(),
             clip(config.dump(), 400), expected.dump());
     for (const auto& e : table)
+        require(weights.contains(e.name), "{}: expected a tensor '{}', found none{}", weights.source(), e.name,
+                is_sigma_gamma(e) ? " (this model has σReparam on, the checkpoint was written without it)" : "");
+    for (const auto& e : state)
         require(weights.contains(e.name), "{}: expected a tensor '{}', found none", weights.source(), e.name);
-    require(weights.size() == table.size(), "{}: expected the model's {} tensors, found {}", weights.source(),
-            table.size(), weights.size());
+    const auto names = weights.names();
+    const bool sigma = std::any_of(names.begin(), names.end(), [](const auto& n) { return n.ends_with(".sigma_gamma"); });
+    require(weights.size() == table.size() + state.size(), "{}: expected the model's {} tensors, found {}{}",
+            weights.source(), table.size() + state.size(), weights.size(),
+            sigma && state.size() == 0 ? " (the checkpoint was written with σReparam on, this model has it off)" : "");
 }
 
 inline void check_moments(const io::safetensors& optim, const parameter_table& table) {
@@ -492,9 +536,10 @@ struct no_data_check {
 // checkpoint of Model's compile-time config holding exactly the tensors of `table` (by default Model's own, with a
 // default-constructed variant's), checksums verified.
 template <class Model>
-io::safetensors open_weights(const fs::path& path, const parameter_table& table = Model::make_parameter_table()) {
+io::safetensors open_weights(const fs::path& path, const parameter_table& table = Model::make_parameter_table(),
+                             const parameter_table& state = {}) {
     auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
-    detail::check_weights<Model>(weights, table);
+    detail::check_weights<Model>(weights, table, state);
     return weights;
 }
 
@@ -503,11 +548,12 @@ template <class Model>
 nlohmann::json load_weights(const fs::path& path, Model& m) {
     using T = typename Model::value_type;
     using M = accum_t<T>;
-    const auto weights = open_weights<Model>(path, m.parameter_table());
+    const auto weights = open_weights<Model>(path, m.parameter_table(), detail::state_table_of(m));
     const auto schedule = detail::parse_metadata(weights, "schedule");
     std::vector<M> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
         weights.template read_into<M>(e.name, e.shape, std::span<M>(params.data() + e.offset, std::size_t(e.numel())));
+    detail::state_into(m, detail::read_state<M>(weights, detail::state_table_of(m)));
     if constexpr (std::is_same_v<T, M>) {
         m.parameters_from_host(params);
     } else {  // a mixed-precision model runs on the rounding of the saved fp32 weights
@@ -539,6 +585,8 @@ nlohmann::json load_weights_subset(const fs::path& path, Model& m, Pred may_be_n
         }
         require(may_be_new(e), "{}: expected a tensor '{}', found none", weights.source(), e.name);
     }
+    const auto& state = detail::state_table_of(m);  // σReparam's u, v: loaded when there, else kept
+    for (const auto& e : state) found += weights.contains(e.name) ? 1 : 0;
     require(weights.size() == found, "{}: holds {} tensors that this model does not have", weights.source(),
             weights.size() - found);
     const auto schedule = detail::parse_metadata(weights, "schedule");
@@ -549,6 +597,8 @@ nlohmann::json load_weights_subset(const fs::path& path, Model& m, Pred may_be_n
             weights.template read_into<M>(e.name, e.shape, std::span<M>(params.data() + e.offset, std::size_t(e.numel())));
     const std::vector<T> values(params.begin(), params.end());
     m.parameters_from_host(values);
+    if (std::all_of(state.begin(), state.end(), [&](const auto& e) { return weights.contains(e.name); }))
+        detail::state_into(m, detail::read_state<M>(weights, state));
     return schedule;
 }
 
@@ -563,7 +613,7 @@ nlohmann::json load_checkpoint(const io::safetensors& weights, const io::safeten
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
     using M = accum_t<T>;  // the saved weights and moments (fp32 master weights for a bf16 model)
-    detail::check_weights<model_t>(weights, m.parameter_table());
+    detail::check_weights<model_t>(weights, m.parameter_table(), m.state_table());
     detail::check_moments(optim, m.parameter_table());
 
     // 1. Read and validate everything into temporaries.
@@ -588,6 +638,7 @@ nlohmann::json load_checkpoint(const io::safetensors& weights, const io::safeten
         optim.template read_into<M>("exp_avg." + e.name, e.shape, std::span<M>(m1.data() + e.offset, p.size()));
         optim.template read_into<M>("exp_avg_sq." + e.name, e.shape, std::span<M>(m2.data() + e.offset, p.size()));
     }
+    const std::vector<M> state = detail::read_state<M>(weights, m.state_table());
 
     // 2. The schedule, which validates its own JSON; on a refusal it is put back as it was.
     const auto previous = tr.schedule().to_json();
@@ -617,6 +668,7 @@ nlohmann::json load_checkpoint(const io::safetensors& weights, const io::safeten
     copy_from_host(B{}, tr.optimizer().first_moment().data(), m1.data(), std::int64_t(m1.size()));
     copy_from_host(B{}, tr.optimizer().second_moment().data(), m2.data(), std::int64_t(m2.size()));
     tr.optimizer().set_steps(adamw_step);
+    detail::state_into(m, state);
     m.dropout_rng().set_state(dropout);
     tr.set_state(std::move(counters));
     return data;
