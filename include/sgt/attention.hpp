@@ -8,7 +8,8 @@
 // heads and the heads outside S_l carry the fade gain (spec Sec. 4). Which heads and gains a pass has is the
 // model variant's decision (variant.hpp), as is an optional transform of the head outputs before W_O (the
 // `hook`). Only the heads in R are computed: their weights are packed (backend heads.hpp) so that each
-// projection is a single matrix product. Backend-generic: every step is a leaf op called on the Backend tag.
+// projection is a single matrix product; a pass over all heads uses the weights in place. Without dropout the
+// residual H is added inside the W_O product. Backend-generic: every step is a leaf op called on the Backend tag.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <span>
 #include <vector>
 
+#include "sgt/backend/common.hpp"  // overwrite
 #include "sgt/core/buffers.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
@@ -49,10 +51,13 @@ struct attention_record {
     std::vector<double> gain_held;  // what `gain` holds (it is uploaded only when the gains change)
     buffer<T> variant;          // the model variant's own record of this pass (variant.hpp)
     const T* in = nullptr;      // (B, T, C) the pass input H, owned by the previous stage
-    buffer<T> rstd;             // (B, T)
-    buffer<T> a;                // (B, T, C)         RMSNorm_attn(H)
-    buffer<T> w_qkv;            // (3·n·HD, C)       packed rows of W_Q, W_K, W_V for R
-    buffer<T> w_o;              // (C, n·HD)         packed columns of W_O for R
+    buffer<T> rstd;             // (B, T)            of RMSNorm_attn(H) (its output is not kept: the backward
+                                //                   recomputes it into the scratch)
+    buffer<T> w_qkv;            // (3·n·HD, C)       packed rows of W_Q, W_K, W_V for R (gathered)
+    buffer<T> w_o;              // (C, n·HD)         packed columns of W_O for R (gathered)
+    bool all_heads = false;     // R is every head in order: the pass used the weights themselves, not copies
+    const T* wqkv = nullptr;    // the (3·n·HD, C) and (C, n·HD) weights the pass used: w_qkv and w_o, or the
+    const T* wo = nullptr;      //                   model's own W_Q (with W_K, W_V after it) and W_O
     buffer<T> qkv;              // (B, T, 3, n, HD)  RoPE'd q, k and v
     buffer<T> probs;            // what the backend's backward needs: (B, n, T, T) attention matrices, or less
                                 //                   (attention_saved_size)
@@ -79,16 +84,25 @@ struct attention_record {
     }
 };
 
-// Gradient scratch shared by all passes (sized for n = NH).
+// Scratch shared by all passes (sized for n = NH): RMSNorm_attn(H) of the pass at hand (the forward's, then the
+// backward's recomputation, so that no pass keeps its own), and the gradients.
 template <class T, class Backend>
 struct attention_scratch {
     template <class U>
     using buffer = typename Backend::template buffer<U>;
+    buffer<T> a;  // (B, T, C)
     buffer<T> dy, da, dqkv, d_o, dw_qkv, dw_o;
     buffer<T> dqkv_hook;  // (B, T, 3, n, HD) a head-output transform's own ∂L/∂qkv (sized by the transform)
 };
 
 namespace detail {
+inline bool is_all_heads(const std::vector<int>& heads, int NH) {
+    if (int(heads.size()) != NH) return false;
+    for (int i = 0; i < NH; ++i)
+        if (heads[std::size_t(i)] != i) return false;
+    return true;
+}
+
 // The hook of a pass without a head-output transform.
 struct no_head_transform {
     template <class R>
@@ -104,13 +118,13 @@ struct no_head_transform {
 
 // Returns the loss term the hook's transform adds (0 without one). hook.forward(r) transforms r.o in place.
 template <class T, class Backend, class Hook = detail::no_head_transform>
-double attention_pass_forward(Backend be, attention_record<T, Backend>& r, const attention_weights<T>& w,
-                              const T* in, const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin,
+double attention_pass_forward(Backend be, attention_record<T, Backend>& r, attention_scratch<T, Backend>& s,
+                              const attention_weights<T>& w, const T* in, const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin,
                               double dropout, rng& dropout_rng, Hook&& hook = {}) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
     detail::grow(r.rstd, N);
-    detail::grow(r.a, N * d.C);
+    detail::grow(s.a, N * d.C);
     detail::grow(r.w_qkv, 3 * std::int64_t(nhd) * d.C);
     detail::grow(r.w_o, std::int64_t(d.C) * nhd);
     detail::grow(r.qkv, N * 3 * nhd);
@@ -121,15 +135,26 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, const
     detail::grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
     r.in = in;
 
-    const std::span<const int> heads(r.heads);
-    const std::int64_t block = std::int64_t(nhd) * d.C;
-    gather_head_rows(be, r.w_qkv.data(), w.wq, heads, d.HD, d.C);
-    gather_head_rows(be, r.w_qkv.data() + block, w.wk, heads, d.HD, d.C);
-    gather_head_rows(be, r.w_qkv.data() + 2 * block, w.wv, heads, d.HD, d.C);
-    gather_head_cols(be, r.w_o.data(), w.wo, heads, d.HD, d.C, d.NH);
+    // The packed weights of R: W_Q, W_K, W_V and W_O themselves when R is every head in order (the parameter
+    // table keeps q, k and v adjacent, so that their rows are already one (3C, C) matrix), else gathered.
+    r.all_heads = detail::is_all_heads(r.heads, d.NH) && w.wk == w.wq + std::int64_t(d.C) * d.C &&
+                  w.wv == w.wk + std::int64_t(d.C) * d.C;
+    if (r.all_heads) {
+        r.wqkv = w.wq;
+        r.wo = w.wo;
+    } else {
+        const std::span<const int> heads(r.heads);
+        const std::int64_t block = std::int64_t(nhd) * d.C;
+        gather_head_rows(be, r.w_qkv.data(), w.wq, heads, d.HD, d.C);
+        gather_head_rows(be, r.w_qkv.data() + block, w.wk, heads, d.HD, d.C);
+        gather_head_rows(be, r.w_qkv.data() + 2 * block, w.wv, heads, d.HD, d.C);
+        gather_head_cols(be, r.w_o.data(), w.wo, heads, d.HD, d.C, d.NH);
+        r.wqkv = r.w_qkv.data();
+        r.wo = r.w_o.data();
+    }
 
-    rmsnorm_forward(be, r.a.data(), r.rstd.data(), in, w.norm, int(N), d.C, d.eps);
-    matmul_forward(be, r.qkv.data(), r.a.data(), r.w_qkv.data(), int(N), d.C, 3 * nhd);
+    rmsnorm_forward(be, s.a.data(), r.rstd.data(), in, w.norm, int(N), d.C, d.eps);
+    matmul_forward(be, r.qkv.data(), s.a.data(), r.wqkv, int(N), d.C, 3 * nhd);
     rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
     attention_forward(be, r.o.data(), r.probs.data(), r.entropy.data(), r.qkv.data(), d.B, d.T, n, d.HD);
     if (r.has_gains()) {
@@ -141,12 +166,14 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, const
         head_gain_forward(be, r.o.data(), r.gain.data(), N, n, d.HD, false);
     }
     const double extra_loss = hook.forward(r);
-    matmul_forward(be, r.out.data(), r.o.data(), r.w_o.data(), int(N), nhd, d.C);  // the branch y
-    if (dropout > 0.0) {
+    if (dropout > 0.0) {  // the branch y, dropped out, then H' = H + y
         detail::grow(r.mask, N * d.C);
+        matmul_forward(be, r.out.data(), r.o.data(), r.wo, int(N), nhd, d.C);
         dropout_forward(be, r.out.data(), r.mask.data(), N * d.C, dropout, dropout_rng);
+        accumulate(be, r.out.data(), in, N * d.C);
+    } else {  // H' = H + y, the residual added in the product
+        matmul_forward(be, r.out.data(), r.o.data(), r.wo, int(N), nhd, d.C, false, in);
     }
-    accumulate(be, r.out.data(), in, N * d.C);  // H' = H + y
     return extra_loss;
 }
 
@@ -159,19 +186,24 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
                              Hook&& hook = {}) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
-    detail::grow(s.dy, N * d.C);
+    if (dropout > 0.0) detail::grow(s.dy, N * d.C);
     detail::grow(s.da, N * d.C);
     detail::grow(s.dqkv, N * 3 * std::int64_t(d.C));
     detail::grow(s.d_o, N * d.C);
     detail::grow(s.dw_qkv, 3 * std::int64_t(d.C) * d.C);
     detail::grow(s.dw_o, std::int64_t(d.C) * d.C);
 
-    copy(be, s.dy.data(), dres, N * d.C);
-    if (dropout > 0.0) dropout_backward(be, s.dy.data(), r.mask.data(), N * d.C);
-
-    fill_zero(be, s.d_o.data(), N * nhd);
-    fill_zero(be, s.dw_o.data(), std::int64_t(d.C) * nhd);
-    matmul_backward(be, s.d_o.data(), s.dw_o.data(), s.dy.data(), r.o.data(), r.w_o.data(), int(N), nhd, d.C);
+    const T* dy = dres;  // ∂L/∂y: dres itself, or through the dropout mask
+    if (dropout > 0.0) {
+        copy(be, s.dy.data(), dres, N * d.C);
+        dropout_backward(be, s.dy.data(), r.mask.data(), N * d.C);
+        dy = s.dy.data();
+    }
+    // Weight gradients go straight into g when the pass used the weights themselves (all heads, in order);
+    // otherwise into scratch, then added to the rows and columns of R's heads.
+    const bool direct = r.all_heads && g.wk == g.wq + std::int64_t(d.C) * d.C && g.wv == g.wk + std::int64_t(d.C) * d.C;
+    matmul_backward(be, s.d_o.data(), direct ? g.wo : s.dw_o.data(), dy, r.o.data(), r.wo, int(N), nhd, d.C,
+                    overwrite{.din = true, .dw = !direct});
     const bool hook_dqkv = hook.backward(r, s.d_o.data(), s.dqkv_hook);
     if (r.has_gains())  // constant gains: ∂L/∂o scaled, no gain gradient
         head_gain_backward(be, static_cast<T*>(nullptr), s.d_o.data(), static_cast<const T*>(nullptr),
@@ -181,16 +213,17 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
     if (hook_dqkv) accumulate(be, s.dqkv.data(), s.dqkv_hook.data(), N * 3 * std::int64_t(nhd));
     rope_backward(be, s.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
 
-    fill_zero(be, s.da.data(), N * d.C);
-    fill_zero(be, s.dw_qkv.data(), 3 * std::int64_t(nhd) * d.C);
-    matmul_backward(be, s.da.data(), s.dw_qkv.data(), s.dqkv.data(), r.a.data(), r.w_qkv.data(), int(N), d.C, 3 * nhd);
-
-    const std::span<const int> heads(r.heads);
-    const std::int64_t block = std::int64_t(nhd) * d.C;
-    scatter_add_head_rows(be, g.wq, s.dw_qkv.data(), heads, d.HD, d.C);
-    scatter_add_head_rows(be, g.wk, s.dw_qkv.data() + block, heads, d.HD, d.C);
-    scatter_add_head_rows(be, g.wv, s.dw_qkv.data() + 2 * block, heads, d.HD, d.C);
-    scatter_add_head_cols(be, g.wo, s.dw_o.data(), heads, d.HD, d.C, d.NH);
+    rmsnorm_forward(be, s.a.data(), r.rstd.data(), r.in, w.norm, int(N), d.C, d.eps);  // a again, bit for bit
+    matmul_backward(be, s.da.data(), direct ? g.wq : s.dw_qkv.data(), s.dqkv.data(), s.a.data(), r.wqkv, int(N), d.C,
+                    3 * nhd, overwrite{.din = true, .dw = !direct});
+    if (!direct) {
+        const std::span<const int> heads(r.heads);
+        const std::int64_t block = std::int64_t(nhd) * d.C;
+        scatter_add_head_rows(be, g.wq, s.dw_qkv.data(), heads, d.HD, d.C);
+        scatter_add_head_rows(be, g.wk, s.dw_qkv.data() + block, heads, d.HD, d.C);
+        scatter_add_head_rows(be, g.wv, s.dw_qkv.data() + 2 * block, heads, d.HD, d.C);
+        scatter_add_head_cols(be, g.wo, s.dw_o.data(), heads, d.HD, d.C, d.NH);
+    }
 
     rmsnorm_backward(be, dres, g.norm, s.da.data(), r.in, w.norm, r.rstd.data(), int(N), d.C);
 }

@@ -238,10 +238,10 @@ public:
             const bool hooked = variant_.transforms(site, lp);
             const auto aw = attention_weights_of(l);
             if (hooked)
-                extra_loss_ += attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p,
+                extra_loss_ += attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p,
                                                       dropout_rng_, variant_hook{*this, site});
             else
-                attention_pass_forward(be, r, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
+                attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
             stages_.push_back({stage::attention, l, n_attn++, site, hooked});
             h = r.out.data();
             if (site.repeat == 0 && site.step == 0) entropy_passes.push_back({l, n_attn - 1, true});
@@ -249,7 +249,7 @@ public:
                 entropy_passes.push_back({l, n_attn - 1, false});
             if (site.step == lp.k) {  // the block's FFN follows its last attention pass
                 auto& f = ffn_record_at(n_ffn);
-                ffn_forward(be, f, ffn_weights_of(l), h, d_, p, dropout_rng_);
+                ffn_forward(be, f, ffn_scratch_, ffn_weights_of(l), h, d_, p, dropout_rng_);
                 stages_.push_back({stage::ffn, l, n_ffn++, site, false});
                 h = f.out.data();
             }
@@ -259,9 +259,11 @@ public:
         detail::grow(final_rstd_, N);
         detail::grow(final_x_, N * C);
         detail::grow(logits_, N * V);
+        detail::grow(lse_, N);
         rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(*final_norm_), int(N), C, config.norm_eps);
         matmul_forward(be, logits_.data(), final_x_.data(), weight(*lm_head_), int(N), C, V);
-        loss_ = cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V);
+        loss_ = cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V, lse_.data());
+        logits_hold_logits_ = true;
         // The entropies come to the host after the whole forward (on a GPU, the loss above already waited for it).
         for (const auto& [l, record, first] : entropy_passes) {
             auto& r = attn_records_[record];
@@ -282,15 +284,18 @@ public:
     // so that the micro-batches' gradients add up to those of the mean over the whole batch.
     void backward(double loss_scale) {
         require(!stages_.empty(), "model: backward() needs a forward() first");
+        require(logits_hold_logits_, "model: backward() a second time after one forward(); run forward() again");
         const Backend be{};
         const std::int64_t N = d_.tokens();
-        detail::grow(dlogits_, N * V);
         detail::grow(dx_, N * C);
         detail::grow(dres_, N * C);
-        cross_entropy_backward(be, dlogits_.data(), logits_.data(), targets_.data(), int(N), V, loss_scale);
-        fill_zero(be, dx_.data(), N * C);
-        matmul_backward(be, dx_.data(), grad(*lm_head_), dlogits_.data(), final_x_.data(), weight(*lm_head_), int(N),
-                        C, V);
+        // ∂L/∂logits is written over the logits (the B·T·V buffer is the largest activation), from the row
+        // log-sum-exps the forward kept.
+        T* dlogits = logits_.data();
+        cross_entropy_backward(be, dlogits, logits_.data(), targets_.data(), int(N), V, loss_scale, lse_.data());
+        logits_hold_logits_ = false;
+        matmul_backward(be, dx_.data(), grad(*lm_head_), dlogits, final_x_.data(), weight(*lm_head_), int(N), C, V,
+                        overwrite{.din = true});
         fill_zero(be, dres_.data(), N * C);
         rmsnorm_backward(be, dres_.data(), grad(*final_norm_), dx_.data(), final_in_, weight(*final_norm_),
                          final_rstd_.data(), int(N), C);
@@ -312,8 +317,12 @@ public:
         if (sigma_) sigma_->backward(be, params_.data(), grads_.data());  // ∂L/∂Ŵ → ∂L/∂W, ∂L/∂γ
     }
 
-    // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend).
+    // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend). Read them
+    // before backward(): it writes the logits' gradient over them.
     std::span<const T> logits() const {
+        require(logits_hold_logits_ || stages_.empty(),
+                "model: logits() after backward(): the backward writes the logits' gradient over them; read them "
+                "between forward() and backward()");
         return detail::host_view(Backend{}, static_cast<const T*>(logits_.data()), std::size_t(d_.tokens() * V),
                                  logits_host_);
     }
@@ -444,7 +453,9 @@ private:
     attention_scratch<T, Backend> attn_scratch_;
     ffn_scratch<T, Backend> ffn_scratch_;
     const T* final_in_ = nullptr;
-    buffer<T> final_rstd_, final_x_, logits_, dlogits_, dx_, dres_;
+    buffer<T> final_rstd_, final_x_, logits_, dx_, dres_;
+    buffer<accum_t<T>> lse_;          // (B, T) log Σ exp of each row of the logits, for the backward
+    bool logits_hold_logits_ = false;  // logits_ holds the last forward's logits (else their gradient)
     mutable std::vector<T> logits_host_;  // logits() on a GPU backend
     loss_sum loss_;
     double extra_loss_ = 0.0;

@@ -200,6 +200,14 @@ TEST_CASE("matmul_forward: y = x Wᵀ against naive loops, and the accumulate fl
     dvec expect(N * O);
     for (int k = 0; k < N * O; ++k) expect[k] = base[k] + ref[k];
     CHECK(max_abs_diff(y2, expect) <= 1e-14);
+
+    // A residual `add`: out = add + x Wᵀ, into another buffer or over add itself.
+    dvec y3(N * O, 99.0);
+    sgt::matmul_forward(cpu, y3.data(), x.data(), W.data(), N, I, O, false, base.data());
+    CHECK(max_abs_diff(y3, expect) <= 1e-14);
+    dvec y4 = base;
+    sgt::matmul_forward(cpu, y4.data(), x.data(), W.data(), N, I, O, false, y4.data());
+    CHECK(max_abs_diff(y4, expect) <= 1e-14);
 }
 
 TEST_CASE("matmul_backward: finite differences in x and W, += contract, null outputs skipped") {
@@ -225,6 +233,21 @@ TEST_CASE("matmul_backward: finite differences in x and W, += contract, null out
     sgt::matmul_backward(cpu, dx2.data(), dW2.data(), w.data(), x.data(), W.data(), N, I, O);
     CHECK(max_abs_diff(dx2, dx) <= 1e-15);
     CHECK(max_abs_diff(dW2, dW) <= 1e-15);
+
+    // overwrite: each output chosen is written, not added to; the other still accumulates.
+    overwritten(x.size(), [&](double* g) {
+        dvec dw_acc(W.size(), 0.0);
+        sgt::matmul_backward(cpu, g, dw_acc.data(), w.data(), x.data(), W.data(), N, I, O, sgt::overwrite{.din = true});
+        CHECK(max_abs_diff(dw_acc, dW) <= 1e-15);
+    }, "matmul dx, overwrite din");
+    overwritten(W.size(), [&](double* g) {
+        sgt::matmul_backward(cpu, static_cast<double*>(nullptr), g, w.data(), x.data(), W.data(), N, I, O,
+                             sgt::overwrite{.dw = true});
+    }, "matmul dW, overwrite dw");
+    dvec dx3(x.size(), kPrefill);
+    sgt::matmul_backward(cpu, dx3.data(), static_cast<double*>(nullptr), w.data(), x.data(), W.data(), N, I, O,
+                         sgt::overwrite{.din = true});
+    CHECK(max_abs_diff(dx3, dx) <= 1e-15);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -379,14 +402,20 @@ TEST_CASE("swiglu: forward against silu(g)·u, finite differences in gate and up
         return dot(w, out);
     };
     dvec scratch(n);
-    const dvec dgate = accumulated(n, [&](double* g) {
+    const dvec dgate = overwritten(n, [&](double* g) {
         sgt::swiglu_backward(cpu, g, scratch.data(), w.data(), gate.data(), up.data(), n);
     }, "swiglu dgate");
-    const dvec dup = accumulated(n, [&](double* g) {
+    const dvec dup = overwritten(n, [&](double* g) {
         sgt::swiglu_backward(cpu, scratch.data(), g, w.data(), gate.data(), up.data(), n);
     }, "swiglu dup");
     check_fd(gate, dgate, loss, "swiglu dgate");
     check_fd(up, dup, loss, "swiglu dup");
+
+    // dgate written over dout, as the FFN's backward runs it.
+    dvec in_place = w, dup2(n);
+    sgt::swiglu_backward(cpu, in_place.data(), dup2.data(), in_place.data(), gate.data(), up.data(), n);
+    CHECK(max_abs_diff(in_place, dgate) == 0.0);
+    CHECK(max_abs_diff(dup2, dup) == 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -438,6 +467,24 @@ TEST_CASE("cross_entropy_backward: finite differences in logits, ignored row zer
     }
     check_fd(z, dz, [&] { return scale * sgt::cross_entropy_forward(cpu, z.data(), tgt.data(), N, V).sum; },
              "cross_entropy dlogits");
+
+    // The forward's log-sum-exps (each checked against a naive one) give the same gradient, also written over
+    // the logits themselves.
+    dvec lse(N, -7.0);
+    sgt::cross_entropy_forward(cpu, z.data(), tgt.data(), N, V, lse.data());
+    for (int n : {0, 1, 3, 4}) {
+        double m = -1e300, s = 0.0;
+        for (int v = 0; v < V; ++v) m = std::max(m, z[n * V + v]);
+        for (int v = 0; v < V; ++v) s += std::exp(z[n * V + v] - m);
+        CHECK(lse[n] == doctest::Approx(m + std::log(s)).epsilon(1e-14));
+    }
+    CHECK(lse[2] == -7.0);  // an ignored row is not written
+    dvec dz2(z.size(), 5.0);
+    sgt::cross_entropy_backward(cpu, dz2.data(), z.data(), tgt.data(), N, V, scale, lse.data());
+    CHECK(max_abs_diff(dz2, dz) <= 1e-15);
+    dvec in_place = z;
+    sgt::cross_entropy_backward(cpu, in_place.data(), in_place.data(), tgt.data(), N, V, scale, lse.data());
+    CHECK(max_abs_diff(in_place, dz) <= 1e-15);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ template <class T> void accumulate(fake, T*, const T*, i64);
 template <class T> void scale(fake, T*, i64, double);
 template <class T> double sum_squares(fake, const T*, i64);
 template <class T> bool all_finite(fake, const T*, i64);
-template <class T> void matmul_forward(fake, T*, const T*, const T*, int, int, int);
-template <class T> void matmul_backward(fake, T*, T*, const T*, const T*, const T*, int, int, int);
+template <class T> void matmul_forward(fake, T*, const T*, const T*, int, int, int, bool = false, const T* = nullptr);
+template <class T> void matmul_backward(fake, T*, T*, const T*, const T*, const T*, int, int, int, sgt::overwrite = {});
 template <class T> void embedding_forward(fake, T*, const std::int32_t*, const T*, int, int);
 template <class T> void embedding_backward(fake, T*, const T*, const std::int32_t*, int, int);
 template <class T> void rmsnorm_forward(fake, T*, T*, const T*, const T*, int, int, double);
@@ -50,8 +50,10 @@ template <class T> void gate_forward(fake, T*, T*, const T*, const T*, const T*,
 template <class T> void gate_backward(fake, T*, T*, T*, const T*, const T*, const T*, const T*, int, int, int, int, int, double);
 template <class T> void swiglu_forward(fake, T*, const T*, const T*, i64);
 template <class T> void swiglu_backward(fake, T*, T*, const T*, const T*, const T*, i64);
-template <class T> sgt::loss_sum cross_entropy_forward(fake, const T*, const std::int32_t*, int, int);
-template <class T> void cross_entropy_backward(fake, T*, const T*, const std::int32_t*, int, int, double);
+template <class T>
+sgt::loss_sum cross_entropy_forward(fake, const T*, const std::int32_t*, int, int, sgt::accum_t<T>* = nullptr);
+template <class T>
+void cross_entropy_backward(fake, T*, const T*, const std::int32_t*, int, int, double, const sgt::accum_t<T>* = nullptr);
 template <class T> void dropout_forward(fake, T*, T*, i64, double, sgt::rng&);
 template <class T> void dropout_backward(fake, T*, const T*, i64);
 template <class T> void adamw_update(fake, T*, const T*, T*, T*, i64, const sgt::adamw_hyper&, double, int);

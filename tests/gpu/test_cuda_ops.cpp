@@ -42,6 +42,21 @@ void check_matmul(int N, int I, int O, sgt::rng& r) {
     matmul_backward(dev, gdx.data(), gdw.data(), gdy.data(), dx_.data(), dw_.data(), N, I, O);
     test::check_error<T>("matmul_backward din" + size, test::rel_error(test::to_host(gdx), rdx));
     test::check_error<T>("matmul_backward dw" + size, test::rel_error(test::to_host(gdw), rdw));
+
+    // A residual added in the product's epilogue (out = y0 + x wᵀ), into a NaN-poisoned output.
+    auto yr = test::poisoned<T>(ref.size());
+    auto gy0 = test::to_device<T>(y0);
+    matmul_forward(dev, yr.data(), dx_.data(), dw_.data(), N, I, O, false, gy0.data());
+    test::check_error<T>("matmul_forward + residual" + size, test::rel_error(test::to_host(yr), ref_acc));
+
+    // overwrite: NaN-poisoned gradient outputs are written, as the CPU's zeroed ones are accumulated into.
+    std::vector<double> zdx(dx0.size(), 0.0), zdw(dw0.size(), 0.0);
+    matmul_backward(host, zdx.data(), zdw.data(), dy.data(), x.data(), w.data(), N, I, O);
+    auto odx = test::poisoned<T>(dx0.size()), odw = test::poisoned<T>(dw0.size());
+    matmul_backward(dev, odx.data(), odw.data(), gdy.data(), dx_.data(), dw_.data(), N, I, O,
+                    overwrite{.din = true, .dw = true});
+    test::check_error<T>("matmul_backward overwrite din" + size, test::rel_error(test::to_host(odx), zdx));
+    test::check_error<T>("matmul_backward overwrite dw" + size, test::rel_error(test::to_host(odw), zdw));
 }
 }  // namespace
 
@@ -54,7 +69,8 @@ TEST_CASE_TEMPLATE("matmul through cuBLASLt matches the CPU", T, float, bf16, do
 
 TEST_CASE_TEMPLATE("rmsnorm forward and backward match the CPU", T, float, bf16) {
     sgt::rng r(2);
-    for (auto [N, C] : {std::pair{41, 67}, std::pair{3, 768}, std::pair{129, 5}}) {
+    for (auto [N, C] : {std::pair{41, 67}, std::pair{3, 768}, std::pair{129, 5}, std::pair{1000, 1024},
+                         std::pair{333, 264}}) {
         const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
         const auto w = test::rounded<T>(test::random_vector(r, std::size_t(C)));
         const auto dy = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
@@ -118,12 +134,14 @@ TEST_CASE_TEMPLATE("swiglu forward and backward match the CPU", T, float, bf16) 
         swiglu_backward(host, dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
         auto gg = test::to_device<T>(g), gu = test::to_device<T>(u), gdy = test::to_device<T>(dy);
         auto gout = test::poisoned<T>(n);
-        auto gdg = test::to_device<T>(dg0), gdu = test::to_device<T>(du0);
+        auto gdg = test::poisoned<T>(n), gdu = test::poisoned<T>(n);  // overwritten
         swiglu_forward(dev, gout.data(), gg.data(), gu.data(), n);
         swiglu_backward(dev, gdg.data(), gdu.data(), gdy.data(), gg.data(), gu.data(), n);
         test::check_error<T>(fmt::format("swiglu_forward n={}", n), test::rel_error(test::to_host(gout), out));
         test::check_error<T>(fmt::format("swiglu_backward dgate n={}", n), test::rel_error(test::to_host(gdg), dg));
         test::check_error<T>(fmt::format("swiglu_backward dup n={}", n), test::rel_error(test::to_host(gdu), du));
+        swiglu_backward(dev, gdy.data(), gdu.data(), gdy.data(), gg.data(), gu.data(), n);  // dgate over dout
+        test::check_error<T>(fmt::format("swiglu_backward in place n={}", n), test::rel_error(test::to_host(gdy), dg));
     }
 }
 
@@ -148,6 +166,13 @@ TEST_CASE_TEMPLATE("cross-entropy forward and backward match the CPU", T, float,
         auto gdz = test::poisoned<T>(z.size());
         cross_entropy_backward(dev, gdz.data(), gz.data(), gt.data(), N, V, scale);
         test::check_error<T>("cross_entropy_backward" + size, test::rel_error(test::to_host(gdz), dz));
+
+        // With the forward's log-sum-exps, written over the logits themselves, as the model runs it.
+        device_buffer<accum_t<T>> lse(N);
+        const loss_sum again = cross_entropy_forward(dev, gz.data(), gt.data(), N, V, lse.data());
+        CHECK(again.sum == got.sum);
+        cross_entropy_backward(dev, gz.data(), gz.data(), gt.data(), N, V, scale, lse.data());
+        test::check_error<T>("cross_entropy_backward from lse, in place" + size, test::rel_error(test::to_host(gz), dz));
     }
 }
 

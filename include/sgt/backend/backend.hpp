@@ -5,7 +5,8 @@
 //   B::name, B::host_memory       a name for messages; whether its buffers are host memory
 //   B::buffer<U>                  a growable array in its memory: data(), size(), resize(n)
 // and free functions taking the tag first, found by argument-dependent lookup: the leaf ops below, with the
-// parameter lists of backend/cpu/ (shapes are documented there). Gradients accumulate (+=) into outputs.
+// parameter lists of backend/cpu/ (shapes are documented there). Gradients accumulate (+=) into outputs, except
+// where an op says it overwrites them (swiglu_backward, cross_entropy_backward, matmul_backward under `overwrite`).
 //
 // `sgt::backend<B>` is the concept; `check_backend<B>()` asserts it one op at a time, so that a backend missing
 // an op (or with a misspelled one) fails to compile with a message naming that op. The model asserts it.
@@ -53,8 +54,9 @@ SGT_BACKEND_OP(accumulate, accumulate(B{}, x, c, i64{}))
 SGT_BACKEND_OP(scale, scale(B{}, x, i64{}, double{}))
 SGT_BACKEND_OP(sum_squares, { sum_squares(B{}, c, i64{}) } -> std::convertible_to<double>)
 SGT_BACKEND_OP(all_finite, { all_finite(B{}, c, i64{}) } -> std::convertible_to<bool>)
-SGT_BACKEND_OP(matmul_forward, matmul_forward(B{}, x, c, c, 1, 1, 1))
-SGT_BACKEND_OP(matmul_backward, matmul_backward(B{}, x, x, c, c, c, 1, 1, 1))
+SGT_BACKEND_OP(matmul_forward, matmul_forward(B{}, x, c, c, 1, 1, 1); matmul_forward(B{}, x, c, c, 1, 1, 1, false, c))
+SGT_BACKEND_OP(matmul_backward, matmul_backward(B{}, x, x, c, c, c, 1, 1, 1);
+               matmul_backward(B{}, x, x, c, c, c, 1, 1, 1, overwrite{}))
 SGT_BACKEND_OP(embedding_forward, embedding_forward(B{}, x, tok, c, 1, 1))
 SGT_BACKEND_OP(embedding_backward, embedding_backward(B{}, x, c, tok, 1, 1))
 SGT_BACKEND_OP(rmsnorm_forward, rmsnorm_forward(B{}, x, x, c, c, 1, 1, double{}))
@@ -75,8 +77,8 @@ SGT_BACKEND_OP(gate_forward, gate_forward(B{}, x, x, c, c, c, 1, 1, 1, 1, 1, dou
 SGT_BACKEND_OP(gate_backward, gate_backward(B{}, x, x, x, c, c, c, c, 1, 1, 1, 1, 1, double{}))
 SGT_BACKEND_OP(swiglu_forward, swiglu_forward(B{}, x, c, c, i64{}))
 SGT_BACKEND_OP(swiglu_backward, swiglu_backward(B{}, x, x, c, c, c, i64{}))
-SGT_BACKEND_OP(cross_entropy_forward, { cross_entropy_forward(B{}, c, tok, 1, 1) } -> std::same_as<loss_sum>)
-SGT_BACKEND_OP(cross_entropy_backward, cross_entropy_backward(B{}, x, c, tok, 1, 1, double{}))
+SGT_BACKEND_OP(cross_entropy_forward, { cross_entropy_forward(B{}, c, tok, 1, 1, a) } -> std::same_as<loss_sum>)
+SGT_BACKEND_OP(cross_entropy_backward, cross_entropy_backward(B{}, x, c, tok, 1, 1, double{}, ca))
 SGT_BACKEND_OP(dropout_forward, dropout_forward(B{}, x, x, i64{}, double{}, r))
 SGT_BACKEND_OP(dropout_backward, dropout_backward(B{}, x, c, i64{}))
 SGT_BACKEND_OP(adamw_update, adamw_update(B{}, x, c, x, x, i64{}, hyper, double{}, 1))
@@ -140,8 +142,8 @@ constexpr bool check_backend() {
     static_assert(has_scale<B>, "sgt::backend: missing leaf op scale(B, T* x, int64 n, double s)");
     static_assert(has_sum_squares<B>, "sgt::backend: missing leaf op sum_squares(B, const T* x, int64 n) -> double");
     static_assert(has_all_finite<B>, "sgt::backend: missing leaf op all_finite(B, const T* x, int64 n) -> bool");
-    static_assert(has_matmul_forward<B>, "sgt::backend: missing leaf op matmul_forward(B, T* out, const T* in, const T* w, int N, int I, int O)");
-    static_assert(has_matmul_backward<B>, "sgt::backend: missing leaf op matmul_backward(B, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O)");
+    static_assert(has_matmul_forward<B>, "sgt::backend: missing leaf op matmul_forward(B, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false, const T* add = nullptr)");
+    static_assert(has_matmul_backward<B>, "sgt::backend: missing leaf op matmul_backward(B, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O, overwrite ow = {})");
     static_assert(has_embedding_forward<B>, "sgt::backend: missing leaf op embedding_forward(B, T* out, const int32* tokens, const T* table, int N, int C)");
     static_assert(has_embedding_backward<B>, "sgt::backend: missing leaf op embedding_backward(B, T* dtable, const T* dout, const int32* tokens, int N, int C)");
     static_assert(has_rmsnorm_forward<B>, "sgt::backend: missing leaf op rmsnorm_forward(B, T* out, T* rstd, const T* in, const T* w, int N, int C, double eps)");
@@ -162,8 +164,8 @@ constexpr bool check_backend() {
     static_assert(has_gate_backward<B>, "sgt::backend: missing leaf op gate_backward(B, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T, int n, int HD, int i0, double ds_add)");
     static_assert(has_swiglu_forward<B>, "sgt::backend: missing leaf op swiglu_forward(B, T* out, const T* gate, const T* up, int64 n)");
     static_assert(has_swiglu_backward<B>, "sgt::backend: missing leaf op swiglu_backward(B, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64 n)");
-    static_assert(has_cross_entropy_forward<B>, "sgt::backend: missing leaf op cross_entropy_forward(B, const T* logits, const int32* targets, int N, int V) -> loss_sum");
-    static_assert(has_cross_entropy_backward<B>, "sgt::backend: missing leaf op cross_entropy_backward(B, T* dlogits, const T* logits, const int32* targets, int N, int V, double scale)");
+    static_assert(has_cross_entropy_forward<B>, "sgt::backend: missing leaf op cross_entropy_forward(B, const T* logits, const int32* targets, int N, int V, A* lse = nullptr) -> loss_sum");
+    static_assert(has_cross_entropy_backward<B>, "sgt::backend: missing leaf op cross_entropy_backward(B, T* dlogits, const T* logits, const int32* targets, int N, int V, double scale, const A* lse = nullptr)");
     static_assert(has_dropout_forward<B>, "sgt::backend: missing leaf op dropout_forward(B, T* x, T* mask, int64 n, double p, rng& r)");
     static_assert(has_dropout_backward<B>, "sgt::backend: missing leaf op dropout_backward(B, T* dx, const T* mask, int64 n)");
     static_assert(has_adamw_update<B>, "sgt::backend: missing leaf op adamw_update(B, T* param, const T* grad, T* m, T* v, int64 n, const adamw_hyper& h, double wd, int t)");

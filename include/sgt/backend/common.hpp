@@ -24,6 +24,13 @@ struct loss_sum {
     }
 };
 
+// Which gradient outputs of matmul_backward are overwritten instead of accumulated into (+=): a scratch that
+// would otherwise be zeroed first, e.g. `matmul_backward(be, dx, dw, ..., overwrite{.din = true})`.
+struct overwrite {
+    bool din = false;
+    bool dw = false;
+};
+
 // AdamW's hyper-parameters for one update (the weight decay is per tensor, passed beside them).
 struct adamw_hyper {
     double lr = 6e-4;

@@ -28,8 +28,12 @@ template <class T> double sum_squares(cuda, const T* x, std::int64_t n);
 template <class T> bool all_finite(cuda, const T* x, std::int64_t n);
 
 // matmul.cuh (cuBLASLt)
-template <class T> void matmul_forward(cuda, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false);
-template <class T> void matmul_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O);
+template <class T>
+void matmul_forward(cuda, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false,
+                    const T* add = nullptr);
+template <class T>
+void matmul_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O,
+                     overwrite ow = {});
 
 // embedding.cuh
 template <class T> void embedding_forward(cuda, T* out, const std::int32_t* tokens, const T* table, int N, int C);
@@ -134,9 +138,12 @@ template <class T>
 void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n);
 
 // cross_entropy.cuh (targets: device memory; the loss comes back to the host)
-template <class T> loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V);
 template <class T>
-void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale);
+loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V,
+                               accum_t<T>* lse = nullptr);
+template <class T>
+void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale,
+                            const accum_t<T>* lse = nullptr);
 
 // dropout.cuh
 template <class T> void dropout_forward(cuda, T* x, T* mask, std::int64_t n, double p, rng& r);

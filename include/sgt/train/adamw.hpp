@@ -92,17 +92,34 @@ public:
         const adamw_hyper h{lr, opt_.beta1, opt_.beta2, opt_.eps};
         if constexpr (mixed_precision) master_weights(params);
         ++t_;
+        // One update per run of adjacent trainable tensors with the same weight decay (fewer, longer launches
+        // on a GPU; the same arithmetic per element).
+        std::int64_t begin = 0, end = 0;
+        double run_wd = 0.0;
+        auto flush = [&] {
+            if (end > begin) {
+                if constexpr (mixed_precision)
+                    adamw_update(be, params.data() + begin, grads.data() + begin, master_.data() + begin,
+                                 m_.data() + begin, v_.data() + begin, end - begin, h, run_wd, t_);
+                else
+                    adamw_update(be, params.data() + begin, grads.data() + begin, m_.data() + begin,
+                                 v_.data() + begin, end - begin, h, run_wd, t_);
+            }
+            begin = end;
+        };
         std::size_t i = 0;
         for (const auto& e : table_) {
-            if (!trainable(i++)) continue;
+            const bool train = trainable(i++);
             const double wd = e.decay ? opt_.weight_decay : 0.0;
-            if constexpr (mixed_precision)
-                adamw_update(be, params.data() + e.offset, grads.data() + e.offset, master_.data() + e.offset,
-                             m_.data() + e.offset, v_.data() + e.offset, e.numel(), h, wd, t_);
-            else
-                adamw_update(be, params.data() + e.offset, grads.data() + e.offset, m_.data() + e.offset,
-                             v_.data() + e.offset, e.numel(), h, wd, t_);
+            if (!train || wd != run_wd || e.offset != end) {
+                flush();
+                begin = end = e.offset;
+            }
+            run_wd = wd;
+            if (train) end = e.offset + e.numel();
+            else begin = end = e.offset + e.numel();
         }
+        flush();
     }
 
     // Mixed precision: the fp32 master weights (made from the working copy `params` the first time), in the

@@ -12,9 +12,11 @@
 namespace sgt {
 
 // logits (N, V); targets (N). Returns the sum and count of the per-position losses. Rows are summed in blocks
-// and the blocks in order, so the sum does not depend on the thread count.
+// and the blocks in order, so the sum does not depend on the thread count. lse (N), where given, receives each
+// counted row's log Σ exp for the backward.
 template <class T>
-loss_sum cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets, int N, int V) {
+loss_sum cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets, int N, int V,
+                               accum_t<T>* lse = nullptr) {
     const std::int64_t min_rows = std::max<std::int64_t>(1, 16384 / std::max(V, 1));
     return parallel_sum<loss_sum>(N, min_rows, [&](std::int64_t b, std::int64_t e) {
         loss_sum part;
@@ -24,16 +26,19 @@ loss_sum cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets
             const double m = z.maxCoeff();
             const double s = (z - m).exp().sum();  // vectorised, in double
             part.sum += m + std::log(s) - z(targets[n]);
+            if (lse) lse[n] = accum_t<T>(m + std::log(s));
             part.count += 1;
         }
         return part;
     });
 }
 
-// dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites).
-// scale = 1 / count gives the gradient of the mean loss.
+// dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites; may
+// be logits itself). scale = 1 / count gives the gradient of the mean loss. lse: the forward's, or null to
+// recompute it.
 template <class T>
-void cross_entropy_backward(cpu, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale) {
+void cross_entropy_backward(cpu, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale,
+                            const accum_t<T>* lse = nullptr) {
     const std::int64_t min_rows = std::max<std::int64_t>(1, 16384 / std::max(V, 1));
     parallel_blocks(N, detail::grain_for(N, min_rows), [&](std::int64_t b, std::int64_t e) {
         for (std::int64_t n = b; n < e; ++n) {
@@ -44,9 +49,14 @@ void cross_entropy_backward(cpu, T* dlogits, const T* logits, const std::int32_t
                 continue;
             }
             const auto zd = detail::const_vector_map<T>(z, V).template cast<double>().array();
-            const double m = zd.maxCoeff();
-            const double s = (zd - m).exp().sum();
-            detail::vector_map<T>(dz, V).array() = ((zd - m).exp() * (scale / s)).template cast<T>();
+            double l;
+            if (lse) {
+                l = double(lse[n]);
+            } else {
+                const double m = zd.maxCoeff();
+                l = m + std::log((zd - m).exp().sum());
+            }
+            detail::vector_map<T>(dz, V).array() = ((zd - l).exp() * scale).template cast<T>();
             dz[targets[n]] -= T(scale);
         }
     });

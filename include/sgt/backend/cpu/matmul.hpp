@@ -22,34 +22,47 @@ inline std::int64_t matmul_grain(std::int64_t rows) {
 }
 }  // namespace detail
 
-// out (N, O) = in (N, I) · w (O, I)ᵀ; with accumulate, out += instead.
+// out (N, O) = in (N, I) · w (O, I)ᵀ, plus `add` (N, O) where given (a residual: out may alias it); with
+// accumulate, out += instead.
 template <class T>
-void matmul_forward(cpu, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false) {
+void matmul_forward(cpu, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false,
+                    const T* add = nullptr) {
     detail::const_matrix_map<T> W(w, O, I);
     parallel_blocks(N, detail::matmul_grain(N), [&](std::int64_t b, std::int64_t e) {
         detail::const_matrix_map<T> x(in + b * I, e - b, I);
         detail::matrix_map<T> y(out + b * O, e - b, O);
-        if (accumulate)
+        if (add && add != out) y = detail::const_matrix_map<T>(add + b * O, e - b, O);
+        if (accumulate || add)
             y.noalias() += x * W.transpose();
         else
             y.noalias() = x * W.transpose();
     });
 }
 
-// din (N, I) += dout · w;  dw (O, I) += doutᵀ · in. Either gradient output may be null to skip it.
+// din (N, I) += dout · w;  dw (O, I) += doutᵀ · in (each = instead where `ow` says). Either gradient output may
+// be null to skip it.
 template <class T>
-void matmul_backward(cpu, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O) {
+void matmul_backward(cpu, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O,
+                     overwrite ow = {}) {
     if (din) {
         detail::const_matrix_map<T> W(w, O, I);
         parallel_blocks(N, detail::matmul_grain(N), [&](std::int64_t b, std::int64_t e) {
             detail::const_matrix_map<T> dy(dout + b * O, e - b, O);
-            detail::matrix_map<T>(din + b * I, e - b, I).noalias() += dy * W;
+            detail::matrix_map<T> dx(din + b * I, e - b, I);
+            if (ow.din)
+                dx.noalias() = dy * W;
+            else
+                dx.noalias() += dy * W;
         });
     }
     if (dw) {
         detail::const_matrix_map<T> dy(dout, N, O), x(in, N, I);
         parallel_blocks(O, detail::matmul_grain(O), [&](std::int64_t b, std::int64_t e) {
-            detail::matrix_map<T>(dw + b * I, e - b, I).noalias() += dy.middleCols(b, e - b).transpose() * x;
+            detail::matrix_map<T> g(dw + b * I, e - b, I);
+            if (ow.dw)
+                g.noalias() = dy.middleCols(b, e - b).transpose() * x;
+            else
+                g.noalias() += dy.middleCols(b, e - b).transpose() * x;
         });
     }
 }

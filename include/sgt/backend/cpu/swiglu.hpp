@@ -19,8 +19,8 @@ void swiglu_forward(cpu, T* out, const T* gate, const T* up, std::int64_t n) {
     });
 }
 
-// dgate += dout · u · silu'(g),  dup += dout · silu(g);  silu'(g) = σ(g) (1 + g (1 − σ(g))). σ(g) is kept for a
-// chunk of elements at a time, on the stack.
+// dgate = dout · u · silu'(g),  dup = dout · silu(g), silu'(g) = σ(g) (1 + g (1 − σ(g))); both overwritten (they
+// are the FFN's scratch), and dgate may be dout itself. σ(g) is kept for a chunk of elements at a time, on the stack.
 template <class T>
 void swiglu_backward(cpu, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
     constexpr int chunk = 256;
@@ -31,8 +31,8 @@ void swiglu_backward(cpu, T* dgate, T* dup, const T* dout, const T* gate, const 
             const auto u = detail::const_vector_map<T>(up + i, m).array();
             const auto dy = detail::const_vector_map<T>(dout + i, m).array();
             const Eigen::Array<T, Eigen::Dynamic, 1, 0, chunk, 1> sig = T(1) / (T(1) + (-g).exp());
-            detail::vector_map<T>(dgate + i, m).array() += dy * u * sig * (T(1) + g * (T(1) - sig));
-            detail::vector_map<T>(dup + i, m).array() += dy * g * sig;
+            detail::vector_map<T>(dup + i, m).array() = dy * g * sig;  // before dgate, which may be dout itself
+            detail::vector_map<T>(dgate + i, m).array() = dy * u * sig * (T(1) + g * (T(1) - sig));
         }
     });
 }

@@ -10,28 +10,53 @@
 namespace sgt {
 
 namespace detail {
-// Updates master, m, v from grad; writes the result to param too when param != master.
-template <class T, class M>
-__global__ void adamw_kernel(T* param, M* master, const T* grad, M* m, M* v, std::int64_t n, double beta1,
-                             double beta2, double eps, double step, double root_c2, double decay) {
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
-        const double g = double(load(grad[i]));
-        const double mi = beta1 * double(m[i]) + (1.0 - beta1) * g;
-        const double vi = beta2 * double(v[i]) + (1.0 - beta2) * g * g;
-        m[i] = M(mi);
-        v[i] = M(vi);
-        const M p = M(double(master[i]) * decay - step * mi / (sqrt(vi) / root_c2 + eps));
-        master[i] = p;
-        if constexpr (!std::is_same_v<T, M>) param[i] = store<T>(p);
+// Updates master, m, v from grad; writes the result to param too when param != master. In M's precision (fp32
+// for fp32 and bf16 models), W elements per thread and access where the pointers allow.
+template <int W, class T, class M>
+__device__ inline void adamw_pack(T* param, M* master, const T* grad, M* m, M* v, std::int64_t i, M beta1, M beta2,
+                                  M eps, M step, M root_c2, M decay) {
+    const pack<T, W> g = reinterpret_cast<const pack<T, W>*>(grad)[i];
+    pack<M, W> mi = reinterpret_cast<pack<M, W>*>(m)[i], vi = reinterpret_cast<pack<M, W>*>(v)[i],
+               p = reinterpret_cast<pack<M, W>*>(master)[i];
+    pack<T, W> out;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+        const M gk = M(load(g.v[k]));
+        mi.v[k] = beta1 * mi.v[k] + (M(1) - beta1) * gk;
+        vi.v[k] = beta2 * vi.v[k] + (M(1) - beta2) * gk * gk;
+        p.v[k] = p.v[k] * decay - step * mi.v[k] / (sqrt(vi.v[k]) / root_c2 + eps);
+        out.v[k] = store<T>(p.v[k]);
     }
+    reinterpret_cast<pack<M, W>*>(m)[i] = mi;
+    reinterpret_cast<pack<M, W>*>(v)[i] = vi;
+    reinterpret_cast<pack<M, W>*>(master)[i] = p;
+    if constexpr (!std::is_same_v<T, M>) reinterpret_cast<pack<T, W>*>(param)[i] = out;
+}
+
+template <int W, class T, class M>
+__global__ void adamw_kernel(T* param, M* master, const T* grad, M* m, M* v, std::int64_t n, M beta1, M beta2, M eps,
+                             M step, M root_c2, M decay) {
+    const std::int64_t packs = n / W, stride = std::int64_t(gridDim.x) * blockDim.x;
+    const std::int64_t first = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+    for (std::int64_t i = first; i < packs; i += stride)
+        adamw_pack<W>(param, master, grad, m, v, i, beta1, beta2, eps, step, root_c2, decay);
+    for (std::int64_t i = packs * W + first; i < n; i += stride)
+        adamw_pack<1>(param, master, grad, m, v, i, beta1, beta2, eps, step, root_c2, decay);
 }
 
 template <class T, class M>
 void adamw_launch(T* param, M* master, const T* grad, M* m, M* v, std::int64_t n, const adamw_hyper& h, double wd, int t) {
     if (n <= 0) return;
     const double c1 = 1.0 - std::pow(h.beta1, t), c2 = 1.0 - std::pow(h.beta2, t);
-    adamw_kernel<<<blocks_for(n, 4), threads_per_block, 0, detail::stream()>>>(param, master, grad, m, v, n, h.beta1, h.beta2, h.eps,
-                                                          h.lr / c1, std::sqrt(c2), 1.0 - h.lr * wd);
+    const M beta1 = M(h.beta1), beta2 = M(h.beta2), eps = M(h.eps), step = M(h.lr / c1), root_c2 = M(std::sqrt(c2)),
+            decay = M(1.0 - h.lr * wd);
+    constexpr int W = 16 / sizeof(M) > 1 ? int(16 / sizeof(M)) : 1;
+    auto aligned = [](const void* p, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; };
+    if (W > 1 && aligned(master, sizeof(M) * W) && aligned(m, sizeof(M) * W) && aligned(v, sizeof(M) * W) &&
+        aligned(grad, sizeof(T) * W) && aligned(param, sizeof(T) * W))
+        adamw_kernel<W><<<blocks_for(n, 2 * W), threads_per_block, 0, detail::stream()>>>(param, master, grad, m, v, n, beta1, beta2, eps, step, root_c2, decay);
+    else
+        adamw_kernel<1><<<blocks_for(n, 4), threads_per_block, 0, detail::stream()>>>(param, master, grad, m, v, n, beta1, beta2, eps, step, root_c2, decay);
     SGT_CUDA_LAUNCHED(adamw_kernel);
 }
 }  // namespace detail

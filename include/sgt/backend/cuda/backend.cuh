@@ -42,6 +42,14 @@ void for_each_index(T* out, std::int64_t n, F f) {
     SGT_CUDA_LAUNCHED(elementwise_kernel);
 }
 
+// The sum of x over the 32 lanes of a warp, in every lane.
+template <class A>
+__device__ inline A warp_sum(A x) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
 // W consecutive elements moved as one access: 16 bytes for W = 16 / sizeof(T).
 template <class T, int W>
 struct alignas(sizeof(T) * W) pack {

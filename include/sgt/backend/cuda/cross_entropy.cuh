@@ -1,7 +1,8 @@
 // sgt/backend/cuda/cross_entropy.cuh: softmax cross-entropy of next-token targets, forward and backward.
 // Targets below zero are ignored (not counted in the mean), as PyTorch's ignore_index. One block per row; the
-// row's max and Σ exp in one pass (online softmax) reduced by cub::BlockReduce in float (double for double);
-// the batch sum by cub::DeviceReduce.
+// row's max and Σ exp in one pass (online softmax, 16-byte packs) reduced by cub::BlockReduce in float (double for
+// double); the batch sum by cub::DeviceReduce. The forward can keep each row's log Σ exp, so that the backward reads
+// the logits once and may write the gradient over them.
 #pragma once
 
 #include <cub/block/block_reduce.cuh>
@@ -32,61 +33,94 @@ struct combine_op {
     __device__ max_sum<A> operator()(const max_sum<A>& a, const max_sum<A>& b) const { return combine(a, b); }
 };
 
-// The row's max and log Σ exp(z − max), in every thread of the block (one pass over the row).
-template <class T>
-__device__ void row_log_partition(const T* z, int V, accum_t<T>& max_out, accum_t<T>& log_sum_out) {
+// A thread's running (max, Σ exp) over W values at once: one rescale per pack, not per value.
+template <int W, class A, class T>
+__device__ void absorb(max_sum<A>& r, const pack<T, W>& p) {
+    A x[W], m = r.m;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+        x[k] = load(p.v[k]);
+        m = max(m, x[k]);
+    }
+    A s = r.m == A(-INFINITY) ? A(0) : r.s * exp(r.m - m);
+#pragma unroll
+    for (int k = 0; k < W; ++k) s += exp(x[k] - m);
+    r = {m, s};
+}
+
+// The row's log Σ exp(z), in every thread of the block (one pass over the row, in packs of W values).
+template <int W, class T>
+__device__ accum_t<T> row_log_sum_exp(const T* z, int V) {
     using A = accum_t<T>;
     using reduce = cub::BlockReduce<max_sum<A>, ce_threads>;
     __shared__ typename reduce::TempStorage temp;
     __shared__ max_sum<A> shared;
     max_sum<A> r{A(-INFINITY), A(0)};
-    for (int v = threadIdx.x; v < V; v += ce_threads) {
-        const A x = load(z[v]);
-        if (x > r.m) {
-            r.s = r.s * exp(r.m - x) + A(1);
-            r.m = x;
-        } else {
-            r.s += exp(x - r.m);
-        }
-    }
+    const pack<T, W>* zp = reinterpret_cast<const pack<T, W>*>(z);
+    for (int v = threadIdx.x; v < V / W; v += ce_threads) absorb<W>(r, zp[v]);
     r = reduce(temp).Reduce(r, combine_op<A>{});
     if (threadIdx.x == 0) shared = r;
     __syncthreads();
-    max_out = shared.m;
-    log_sum_out = log(shared.s);
+    return shared.m + log(shared.s);
 }
 
-template <class T>
-__global__ void cross_entropy_rows_kernel(double* row_loss, const T* logits, const std::int32_t* targets, int V) {
+// One block per row: the row's loss log Σ exp(z) − z[target], and its log Σ exp where lse is given.
+template <int W, class T>
+__global__ void cross_entropy_rows_kernel(double* row_loss, accum_t<T>* lse, const T* logits,
+                                          const std::int32_t* targets, int V) {
     const std::int32_t tgt = targets[blockIdx.x];
     if (tgt < 0) {  // uniform per block: all threads leave together
         if (threadIdx.x == 0) row_loss[blockIdx.x] = 0.0;
         return;
     }
     const T* z = logits + std::int64_t(blockIdx.x) * V;
-    accum_t<T> m, log_sum;
-    row_log_partition(z, V, m, log_sum);
-    if (threadIdx.x == 0) row_loss[blockIdx.x] = double(m) + double(log_sum) - double(load(z[tgt]));
+    const accum_t<T> l = row_log_sum_exp<W>(z, V);
+    if (threadIdx.x == 0) {
+        row_loss[blockIdx.x] = double(l) - double(load(z[tgt]));
+        if (lse) lse[blockIdx.x] = l;
+    }
 }
 
-template <class T>
-__global__ void cross_entropy_backward_kernel(T* dlogits, const T* logits, const std::int32_t* targets, int V,
-                                              double scale) {
+// dz = scale · (exp(z − lse) − onehot(target)); the row's lse from the forward, or recomputed. dlogits may be
+// logits itself (each value is read, then written, by the same thread).
+template <int W, class T>
+__global__ void cross_entropy_backward_kernel(T* dlogits, const T* logits, const accum_t<T>* lse,
+                                              const std::int32_t* targets, int V, double scale) {
     using A = accum_t<T>;
+    using P = pack<T, W>;
     const std::int32_t tgt = targets[blockIdx.x];
-    T* dz = dlogits + std::int64_t(blockIdx.x) * V;
+    P* dz = reinterpret_cast<P*>(dlogits + std::int64_t(blockIdx.x) * V);
     if (tgt < 0) {
-        for (int v = threadIdx.x; v < V; v += ce_threads) dz[v] = store<T>(A(0));
+        P zero;
+#pragma unroll
+        for (int k = 0; k < W; ++k) zero.v[k] = store<T>(A(0));
+        for (int v = threadIdx.x; v < V / W; v += ce_threads) dz[v] = zero;
         return;
     }
     const T* z = logits + std::int64_t(blockIdx.x) * V;
-    A m, log_sum;
-    row_log_partition(z, V, m, log_sum);
+    const A l = lse ? lse[blockIdx.x] : row_log_sum_exp<W>(z, V);
     const A s = A(scale);
-    for (int v = threadIdx.x; v < V; v += ce_threads) {
-        const A p = exp(load(z[v]) - m - log_sum);
-        dz[v] = store<T>(p * s - (v == tgt ? s : A(0)));
+    const P* zp = reinterpret_cast<const P*>(z);
+    for (int v = threadIdx.x; v < V / W; v += ce_threads) {
+        const P x = zp[v];
+        P d;
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const A p = exp(load(x.v[k]) - l);
+            d.v[k] = store<T>(p * s - (v * W + k == tgt ? s : A(0)));
+        }
+        dz[v] = d;
     }
+}
+
+// 16-byte packs where V and the pointers allow, else one value at a time.
+template <class T, class F>
+void with_ce_width(int V, std::initializer_list<const void*> ptrs, F&& f) {
+    constexpr int W = pack_width<T>;
+    bool ok = V % W == 0;
+    for (const void* p : ptrs) ok = ok && aligned16(p);
+    if (W > 1 && ok) f.template operator()<W>();
+    else f.template operator()<1>();
 }
 
 struct counted_target {
@@ -96,11 +130,14 @@ struct counted_target {
 }  // namespace detail
 
 // logits (N, V); targets (N), device memory. Returns the sum and count of the per-position losses (synchronous).
+// lse (N), where given, receives each counted row's log Σ exp for the backward.
 template <class T>
-loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V) {
+loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse) {
     if (N <= 0) return {};
     double* rows = detail::context().scratch<double>(detail::slot_ce_rows, N);
-    detail::cross_entropy_rows_kernel<<<N, detail::ce_threads, 0, detail::stream()>>>(rows, logits, targets, V);
+    detail::with_ce_width<T>(V, {logits}, [&]<int W>() {
+        detail::cross_entropy_rows_kernel<W><<<N, detail::ce_threads, 0, detail::stream()>>>(rows, lse, logits, targets, V);
+    });
     SGT_CUDA_LAUNCHED(cross_entropy_rows_kernel);
     loss_sum r;
     r.sum = detail::transform_reduce_to_host<double, ::cuda::std::identity, double>(rows, N, ::cuda::std::identity{});
@@ -109,11 +146,15 @@ loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* target
     return r;
 }
 
-// dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites).
+// dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites; may
+// be logits itself). lse: the forward's, or null to recompute it.
 template <class T>
-void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale) {
+void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale,
+                            const accum_t<T>* lse) {
     if (N <= 0) return;
-    detail::cross_entropy_backward_kernel<<<N, detail::ce_threads, 0, detail::stream()>>>(dlogits, logits, targets, V, scale);
+    detail::with_ce_width<T>(V, {dlogits, logits}, [&]<int W>() {
+        detail::cross_entropy_backward_kernel<W><<<N, detail::ce_threads, 0, detail::stream()>>>(dlogits, logits, lse, targets, V, scale);
+    });
     SGT_CUDA_LAUNCHED(cross_entropy_backward_kernel);
 }
 

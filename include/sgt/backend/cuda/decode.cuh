@@ -63,12 +63,6 @@ __global__ void kv_cache_write_kernel(T* k_cache, T* v_cache, const T* qkv, cons
 }
 
 template <class A>
-__device__ inline A warp_sum(A x) {
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-template <class A>
 __device__ inline A warp_max(A x) {
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));

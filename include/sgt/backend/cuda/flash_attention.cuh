@@ -194,12 +194,16 @@ __global__ void __launch_bounds__(threads) forward_kernel(bf16* out, float* lse,
     }
 }
 
-// entropy (B, n): the last query row's scores, softmax and length-normalised entropy, in float.
-constexpr int entropy_threads = 256;
+// entropy (B, n): the last query row's scores, softmax and length-normalised entropy, in float. One block per
+// (sequence, head), one thread per key: each reads its key row in 16-byte packs (HD a multiple of 8), all of them
+// at once, so that the block keeps many reads in flight; the last query sits in shared memory. Its callers (cuDNN's
+// path and the fused kernels) run head sizes that are multiples of 8.
+constexpr int entropy_threads = 512;
 __global__ inline void last_row_entropy_kernel(double* entropy, const bf16* qkv, int T_, int n, int HD, float scale) {
     using reduce = cub::BlockReduce<float, entropy_threads>;
+    using P = pack<bf16, 8>;
     __shared__ typename reduce::TempStorage temp;
-    __shared__ float q[128], shared;
+    __shared__ float shared, q[128];
     extern __shared__ float scores[];  // (T)
     const int bh = blockIdx.x, b = bh / n, h = bh % n;
     const std::int64_t stride = 3 * std::int64_t(n) * HD;
@@ -208,12 +212,17 @@ __global__ inline void last_row_entropy_kernel(double* entropy, const bf16* qkv,
     __syncthreads();
     float m = -INFINITY;
     for (int j = threadIdx.x; j < T_; j += entropy_threads) {
-        const bf16* kj = base + std::int64_t(j) * stride + std::int64_t(n) * HD;
+        const P* kj = reinterpret_cast<const P*>(base + std::int64_t(j) * stride + std::int64_t(n) * HD);
         float dot = 0.0f;
-        for (int d = 0; d < HD; ++d) dot += q[d] * __bfloat162float(kj[d]);
+        for (int c = 0; c < HD / 8; ++c) {
+            const P k = kj[c];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) dot += q[8 * c + e] * __bfloat162float(k.v[e]);
+        }
         scores[j] = dot * scale;
-        m = fmaxf(m, scores[j]);
+        m = fmaxf(m, dot * scale);
     }
+    __syncthreads();
     m = reduce(temp).Reduce(m, ::cuda::maximum<float>{});
     if (threadIdx.x == 0) shared = m;
     __syncthreads();

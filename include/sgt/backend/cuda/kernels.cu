@@ -24,8 +24,8 @@ namespace sgt {
     template void scale<T>(cuda, T*, std::int64_t, double);                                                      \
     template double sum_squares<T>(cuda, const T*, std::int64_t);                                                \
     template bool all_finite<T>(cuda, const T*, std::int64_t);                                                   \
-    template void matmul_forward<T>(cuda, T*, const T*, const T*, int, int, int, bool);                          \
-    template void matmul_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int, int);                 \
+    template void matmul_forward<T>(cuda, T*, const T*, const T*, int, int, int, bool, const T*);               \
+    template void matmul_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int, int, overwrite);      \
     template void embedding_forward<T>(cuda, T*, const std::int32_t*, const T*, int, int);                       \
     template void embedding_backward<T>(cuda, T*, const T*, const std::int32_t*, int, int);                      \
     template void rmsnorm_forward<T>(cuda, T*, T*, const T*, const T*, int, int, double);                        \
@@ -45,8 +45,9 @@ namespace sgt {
                                    double);                                                                      \
     template void swiglu_forward<T>(cuda, T*, const T*, const T*, std::int64_t);                                 \
     template void swiglu_backward<T>(cuda, T*, T*, const T*, const T*, const T*, std::int64_t);                  \
-    template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int);                   \
-    template void cross_entropy_backward<T>(cuda, T*, const T*, const std::int32_t*, int, int, double);          \
+    template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int, accum_t<T>*);      \
+    template void cross_entropy_backward<T>(cuda, T*, const T*, const std::int32_t*, int, int, double,        \
+                                          const accum_t<T>*);                                                    \
     template void dropout_forward<T>(cuda, T*, T*, std::int64_t, double, rng&);                                  \
     template void dropout_backward<T>(cuda, T*, const T*, std::int64_t);                                          \
     template void rope_forward_at<T>(cuda, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \

@@ -122,40 +122,45 @@ inline const gemm_plan& plan_for(const gemm_key& key) {
     return p;
 }
 
-// D (m, n) = alpha · op(A) op(B) + (accumulate ? D : 0), column-major, `batch` products at the given strides.
+// D (m, n) = alpha · op(A) op(B) + (accumulate ? C : 0), column-major, `batch` products at the given strides;
+// C (null: D itself) has D's layout.
 template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, const T* A, std::int64_t lda, std::int64_t sa, const T* B,
           std::int64_t ldb, std::int64_t sb, T* D, std::int64_t ldd, std::int64_t sd, int batch, double alpha,
-          bool accumulate) {
+          bool accumulate, const T* C = nullptr) {
     if (m <= 0 || n <= 0 || batch <= 0) return;
+    if (!C) C = D;
     const gemm_key key{cuda_data_type<T>(), ta, tb, accumulate, m, n, k, batch, lda, ldb, ldd, sa, sb, sd,
-                       pointer_alignment(A), pointer_alignment(B), pointer_alignment(D)};
+                       pointer_alignment(A), pointer_alignment(B), std::min(pointer_alignment(D), pointer_alignment(C))};
     const gemm_plan& p = plan_for(key);
     auto& ctx = context();
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const S a = S(alpha), b = accumulate ? S(1) : S(0);
-    if (k <= 0) {  // an empty sum: D = β D
+    if (k <= 0) {  // an empty sum: D = β C
         if (!accumulate) SGT_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(T) * std::size_t(ldd) * n * batch, stream()));
+        else if (C != D) SGT_CUDA_CHECK(cudaMemcpyAsync(D, C, sizeof(T) * std::size_t(ldd) * n * batch, cudaMemcpyDeviceToDevice, stream()));
         return;
     }
-    SGT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.op, &a, A, p.a, B, p.b, &b, D, p.c, D, p.c, &p.algo,
+    SGT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.op, &a, A, p.a, B, p.b, &b, C, p.c, D, p.c, &p.algo,
                                     ctx.workspace.data(), ctx.workspace.size(), ctx.stream));
 }
 
 }  // namespace detail
 
-// out (N, O) = in (N, I) · w (O, I)ᵀ; with accumulate, out += instead.
+// out (N, O) = in (N, I) · w (O, I)ᵀ, plus `add` (N, O) where given (cuBLASLt's C input: a residual added in the
+// product's epilogue); with accumulate, out += instead.
 // Column-major: outᵀ (O, N) = wᵀ-view(I, O)ᵀ · inᵀ-view (I, N).
 template <class T>
-void matmul_forward(cuda, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate) {
-    detail::gemm(true, false, O, N, I, w, I, 0, in, I, 0, out, O, 0, 1, 1.0, accumulate);
+void matmul_forward(cuda, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate, const T* add) {
+    detail::gemm(true, false, O, N, I, w, I, 0, in, I, 0, out, O, 0, 1, 1.0, accumulate || add, add);
 }
 
-// din (N, I) += dout · w;  dw (O, I) += doutᵀ · in. Either gradient output may be null to skip it.
+// din (N, I) += dout · w;  dw (O, I) += doutᵀ · in (each = instead where `ow` says: β = 0, nothing read).
+// Either gradient output may be null to skip it.
 template <class T>
-void matmul_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O) {
-    if (din) detail::gemm(false, false, I, N, O, w, I, 0, dout, O, 0, din, I, 0, 1, 1.0, true);
-    if (dw) detail::gemm(false, true, I, O, N, in, I, 0, dout, O, 0, dw, I, 0, 1, 1.0, true);
+void matmul_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O, overwrite ow) {
+    if (din) detail::gemm(false, false, I, N, O, w, I, 0, dout, O, 0, din, I, 0, 1, 1.0, !ow.din);
+    if (dw) detail::gemm(false, true, I, O, N, in, I, 0, dout, O, 0, dw, I, 0, 1, 1.0, !ow.dw);
 }
 
 }  // namespace sgt

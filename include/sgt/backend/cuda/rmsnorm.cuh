@@ -1,5 +1,5 @@
 // sgt/backend/cuda/rmsnorm.cuh: RMSNorm(x; w) = x / sqrt(mean(x²) + eps) ⊙ w (spec Sec. 1), forward and backward.
-// One block per row, the row's sums by cub::BlockReduce. The weight gradient Σ_n dout ⊙ x̂ is summed in a
+// One warp per row, the row's sums by warp shuffles. The weight gradient Σ_n dout ⊙ x̂ is summed in a
 // fixed order (per-chunk partial sums, then the chunks in order), so it is the same on every run.
 #pragma once
 
@@ -11,33 +11,30 @@ namespace sgt {
 
 namespace detail {
 
-constexpr int rms_threads = 256;
+constexpr int rms_threads = 256, rms_rows = rms_threads / 32;  // a warp per row, 8 rows per block
 
-// Threads walk a row in packs of W elements (16 bytes when C and the pointers allow, else W = 1).
+// One warp per row; its lanes walk the row in packs of W elements (16 bytes when C and the pointers allow, else
+// W = 1).
 template <int W, class T>
-__global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w, int C, double eps) {
+__global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w, int N, int C, double eps) {
     using A = accum_t<T>;
     using P = pack<T, W>;
-    using reduce = cub::BlockReduce<A, rms_threads>;
-    __shared__ typename reduce::TempStorage temp;
-    __shared__ A r_shared;
-    const P* x = reinterpret_cast<const P*>(in + std::int64_t(blockIdx.x) * C);
-    P* y = reinterpret_cast<P*>(out + std::int64_t(blockIdx.x) * C);
+    const int row = blockIdx.x * rms_rows + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const P* x = reinterpret_cast<const P*>(in + std::int64_t(row) * C);
+    P* y = reinterpret_cast<P*>(out + std::int64_t(row) * C);
     const P* wp = reinterpret_cast<const P*>(w);
     A ss = 0;
-    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+    for (int c = lane; c < C / W; c += 32) {
         const P xv = x[c];
 #pragma unroll
         for (int k = 0; k < W; ++k) ss += load(xv.v[k]) * load(xv.v[k]);
     }
-    ss = reduce(temp).Sum(ss);
-    if (threadIdx.x == 0) {
-        r_shared = A(1.0 / sqrt(double(ss) / C + eps));
-        rstd[blockIdx.x] = store<T>(r_shared);
-    }
-    __syncthreads();
-    const A r = load(store<T>(r_shared));  // the stored rstd, as the backward will see it
-    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+    ss = warp_sum(ss);
+    const T r_stored = store<T>(A(1.0 / sqrt(double(ss) / C + eps)));
+    if (lane == 0) rstd[row] = r_stored;
+    const A r = load(r_stored);  // the stored rstd, as the backward will see it
+    for (int c = lane; c < C / W; c += 32) {
         const P xv = x[c], wv = wp[c];
         P yv;
 #pragma unroll
@@ -46,31 +43,28 @@ __global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w,
     }
 }
 
-// din += rstd · (g − x̂ · mean(g ⊙ x̂)), g = dout ⊙ w, x̂ = x · rstd.
+// din += rstd · (g − x̂ · mean(g ⊙ x̂)), g = dout ⊙ w, x̂ = x · rstd. One warp per row.
 template <int W, class T>
-__global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* w, const T* rstd, int C) {
+__global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* w, const T* rstd, int N,
+                                              int C) {
     using A = accum_t<T>;
     using P = pack<T, W>;
-    using reduce = cub::BlockReduce<A, rms_threads>;
-    __shared__ typename reduce::TempStorage temp;
-    __shared__ A m_shared;
-    const std::int64_t off = std::int64_t(blockIdx.x) * C;
+    const int row = blockIdx.x * rms_rows + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const std::int64_t off = std::int64_t(row) * C;
     const P* dy = reinterpret_cast<const P*>(dout + off);
     const P* x = reinterpret_cast<const P*>(in + off);
     const P* wp = reinterpret_cast<const P*>(w);
     P* dx = reinterpret_cast<P*>(din + off);
-    const A r = load(rstd[blockIdx.x]);
+    const A r = load(rstd[row]);
     A dot = 0;
-    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+    for (int c = lane; c < C / W; c += 32) {
         const P dv = dy[c], xv = x[c], wv = wp[c];
 #pragma unroll
         for (int k = 0; k < W; ++k) dot += load(dv.v[k]) * load(wv.v[k]) * load(xv.v[k]) * r;
     }
-    dot = reduce(temp).Sum(dot);
-    if (threadIdx.x == 0) m_shared = dot / A(C);
-    __syncthreads();
-    const A m = m_shared;
-    for (int c = threadIdx.x; c < C / W; c += rms_threads) {
+    const A m = warp_sum(dot) / A(C);
+    for (int c = lane; c < C / W; c += 32) {
         const P dv = dy[c], xv = x[c], wv = wp[c];
         P g = dx[c];
 #pragma unroll
@@ -80,23 +74,34 @@ __global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in
     }
 }
 
-// partial (chunks, C): Σ over the rows of chunk blockIdx.y of dout ⊙ x̂, for 32 columns per block.
-template <class T>
+// partial (chunks, C): Σ over the rows of chunk blockIdx.y of dout ⊙ x̂, for 32 packs of W columns per block,
+// 8 rows at a time.
+template <int W, class T>
 __global__ void rmsnorm_weight_partial_kernel(accum_t<T>* partial, const T* dout, const T* in, const T* rstd, int N,
                                               int C, int rows_per_chunk) {
     using A = accum_t<T>;
-    __shared__ A sums[8][33];
-    const int c = blockIdx.x * 32 + threadIdx.x;
+    using P = pack<T, W>;
+    __shared__ A sums[8][32 * W + 1];
+    const int cp = blockIdx.x * 32 + threadIdx.x;  // this thread's pack of columns
+    const bool in_row = cp < C / W;
     const int r0 = blockIdx.y * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
-    A s = 0;
-    if (c < C)
-        for (int r = r0 + threadIdx.y; r < r1; r += 8)
-            s += load(dout[std::int64_t(r) * C + c]) * load(in[std::int64_t(r) * C + c]) * load(rstd[r]);
-    sums[threadIdx.y][threadIdx.x] = s;
+    A s[W] = {};
+    if (in_row)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            const P dv = reinterpret_cast<const P*>(dout + std::int64_t(r) * C)[cp];
+            const P xv = reinterpret_cast<const P*>(in + std::int64_t(r) * C)[cp];
+            const A rs = load(rstd[r]);
+#pragma unroll
+            for (int k = 0; k < W; ++k) s[k] += load(dv.v[k]) * load(xv.v[k]) * rs;
+        }
+#pragma unroll
+    for (int k = 0; k < W; ++k) sums[threadIdx.y][threadIdx.x * W + k] = s[k];
     __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
+    for (int i = threadIdx.y * 32 + threadIdx.x; i < 32 * W; i += 256) {
+        const int c = blockIdx.x * 32 * W + i;
+        if (c >= C) continue;
         A t = 0;
-        for (int k = 0; k < 8; ++k) t += sums[k][threadIdx.x];
+        for (int k = 0; k < 8; ++k) t += sums[k][i];
         partial[std::int64_t(blockIdx.y) * C + c] = t;
     }
 }
@@ -118,10 +123,11 @@ void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int 
     if (N <= 0) return;
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
+    const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
     if (C % W == 0 && aligned16(out) && aligned16(in) && aligned16(w))
-        detail::rmsnorm_forward_kernel<W><<<N, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, C, eps);
+        detail::rmsnorm_forward_kernel<W><<<blocks, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, N, C, eps);
     else
-        detail::rmsnorm_forward_kernel<1><<<N, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, C, eps);
+        detail::rmsnorm_forward_kernel<1><<<blocks, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, N, C, eps);
     SGT_CUDA_LAUNCHED(rmsnorm_forward_kernel);
 }
 
@@ -131,14 +137,19 @@ void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* 
     if (N <= 0) return;
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
-    if (C % W == 0 && aligned16(din) && aligned16(dout) && aligned16(in) && aligned16(w))
-        detail::rmsnorm_backward_input_kernel<W><<<N, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, C);
+    const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
+    const bool packed = C % W == 0 && aligned16(din) && aligned16(dout) && aligned16(in) && aligned16(w);
+    if (packed)
+        detail::rmsnorm_backward_input_kernel<W><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
     else
-        detail::rmsnorm_backward_input_kernel<1><<<N, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, C);
+        detail::rmsnorm_backward_input_kernel<1><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
     SGT_CUDA_LAUNCHED(rmsnorm_backward_input_kernel);
     const int chunks = std::min(N, 128), rows = (N + chunks - 1) / chunks;
     auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
-    detail::rmsnorm_weight_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
+    if (packed)
+        detail::rmsnorm_weight_partial_kernel<W><<<dim3((C / W + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
+    else
+        detail::rmsnorm_weight_partial_kernel<1><<<dim3((C + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_partial_kernel);
     detail::rmsnorm_weight_sum_kernel<<<(C + 255) / 256, 256, 0, detail::stream()>>>(dw, partial, chunks, C);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);

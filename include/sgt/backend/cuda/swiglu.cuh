@@ -19,13 +19,13 @@ __device__ void swiglu_backward_pack(T* dgate, T* dup, const T* dout, const T* g
     using P = pack<T, W>;
     const P g = reinterpret_cast<const P*>(gate)[i], u = reinterpret_cast<const P*>(up)[i],
             d = reinterpret_cast<const P*>(dout)[i];
-    P dg = reinterpret_cast<P*>(dgate)[i], du = reinterpret_cast<P*>(dup)[i];
+    P dg, du;
 #pragma unroll
     for (int k = 0; k < W; ++k) {
         const A gk = load(g.v[k]), dk = load(d.v[k]);
         const A sig = A(1) / (A(1) + exp(-gk));
-        dg.v[k] = store<T>(load(dg.v[k]) + dk * load(u.v[k]) * sig * (A(1) + gk * (A(1) - sig)));
-        du.v[k] = store<T>(load(du.v[k]) + dk * gk * sig);
+        dg.v[k] = store<T>(dk * load(u.v[k]) * sig * (A(1) + gk * (A(1) - sig)));
+        du.v[k] = store<T>(dk * gk * sig);
     }
     reinterpret_cast<P*>(dgate)[i] = dg;
     reinterpret_cast<P*>(dup)[i] = du;
@@ -40,7 +40,8 @@ __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T*
 }
 }  // namespace detail
 
-// dgate += dout · u · silu'(g),  dup += dout · silu(g);  silu'(g) = σ(g) (1 + g (1 − σ(g))).
+// dgate = dout · u · silu'(g),  dup = dout · silu(g) (overwritten: the FFN's scratch; dgate may be dout, each
+// pack is read before it is written);  silu'(g) = σ(g) (1 + g (1 − σ(g))).
 template <class T>
 void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
     if (n <= 0) return;
