@@ -58,10 +58,15 @@ TEST_CASE("last-token contributions: every pass and head, rows equal to the save
                 sum += r.attention[j];
             }
             CHECK(std::abs(sum - 1.0) <= 1e-12);
-            // V_j = W_V^(i) a_j, a = RMSNorm_attn of the pass input, from the layer's weights.
-            const auto wv = m.parameter("model.layers." + std::to_string(p.site.layer) + ".self_attn.v_proj.weight");
+            // V_j = W_V^(i) a_j, a = RMSNorm_attn of the pass input (rebuilt from the input, its saved rstd and the
+            // norm weight: the record keeps no copy), from the layer's weights.
+            const std::string layer = "model.layers." + std::to_string(p.site.layer);
+            const auto wv = m.parameter(layer + ".self_attn.v_proj.weight");
+            const auto wn = m.parameter(layer + ".input_layernorm.weight");
+            std::vector<double> a(C);
             for (int j = 0; j < T; ++j) {
-                const double* a = rec.a.data() + (std::size_t(b) * T + j) * C;
+                const std::size_t row = std::size_t(b) * T + j;
+                for (int c = 0; c < C; ++c) a[std::size_t(c)] = rec.in[row * C + c] * rec.rstd.data()[row] * wn[std::size_t(c)];
                 double s = 0.0;
                 for (int e = 0; e < HD; ++e) {
                     double v = 0.0;

@@ -1,6 +1,7 @@
 // The learned head gates (sgt/gates.hpp, GATES.md Sec. 1-2) on the GPU: the gate ops against the CPU backend in
 // double at odd sizes (fp32 ≤ 1e-5, bf16 ≤ 2e-2), and the gated tiny model in fp32 against the CPU (loss ≤ 1e-5,
-// every gradient ≤ 1e-4, the same sparsity), straight-through and soft, with dense heads and a looped plan.
+// every gradient ≤ 1e-4, the same sparsity), straight-through and soft, with dense heads and a looped plan; and
+// self-distillation (τ, the BCE term, every gradient) likewise.
 #include <cmath>
 #include <cstdio>
 
@@ -115,5 +116,40 @@ TEST_CASE("the gated model on the GPU matches the CPU in fp32: loss, every gradi
                           "gradient of " << e.name << " differs by " << test::rel_error(g, c));
         }
         CHECK(mg.step_flops(B, T_, plan) == mc.step_flops(B, T_, plan));
+    }
+}
+
+TEST_CASE("self-distillation on the GPU matches the CPU in fp32: τ, BCE(s, τ), every gradient (GATES.md Sec. 4)") {
+    loop_plan plan = loop_plan::vanilla(4);
+    plan.layers[1] = layer_loop{.k = 2, .heads = {1, 3}};
+    const batch b = random_batch(6);
+    const gate_options o{.threshold = 0.3, .n_dense = 1};
+    model<float, tiny_bytes, cpu, gated_variant> mc(B, T_, 9, gated_variant(o));
+    model<float, tiny_bytes, cuda, gated_variant> mg(B, T_, 9, gated_variant(o));
+    auto params = mc.parameters_to_host();
+    rng r(5);
+    for (const auto& e : mc.parameter_table()) {  // gates and W_O away from their init, the same on both
+        const bool gate = e.name.find(".gate.") != std::string::npos, wo = e.name.ends_with("o_proj.weight");
+        if (!gate && !wo) continue;
+        for (std::int64_t i = 0; i < e.numel(); ++i)
+            params[std::size_t(e.offset + i)] = float(gate ? 1.5 * r.normal() : 0.2 * r.normal());
+    }
+    mc.parameters_from_host(params);
+    mg.parameters_from_host(params);
+    mc.variant().set_distilling(true);
+    mg.variant().set_distilling(true);
+    const double lc = mc.forward(b, plan), lg = mg.forward(b, plan);
+    const double bc = mc.extra_loss(), bg = mg.extra_loss();
+    std::printf("  distilling: loss cpu %.8f gpu %.8f, BCE cpu %.8f gpu %.8f\n", lc, lg, bc, bg);
+    CHECK(bc > 0.0);
+    CHECK(std::abs(bg - bc) / bc <= 1e-5);
+    CHECK(std::abs(lg - lc) / std::abs(lc) <= 1e-5);
+    mc.backward();
+    mg.backward();
+    const auto gc = mc.gradients_to_host(), gg = mg.gradients_to_host();
+    for (const auto& e : mc.parameter_table()) {
+        const std::vector<double> c(gc.begin() + e.offset, gc.begin() + e.offset + e.numel());
+        const std::vector<double> g(gg.begin() + e.offset, gg.begin() + e.offset + e.numel());
+        CHECK_MESSAGE(test::rel_error(g, c) <= 1e-4, "gradient of " << e.name << " differs by " << test::rel_error(g, c));
     }
 }
