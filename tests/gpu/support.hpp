@@ -119,4 +119,16 @@ void check_error(const std::string& what, double err) {
     CHECK_MESSAGE(err <= tolerance<T>(), what << " (" << type_name<T>() << "): relative error " << err);
 }
 
+// Every gradient of a model on the GPU against its twin on the CPU after the same backward, tensor by tensor: the
+// relative error of each within bound(name).
+template <class CpuModel, class GpuModel, class Bound>
+void check_gradients(const CpuModel& mc, const GpuModel& mg, Bound bound) {
+    const auto gc = mc.gradients_to_host(), gg = mg.gradients_to_host();
+    for (const auto& e : mc.parameter_table()) {
+        const std::vector<double> c(gc.begin() + e.offset, gc.begin() + e.offset + e.numel());
+        const std::vector<double> g(gg.begin() + e.offset, gg.begin() + e.offset + e.numel());
+        CHECK_MESSAGE(rel_error(g, c) <= bound(e.name), "gradient of " << e.name << " differs by " << rel_error(g, c));
+    }
+}
+
 }  // namespace sgt::test

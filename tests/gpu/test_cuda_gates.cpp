@@ -108,13 +108,7 @@ TEST_CASE("the gated model on the GPU matches the CPU in fp32: loss, every gradi
         CHECK(sc > 0.0);
         CHECK(std::abs(sc - sg) <= 2.0 / (B * T_ * 3 * 5));  // at most one pair on the other side of θ
         CHECK(std::abs(lg - lc) / std::abs(lc) <= 1e-5);
-        const auto gc = mc.gradients_to_host(), gg = mg.gradients_to_host();
-        for (const auto& e : mc.parameter_table()) {
-            const std::vector<double> c(gc.begin() + e.offset, gc.begin() + e.offset + e.numel());
-            const std::vector<double> g(gg.begin() + e.offset, gg.begin() + e.offset + e.numel());
-            CHECK_MESSAGE(test::rel_error(g, c) <= 1e-4,
-                          "gradient of " << e.name << " differs by " << test::rel_error(g, c));
-        }
+        test::check_gradients(mc, mg, [](const std::string&) { return 1e-4; });
         CHECK(mg.step_flops(B, T_, plan) == mc.step_flops(B, T_, plan));
     }
 }
@@ -146,10 +140,5 @@ TEST_CASE("self-distillation on the GPU matches the CPU in fp32: τ, BCE(s, τ),
     CHECK(std::abs(lg - lc) / std::abs(lc) <= 1e-5);
     mc.backward();
     mg.backward();
-    const auto gc = mc.gradients_to_host(), gg = mg.gradients_to_host();
-    for (const auto& e : mc.parameter_table()) {
-        const std::vector<double> c(gc.begin() + e.offset, gc.begin() + e.offset + e.numel());
-        const std::vector<double> g(gg.begin() + e.offset, gg.begin() + e.offset + e.numel());
-        CHECK_MESSAGE(test::rel_error(g, c) <= 1e-4, "gradient of " << e.name << " differs by " << test::rel_error(g, c));
-    }
+    test::check_gradients(mc, mg, [](const std::string&) { return 1e-4; });
 }
