@@ -7,6 +7,12 @@
 // generate and our cached PyTorch model).
 //
 //     bench_infer --models gpt2,char_small --variants vanilla,sgt,block --batches 1,32 --contexts 1024,4096
+//
+// --train-forward adds the training forward's tokens/s over the same B x prompt tokens (model::forward: every
+// position's logits and the loss, with the training records), the yardstick of prefill. --gate-closed 0,0.5
+// runs each variant again with learned head gates (GATES.md Sec. 3.1) on every layer, set so that that share of
+// the heads is closed for every token (bias −20 on the first ones, +20 on the rest, weights 0): the decode
+// steps then skip those heads' cache reads, and the JSON reports the reads skipped.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -33,15 +39,43 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The training forward's tokens/s over B sequences of T tokens (median of 5 after 2).
 template <model_config Cfg, class T>
-nlohmann::json bench(const std::string& name, const std::string& variant, int B, int ctx, int decode_tokens, bool graph) {
+double train_forward_tokens_per_s(const loop_plan& plan, int B, int T_) {
+    model<T, Cfg, cuda> m(B, T_, 1);
+    rng r(3);
+    std::vector<std::int32_t> tokens(std::size_t(B) * T_);
+    for (auto& x : tokens) x = std::int32_t(r.below(Cfg.shape.vocab));
+    const batch b{B, T_, tokens, tokens};
+    std::vector<double> times;
+    for (int i = 0; i < 7; ++i) {
+        SGT_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto t0 = std::chrono::steady_clock::now();
+        m.forward(b, plan);  // returns the loss on the host: synchronous
+        if (i >= 2) times.push_back(seconds_since(t0));
+    }
+    std::sort(times.begin(), times.end());
+    return double(B) * T_ / times[times.size() / 2];
+}
+
+template <model_config Cfg, class T>
+nlohmann::json bench(const std::string& name, const std::string& variant, int B, int ctx, int decode_tokens, bool graph,
+                     bool train_forward, double gate_closed) {
+    constexpr int NH = Cfg.shape.heads;
     const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
     inference<T, Cfg, cuda> inf(B, ctx, plan);
     inf.use_step_graph(graph);
+    const int closed = gate_closed >= 0 ? int(std::lround(gate_closed * NH)) : 0;
+    if (gate_closed >= 0) inf.set_gates(gate_options{});
     {
         rng r(1);
         std::vector<T> w(inf.parameters().size());
         for (auto& x : w) x = T(0.02 * r.normal());
+        for (const auto& e : inf.parameter_table()) {
+            if (e.name.ends_with(".gate.weight")) std::fill_n(w.begin() + e.offset, e.numel(), T(0));
+            if (e.name.ends_with(".gate.bias"))
+                for (int i = 0; i < NH; ++i) w[std::size_t(e.offset + i)] = T(i < closed ? -20.0 : 20.0);
+        }
         inf.parameters_from_host(w);
     }
     const int prompt_len = ctx - decode_tokens;
@@ -66,9 +100,9 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
     std::vector<double> sorted(steps.begin() + std::min<int>(2, decode_tokens - 1), steps.end());
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
-    return {{"impl", "sgt-cuda"},
+    nlohmann::json j{{"impl", "sgt-cuda"},
             {"model", name},
-            {"variant", variant},
+            {"variant", gate_closed >= 0 ? variant + "+gates" : variant},
             {"precision", precision_name<T>::value},
             {"batch", B},
             {"context", ctx},
@@ -82,6 +116,13 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
             {"cache_heads_per_token", inf.cache().used()},
             {"weight_bytes", inf.weight_bytes()},
             {"memory_bytes", inf.memory_bytes()}};
+    if (gate_closed >= 0) {
+        j["gate_closed"] = double(closed) / NH;
+        j["head_reads_skipped_fraction"] = inf.gate_stats().skipped_fraction();
+        j["kv_vectors_skipped_fraction"] = inf.gate_stats().kv_skipped_fraction();
+    }
+    if (train_forward) j["train_forward_tokens_per_s"] = train_forward_tokens_per_s<Cfg, T>(plan, B, prompt_len);
+    return j;
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -105,7 +146,8 @@ int main(int argc, char** argv) {
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
     std::string precision = "bf16";
     int decode_tokens = 64;
-    bool no_graph = false;
+    bool no_graph = false, train_forward = false;
+    std::string gate_closed;
     app.add_option("--models", models, "gpt2, char_small")->capture_default_str();
     app.add_option("--variants", variants, "vanilla, sgt, block")->capture_default_str();
     app.add_option("--batches", batches)->capture_default_str();
@@ -114,17 +156,24 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--precision", precision, "bf16 or fp32")->capture_default_str();
     app.add_flag("--no-graph", no_graph, "run every decode step eagerly instead of replaying a CUDA graph");
+    app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
+    app.add_option("--gate-closed", gate_closed,
+                   "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
     CLI11_PARSE(app, argc, argv);
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
         for (const auto& m : split(models))
             for (const auto& v : split(variants))
                 for (const auto& b : split(batches))
-                    for (const auto& c : split(contexts)) {
+                    for (const auto& c : split(contexts))
+                        for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed)) {
                         const int B = std::stoi(b), ctx = std::stoi(c);
+                        const double gc = std::stod(g);
+                        require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
                         auto run = [&]<model_config Cfg>() {
-                            return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph)
-                                                       : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph);
+                            return precision == "bf16"
+                                       ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc)
+                                       : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc);
                         };
                         nlohmann::json j;
                         if (m == "gpt2") j = run.template operator()<gpt2_infer>();

@@ -33,12 +33,13 @@ using namespace sgt;
 
 // The presets the programs offer (config.hpp): their names, and a line for --help.
 inline const std::vector<std::string>& preset_names() {
-    static const std::vector<std::string> names{"tiny",     "char_micro", "char_mini", "char_small",
+    static const std::vector<std::string> names{"tiny",     "char_micro", "char_mini", "char_small", "char_7m",
                                                 "char_12l", "gpt2_12l",   "p275m"};
     return names;
 }
 inline constexpr const char* preset_help =
-    "tiny, char_micro (the demo's), char_mini, char_small, char_12l (12 layers, bytes), gpt2_12l (12 layers, GPT-2 "
+    "tiny, char_micro (the demo's), char_mini, char_small, char_7m (the gates report's 7M), char_12l (12 layers, "
+    "bytes), gpt2_12l (12 layers, GPT-2 "
     "vocabulary 50304, for llm.c GPT-2 shards) or p275m (the paper's 275M)";
 
 // Calls f.template operator()<Cfg>() with the preset named `name`.
@@ -48,6 +49,7 @@ decltype(auto) with_preset(const std::string& name, F&& f) {
     if (name == "char_micro") return f.template operator()<presets::char_micro>();
     if (name == "char_mini") return f.template operator()<presets::char_mini>();
     if (name == "char_small") return f.template operator()<presets::char_small>();
+    if (name == "char_7m") return f.template operator()<presets::char_7m>();
     if (name == "char_12l") return f.template operator()<presets::char_12l>();
     if (name == "gpt2_12l") return f.template operator()<presets::gpt2_12l>();
     if (name == "p275m") return f.template operator()<presets::p275m>();
@@ -552,12 +554,12 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     // as the prompt, the current loop plan frozen, a KV cache of the training sequence length.
     std::optional<inference<T, Cfg, Backend>> gen;
     auto sample = [&](int t) {
-        if constexpr (gated) {
-            return;  // decoding with gates (GATES.md Sec. 3.1) is not in the inference engine yet; refused in train
-        } else {
         const int prompt_len = std::min(8, o.seq / 2);
         const int n = std::max(1, std::min(o.sample_tokens, o.seq - prompt_len + 1));
-        if (!gen) gen.emplace(1, prompt_len + n - 1, model_t::budget_plan());
+        if (!gen) {
+            gen.emplace(1, prompt_len + n - 1, model_t::budget_plan());
+            if constexpr (gated) gen->set_gates(m.variant().options());  // decoded with its gates (GATES.md Sec. 3.1)
+        }
         gen->set_structure(schedule.plan());
         gen->load(m);
         const std::vector<std::int32_t> prompt(val[0].inputs.begin(), val[0].inputs.begin() + prompt_len);
@@ -568,7 +570,6 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         for (auto c : g.tokens[0]) text += Cfg.shape.vocab == 256 ? std::string(1, char(c)) : fmt::format("{} ", c);
         log.write({{"type", "sample"}, {"run", r.name}, {"step", t}, {"prompt", prompt}, {"tokens", g.tokens[0]}});
         if (!o.quiet) fmt::print(stderr, "\nsample at step {}: {}\n", t, text);
-        }
     };
 
     if constexpr (gated) {

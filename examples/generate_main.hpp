@@ -141,6 +141,15 @@ int generate_main(int argc, char** argv) {
                 if (!quiet) fmt::print("\n");
                 fmt::print(stderr, "prefill {} tokens: {:.0f} tokens/s | decode {} tokens: {:.0f} tokens/s\n",
                            g.prefill_tokens, g.prefill_tokens_per_s(), g.decode_tokens, g.decode_tokens_per_s());
+                if (const auto& gates = inf.gates()) {  // a gated checkpoint: what the closed heads saved
+                    const gate_decode_stats& st = inf.gate_stats();
+                    fmt::print(stderr,
+                               "gates (θ {}, {} dense heads): {} of {} gated head reads skipped ({:.1f}%), {} of {} "
+                               "cached key/value vectors not read ({:.1f}%)\n",
+                               gates->threshold, gates->n_dense, st.head_reads_skipped, st.head_reads,
+                               100.0 * st.skipped_fraction(), st.kv_vectors_skipped, st.kv_vectors,
+                               100.0 * st.kv_skipped_fraction());
+                }
                 return 0;
             });
         };

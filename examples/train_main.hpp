@@ -120,9 +120,6 @@ int train_main(int argc, char** argv) {
                 "--grad-accum {} with --gates: the gates' loss term would count once per micro-batch (gradient "
                 "accumulation takes variants without a loss term)",
                 o.grad_accum);
-        require(!o.gated || o.sample_every == 0,
-                "--sample-every: sampling a gated model needs decoding with gates, which the inference engine does not "
-                "have yet");
         require(!o.sigma_reparam || o.sample_every == 0,
                 "--sample-every with --sigma-reparam: the inference engine takes the decoder's tensors only, not "
                 "σReparam's γ");

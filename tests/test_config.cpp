@@ -41,6 +41,9 @@ TEST_CASE("total parameters add the RMSNorm weights, and the model allocates exa
     // char_12l: layer 4·256² + 3·256·1024 = 262,144 + 786,432 = 1,048,576; ×12 = 12,582,912;
     //           embeddings 2·256·256 = 131,072; norms 25·256 = 6,400; total 12,720,384 ≈ 12.7M.
     CHECK(presets::char_12l.shape.total_params() == 12'720'384);
+    // char_7m: layer 4·256² + 3·256·1152 = 262,144 + 884,736 = 1,146,880; ×6 = 6,881,280;
+    //          embeddings 2·256·256 = 131,072; norms 13·256 = 3,328; total 7,015,680 ≈ 7.0M.
+    CHECK(presets::char_7m.shape.total_params() == 7'015'680);
     // gpt2_12l: the same layers and norms; embeddings 2·50304·256 = 25,755,648; total 38,344,960 ≈ 38.3M.
     CHECK(presets::gpt2_12l.shape.total_params() == 38'344'960);
     CHECK(presets::gpt2_12l.shape.vocab == 50304);

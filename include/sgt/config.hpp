@@ -102,6 +102,12 @@ inline constexpr model_config char_micro{
     .shape = {.layers = 4, .heads = 4, .head_dim = 16, .d_ff = 256, .vocab = 256, .max_seq = 128},
     .loops = paper_loops};
 
+// The 7M-parameter scale of the adaptive sparse block report (the learned head gates' isoFLOP comparison,
+// scripts/isoflop.sh): 6 layers, 8 heads of 32, width 256, d_ff 1152, byte vocabulary; 7,015,680 parameters.
+inline constexpr model_config char_7m{
+    .shape = {.layers = 6, .heads = 8, .head_dim = 32, .d_ff = 1152, .vocab = 256, .max_seq = 256},
+    .loops = paper_loops};
+
 // Twelve layers, the depth of the paper's 275M model, at a width one GPU trains in minutes: 8 heads of 32,
 // width 256, d_ff 1024. char_12l: byte vocabulary (12.7M parameters); gpt2_12l: GPT-2's vocabulary padded
 // to 50304 for llm.c's GPT-2 token shards (38.3M parameters, 25.8M of them the two embeddings).

@@ -34,6 +34,7 @@
 #include "sgt/allocation.hpp"
 #include "sgt/config.hpp"
 #include "sgt/core/buffers.hpp"
+#include "sgt/core/json.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/params.hpp"
 #include "sgt/variant.hpp"
@@ -94,6 +95,24 @@ public:
     bool thresholding() const { return o_.straight_through || thresholding_; }
     static std::string weight_name(int l) { return layer_param_name(l, "self_attn.gate.weight"); }
     static std::string bias_name(int l) { return layer_param_name(l, "self_attn.gate.bias"); }
+
+    // The options, as a checkpoint's "variant" metadata keeps them (so that decoding runs the same gates), and back.
+    nlohmann::json to_json() const {
+        return {{"kind", "gates"},         {"threshold", o_.threshold}, {"straight_through", o_.straight_through},
+                {"n_dense", o_.n_dense},   {"lambda", o_.lambda},       {"layers", o_.layers}};
+    }
+    static gate_options options_from_json(const nlohmann::json& j, std::string_view where) {
+        require(json_get<std::string>(j, "kind", where) == "gates", "{}: expected a variant of kind \"gates\", found {}",
+                where, detail::describe(j["kind"]));
+        gate_options o;
+        o.threshold = json_get<double>(j, "threshold", where);
+        o.straight_through = json_get<bool>(j, "straight_through", where);
+        o.n_dense = json_get<int>(j, "n_dense", where);
+        o.lambda = json_get<double>(j, "lambda", where);
+        o.layers = json_get<std::vector<int>>(j, "layers", where);
+        gated_variant{o};  // refuses values out of range
+        return o;
+    }
 
     bool gated(int l) const {
         return o_.layers.empty() || std::binary_search(o_.layers.begin(), o_.layers.end(), l);

@@ -2,9 +2,11 @@
 # examples/train --gates (sgt/gates.hpp): 24 steps straight and 12 + checkpoint + --resume 12 give the same losses
 # and gate sparsities, bit for bit (the gates and the gate allocation's growth state are in the checkpoint); the
 # sparsity is logged; self-distillation (--distill-gates) from a trained dense checkpoint lowers its loss and
-# reports sparsity and LM losses; bad gate options are refused with messages.
+# reports sparsity and LM losses; --sample-every samples a gated model, and examples/generate decodes its checkpoint
+# with its gates, reporting the head reads the closed gates skipped; bad gate options are refused with messages.
 set -euo pipefail
 train=$1
+generate=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 common=(--preset char_mini --batch 2 --seq 48 --warmup 4 --t-start 6 --dt 4 --eval-interval 6 --eval-batches 2
@@ -19,6 +21,13 @@ steps() { grep '"type":"step"' "$1" | sed -E 's/.*"gate_sparsity":([^,]*),.*"los
 diff <(steps "$work/straight.jsonl" | awk '$1 > 12') <(steps "$work/second.jsonl")
 [ "$(steps "$work/second.jsonl" | wc -l)" -eq 12 ]
 echo "gates resume: steps 13..24 identical (loss and gate sparsity)"
+
+# Decoding with the gates (GATES.md Sec. 3.1): generate reads the gate options from the checkpoint.
+"$generate" --checkpoint "$work/ck" --prompt "ROMEO:" --tokens 24 --seed 3 > "$work/gen.out" 2> "$work/gen.err"
+grep -E "gates \(θ 0.3, 1 dense heads\): [0-9]+ of [1-9][0-9]* gated head reads skipped" "$work/gen.err"
+"$train" "${common[@]}" --steps 6 --sample-every 6 --sample-tokens 12 --log "$work/sample.jsonl" > /dev/null
+grep -q '"type":"sample"' "$work/sample.jsonl"
+echo "gated decoding: generate and --sample-every run the gates"
 
 # Self-distillation (GATES.md Sec. 4): a dense char_mini trained 60 steps, then its gates alone for 60 steps.
 "$train" --preset char_mini --batch 4 --seq 48 --steps 60 --variant vanilla --quiet --threads 1 \

@@ -175,3 +175,103 @@ TEST_CASE("greedy generation on the GPU (fp32) emits the CPU's tokens") {
     std::printf("  greedy tokens equal: %s; GPU decode %.0f tokens/s (tiny model, batch 2)\n",
                 a.tokens == b.tokens ? "yes" : "no", b.decode_tokens_per_s());
 }
+
+TEST_CASE_TEMPLATE("gated decode ops on the GPU match the CPU: gate scores carried across calls, closed heads skipped",
+                   T, float, bf16) {
+    // gate_forward_at continues each sequence's running key sum (GATES.md Sec. 1) from where the last call left
+    // it; decode_attention with per-head gains writes 0 for a closed head (gain 0) and scales the others.
+    const int B = 3, n = 4, HD = 32, i0 = 1, ctx = 300;
+    rng r(9);
+    const std::vector<std::int32_t> start{0, 7, 299}, len{5, 2, 1};
+    const int T_ = 5;
+    const auto qkv = test::rounded<T>(test::random_vector(r, std::size_t(B) * T_ * 3 * n * HD));
+    const auto w = test::rounded<T>(test::random_vector(r, std::size_t(n - i0) * 2 * HD));
+    const auto c = test::rounded<T>(test::random_vector(r, std::size_t(n - i0)));
+    const auto run0 = test::random_vector(r, std::size_t(B) * n);
+    std::vector<double> s_ref(std::size_t(B) * T_ * n), g_ref(s_ref.size()), run_ref = run0;
+    gate_forward_at(cpu{}, s_ref.data(), g_ref.data(), run_ref.data(), qkv.data(), w.data(), c.data(), start.data(),
+                    len.data(), B, T_, n, HD, i0, 0.5, false);
+    auto d_qkv = test::to_device<T>(qkv), d_w = test::to_device<T>(w), d_c = test::to_device<T>(c);
+    const std::vector<accum_t<T>> run0_a(run0.begin(), run0.end());
+    device_buffer<accum_t<T>> d_run(run0_a.size());
+    copy_from_host(cuda{}, d_run.data(), run0_a.data(), std::int64_t(run0_a.size()));
+    device_buffer<std::int32_t> d_start(B), d_len(B);
+    copy_from_host(cuda{}, d_start.data(), start.data(), B);
+    copy_from_host(cuda{}, d_len.data(), len.data(), B);
+    auto d_s = test::poisoned<T>(s_ref.size()), d_g = test::poisoned<T>(s_ref.size());
+    gate_forward_at(cuda{}, d_s.data(), d_g.data(), d_run.data(), d_qkv.data(), d_w.data(), d_c.data(), d_start.data(),
+                    d_len.data(), B, T_, n, HD, i0, 0.5, false);
+    test::check_error<T>("gate scores at continued positions", test::rel_error(test::to_host(d_s), s_ref));
+    std::vector<accum_t<T>> run_got(run0_a.size());
+    copy_to_host(cuda{}, run_got.data(), d_run.data(), std::int64_t(run_got.size()));
+    std::vector<double> run_got_d, run_ref_gated, run_got_gated;
+    for (std::size_t i = 0; i < run_got.size(); ++i)
+        if (int(i % n) >= i0) run_ref_gated.push_back(run_ref[i]), run_got_gated.push_back(double(run_got[i]));
+    test::check_error<T>("running key sums after the call (each sequence's own length)",
+                         test::rel_error(run_got_gated, run_ref_gated));
+
+    // Decode attention with gains: heads 0 and 5 closed.
+    const std::vector<std::int32_t> pos{3, 120, 299};
+    const auto k = test::rounded<T>(test::random_vector(r, std::size_t(B) * n * ctx * HD));
+    const auto v = test::rounded<T>(test::random_vector(r, k.size()));
+    const auto q = test::rounded<T>(test::random_vector(r, std::size_t(B) * 3 * n * HD));
+    std::vector<double> gain{0.0, 0.7, 1.0, 0.3, 0.9, 0.0, 0.5, 1.0, 0.45, 0.6, 0.8, 0.35};
+    gain = test::rounded<T>(gain);
+    std::vector<double> out_ref(std::size_t(B) * n * HD);
+    decode_attention(cpu{}, out_ref.data(), q.data(), k.data(), v.data(), pos.data(), B, n, HD, ctx,
+                     static_cast<double*>(nullptr), gain.data());
+    for (int d = 0; d < HD; ++d) REQUIRE(out_ref[std::size_t(5 * HD + d)] == 0.0);
+    auto d_q = test::to_device<T>(q), d_k = test::to_device<T>(k), d_v = test::to_device<T>(v),
+         d_gain = test::to_device<T>(gain);
+    device_buffer<std::int32_t> d_pos(B);
+    copy_from_host(cuda{}, d_pos.data(), pos.data(), B);
+    device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
+    auto d_out = test::poisoned<T>(out_ref.size());
+    decode_attention(cuda{}, d_out.data(), d_q.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx, ws.data(),
+                     d_gain.data());
+    const auto got = test::to_host(d_out);
+    for (int d = 0; d < HD; ++d) CHECK(got[std::size_t(d)] == 0.0);  // closed: exactly 0, no NaN from poison
+    test::check_error<T>("decode attention with head gains (2 heads closed)", test::rel_error(got, out_ref));
+}
+
+TEST_CASE("decoding with learned head gates on the GPU (fp32) matches the CPU, with the same heads skipped") {
+    const gate_options go{.threshold = 0.5, .n_dense = 1};
+    const sgt::parameter_table table = [&] {
+        auto t = parameter_table::llama(long_cfg.shape);
+        gated_variant(go).add_parameters(long_cfg, t);
+        return t;
+    }();
+    std::vector<double> w = strong_weights(14);
+    w.resize(std::size_t(table.numel()));
+    rng r(15);
+    for (const auto& e : table)
+        if (e.name.find(".gate.") != std::string::npos)
+            for (std::int64_t i = 0; i < e.numel(); ++i)
+                w[std::size_t(e.offset + i)] = e.name.ends_with("weight") ? 0.5 * r.normal() : r.normal();
+    const std::vector<float> w32(w.begin(), w.end());
+    const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 70), random_tokens(r, 3)};
+    std::vector<std::vector<std::int32_t>> next;
+    for (int i = 0; i < 10; ++i) next.push_back(random_tokens(r, 2));
+    for (const char* name : {"vanilla", "sgt K=2 fade", "block loop"}) {
+        CAPTURE(name);
+        const loop_plan plan = plans()[name];
+        inference<double, long_cfg> cpu_inf(2, 96, plan);
+        cpu_inf.set_gates(go);
+        cpu_inf.parameters_from_host(w);
+        inference<float, long_cfg, cuda> gpu_inf(2, 96, plan);
+        gpu_inf.set_gates(go);
+        gpu_inf.parameters_from_host(w32);
+        const auto ref = run(cpu_inf, prompts, next);
+        const auto got = run(gpu_inf, prompts, next);
+        CHECK(gpu_inf.step_graph_captured());
+        test::check_error<float>(std::string("gated logits, prefill + 10 decode steps: ") + name, test::rel_error(got, ref));
+        const auto &a = cpu_inf.gate_stats(), &b = gpu_inf.gate_stats();
+        CHECK(a.head_reads == b.head_reads);
+        CHECK(a.head_reads_skipped == b.head_reads_skipped);
+        CHECK(a.kv_vectors_skipped == b.kv_vectors_skipped);
+        CHECK(b.head_reads_skipped > 0);
+        CHECK(b.head_reads_skipped < b.head_reads);
+        std::printf("  %s: %lld of %lld gated head reads skipped on both\n", name, (long long)b.head_reads_skipped,
+                    (long long)b.head_reads);
+    }
+}

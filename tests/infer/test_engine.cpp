@@ -290,3 +290,103 @@ TEST_CASE("a checkpoint loads with its frozen plan; one of another config is ref
     CHECK(test::contains(e, "differs from this model's"));
     fs::remove_all(dir);
 }
+
+TEST_CASE("decoding with learned head gates: cached = uncached logits; closed heads skip their reads, counted") {
+    // GATES.md Sec. 3.1 and 7: a straight-through gated model (its forward applies g = s·[s ≥ θ]) with gates away
+    // from their init, so that a good share of (token, head) pairs is closed; one dense head per layer.
+    using gated_model = model<double, cfg, cpu, gated_variant>;
+    const gate_options go{.threshold = 0.5, .n_dense = 1};
+    const auto dense = strong_weights(11);
+    gated_model m(1, cfg.shape.max_seq, 0, gated_variant(go));
+    const auto llama = parameter_table::llama(cfg.shape);
+    rng r(21);
+    for (const auto& e : m.parameter_table()) {
+        auto w = m.parameter(e.name);
+        if (e.name.find(".gate.") == std::string::npos)
+            std::copy_n(dense.begin() + llama.at(e.name).offset, e.numel(), w.begin());
+        else
+            for (auto& x : w) x = e.name.ends_with("weight") ? 0.8 * r.normal() : r.normal();
+    }
+    m.set_training(false);
+    const int ng = NH - go.n_dense;
+    for (const auto& [name, plan] : plans()) {
+        CAPTURE(name);
+        tiny_inference inf(2, 24, plan);
+        inf.set_gates(go);
+        inf.load(m);
+        const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 9), random_tokens(r, 4)};
+        auto seqs = prompts;
+        inf.prefill(prompts, true);
+        std::vector<std::vector<double>> cached(2);
+        std::size_t row = 0;
+        for (int b = 0; b < 2; ++b) {
+            const std::size_t n = prompts[b].size() * V;
+            cached[b].assign(inf.all_prefill_logits().begin() + row, inf.all_prefill_logits().begin() + row + n);
+            row += n;
+        }
+        const int steps = 8;
+        for (int step = 0; step < steps; ++step) {
+            const auto next = random_tokens(r, 2);
+            const auto logits = inf.decode(next);
+            for (int b = 0; b < 2; ++b) {
+                seqs[b].push_back(next[b]);
+                cached[b].insert(cached[b].end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
+            }
+        }
+        // The gated passes: the first pass of every block application (every layer is gated).
+        int gated_passes = 0;
+        for (const auto& p : inf.structure().passes) gated_passes += p.step == 0 ? 1 : 0;
+        // Closed (token, gated head) pairs of the decoded tokens, from the model's own gate report: the closed
+        // fraction over a whole sequence, less that over its prompt (the gates are causal).
+        auto closed_pairs = [&](const std::vector<std::int32_t>& seq) {
+            const int T = int(seq.size());
+            batch bt{1, T, seq, std::vector<std::int32_t>(std::size_t(T), 0)};
+            m.forward(bt, plan);
+            return std::llround(m.variant().report().sparsity * double(T) * ng * gated_passes);
+        };
+        std::int64_t expected_skips = 0, expected_kv = 0;
+        for (int b = 0; b < 2; ++b) {
+            CAPTURE(b);
+            batch full{1, int(seqs[b].size()), seqs[b], std::vector<std::int32_t>(seqs[b].size(), 0)};
+            m.forward(full, plan);
+            const auto l = m.logits();
+            CHECK(max_abs_diff(cached[b], std::span<const double>(l.data(), l.size())) <= 1e-12);
+            expected_skips += closed_pairs(seqs[b]) - closed_pairs(prompts[b]);
+            for (int step = 0; step < steps; ++step) expected_kv += std::int64_t(prompts[b].size()) + step + 1;
+        }
+        const gate_decode_stats& st = inf.gate_stats();
+        CHECK(st.head_reads == std::int64_t(steps) * 2 * ng * gated_passes);
+        CHECK(st.kv_vectors == expected_kv * ng * gated_passes);
+        CHECK(st.head_reads_skipped == expected_skips);
+        CHECK(st.head_reads_skipped > st.head_reads / 10);  // the gates really close heads here
+        CHECK(st.head_reads_skipped < st.head_reads);
+        CHECK(st.kv_vectors_skipped > 0);
+        CHECK(st.kv_vectors_skipped < st.kv_vectors);
+    }
+}
+
+TEST_CASE("a gated model's checkpoint decodes with its gates; without set_gates its weights are refused") {
+    namespace fs = std::filesystem;
+    using gated_model = model<double, cfg, cpu, gated_variant>;
+    const gate_options go{.threshold = 0.4, .n_dense = 2, .layers = {1, 3}};
+    gated_model m(2, 16, 3, gated_variant(go));
+    static_schedule sched(loop_plan::vanilla(NL), NH, "vanilla");
+    trainer tr(m, sched, cosine_schedule{.lr_max = 1e-3, .warmup = 1, .total = 4}, adamw_options{}, 2, 16);
+    rng r(2);
+    for (int t = 0; t < 2; ++t) tr.step(batch{2, 16, random_tokens(r, 32), random_tokens(r, 32)});
+    const fs::path dir = fs::temp_directory_path() / "sgt_infer_gated_checkpoint_test";
+    fs::remove_all(dir);
+    save_checkpoint(dir, tr, nlohmann::json::object());
+    tiny_inference plain(1, 16);
+    CHECK(test::contains(test::error_of([&] { plain.load(m); }), "a gated model needs set_gates()"));
+    tiny_inference inf(1, 16);
+    load_checkpoint_for_inference(dir, inf);
+    REQUIRE(inf.gates().has_value());
+    CHECK(inf.gates()->threshold == 0.4);
+    CHECK(inf.gates()->n_dense == 2);
+    CHECK(inf.gates()->layers == std::vector<int>{1, 3});
+    // Every tensor arrived, the gates' included.
+    const std::vector<double> loaded(inf.parameters().begin(), inf.parameters().end());
+    CHECK(loaded == m.parameters_to_host());
+    fs::remove_all(dir);
+}

@@ -110,7 +110,7 @@ void kv_cache_write(cuda, T* k_cache, T* v_cache, const T* qkv, const std::int32
                     int ctx);
 template <class T>
 void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
-                      int n, int HD, int ctx, accum_t<T>* workspace);
+                      int n, int HD, int ctx, accum_t<T>* workspace, const T* gain = nullptr);
 
 // heads.cuh
 template <class T> void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
@@ -128,6 +128,9 @@ void head_gain_backward(cuda, T* dgains, T* dy, const T* x, const T* gains, std:
 template <class T>
 void gate_forward(cuda, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T_, int n, int HD, int i0,
                   double theta, bool hard);
+template <class T>
+void gate_forward_at(cuda, T* s, T* g, accum_t<T>* run, const T* qkv, const T* w, const T* c, const std::int32_t* start,
+                     const std::int32_t* len, int B, int T_, int n, int HD, int i0, double theta, bool hard);
 template <class T>
 void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T_,
                    int n, int HD, int i0, double ds_add);

@@ -12,6 +12,13 @@
 // load_weights works on this type too), under the model's Hugging Face names.
 // Backend-generic, as model.hpp: every step is a leaf op on the Backend tag. A decode step runs the same ops on
 // the same buffers every time, so a GPU backend records it once as a graph and replays it (step_graph).
+//
+// Learned head gates (gates.hpp, GATES.md Sec. 3.1), after set_gates(): on the first pass of each gated layer the
+// gate scores every head at every position from its query and the prefix mean of its keys (kept across decode
+// steps as a running sum per sequence and head), and the head's output is multiplied by g = s·[s ≥ θ], as in the
+// model's forward; at inference the threshold always applies (a soft-trained model is thresholded here). In a
+// decode step a head closed for the token (g = 0) reads nothing from its cache slot (its key and value are still
+// written: a later token may open it); gate_stats() counts the reads and the cached vectors skipped.
 #pragma once
 
 #include <algorithm>
@@ -19,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +35,7 @@
 #include "sgt/attention.hpp"
 #include "sgt/config.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/gates.hpp"
 #include "sgt/infer/kv_cache.hpp"
 #include "sgt/infer/sampling.hpp"
 #include "sgt/infer/structure.hpp"
@@ -41,6 +50,16 @@ struct generation {
     std::int64_t prefill_tokens = 0, decode_tokens = 0;
     double prefill_tokens_per_s() const { return prefill_seconds > 0 ? prefill_tokens / prefill_seconds : 0.0; }
     double decode_tokens_per_s() const { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0.0; }
+};
+
+// Decode-time work of the learned head gates since the last prefill: one head read is one (sequence, gated head)
+// of a gated pass in one decode step; a skipped one (the head closed for that token) reads none of the key and
+// value vectors it would have (the sequence's length each).
+struct gate_decode_stats {
+    std::int64_t head_reads = 0, head_reads_skipped = 0;
+    std::int64_t kv_vectors = 0, kv_vectors_skipped = 0;  // (key, value) head vectors read or skipped
+    double skipped_fraction() const { return head_reads ? double(head_reads_skipped) / double(head_reads) : 0.0; }
+    double kv_skipped_fraction() const { return kv_vectors ? double(kv_vectors_skipped) / double(kv_vectors) : 0.0; }
 };
 
 struct generation_options {
@@ -91,14 +110,43 @@ public:
         copy_from_host(Backend{}, params_.data(), host.data(), std::int64_t(host.size()));
         packed_ = false;
     }
-    // The weights of a model of the same config and backend (copied; the model may be destroyed afterwards).
-    void load(const model_type& m) {
-        require(m.parameters().size() == params_.size(),
-                "inference: the model has {} parameters, the decoder {} (a variant's own tensors are not supported)",
-                m.parameters().size(), params_.size());
+    // The weights of a model of the same config and backend (copied; the model may be destroyed afterwards). A
+    // gated model (model<..., gated_variant>) needs set_gates() with its options first.
+    template <class Model>
+    void load(const Model& m) {
+        static_assert(std::is_same_v<typename Model::value_type, T> && std::is_same_v<typename Model::backend_type, Backend>,
+                      "inference::load: the model's value type and backend must be the decoder's");
+        const auto& mt = m.parameter_table();
+        require(mt.size() == table_.size() && m.parameters().size() == params_.size(),
+                "inference: the model has {} tensors ({} parameters), the decoder {} ({}){}", mt.size(),
+                m.parameters().size(), table_.size(), params_.size(),
+                gates_ ? "" : " (a gated model needs set_gates() with its options first)");
+        auto e = table_.begin();
+        for (const auto& me : mt) {
+            require(me.name == e->name && me.offset == e->offset && me.numel() == e->numel(),
+                    "inference: the model's tensor '{}' differs from the decoder's '{}'", me.name, e->name);
+            ++e;
+        }
         copy(Backend{}, params_.data(), m.parameters().data(), std::int64_t(params_.size()));
         packed_ = false;
     }
+
+    // Runs the learned head gates of a model trained with these options (their tensors join the parameter table,
+    // as in model<..., gated_variant>): call before loading the weights, which it resets to zero.
+    void set_gates(const gate_options& o) {
+        const gated_variant v(o);
+        sgt::parameter_table t = sgt::parameter_table::llama(shape);
+        v.add_parameters(config, t);
+        table_ = std::move(t);
+        gates_ = o;
+        params_.resize(std::size_t(table_.numel()));
+        fill_zero(Backend{}, params_.data(), std::int64_t(params_.size()));
+        packed_ = false;
+        graph_.reset();
+        batch_ = 0;
+    }
+    const std::optional<gate_options>& gates() const { return gates_; }
+    const gate_decode_stats& gate_stats() const { return gate_stats_; }
     // Call after writing parameters() directly.
     void weights_changed() { packed_ = false; }
 
@@ -108,6 +156,7 @@ public:
         frozen_structure s = frozen_structure::of(plan, NL, NH, budget_k_max());
         cache_.bind(s);
         structure_ = std::move(s);
+        gate_slot_.clear();
         packed_ = false;
         graph_.reset();
         batch_ = 0;
@@ -127,7 +176,7 @@ public:
         auto add = [&](const auto& x) { b += std::int64_t(x.size() * sizeof(*x.data())); };
         add(h_), add(a_), add(rstd_), add(qkv_), add(o_), add(probs_), add(entropy_), add(gate_), add(up_);
         add(act_), add(last_), add(logits_), add(tokens_), add(start_), add(rope_cos_), add(rope_sin_);
-        add(decode_ws_);
+        add(decode_ws_), add(gate_run_), add(gate_s_), add(gate_g_), add(gate_dec_s_), add(gate_dec_g_), add(len_);
         for (const auto& p : packs_) add(p.w_qkv), add(p.w_o);
         return b;
     }
@@ -178,6 +227,8 @@ public:
             b0 = b1;
         }
         grow_workspace(most, B);
+        gate_stats_ = {};
+        if (!gate_run_.empty()) fill_zero(Backend{}, gate_run_.data(), std::int64_t(gate_run_.size()));
         all_logits_.clear();
         for (const auto& c : chunks) run_prefill_chunk(prompts, c.b0, c.b1, c.tokens, all_logits);
         for (int b = 0; b < B; ++b) positions_[std::size_t(b)] = int(prompts[std::size_t(b)].size());
@@ -200,6 +251,7 @@ public:
         copy_from_host(be, tokens_.data(), tokens.data(), batch_);
         copy_from_host(be, start_.data(), positions_.data(), batch_);
         graph_.run([this] { decode_step(); });
+        count_gate_reads();
         for (auto& p : positions_) ++p;
         return host_logits(batch_);
     }
@@ -338,6 +390,25 @@ private:
         embed_ = weight("model.embed_tokens.weight");
         final_norm_ = weight("model.norm.weight");
         lm_head_ = weight("lm_head.weight");
+        // The gated passes: the first pass (all heads) of each block application of a gated layer.
+        gate_slot_.assign(structure_.passes.size(), -1);
+        gate_weights_.clear();
+        if (gates_ && gates_->n_dense < NH) {
+            const gated_variant v(*gates_);
+            const int i0 = gates_->n_dense;
+            for (std::size_t i = 0; i < structure_.passes.size(); ++i) {
+                const frozen_pass& p = structure_.passes[i];
+                if (p.step != 0 || !v.gated(p.layer)) continue;
+                gate_slot_[i] = int(gate_weights_.size());
+                gate_weights_.push_back({weight(gated_variant::weight_name(p.layer)) + std::int64_t(i0) * 2 * HD,
+                                         weight(gated_variant::bias_name(p.layer)) + i0});
+            }
+        }
+        const std::int64_t per_slot = std::int64_t(max_batch_) * NH, slots = std::int64_t(gate_weights_.size());
+        gate_run_.resize(std::size_t(slots * per_slot));
+        gate_dec_s_.resize(std::size_t(slots * per_slot));
+        gate_dec_g_.resize(std::size_t(slots * per_slot));
+        if (slots > 0) fill_zero(be, gate_run_.data(), slots * per_slot);
         packed_ = true;
         graph_.reset();
     }
@@ -367,6 +438,11 @@ private:
         }
         grow(entropy_, std::int64_t(max_batch_) * NH);
         grow(decode_ws_, decode_attention_workspace<T>(Backend{}, max_batch_, NH, HD, max_context_));
+        if (!gate_weights_.empty()) {
+            grow(gate_s_, N * NH);
+            grow(gate_g_, N * NH);
+            grow(len_, max_batch_);
+        }
     }
 
     // Prompts [b0, b1), padded to T_ tokens, through every pass; their cache slots filled from position 0.
@@ -381,6 +457,11 @@ private:
                       host.begin() + std::int64_t(b - b0) * T_);
         copy_from_host(be, tokens_.data(), host.data(), N);
         fill_zero(be, start_.data(), B);
+        if (!gate_weights_.empty()) {
+            std::vector<std::int32_t> lengths;
+            for (int b = b0; b < b1; ++b) lengths.push_back(std::int32_t(prompts[std::size_t(b)].size()));
+            copy_from_host(be, len_.data(), lengths.data(), B);
+        }
         embedding_forward(be, h_.data(), tokens_.data(), embed_, int(N), C);
         for (const frozen_stage& st : structure_.stages) {
             if (st.kind == frozen_stage::ffn) {
@@ -398,6 +479,12 @@ private:
             detail::grow(probs_, attention_saved_size<T>(be, B, T_, n, HD));
             attention_forward(be, o_.data(), probs_.data(), entropy_.data(), qkv_.data(), B, T_, n, HD);
             if (!p.unit_gains()) head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), N, n, HD, false);
+            if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {  // o ← g·o per position and head
+                gate_forward_at(be, gate_s_.data(), gate_g_.data(), gate_run(gs) + std::int64_t(b0) * NH, qkv_.data(),
+                                gate_weights_[std::size_t(gs)].w, gate_weights_[std::size_t(gs)].c, start_.data(),
+                                len_.data(), B, T_, NH, HD, gates_->n_dense, gates_->threshold, true);
+                head_gain_forward(be, o_.data(), static_cast<const T*>(gate_g_.data()), N, NH, HD, true);
+            }
             matmul_forward(be, h_.data(), o_.data(), w.w_o, int(N), nhd, C, true);  // H' = H + y
         }
         // The last position of each prompt, or all of them.
@@ -449,14 +536,43 @@ private:
             rope_forward_at(be, qkv_.data(), rope_cos_.data(), rope_sin_.data(), start_.data(), B, 1, 2 * n, HD,
                             3 * std::int64_t(nhd));
             kv_cache_write(be, cache_.keys(p), cache_.values(p), qkv_.data(), start_.data(), B, 1, n, HD, max_context_);
+            const T* gain = nullptr;  // a gated pass: g per (sequence, head); closed heads skip their read
+            if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {
+                const std::int64_t at = std::int64_t(gs) * max_batch_ * NH;
+                gate_forward_at(be, gate_dec_s_.data() + at, gate_dec_g_.data() + at, gate_run(gs), qkv_.data(),
+                                gate_weights_[std::size_t(gs)].w, gate_weights_[std::size_t(gs)].c, start_.data(),
+                                static_cast<const std::int32_t*>(nullptr), B, 1, NH, HD, gates_->n_dense,
+                                gates_->threshold, true);
+                gain = gate_dec_g_.data() + at;
+            }
             decode_attention(be, o_.data(), qkv_.data(), cache_.keys(p), cache_.values(p), start_.data(), B, n, HD,
-                             max_context_, decode_ws_.data());
+                             max_context_, decode_ws_.data(), gain);
             if (!p.unit_gains())
                 head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), std::int64_t(B), n, HD, false);
             matmul_forward(be, h_.data(), o_.data(), w.w_o, B, nhd, C, true);
         }
         rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), final_norm_, B, C, config.norm_eps);
         matmul_forward(be, logits_.data(), a_.data(), lm_head_, B, C, V);
+    }
+
+    accum_t<T>* gate_run(int slot) { return gate_run_.data() + std::int64_t(slot) * max_batch_ * NH; }
+
+    // Counts the gated heads' reads of the last decode step, and those a closed head skipped.
+    void count_gate_reads() {
+        if (gate_weights_.empty()) return;
+        std::vector<T>& g = gate_host_;
+        g.resize(gate_dec_g_.size());
+        copy_to_host(Backend{}, g.data(), gate_dec_g_.data(), std::int64_t(g.size()));
+        for (std::size_t gs = 0; gs < gate_weights_.size(); ++gs)
+            for (int b = 0; b < batch_; ++b)
+                for (int i = gates_->n_dense; i < NH; ++i) {
+                    const std::int64_t len = positions_[std::size_t(b)] + 1;
+                    const bool closed = g[(gs * std::size_t(max_batch_) + std::size_t(b)) * NH + std::size_t(i)] == T(0);
+                    ++gate_stats_.head_reads;
+                    gate_stats_.kv_vectors += len;
+                    gate_stats_.head_reads_skipped += closed ? 1 : 0;
+                    gate_stats_.kv_vectors_skipped += closed ? len : 0;
+                }
     }
 
     std::span<const T> host_logits(int B) {
@@ -491,6 +607,22 @@ private:
     buffer<T> logits_;                 // (B, V)
     std::vector<T> logits_host_;       // (B, V) host copy on a device backend
     std::vector<T> all_logits_;        // (Σ T_b, V) of prefill(…, true)
+
+    // Learned head gates (set_gates): per pass its gated slot (-1: not gated), per slot the gated heads' rows of
+    // W_g (ng, 2·HD) and c (ng).
+    struct gate_weights {
+        const T* w = nullptr;
+        const T* c = nullptr;
+    };
+    std::optional<gate_options> gates_;
+    std::vector<int> gate_slot_;
+    std::vector<gate_weights> gate_weights_;
+    buffer<accum_t<T>> gate_run_;      // (slots, max_batch, NH) running Σ w_k·k of each sequence and head
+    buffer<T> gate_s_, gate_g_;        // (N, NH) a prefill chunk's scores and gains
+    buffer<T> gate_dec_s_, gate_dec_g_;  // (slots, max_batch, NH) a decode step's scores and gains
+    buffer<std::int32_t> len_;         // (B) a prefill chunk's prompt lengths
+    std::vector<T> gate_host_;         // host copy of gate_dec_g_
+    gate_decode_stats gate_stats_;
     step_graph<Backend> graph_;
 };
 

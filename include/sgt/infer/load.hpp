@@ -2,7 +2,9 @@
 // the loop plan the model runs at the saved step (its Θ, a fade gain included) frozen as its structure.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
+#include <string>
 
 #include "sgt/infer/engine.hpp"
 #include "sgt/infer/structure.hpp"
@@ -11,10 +13,25 @@
 namespace sgt {
 
 // Loads the weights of the checkpoint at `path` (a step directory, or a directory with a `latest` file) into
-// `inf` and freezes the checkpoint's loop plan; returns that plan. Throws sgt::error, naming what differs,
+// `inf` and freezes the checkpoint's loop plan; returns that plan. A checkpoint of a gated model (its "variant"
+// metadata, gates.hpp) turns on the same gates (inference::set_gates). Throws sgt::error, naming what differs,
 // when the checkpoint was written by a model of another config.
 template <class Inference>
 loop_plan load_checkpoint_for_inference(const std::filesystem::path& path, Inference& inf) {
+    {
+        const auto file = resolve_checkpoint(path) / "model.safetensors";
+        const auto weights = io::safetensors::from_file(file);
+        const auto& meta = weights.metadata();
+        const std::string where = file.string() + " (metadata \"variant\")";
+        if (const auto it = meta.find("variant"); it != meta.end()) {
+            inf.set_gates(gated_variant::options_from_json(json_parse(it->second, where), where));
+        } else {
+            const auto names = weights.names();
+            require(std::none_of(names.begin(), names.end(), [](const auto& n) { return n.ends_with(".self_attn.gate.weight"); }),
+                    "{}: holds learned head gates but no record of their options (metadata \"variant\"): it was "
+                    "written by an older version; train it again to decode with its gates", file.string());
+        }
+    }
     const auto schedule = load_weights(path, inf);
     loop_plan plan = plan_of_schedule(schedule, Inference::NL, Inference::NH);
     inf.set_structure(plan);

@@ -371,6 +371,8 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         weights.set_metadata("config", detail::shape_json(model_t::config).dump());
         weights.set_metadata("schedule", tr.schedule().to_json().dump());
         weights.set_metadata("step", std::to_string(tr.steps()));
+        if constexpr (requires { m.variant().to_json(); })  // a variant with options of its own (gates.hpp)
+            weights.set_metadata("variant", m.variant().to_json().dump());
         weights.write(tmp / "model.safetensors");
 
         io::safetensors_writer optim;

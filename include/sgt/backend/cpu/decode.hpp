@@ -62,10 +62,12 @@ std::int64_t decode_attention_workspace(cpu, int /*B*/, int /*n*/, int /*HD*/, i
 }
 
 // out (B, n, HD): head i of sequence b attends with its query (in qkv (B, 1, 3, n, HD)) over the cached keys
-// and values at positions 0..pos[b] of the slot (B, n, ctx, HD): softmax(q kᵀ / √HD) v.
+// and values at positions 0..pos[b] of the slot (B, n, ctx, HD): softmax(q kᵀ / √HD) v. With gain (B, n) (the
+// learned head gates' g, gates.hpp), the output is gain · softmax(q kᵀ / √HD) v, and a head whose gain is 0 (closed
+// for this token) reads nothing from the cache: its output is 0.
 template <class T>
 void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
-                      int n, int HD, int ctx, T* /*workspace*/) {
+                      int n, int HD, int ctx, T* /*workspace*/, const T* gain = nullptr) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const T scale = T(1.0 / std::sqrt(double(HD)));
     const std::int64_t heads = std::int64_t(B) * n;
@@ -73,6 +75,11 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
     parallel_blocks(heads, detail::grain_for(heads, min_heads), [&](std::int64_t first, std::int64_t last) {
         for (std::int64_t bh = first; bh < last; ++bh) {
             const int b = int(bh / n), i = int(bh % n), len = pos[b] + 1;
+            T* o = out + std::int64_t(bh) * HD;
+            if (gain && gain[bh] == T(0)) {
+                std::fill_n(o, HD, T(0));
+                continue;
+            }
             const T* q = qkv + b * row + std::int64_t(i) * HD;
             const T* k = k_cache + std::int64_t(bh) * ctx * HD;
             const T* v = v_cache + std::int64_t(bh) * ctx * HD;
@@ -86,12 +93,13 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
             }
             T sum = 0;
             for (int j = 0; j < len; ++j) sum += (p[j] = std::exp(p[j] - m));
-            T* o = out + std::int64_t(bh) * HD;
             std::fill_n(o, HD, T(0));
             for (int j = 0; j < len; ++j) {
                 const T w = p[j] / sum;
                 for (int d = 0; d < HD; ++d) o[d] += w * v[std::int64_t(j) * HD + d];
             }
+            if (gain)
+                for (int d = 0; d < HD; ++d) o[d] *= gain[bh];
         }
     });
 }

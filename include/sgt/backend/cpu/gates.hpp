@@ -20,9 +20,18 @@ namespace sgt {
 
 // s (B, T, n): the scores σ(z), 1 on the dense heads (i < i0). g (B, T, n): the gain applied to the head outputs:
 // 1 on the dense heads, s on the gated ones, or s·[s ≥ θ] when `hard` (a head below θ contributes nothing).
+// The positions of the call are 0..T−1 (training, prefill); gate_forward_at continues a sequence (decoding).
 template <class T>
 void gate_forward(cpu, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T_, int n, int HD, int i0,
-                  double theta, bool hard) {
+                  double theta, bool hard);
+
+// The same over positions start[b] .. start[b] + T − 1 of each sequence b, with the running key sum of the prefix
+// mean carried across calls: run (B, n), in accum_t<T>, holds Σ_{u < start[b]} w_k · k_u of gated head i on entry
+// and, on exit, the sum up to position start[b] + len[b] − 1 (len[b] ≤ T: the sequence's real tokens in the call,
+// the rest padding). Null start, len and run: positions from 0, len = T, nothing carried (gate_forward).
+template <class T>
+void gate_forward_at(cpu, T* s, T* g, accum_t<T>* run, const T* qkv, const T* w, const T* c, const std::int32_t* start,
+                     const std::int32_t* len, int B, int T_, int n, int HD, int i0, double theta, bool hard) {
     using A = accum_t<T>;
     const std::int64_t row = 3 * std::int64_t(n) * HD;
     const std::int64_t heads = std::int64_t(B) * n;  // (b, i) pairs, each independent of the others
@@ -32,7 +41,9 @@ void gate_forward(cpu, T* s, T* g, const T* qkv, const T* w, const T* c, int B, 
             const int b = int(bi / n), i = int(bi % n);
             const T* wq = w + std::int64_t(i - i0) * 2 * HD;
             const T* wk = wq + HD;
-            A run = 0;
+            const std::int64_t p0 = start ? start[b] : 0;
+            const int kept = len ? len[b] : T_;
+            A sum = run && i >= i0 ? run[bi] : A(0);
             for (int t = 0; t < T_; ++t) {
                 const std::int64_t r = std::int64_t(b) * T_ + t, o = r * n + i;
                 if (i < i0) {
@@ -46,14 +57,22 @@ void gate_forward(cpu, T* s, T* g, const T* qkv, const T* w, const T* c, int B, 
                     zq += A(wq[d]) * A(q[d]);
                     zk += A(wk[d]) * A(k[d]);
                 }
-                run += zk;
-                const A z = zq + run / A(t + 1) + A(c[i - i0]);
+                sum += zk;
+                if (run && t + 1 == kept) run[bi] = sum;
+                const A z = zq + sum / A(p0 + t + 1) + A(c[i - i0]);
                 const A sig = A(1) / (A(1) + std::exp(-z));
                 s[o] = T(sig);
                 g[o] = hard && double(sig) < theta ? T(0) : T(sig);
             }
         }
     });
+}
+
+template <class T>
+void gate_forward(cpu be, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T_, int n, int HD, int i0,
+                  double theta, bool hard) {
+    gate_forward_at(be, s, g, static_cast<accum_t<T>*>(nullptr), qkv, w, c, nullptr, nullptr, B, T_, n, HD, i0, theta,
+                    hard);
 }
 
 // Backward of s: with ∂L/∂s = ds + ds_add (ds (B, T, n), read on the gated heads only; ds_add a constant, the

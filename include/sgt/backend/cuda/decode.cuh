@@ -91,14 +91,15 @@ int decode_pack_width(int HD, std::initializer_list<const void*> ptrs) {
 template <class T, int W>
 __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(accum_t<T>* ml, accum_t<T>* po, const T* qkv,
                                                                         const T* k_cache, const T* v_cache,
-                                                                        const std::int32_t* pos, int n, int HD,
-                                                                        int ctx, int splits, accum_t<T> scale) {
+                                                                        const std::int32_t* pos, const T* gain, int n,
+                                                                        int HD, int ctx, int splits, accum_t<T> scale) {
     using A = accum_t<T>;
     static_assert(decode_chunk * 2 == decode_threads, "two threads per key");
     const int s = blockIdx.x, bh = blockIdx.y, b = bh / n, i = bh % n;
     const int len = pos[b] + 1, j0 = s * decode_chunk, keys = min(len - j0, decode_chunk);
     const std::int64_t part = std::int64_t(bh) * splits + s;
     if (keys <= 0) return;  // the merge reads only chunks below the length
+    if (gain && load(gain[bh]) == accum_t<T>(0)) return;  // a closed head reads nothing
     const int t = threadIdx.x, packs = HD / W;
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     const T* k = k_cache + (std::int64_t(bh) * ctx + j0) * HD;
@@ -165,12 +166,18 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(accum_t<
     }
 }
 
-// Block bh merges the chunks below the length: out = Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s.
+// Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
+// without gains; a closed head, gain 0, writes zeros).
 template <class T>
-__global__ void decode_merge_kernel(T* out, const accum_t<T>* ml, const accum_t<T>* po, const std::int32_t* pos, int n,
-                                    int HD, int splits) {
+__global__ void decode_merge_kernel(T* out, const accum_t<T>* ml, const accum_t<T>* po, const std::int32_t* pos,
+                                    const T* gain, int n, int HD, int splits) {
     using A = accum_t<T>;
     const int bh = blockIdx.x, b = bh / n;
+    const A g = gain ? load(gain[bh]) : A(1);
+    if (g == A(0)) {
+        for (int d = threadIdx.x; d < HD; d += blockDim.x) out[std::int64_t(bh) * HD + d] = store<T>(A(0));
+        return;
+    }
     const int used = (pos[b] + decode_chunk) / decode_chunk;  // chunks holding keys 0..pos[b]
     const A* m = ml + std::int64_t(bh) * splits * 2;
     A M = -INFINITY;
@@ -180,7 +187,7 @@ __global__ void decode_merge_kernel(T* out, const accum_t<T>* ml, const accum_t<
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
         A o = 0;
         for (int s = 0; s < used; ++s) o += po[(std::int64_t(bh) * splits + s) * HD + d] * exp(m[2 * s] - M);
-        out[std::int64_t(bh) * HD + d] = store<T>(o / L);
+        out[std::int64_t(bh) * HD + d] = store<T>(gain ? g * load(store<T>(o / L)) : o / L);
     }
 }
 
@@ -208,7 +215,7 @@ void kv_cache_write(cuda, T* k_cache, T* v_cache, const T* qkv, const std::int32
 
 template <class T>
 void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
-                      int n, int HD, int ctx, accum_t<T>* workspace) {
+                      int n, int HD, int ctx, accum_t<T>* workspace, const T* gain) {
     require(HD <= detail::decode_max_hd && HD % 2 == 0,
             "cuda decode_attention: expected an even head size of at most {}, found {}", detail::decode_max_hd, HD);
     if (B <= 0 || n <= 0) return;
@@ -220,7 +227,7 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     const dim3 grid(splits, B * n);
     auto launch = [&]<int W>() {
         detail::decode_partial_kernel<T, W><<<grid, detail::decode_threads, 0, detail::stream()>>>(
-            ml, po, qkv, k_cache, v_cache, pos, n, HD, ctx, splits, scale);
+            ml, po, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits, scale);
     };
     switch (detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache})) {
         case 8: if constexpr (detail::pack_width<T> >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];
@@ -229,7 +236,7 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
         default: launch.template operator()<1>();
     }
     SGT_CUDA_LAUNCHED(decode_partial_kernel);
-    detail::decode_merge_kernel<<<B * n, 128, 0, detail::stream()>>>(out, ml, po, pos, n, HD, splits);
+    detail::decode_merge_kernel<<<B * n, 128, 0, detail::stream()>>>(out, ml, po, pos, gain, n, HD, splits);
     SGT_CUDA_LAUNCHED(decode_merge_kernel);
 }
 

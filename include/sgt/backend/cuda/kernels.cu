@@ -41,6 +41,8 @@ namespace sgt {
     template void head_gain_forward<T>(cuda, T*, const T*, std::int64_t, int, int, bool);                        \
     template void head_gain_backward<T>(cuda, T*, T*, const T*, const T*, std::int64_t, int, int, bool);         \
     template void gate_forward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int, int, int, int, double, bool); \
+    template void gate_forward_at<T>(cuda, T*, T*, accum_t<T>*, const T*, const T*, const T*, const std::int32_t*,  \
+                                     const std::int32_t*, int, int, int, int, int, double, bool);                 \
     template void gate_backward<T>(cuda, T*, T*, T*, const T*, const T*, const T*, const T*, int, int, int, int, int, \
                                    double);                                                                      \
     template void swiglu_forward<T>(cuda, T*, const T*, const T*, std::int64_t);                                 \
@@ -54,7 +56,7 @@ namespace sgt {
                                      int, std::int64_t);                                                          \
     template void kv_cache_write<T>(cuda, T*, T*, const T*, const std::int32_t*, int, int, int, int, int);        \
     template void decode_attention<T>(cuda, T*, const T*, const T*, const T*, const std::int32_t*, int, int, int, int, \
-                                      accum_t<T>*);
+                                      accum_t<T>*, const T*);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)
