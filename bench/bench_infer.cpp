@@ -60,10 +60,10 @@ double train_forward_tokens_per_s(const loop_plan& plan, int B, int T_) {
 
 template <model_config Cfg, class T>
 nlohmann::json bench(const std::string& name, const std::string& variant, int B, int ctx, int decode_tokens, bool graph,
-                     bool train_forward, double gate_closed) {
+                     bool train_forward, double gate_closed, std::int64_t prefill_tokens) {
     constexpr int NH = Cfg.shape.heads;
     const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
-    inference<T, Cfg, cuda> inf(B, ctx, plan);
+    inference<T, Cfg, cuda> inf(B, ctx, plan, prefill_tokens);
     inf.use_step_graph(graph);
     const int closed = gate_closed >= 0 ? int(std::lround(gate_closed * NH)) : 0;
     if (gate_closed >= 0) inf.set_gates(gate_options{});
@@ -107,6 +107,7 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
             {"batch", B},
             {"context", ctx},
             {"prompt", prompt_len},
+            {"prefill_chunk_tokens", std::max<std::int64_t>(prefill_tokens, ctx)},
             {"decode_tokens", decode_tokens},
             {"cuda_graph", graph},
             {"prefill_tokens_per_s", double(B) * prompt_len / prefill_s},
@@ -148,6 +149,7 @@ int main(int argc, char** argv) {
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
+    std::int64_t prefill_tokens = 32768;  // inference's default
     app.add_option("--models", models, "gpt2, char_small")->capture_default_str();
     app.add_option("--variants", variants, "vanilla, sgt, block")->capture_default_str();
     app.add_option("--batches", batches)->capture_default_str();
@@ -156,6 +158,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--precision", precision, "bf16 or fp32")->capture_default_str();
     app.add_flag("--no-graph", no_graph, "run every decode step eagerly instead of replaying a CUDA graph");
+    app.add_option("--prefill-tokens", prefill_tokens, "tokens per prefill chunk (inference's workspace)")
+        ->capture_default_str();
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
@@ -172,8 +176,8 @@ int main(int argc, char** argv) {
                         require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
                         auto run = [&]<model_config Cfg>() {
                             return precision == "bf16"
-                                       ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc)
-                                       : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc);
+                                       ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc, prefill_tokens)
+                                       : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc, prefill_tokens);
                         };
                         nlohmann::json j;
                         if (m == "gpt2") j = run.template operator()<gpt2_infer>();

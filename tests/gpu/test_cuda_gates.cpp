@@ -23,7 +23,7 @@ TEST_CASE_TEMPLATE("gate forward and backward match the CPU at odd sizes", T, fl
         int B, T_, n, HD, i0;
     };
     for (const auto [B, T_, n, HD, i0] : {size{1, 1, 1, 2, 0}, size{3, 29, 5, 8, 2}, size{2, 300, 4, 32, 1},
-                                          size{5, 17, 3, 6, 3}}) {
+                                          size{5, 17, 3, 6, 3}, size{1, 1100, 2, 16, 0}}) {
         const int ng = n - i0;
         const std::string name = fmt::format(" B={} T={} n={} HD={} i0={}", B, T_, n, HD, i0);
         const std::size_t rows = std::size_t(B) * T_;

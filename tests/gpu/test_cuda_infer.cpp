@@ -182,8 +182,9 @@ TEST_CASE_TEMPLATE("gated decode ops on the GPU match the CPU: gate scores carri
     // it; decode_attention with per-head gains writes 0 for a closed head (gain 0) and scales the others.
     const int B = 3, n = 4, HD = 32, i0 = 1, ctx = 300;
     rng r(9);
-    const std::vector<std::int32_t> start{0, 7, 299}, len{5, 2, 1};
-    const int T_ = 5;
+    // 600 positions: the scan runs over several tiles; the lengths end in the first, the second and the third.
+    const std::vector<std::int32_t> start{0, 7, 299}, len{600, 300, 1};
+    const int T_ = 600;
     const auto qkv = test::rounded<T>(test::random_vector(r, std::size_t(B) * T_ * 3 * n * HD));
     const auto w = test::rounded<T>(test::random_vector(r, std::size_t(n - i0) * 2 * HD));
     const auto c = test::rounded<T>(test::random_vector(r, std::size_t(n - i0)));
