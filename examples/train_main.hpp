@@ -120,9 +120,6 @@ int train_main(int argc, char** argv) {
                 "--grad-accum {} with --gates: the gates' loss term would count once per micro-batch (gradient "
                 "accumulation takes variants without a loss term)",
                 o.grad_accum);
-        require(!o.sigma_reparam || o.sample_every == 0,
-                "--sample-every with --sigma-reparam: the inference engine takes the decoder's tensors only, not "
-                "σReparam's γ");
         finish_options(o);
         if (o.checkpoint_dir.empty() && !o.resume.empty())  // keep writing where the run was resumed from
             o.checkpoint_dir = resolve_checkpoint(o.resume).parent_path().string();

@@ -82,6 +82,53 @@ inline void add_sigma_reparam_parameters(const model_shape& s, parameter_table& 
     for (const auto& w : sigma_reparam_weights(s)) t.add(sigma_gamma_name(w), {1}, false, param_init::constant(1.0));
 }
 
+// The state of σReparam: u (out) and v (in) of every linear layer, in sigma_reparam_weights order.
+inline parameter_table sigma_reparam_state_table(const model_shape& s, const parameter_table& params) {
+    parameter_table t;
+    for (const auto& name : sigma_reparam_weights(s)) {
+        const param_entry& w = params.at(name);
+        t.add(sigma_u_name(name), {w.shape.at(0)}, false, param_init::normal(1.0));
+        t.add(sigma_v_name(name), {w.shape.at(1)}, false, param_init::normal(1.0));
+    }
+    return t;
+}
+
+// The weights a σReparam model runs on in an evaluation forward, laid out by `out` (the model's table without the
+// γ: inference, export): every linear weight W becomes Ŵ = (γ / σ) W with σ = uᵀ W v from the model's u and v
+// (no power-iteration step, as an evaluation forward), every other tensor is copied. get(name) returns the values
+// of a parameter or state tensor by name. In double, on the host.
+template <class Get>
+std::vector<double> fold_sigma_reparam(const parameter_table& out, const model_shape& s, Get&& get) {
+    std::vector<double> w(std::size_t(out.numel()));
+    for (const auto& e : out) {
+        const std::vector<double> x = get(e.name);
+        require(std::int64_t(x.size()) == e.numel(), "sigmaReparam: expected {} values of '{}', found {}", e.numel(),
+                e.name, x.size());
+        std::copy(x.begin(), x.end(), w.begin() + e.offset);
+    }
+    for (const auto& name : sigma_reparam_weights(s)) {
+        const param_entry& e = out.at(name);
+        const std::int64_t rows = e.shape.at(0), cols = e.shape.at(1);
+        const std::vector<double> u = get(sigma_u_name(name)), v = get(sigma_v_name(name)),
+                                  gamma = get(sigma_gamma_name(name));
+        require(std::int64_t(u.size()) == rows && std::int64_t(v.size()) == cols && gamma.size() == 1,
+                "sigmaReparam: expected u ({}), v ({}) and γ (1) of '{}', found {}, {} and {} values", rows, cols,
+                name, u.size(), v.size(), gamma.size());
+        double* W = w.data() + e.offset;
+        double sigma = 0.0;
+        for (std::int64_t r = 0; r < rows; ++r) {
+            double wv = 0.0;
+            for (std::int64_t c = 0; c < cols; ++c) wv += W[r * cols + c] * v[std::size_t(c)];
+            sigma += u[std::size_t(r)] * wv;
+        }
+        require(sigma > 0.0 && std::isfinite(sigma),
+                "sigmaReparam: σ = uᵀWv of '{}' is {}, expected a positive finite spectral-norm estimate", name, sigma);
+        const double f = gamma[0] / sigma;
+        for (std::int64_t i = 0; i < e.numel(); ++i) W[i] *= f;
+    }
+    return w;
+}
+
 // The state and arithmetic of σReparam for one model: its u, v, the Ŵ buffer and the G buffer.
 template <class T, class Backend>
 class sigma_reparam {
@@ -96,6 +143,7 @@ public:
         require(o.init_iterations >= 1, "sigmaReparam: expected at least 1 initial power-iteration step, found {}",
                 o.init_iterations);
         slot_.assign(params.size(), -1);
+        state_ = sigma_reparam_state_table(s, params);
         std::int64_t at = 0, longest = 0;
         for (const auto& name : sigma_reparam_weights(s)) {
             const param_entry& w = params.at(name);
@@ -103,8 +151,8 @@ public:
                     "sigmaReparam: expected '{}' to be a matrix of at most {} elements", name,
                     std::numeric_limits<int>::max());
             linear L{&w, &params.at(sigma_gamma_name(name)), int(w.shape[0]), int(w.shape[1]), at};
-            L.u = state_.add(sigma_u_name(name), {L.rows}, false, param_init::normal(1.0)).offset;
-            L.v = state_.add(sigma_v_name(name), {L.cols}, false, param_init::normal(1.0)).offset;
+            L.u = state_.at(sigma_u_name(name)).offset;
+            L.v = state_.at(sigma_v_name(name)).offset;
             slot_[std::size_t(&w - &*params.begin())] = int(linears_.size());
             linears_.push_back(L);
             at += w.numel();

@@ -3,7 +3,8 @@
 # and gate sparsities, bit for bit (the gates and the gate allocation's growth state are in the checkpoint); the
 # sparsity is logged; self-distillation (--distill-gates) from a trained dense checkpoint lowers its loss and
 # reports sparsity and LM losses; --sample-every samples a gated model, and examples/generate decodes its checkpoint
-# with its gates, reporting the head reads the closed gates skipped; bad gate options are refused with messages.
+# with its gates, reporting the head reads the closed gates skipped; a σReparam run samples and decodes too; bad
+# gate options are refused with messages.
 set -euo pipefail
 train=$1
 generate=$2
@@ -28,6 +29,14 @@ grep -E "gates \(θ 0.3, 1 dense heads\): [0-9]+ of [1-9][0-9]* gated head reads
 "$train" "${common[@]}" --steps 6 --sample-every 6 --sample-tokens 12 --log "$work/sample.jsonl" > /dev/null
 grep -q '"type":"sample"' "$work/sample.jsonl"
 echo "gated decoding: generate and --sample-every run the gates"
+
+# σReparam (GATES.md Sec. 5): a run samples, and generate decodes its checkpoint (Ŵ = (γ/σ) W folded in).
+"$train" --preset char_mini --batch 2 --seq 48 --steps 12 --warmup 2 --quiet --threads 1 --sigma-reparam \
+    --sample-every 12 --sample-tokens 8 --log "$work/sigma.jsonl" --checkpoint-dir "$work/sigma" > /dev/null
+grep -q '"type":"sample"' "$work/sigma.jsonl"
+"$generate" --checkpoint "$work/sigma" --prompt "ROMEO:" --tokens 8 --seed 1 > /dev/null 2> "$work/sigma_gen.err"
+grep -q "decode 7 tokens" "$work/sigma_gen.err"
+echo "σReparam: --sample-every and generate run the folded weights"
 
 # Self-distillation (GATES.md Sec. 4): a dense char_mini trained 60 steps, then its gates alone for 60 steps.
 "$train" --preset char_mini --batch 4 --seq 48 --steps 60 --variant vanilla --quiet --threads 1 \

@@ -113,11 +113,26 @@ public:
         packed_ = false;
     }
     // The weights of a model of the same config and backend (copied; the model may be destroyed afterwards). A
-    // gated model (model<..., gated_variant>) needs set_gates() with its options first.
+    // gated model (model<..., gated_variant>) needs set_gates() with its options first. A model with σReparam
+    // gives the weights it runs on in an evaluation forward, Ŵ = (γ/σ) W (fold_sigma_reparam).
     template <class Model>
     void load(const Model& m) {
         static_assert(std::is_same_v<typename Model::value_type, T> && std::is_same_v<typename Model::backend_type, Backend>,
                       "inference::load: the model's value type and backend must be the decoder's");
+        if (m.sigma_reparam_state()) {
+            const auto &pt = m.parameter_table(), &st = m.state_table();
+            const std::vector<T> params = m.parameters_to_host(), state = m.state_to_host();
+            require(pt.size() == table_.size() + sigma_reparam_weights(shape).size(),
+                    "inference: the model has {} tensors with σReparam's γ, the decoder {} without{}", pt.size(),
+                    table_.size(), gates_ ? "" : " (a gated model needs set_gates() with its options first)");
+            load_folded([&](const std::string& name) {
+                const bool is_param = pt.contains(name);
+                const param_entry& e = is_param ? pt.at(name) : st.at(name);
+                const auto first = (is_param ? params : state).begin() + e.offset;
+                return std::vector<double>(first, first + e.numel());
+            });
+            return;
+        }
         const auto& mt = m.parameter_table();
         require(mt.size() == table_.size() && m.parameters().size() == params_.size(),
                 "inference: the model has {} tensors ({} parameters), the decoder {} ({}){}", mt.size(),
@@ -131,6 +146,16 @@ public:
         }
         copy(Backend{}, params_.data(), m.parameters().data(), std::int64_t(params_.size()));
         packed_ = false;
+    }
+
+    // The weights of a σReparam model given tensor by tensor (get(name): its parameters and u, v state), folded
+    // into the Ŵ it runs on (fold_sigma_reparam; infer/load.hpp reads a checkpoint this way).
+    template <class Get>
+    void load_folded(Get&& get) {
+        const std::vector<double> w = fold_sigma_reparam(table_, shape, get);
+        std::vector<T> h(w.size());
+        for (std::size_t i = 0; i < w.size(); ++i) h[i] = T(accum_t<T>(w[i]));
+        parameters_from_host(h);
     }
 
     // Runs the learned head gates of a model trained with these options (their tensors join the parameter table,

@@ -14,14 +14,17 @@ namespace sgt {
 
 // Loads the weights of the checkpoint at `path` (a step directory, or a directory with a `latest` file) into
 // `inf` and freezes the checkpoint's loop plan; returns that plan. A checkpoint of a gated model (its "variant"
-// metadata, gates.hpp) turns on the same gates (inference::set_gates). Throws sgt::error, naming what differs,
-// when the checkpoint was written by a model of another config.
+// metadata, gates.hpp) turns on the same gates (inference::set_gates); one written with σReparam loads as the
+// weights its model runs on, Ŵ = (γ/σ) W (fold_sigma_reparam). Throws sgt::error, naming what differs, when the
+// checkpoint was written by a model of another config.
 template <class Inference>
 loop_plan load_checkpoint_for_inference(const std::filesystem::path& path, Inference& inf) {
+    bool sigma = false;
     {
         const auto file = resolve_checkpoint(path) / "model.safetensors";
         const auto weights = io::safetensors::from_file(file);
         const auto& meta = weights.metadata();
+        for (const auto& n : weights.names()) sigma |= n.ends_with(".sigma_gamma");
         const std::string where = file.string() + " (metadata \"variant\")";
         if (const auto it = meta.find("variant"); it != meta.end()) {
             inf.set_gates(gated_variant::options_from_json(json_parse(it->second, where), where));
@@ -32,7 +35,17 @@ loop_plan load_checkpoint_for_inference(const std::filesystem::path& path, Infer
                     "written by an older version; train it again to decode with its gates", file.string());
         }
     }
-    const auto schedule = load_weights(path, inf);
+    nlohmann::json schedule;
+    if (sigma) {
+        parameter_table table = inf.parameter_table();
+        add_sigma_reparam_parameters(Inference::shape, table);
+        const parameter_table state = sigma_reparam_state_table(Inference::shape, table);
+        const auto weights = open_weights<Inference>(path, table, state);
+        inf.load_folded([&](const std::string& name) { return weights.template read_as<double>(name); });
+        schedule = detail::parse_metadata(weights, "schedule");
+    } else {
+        schedule = load_weights(path, inf);
+    }
     loop_plan plan = plan_of_schedule(schedule, Inference::NL, Inference::NH);
     inf.set_structure(plan);
     return plan;
