@@ -22,6 +22,7 @@
 #include "sgt/core/buffers.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
+#include "sgt/residual.hpp"
 
 namespace sgt {
 
@@ -119,8 +120,9 @@ struct no_head_transform {
 // Returns the loss term the hook's transform adds (0 without one). hook.forward(r) transforms r.o in place.
 template <class T, class Backend, class Hook = detail::no_head_transform>
 double attention_pass_forward(Backend be, attention_record<T, Backend>& r, attention_scratch<T, Backend>& s,
-                              const attention_weights<T>& w, const T* in, const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin,
-                              double dropout, rng& dropout_rng, Hook&& hook = {}) {
+                              const attention_weights<T>& w, const T* in, const pass_dims& d,
+                              const accum_t<T>* rope_cos, const accum_t<T>* rope_sin, double dropout, rng& dropout_rng,
+                              Hook&& hook = {}) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
     detail::grow(r.rstd, N);
@@ -166,14 +168,7 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
         head_gain_forward(be, r.o.data(), r.gain.data(), N, n, d.HD, false);
     }
     const double extra_loss = hook.forward(r);
-    if (dropout > 0.0) {  // the branch y, dropped out, then H' = H + y
-        detail::grow(r.mask, N * d.C);
-        matmul_forward(be, r.out.data(), r.o.data(), r.wo, int(N), nhd, d.C);
-        dropout_forward(be, r.out.data(), r.mask.data(), N * d.C, dropout, dropout_rng);
-        accumulate(be, r.out.data(), in, N * d.C);
-    } else {  // H' = H + y, the residual added in the product
-        matmul_forward(be, r.out.data(), r.o.data(), r.wo, int(N), nhd, d.C, false, in);
-    }
+    residual_branch_forward(be, r.out.data(), r.mask, r.o.data(), r.wo, in, int(N), nhd, d.C, dropout, dropout_rng);
     return extra_loss;
 }
 
@@ -186,19 +181,13 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
                              Hook&& hook = {}) {
     const int n = r.n(), nhd = n * d.HD;
     const std::int64_t N = d.tokens();
-    if (dropout > 0.0) detail::grow(s.dy, N * d.C);
     detail::grow(s.da, N * d.C);
     detail::grow(s.dqkv, N * 3 * std::int64_t(d.C));
     detail::grow(s.d_o, N * d.C);
     detail::grow(s.dw_qkv, 3 * std::int64_t(d.C) * d.C);
     detail::grow(s.dw_o, std::int64_t(d.C) * d.C);
 
-    const T* dy = dres;  // ∂L/∂y: dres itself, or through the dropout mask
-    if (dropout > 0.0) {
-        copy(be, s.dy.data(), dres, N * d.C);
-        dropout_backward(be, s.dy.data(), r.mask.data(), N * d.C);
-        dy = s.dy.data();
-    }
+    const T* dy = residual_branch_grad(be, static_cast<const T*>(dres), s.dy, r.mask.data(), N * d.C, dropout);
     // Weight gradients go straight into g when the pass used the weights themselves (all heads, in order);
     // otherwise into scratch, then added to the rows and columns of R's heads.
     const bool direct = r.all_heads && g.wk == g.wq + std::int64_t(d.C) * d.C && g.wv == g.wk + std::int64_t(d.C) * d.C;

@@ -8,6 +8,7 @@
 #include "sgt/core/buffers.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
+#include "sgt/residual.hpp"
 
 namespace sgt {
 
@@ -62,14 +63,7 @@ void ffn_forward(Backend be, ffn_record<T, Backend>& r, ffn_scratch<T, Backend>&
     matmul_forward(be, r.gate.data(), s.x.data(), w.w1, int(N), d.C, d.F);
     matmul_forward(be, r.up.data(), s.x.data(), w.w3, int(N), d.C, d.F);
     swiglu_forward(be, r.act.data(), r.gate.data(), r.up.data(), N * d.F);
-    if (dropout > 0.0) {  // the branch, dropped out, then h = H + branch
-        detail::grow(r.mask, N * d.C);
-        matmul_forward(be, r.out.data(), r.act.data(), w.w2, int(N), d.F, d.C);
-        dropout_forward(be, r.out.data(), r.mask.data(), N * d.C, dropout, dropout_rng);
-        accumulate(be, r.out.data(), in, N * d.C);
-    } else {  // h = H + branch, the residual added in the product
-        matmul_forward(be, r.out.data(), r.act.data(), w.w2, int(N), d.F, d.C, false, in);
-    }
+    residual_branch_forward(be, r.out.data(), r.mask, r.act.data(), w.w2, in, int(N), d.F, d.C, dropout, dropout_rng);
 }
 
 // dres: on entry ∂L/∂h, on exit ∂L/∂H.
@@ -77,16 +71,10 @@ template <class T, class Backend>
 void ffn_backward(Backend be, T* dres, const ffn_grads<T>& g, ffn_record<T, Backend>& r, const ffn_weights<T>& w,
                   ffn_scratch<T, Backend>& s, const pass_dims& d, double dropout) {
     const std::int64_t N = d.tokens();
-    if (dropout > 0.0) detail::grow(s.dy, N * d.C);
     detail::grow(s.dx, N * d.C);
     detail::grow(s.dact, N * d.F);
     detail::grow(s.dup, N * d.F);
-    const T* dy = dres;  // ∂L/∂branch: dres itself, or through the dropout mask
-    if (dropout > 0.0) {
-        copy(be, s.dy.data(), dres, N * d.C);
-        dropout_backward(be, s.dy.data(), r.mask.data(), N * d.C);
-        dy = s.dy.data();
-    }
+    const T* dy = residual_branch_grad(be, static_cast<const T*>(dres), s.dy, r.mask.data(), N * d.C, dropout);
     // The scratch gradients are overwritten (no zeroing first); the weight gradients accumulate into g.
     matmul_backward(be, s.dact.data(), g.w2, dy, r.act.data(), w.w2, int(N), d.F, d.C, overwrite{.din = true});
     T* dgate = s.dact.data();  // ∂L/∂gate over ∂L/∂act (elementwise, in place)

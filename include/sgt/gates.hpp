@@ -18,7 +18,8 @@
 // Self-distillation (GATES.md Sec. 4, set_distilling): the pass stays dense (o is not gated) and the gates learn
 // the dense model's own head importance τ_{t,i} = ‖W_O^(i) o_{t,i}‖₂ / max_j ‖W_O^(j) o_{t,j}‖₂ (j over every head
 // of the pass, dense ones included) by the loss BCE(s, τ), averaged over positions and gated heads, each gated pass
-// adding its own (as the λ term, which it replaces). τ is a target (no gradient flows into it); the gates' gradient is ∂BCE/∂z = (s − τ) / count.
+// adding its own (as the λ term, which it replaces). τ is a target (no gradient flows into it); the gates' gradient
+// is ∂BCE/∂z = (s − τ) / count.
 #pragma once
 
 #include <algorithm>
@@ -102,8 +103,8 @@ public:
                 {"n_dense", o_.n_dense},   {"lambda", o_.lambda},       {"layers", o_.layers}};
     }
     static gate_options options_from_json(const nlohmann::json& j, std::string_view where) {
-        require(json_get<std::string>(j, "kind", where) == "gates", "{}: expected a variant of kind \"gates\", found {}",
-                where, detail::describe(j["kind"]));
+        require(json_get<std::string>(j, "kind", where) == "gates",
+                "{}: expected a variant of kind \"gates\", found {}", where, detail::describe(j["kind"]));
         gate_options o;
         o.threshold = json_get<double>(j, "threshold", where);
         o.straight_through = json_get<bool>(j, "straight_through", where);

@@ -237,11 +237,13 @@ public:
             r.gains = std::move(spec.gains);
             const bool hooked = variant_.transforms(site, lp);
             const auto aw = attention_weights_of(l);
+            const accum_t<T>* rc = rope_cos_.data();
+            const accum_t<T>* rs = rope_sin_.data();
             if (hooked)
-                extra_loss_ += attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p,
-                                                      dropout_rng_, variant_hook{*this, site});
+                extra_loss_ += attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_,
+                                                      variant_hook{*this, site});
             else
-                attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rope_cos_.data(), rope_sin_.data(), p, dropout_rng_);
+                attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_);
             stages_.push_back({stage::attention, l, n_attn++, site, hooked});
             h = r.out.data();
             if (site.repeat == 0 && site.step == 0) entropy_passes.push_back({l, n_attn - 1, true});

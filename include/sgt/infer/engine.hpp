@@ -117,7 +117,8 @@ public:
     // gives the weights it runs on in an evaluation forward, Ŵ = (γ/σ) W (fold_sigma_reparam).
     template <class Model>
     void load(const Model& m) {
-        static_assert(std::is_same_v<typename Model::value_type, T> && std::is_same_v<typename Model::backend_type, Backend>,
+        static_assert(std::is_same_v<typename Model::value_type, T> &&
+                          std::is_same_v<typename Model::backend_type, Backend>,
                       "inference::load: the model's value type and backend must be the decoder's");
         if (m.sigma_reparam_state()) {
             const auto &pt = m.parameter_table(), &st = m.state_table();
@@ -391,7 +392,8 @@ private:
             }
             w.norm = weight(layer_name(l, "input_layernorm.weight"));
             const T* wo = weight(layer_name(l, "self_attn.o_proj.weight"));
-            const bool consecutive = k.offset == q.offset + std::int64_t(C) * C && v.offset == k.offset + std::int64_t(C) * C;
+            const bool consecutive =
+                k.offset == q.offset + std::int64_t(C) * C && v.offset == k.offset + std::int64_t(C) * C;
             if (p.n() == NH && consecutive) {
                 w.w_qkv = params_.data() + q.offset;
                 w.w_o = wo;
@@ -505,7 +507,8 @@ private:
                            max_context_);
             detail::grow(probs_, attention_saved_size<T>(be, B, T_, n, HD));
             attention_forward(be, o_.data(), probs_.data(), entropy_.data(), qkv_.data(), B, T_, n, HD);
-            if (!p.unit_gains()) head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), N, n, HD, false);
+            if (!p.unit_gains())
+                head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), N, n, HD, false);
             if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {  // o ← g·o per position and head
                 gate_forward_at(be, gate_s_.data(), gate_g_.data(), gate_run(gs) + std::int64_t(b0) * NH, qkv_.data(),
                                 gate_weights_[std::size_t(gs)].w, gate_weights_[std::size_t(gs)].c, start_.data(),
@@ -575,7 +578,8 @@ private:
             decode_attention(be, o_.data(), qkv_.data(), cache_.keys(p), cache_.values(p), start_.data(), B, n, HD,
                              max_context_, decode_ws_.data(), gain);
             if (!p.unit_gains())
-                head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), std::int64_t(B), n, HD, false);
+                head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), std::int64_t(B), n, HD,
+                                  false);
             matmul_forward(be, h_.data(), o_.data(), w.w_o, B, nhd, C, true);
         }
         rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), final_norm_, B, C, config.norm_eps);
@@ -594,7 +598,8 @@ private:
             for (int b = 0; b < batch_; ++b)
                 for (int i = gates_->n_dense; i < NH; ++i) {
                     const std::int64_t len = positions_[std::size_t(b)] + 1;
-                    const bool closed = g[(gs * std::size_t(max_batch_) + std::size_t(b)) * NH + std::size_t(i)] == T(0);
+                    const std::size_t at = (gs * std::size_t(max_batch_) + std::size_t(b)) * NH + std::size_t(i);
+                    const bool closed = g[at] == T(0);
                     ++gate_stats_.head_reads;
                     gate_stats_.kv_vectors += len;
                     gate_stats_.head_reads_skipped += closed ? 1 : 0;

@@ -30,7 +30,8 @@ loop_plan load_checkpoint_for_inference(const std::filesystem::path& path, Infer
             inf.set_gates(gated_variant::options_from_json(json_parse(it->second, where), where));
         } else {
             const auto names = weights.names();
-            require(std::none_of(names.begin(), names.end(), [](const auto& n) { return n.ends_with(".self_attn.gate.weight"); }),
+            const auto is_gate = [](const auto& n) { return n.ends_with(".self_attn.gate.weight"); };
+            require(std::none_of(names.begin(), names.end(), is_gate),
                     "{}: holds learned head gates but no record of their options (metadata \"variant\"): it was "
                     "written by an older version; train it again to decode with its gates", file.string());
         }

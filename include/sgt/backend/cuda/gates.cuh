@@ -22,7 +22,8 @@ __global__ void gate_dots_kernel(accum_t<T>* dots, const T* qkv, const T* w, std
     using A = accum_t<T>;
     const int ng = n - i0, lane = threadIdx.x % 32;
     const std::int64_t warps = std::int64_t(gridDim.x) * blockDim.x / 32;
-    for (std::int64_t warp = (blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x) / 32; warp < rows * ng; warp += warps) {
+    const std::int64_t first = (blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x) / 32;
+    for (std::int64_t warp = first; warp < rows * ng; warp += warps) {
         const std::int64_t r = warp / ng;
         const int j = int(warp % ng), i = i0 + j;
         const T* q = qkv + r * 3 * std::int64_t(n) * HD + std::int64_t(i) * HD;
