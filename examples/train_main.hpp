@@ -137,7 +137,7 @@ int train_main(int argc, char** argv) {
                 }
         }
         auto run = [&]<class T>() {
-            return with_preset(o.preset, [&]<model_config Cfg>() {
+            return with_preset<true>(o.preset, [&]<model_config Cfg>() {
             any_dataset ds = shards ? any_dataset(shard_dataset(train_shards, val_shards, Cfg.shape.vocab))
                                     : text_or_task(data, o.task);
             auto gate_scores = o.gated ? std::make_shared<const gated_variant*>(nullptr) : nullptr;

@@ -283,3 +283,15 @@ TEST_CASE("σReparam: bad input is refused with messages saying what was expecte
     CHECK_THROWS_WITH_AS(plain.state_from_host(few), doctest::Contains("the model has no σReparam"), sgt::error);
     CHECK_NOTHROW(plain.state_from_host({}));
 }
+
+TEST_CASE("σReparam: its products are in the FLOPs counter, by hand") {
+    // tiny: C = 32, F = 64, V = 64, 4 layers. Linear layers per layer: q, k, v, o (32 x 32), gate, up (64 x 32),
+    // down (32 x 64): 4·1,024 + 3·2,048 = 10,240 elements and 4·32 + 2·64 + 32 = 288 rows; the LM head 64 x 32:
+    // 2,048 elements, 64 rows. In all 4·10,240 + 2,048 = 43,008 elements and 4·288 + 64 = 1,216 rows, and
+    // 10 FLOPs per element (power step 4, σ 2, backward 4) plus 2 per row (uᵀ(Wv)): 432,512 per step.
+    plain_model plain(2, 8);
+    model<double, cfg> sigma(2, 8, 0, paper_variant{}, on);
+    const loop_plan plan = loop_plan::vanilla(cfg.shape.layers);
+    CHECK(sigma.step_flops(2, 8, plan) - plain.step_flops(2, 8, plan) == doctest::Approx(432'512.0).epsilon(1e-12));
+    CHECK(sigma.sigma_reparam_state()->step_flops() == 432'512.0);
+}

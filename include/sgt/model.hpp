@@ -349,9 +349,10 @@ public:
         return out;
     }
 
-    // Training FLOPs of one step of B sequences of `seq` tokens under `plan` (spec Sec. 6), the variant's included.
+    // Training FLOPs of one step of B sequences of `seq` tokens under `plan` (spec Sec. 6), the variant's and
+    // σReparam's included.
     double step_flops(std::int64_t B, int seq, const loop_plan& plan) const {
-        return sgt::step_flops(shape, B, seq, plan, variant_);
+        return sgt::step_flops(shape, B, seq, plan, variant_) + (sigma_ ? sigma_->step_flops() : 0.0);
     }
 
 private:

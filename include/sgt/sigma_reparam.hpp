@@ -236,6 +236,17 @@ public:
         }
     }
 
+    // The products σReparam adds to a training step, in the FLOPs convention of flops.hpp (matrix products,
+    // 2 per multiply-add): per linear layer W (rows x cols, n = rows·cols) the power step's Wᵀu and W v (4n),
+    // σ = uᵀ(W v) (2n + 2·rows), ⟨G, W⟩ and the rank-1 u vᵀ term of the backward (4n). The model counts it with
+    // every micro-batch; the power step runs once per step, so gradient accumulation over m micro-batches
+    // overcounts 4n (m − 1) times, a few millionths of a step.
+    double step_flops() const {
+        double f = 0.0;
+        for (const auto& L : linears_) f += 10.0 * double(L.w->numel()) + 2.0 * L.rows;
+        return f;
+    }
+
     // u and v of every linear layer ("<weight>.sigma_u" (out), "<weight>.sigma_v" (in)), in one buffer.
     const parameter_table& state_table() const { return state_; }
     std::vector<T> state_to_host() const { return detail::to_host(Backend{}, std::span<const T>(uv_)); }
