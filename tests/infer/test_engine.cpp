@@ -84,6 +84,20 @@ double max_abs_diff(std::span<const double> a, std::span<const double> b) {
     return d;
 }
 
+// The logits of every prompt position after prefill(prompts, true), one vector per prompt.
+template <class Inference>
+std::vector<std::vector<double>> prefill_logits_per_prompt(const Inference& inf,
+                                                           const std::vector<std::vector<std::int32_t>>& prompts) {
+    std::vector<std::vector<double>> out(prompts.size());
+    std::size_t row = 0;
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+        const std::size_t n = prompts[b].size() * V;
+        out[b].assign(inf.all_prefill_logits().begin() + row, inf.all_prefill_logits().begin() + row + n);
+        row += n;
+    }
+    return out;
+}
+
 }  // namespace
 
 TEST_CASE("prefill + decode give the logits of the uncached forward at every position (double, <= 1e-12)") {
@@ -101,12 +115,9 @@ TEST_CASE("prefill + decode give the logits of the uncached forward at every pos
                                                              random_tokens(r, 1)};
         auto seqs = prompts;
         const auto last = inf.prefill(prompts, true);
-        std::vector<std::vector<double>> cached(3);
-        std::size_t row = 0;
+        auto cached = prefill_logits_per_prompt(inf, prompts);
         for (int b = 0; b < 3; ++b) {
             const std::size_t n = prompts[b].size() * V;
-            cached[b].assign(inf.all_prefill_logits().begin() + row, inf.all_prefill_logits().begin() + row + n);
-            row += n;
             // The returned row is the prompt's last position.
             CHECK(max_abs_diff(last.subspan(std::size_t(b) * V, V),
                                std::span<const double>(cached[b]).subspan(n - V, V)) == 0.0);
@@ -317,13 +328,7 @@ TEST_CASE("decoding with learned head gates: cached = uncached logits; closed he
         const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 9), random_tokens(r, 4)};
         auto seqs = prompts;
         inf.prefill(prompts, true);
-        std::vector<std::vector<double>> cached(2);
-        std::size_t row = 0;
-        for (int b = 0; b < 2; ++b) {
-            const std::size_t n = prompts[b].size() * V;
-            cached[b].assign(inf.all_prefill_logits().begin() + row, inf.all_prefill_logits().begin() + row + n);
-            row += n;
-        }
+        auto cached = prefill_logits_per_prompt(inf, prompts);
         const int steps = 8;
         for (int step = 0; step < steps; ++step) {
             const auto next = random_tokens(r, 2);

@@ -162,10 +162,7 @@ public:
     // Runs the learned head gates of a model trained with these options (their tensors join the parameter table,
     // as in model<..., gated_variant>): call before loading the weights, which it resets to zero.
     void set_gates(const gate_options& o) {
-        const gated_variant v(o);
-        sgt::parameter_table t = sgt::parameter_table::llama(shape);
-        v.add_parameters(config, t);
-        table_ = std::move(t);
+        table_ = model<T, Cfg, Backend, gated_variant>::make_parameter_table(gated_variant(o));
         gates_ = o;
         params_.resize(std::size_t(table_.numel()));
         fill_zero(Backend{}, params_.data(), std::int64_t(params_.size()));
@@ -204,7 +201,7 @@ public:
         auto add = [&](const auto& x) { b += std::int64_t(x.size() * sizeof(*x.data())); };
         add(h_), add(a_), add(rstd_), add(qkv_), add(o_), add(probs_), add(entropy_), add(gate_), add(up_);
         add(act_), add(last_), add(logits_), add(tokens_), add(start_), add(rope_cos_), add(rope_sin_);
-        add(decode_ws_), add(gate_run_), add(gate_s_), add(gate_g_), add(gate_dec_s_), add(gate_dec_g_), add(len_);
+        add(decode_ws_), add(gate_run_), add(gate_s_), add(gate_g_), add(gate_dec_g_), add(len_);
         for (const auto& p : packs_) add(p.w_qkv), add(p.w_o);
         return b;
     }
@@ -435,7 +432,6 @@ private:
         }
         const std::int64_t per_slot = std::int64_t(max_batch_) * NH, slots = std::int64_t(gate_weights_.size());
         gate_run_.resize(std::size_t(slots * per_slot));
-        gate_dec_s_.resize(std::size_t(slots * per_slot));
         gate_dec_g_.resize(std::size_t(slots * per_slot));
         if (slots > 0) fill_zero(be, gate_run_.data(), slots * per_slot);
         packed_ = true;
@@ -468,7 +464,7 @@ private:
         grow(entropy_, std::int64_t(max_batch_) * NH);
         grow(decode_ws_, decode_attention_workspace<T>(Backend{}, max_batch_, NH, HD, max_context_));
         if (!gate_weights_.empty()) {
-            grow(gate_s_, N * NH);
+            grow(gate_s_, std::max(N, std::int64_t(max_batch_)) * NH);  // also a decode step's scores
             grow(gate_g_, N * NH);
             grow(len_, max_batch_);
         }
@@ -569,7 +565,7 @@ private:
             const T* gain = nullptr;  // a gated pass: g per (sequence, head); closed heads skip their read
             if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {
                 const std::int64_t at = std::int64_t(gs) * max_batch_ * NH;
-                gate_forward_at(be, gate_dec_s_.data() + at, gate_dec_g_.data() + at, gate_run(gs), qkv_.data(),
+                gate_forward_at(be, gate_s_.data(), gate_dec_g_.data() + at, gate_run(gs), qkv_.data(),
                                 gate_weights_[std::size_t(gs)].w, gate_weights_[std::size_t(gs)].c, start_.data(),
                                 static_cast<const std::int32_t*>(nullptr), B, 1, NH, HD, gates_->n_dense,
                                 gates_->threshold, true);
@@ -650,8 +646,8 @@ private:
     std::vector<int> gate_slot_;
     std::vector<gate_weights> gate_weights_;
     buffer<accum_t<T>> gate_run_;      // (slots, max_batch, NH) running Σ w_k·k of each sequence and head
-    buffer<T> gate_s_, gate_g_;        // (N, NH) a prefill chunk's scores and gains
-    buffer<T> gate_dec_s_, gate_dec_g_;  // (slots, max_batch, NH) a decode step's scores and gains
+    buffer<T> gate_s_, gate_g_;        // (N, NH) a prefill chunk's scores (also a decode step's) and gains
+    buffer<T> gate_dec_g_;             // (slots, max_batch, NH) a decode step's gains
     buffer<std::int32_t> len_;         // (B) a prefill chunk's prompt lengths
     std::vector<T> gate_host_;         // host copy of gate_dec_g_
     gate_decode_stats gate_stats_;

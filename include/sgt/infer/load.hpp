@@ -19,33 +19,31 @@ namespace sgt {
 // checkpoint was written by a model of another config.
 template <class Inference>
 loop_plan load_checkpoint_for_inference(const std::filesystem::path& path, Inference& inf) {
+    const auto file = resolve_checkpoint(path) / "model.safetensors";
+    const auto weights = io::safetensors::from_file(file);
     bool sigma = false;
-    {
-        const auto file = resolve_checkpoint(path) / "model.safetensors";
-        const auto weights = io::safetensors::from_file(file);
-        const auto& meta = weights.metadata();
-        for (const auto& n : weights.names()) sigma |= n.ends_with(".sigma_gamma");
-        const std::string where = file.string() + " (metadata \"variant\")";
-        if (const auto it = meta.find("variant"); it != meta.end()) {
-            inf.set_gates(gated_variant::options_from_json(json_parse(it->second, where), where));
-        } else {
-            const auto names = weights.names();
-            const auto is_gate = [](const auto& n) { return n.ends_with(".self_attn.gate.weight"); };
-            require(std::none_of(names.begin(), names.end(), is_gate),
-                    "{}: holds learned head gates but no record of their options (metadata \"variant\"): it was "
-                    "written by an older version; train it again to decode with its gates", file.string());
-        }
+    for (const auto& n : weights.names()) sigma |= n.ends_with(".sigma_gamma");
+    const auto& meta = weights.metadata();
+    const std::string where = file.string() + " (metadata \"variant\")";
+    if (const auto it = meta.find("variant"); it != meta.end()) {
+        inf.set_gates(gated_variant::options_from_json(json_parse(it->second, where), where));
+    } else {
+        const auto names = weights.names();
+        const auto is_gate = [](const auto& n) { return n.ends_with(".self_attn.gate.weight"); };
+        require(std::none_of(names.begin(), names.end(), is_gate),
+                "{}: holds learned head gates but no record of their options (metadata \"variant\"): it was "
+                "written by an older version; train it again to decode with its gates", file.string());
     }
     nlohmann::json schedule;
     if (sigma) {
         parameter_table table = inf.parameter_table();
         add_sigma_reparam_parameters(Inference::shape, table);
         const parameter_table state = sigma_reparam_state_table(Inference::shape, table);
-        const auto weights = open_weights<Inference>(path, table, state);
+        detail::check_weights<Inference>(weights, table, state);
         inf.load_folded([&](const std::string& name) { return weights.template read_as<double>(name); });
         schedule = detail::parse_metadata(weights, "schedule");
     } else {
-        schedule = load_weights(path, inf);
+        schedule = load_weights(weights, inf);
     }
     loop_plan plan = plan_of_schedule(schedule, Inference::NL, Inference::NH);
     inf.set_structure(plan);

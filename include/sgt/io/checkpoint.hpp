@@ -534,23 +534,13 @@ struct no_data_check {
 
 }  // namespace detail
 
-// Opens the model.safetensors of the checkpoint at `path` (see resolve_checkpoint) and checks that it is an sgt
-// checkpoint of Model's compile-time config holding exactly the tensors of `table` (by default Model's own, with a
-// default-constructed variant's), checksums verified.
-template <class Model>
-io::safetensors open_weights(const fs::path& path, const parameter_table& table = Model::make_parameter_table(),
-                             const parameter_table& state = {}) {
-    auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
-    detail::check_weights<Model>(weights, table, state);
-    return weights;
-}
-
 // Weights only (inference, export): loads a checkpoint's parameters into `m`; returns its schedule's JSON (Θ).
+// The first form takes a checkpoint's model.safetensors already read (checked here against m's tensors).
 template <class Model>
-nlohmann::json load_weights(const fs::path& path, Model& m) {
+nlohmann::json load_weights(const io::safetensors& weights, Model& m) {
     using T = typename Model::value_type;
     using M = accum_t<T>;
-    const auto weights = open_weights<Model>(path, m.parameter_table(), detail::state_table_of(m));
+    detail::check_weights<Model>(weights, m.parameter_table(), detail::state_table_of(m));
     const auto schedule = detail::parse_metadata(weights, "schedule");
     std::vector<M> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
@@ -563,6 +553,10 @@ nlohmann::json load_weights(const fs::path& path, Model& m) {
         m.parameters_from_host(rounded);
     }
     return schedule;
+}
+template <class Model>
+nlohmann::json load_weights(const fs::path& path, Model& m) {
+    return load_weights(io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors"), m);
 }
 
 // Weights only, into a model with tensors the checkpoint lacks (a gated model distilled from a dense run,
