@@ -29,6 +29,8 @@ constexpr model_config gpt2_4k{.shape = {.layers = 12, .heads = 12, .head_dim = 
                                          .max_seq = 4096},
                                .loops = presets::paper_loops};
 
+bool use_graphs = true;  // --no-graphs: every step eager (trainer::set_graphs)
+
 struct event_timer {
     cudaEvent_t start{}, stop{};
     event_timer() {
@@ -62,6 +64,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
         static_schedule sched(plan, Cfg.shape.heads, variant);
         trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1},
                    adamw_options{}, B, S);
+        tr.set_graphs(use_graphs);
         const batch b = sgt_bench::random_batch(B, S, Cfg.shape.vocab, 1234);
         event_timer timer;
         std::vector<double> ms;
@@ -93,6 +96,8 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
              {"peak_tflops", peak / 1e12},
              {"peak_mem_mib", double(detail::device_memory().peak - base) / (1 << 20)},
              {"loss", loss},
+             {"graphs", use_graphs},
+             {"replayed_steps", tr.replayed_steps()},
              {"device", prop.name}};
     }
     return j;
@@ -234,7 +239,10 @@ int main(int argc, char** argv) {
     bool nondeterministic = false;
     app.add_flag("--nondeterministic", nondeterministic,
                  "let cuDNN's attention backward accumulate with atomics (runs differ in the last bits)");
+    bool no_graphs = false;
+    app.add_flag("--no-graphs", no_graphs, "run every step eagerly instead of replaying a recorded CUDA graph");
     CLI11_PARSE(app, argc, argv);
+    use_graphs = !no_graphs;
     try {
         require(attention == "auto" || attention == "cudnn" || attention == "fused" || attention == "materialized",
                 "--attention: expected auto, cudnn, fused or materialized, found '{}'", attention);

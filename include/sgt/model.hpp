@@ -199,18 +199,35 @@ public:
     // Runs the model on a batch under a loop plan; keeps what backward() needs. Returns the mean loss over
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
     double forward(const batch& x, const loop_plan& plan) {
+        stage_batch(x);
+        enqueue_forward(plan);
+        return finish_forward();
+    }
+
+    // forward() in its three parts, for a training step recorded as a graph (train/trainer.hpp): stage_batch
+    // checks the batch and copies it to the backend's memory; enqueue_forward issues the forward's work without
+    // reading anything back (on a GPU it only enqueues: the backward can follow it in the same recording);
+    // finish_forward brings the loss and the entropies to the host and returns what forward() does.
+    void stage_batch(const batch& x) {
         check_batch(x);
-        validate_plan(plan, NL, NH, budget);
         const Backend be{};
-        if (sigma_) sigma_->forward(be, params_.data(), training_);  // Ŵ = (γ/σ) W, read through weight()
         d_ = pass_dims{x.B, x.T, C, NH, HD, F, V, config.norm_eps};
         const std::int64_t N = d_.tokens();
-        const double p = training_ ? dropout_ : 0.0;
-        active_dropout_ = p;
         detail::grow(tokens_, N);
         detail::grow(targets_, N);
         copy_from_host(be, tokens_.data(), x.inputs.data(), N);
         copy_from_host(be, targets_.data(), x.targets.data(), N);
+        loss_ = loss_sum{.sum = 0.0, .count = std::int64_t(std::count_if(x.targets.begin(), x.targets.end(),
+                                                                          [](std::int32_t y) { return y >= 0; }))};
+    }
+    void enqueue_forward(const loop_plan& plan) {
+        require(d_.B > 0, "model: enqueue_forward() needs a stage_batch() first");
+        validate_plan(plan, NL, NH, budget);
+        const Backend be{};
+        if (sigma_) sigma_->forward(be, params_.data(), training_);  // Ŵ = (γ/σ) W, read through weight()
+        const std::int64_t N = d_.tokens();
+        const double p = training_ ? dropout_ : 0.0;
+        active_dropout_ = p;
 
         detail::grow(emb_, N * C);
         embedding_forward(be, emb_.data(), tokens_.data(), weight(*embed_), int(N), C);
@@ -220,13 +237,7 @@ public:
         }
 
         stages_.clear();
-        entropy_ = entropy_report(NL, NH);
-        struct entropy_pass {
-            int layer;
-            std::size_t record;
-            bool first;  // the first pass (all heads), else the last loop step
-        };
-        std::vector<entropy_pass> entropy_passes;
+        entropy_passes_.clear();
         const T* h = emb_.data();
         std::size_t n_attn = 0, n_ffn = 0;
         extra_loss_ = 0.0;
@@ -246,9 +257,9 @@ public:
                 attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_);
             stages_.push_back({stage::attention, l, n_attn++, site, hooked});
             h = r.out.data();
-            if (site.repeat == 0 && site.step == 0) entropy_passes.push_back({l, n_attn - 1, true});
+            if (site.repeat == 0 && site.step == 0) entropy_passes_.push_back({l, n_attn - 1, true});
             if (site.repeat == lp.block_repeat - 1 && site.step == lp.k && site.step > 0)
-                entropy_passes.push_back({l, n_attn - 1, false});
+                entropy_passes_.push_back({l, n_attn - 1, false});
             if (site.step == lp.k) {  // the block's FFN follows its last attention pass
                 auto& f = ffn_record_at(n_ffn);
                 ffn_forward(be, f, ffn_scratch_, ffn_weights_of(l), h, d_, p, dropout_rng_);
@@ -262,19 +273,32 @@ public:
         detail::grow(final_x_, N * C);
         detail::grow(logits_, N * V);
         detail::grow(lse_, N);
+        detail::grow(loss_sum_, 1);
         rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(*final_norm_), int(N), C, config.norm_eps);
         matmul_forward(be, logits_.data(), final_x_.data(), weight(*lm_head_), int(N), C, V);
-        loss_ = cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V, lse_.data());
+        cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V, lse_.data(), loss_sum_.data());
         logits_hold_logits_ = true;
-        // The entropies come to the host after the whole forward (on a GPU, the loss above already waited for it).
-        for (const auto& [l, record, first] : entropy_passes) {
+    }
+    double finish_forward() {
+        require(!stages_.empty(), "model: finish_forward() needs an enqueue_forward() first");
+        const Backend be{};
+        copy_to_host(be, &loss_.sum, static_cast<const double*>(loss_sum_.data()), 1);
+        entropy_ = entropy_report(NL, NH);
+        for (const auto& [l, record, first] : entropy_passes_) {
             auto& r = attn_records_[record];
-            r.fetch_entropy(be, x.B);
+            r.fetch_entropy(be, d_.B);
             for (int i = 0; i < r.n(); ++i)
                 (first ? entropy_.first_pass : entropy_.last_loop)[std::size_t(l) * NH + r.heads[i]] =
-                    r.head_entropy(i, x.B);
+                    r.head_entropy(i, d_.B);
         }
         return loss_.mean() + extra_loss_;
+    }
+    // Whether a training step of this model may be recorded once and replayed (train/trainer.hpp): its device
+    // work must not depend on host values that change from step to step. Not with dropout (a new mask each step),
+    // σReparam (its power iteration's state) or a variant that transforms head outputs (gates.hpp reads its
+    // statistics back), which run every step eagerly.
+    bool replayable() const {
+        return !sigma_ && dropout_ == 0.0 && std::is_same_v<Variant, paper_variant>;
     }
 
     // Gradients of the loss of the last forward() (the mean cross-entropy plus any loss term of the variant),
@@ -460,8 +484,15 @@ private:
     buffer<accum_t<T>> lse_;          // (B, T) log Σ exp of each row of the logits, for the backward
     bool logits_hold_logits_ = false;  // logits_ holds the last forward's logits (else their gradient)
     mutable std::vector<T> logits_host_;  // logits() on a GPU backend
+    buffer<double> loss_sum_;         // (1) the cross-entropy's sum, in the backend's memory
     loss_sum loss_;
     double extra_loss_ = 0.0;
+    struct entropy_pass {
+        int layer;
+        std::size_t record;
+        bool first;  // the first pass (all heads), else the last loop step
+    };
+    std::vector<entropy_pass> entropy_passes_;  // the passes whose entropies the report takes (Eq. 4)
     entropy_report entropy_;
 };
 

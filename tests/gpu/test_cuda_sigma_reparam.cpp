@@ -45,7 +45,8 @@ TEST_CASE("the σReparam model on the GPU matches the CPU in fp32: σ, Ŵ, loss,
             CHECK_MESSAGE(std::abs(sg - sc) / sc <= 1e-5, "σ of " << w << ": cpu " << sc << ", gpu " << sg);
             const auto wc = mc.sigma_reparam_state()->weight_to_host(w), wg = mg.sigma_reparam_state()->weight_to_host(w);
             const std::vector<double> c(wc.begin(), wc.end()), g(wg.begin(), wg.end());
-            CHECK_MESSAGE(test::rel_error(g, c) <= 1e-5, "Ŵ of " << w << " differs by " << test::rel_error(g, c));
+            const double err = test::rel_error(g, c);  // outside the message (see support.hpp's rel_error)
+            CHECK_MESSAGE(err <= 1e-5, "Ŵ of " << w << " differs by " << err);
         }
         const auto uc = mc.state_to_host(), ug = mg.state_to_host();
         const std::vector<double> su(uc.begin(), uc.end()), sg(ug.begin(), ug.end());

@@ -140,10 +140,13 @@ template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up,
 template <class T>
 void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n);
 
-// cross_entropy.cuh (targets: device memory; the loss comes back to the host)
+// cross_entropy.cuh (targets: device memory; the loss comes back to the host, or stays in device memory at *sum)
 template <class T>
 loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V,
                                accum_t<T>* lse = nullptr);
+template <class T>
+void cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse,
+                           double* sum);
 template <class T>
 void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale,
                             const accum_t<T>* lse = nullptr);

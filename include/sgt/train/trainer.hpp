@@ -3,6 +3,8 @@
 // A step t (counting from 1) runs the schedule's current plan Θ_t: forward, backward, global-norm clipping,
 // AdamW at the cosine schedule's rate, then the schedule's end_step(t, entropies) (Algorithm 1 for SGT), whose
 // new structure applies from step t + 1. FLOPs are counted per step with the plan that ran (spec Sec. 6).
+// On a GPU, a one-batch step's forward and backward are recorded as a CUDA graph once the plan and the batch shape
+// repeat, and replayed after that (set_graphs; model::replayable says which models allow it).
 // The training loop itself (data, logging, checkpoints) belongs to the program: see examples/train.cpp.
 #pragma once
 
@@ -12,6 +14,7 @@
 #include <span>
 #include <vector>
 
+#include "sgt/core/step_graph.hpp"
 #include "sgt/data/batch.hpp"
 #include "sgt/flops.hpp"
 #include "sgt/growth.hpp"
@@ -61,20 +64,42 @@ public:
         for (const auto& b : micro)
             for (const std::int32_t y : b.targets) count += y >= 0 ? 1 : 0;
         model_.set_training(true);
-        model_.zero_grad();
         double sum = 0.0;
         int sequences = 0;
-        for (const auto& b : micro) {
-            model_.forward(b, plan);
-            require(micro.size() == 1 || model_.extra_loss() == 0.0,
-                    "training: gradient accumulation over {} micro-batches with a variant that adds a loss term "
-                    "({}) is not supported: the term's gradient would count once per micro-batch",
-                    micro.size(), model_.extra_loss());
-            sum += model_.last_loss().sum;
-            model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
-            if (micro.size() > 1) add_entropies(model_.entropies(), b.B, sequences == 0);
-            sequences += b.B;
-            r.flops += model_.step_flops(b.B, b.T, plan);
+        if (micro.size() == 1 && graphs_ && model_.replayable()) {
+            // One batch: the forward and the backward as one recorded step, replayed while the plan, the batch
+            // shape and the count of targets (the backward's scale) stay those it was recorded with. The batch is
+            // copied in before, the loss and the entropies read after it.
+            const batch& b = micro[0];
+            const replay_key key{plan, b.B, b.T, count};
+            if (!(key == replay_key_)) {
+                graph_.reset();
+                replay_key_ = key;
+            }
+            model_.stage_batch(b);
+            graph_.run([&] {
+                model_.zero_grad();
+                model_.enqueue_forward(plan);
+                model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
+            });
+            replayed_ += graph_.captured() ? 1 : 0;
+            model_.finish_forward();
+            sum = model_.last_loss().sum;
+            r.flops = model_.step_flops(b.B, b.T, plan);
+        } else {
+            model_.zero_grad();
+            for (const auto& b : micro) {
+                model_.forward(b, plan);
+                require(micro.size() == 1 || model_.extra_loss() == 0.0,
+                        "training: gradient accumulation over {} micro-batches with a variant that adds a loss term "
+                        "({}) is not supported: the term's gradient would count once per micro-batch",
+                        micro.size(), model_.extra_loss());
+                sum += model_.last_loss().sum;
+                model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
+                if (micro.size() > 1) add_entropies(model_.entropies(), b.B, sequences == 0);
+                sequences += b.B;
+                r.flops += model_.step_flops(b.B, b.T, plan);
+            }
         }
         // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only).
         r.loss = (count > 0 ? sum / double(count) : 0.0) + (micro.size() == 1 ? model_.extra_loss() : 0.0);
@@ -144,6 +169,18 @@ public:
     }
     void load_state_json(const nlohmann::json& j) { set_state(parse_state_json(j)); }
 
+    // Whether a one-batch step of a model that allows it (model::replayable) is recorded once and replayed: on a
+    // GPU, a CUDA graph of the forward and the backward, one launch instead of one per op (on by default; the
+    // losses are bit-identical either way). No effect on the CPU.
+    void set_graphs(bool on) {
+        graphs_ = on;
+        graph_.reset();
+        replay_key_ = {};
+    }
+
+    // Steps that ran as a replay of a recording (always 0 on the CPU).
+    int replayed_steps() const { return replayed_; }
+
     int steps() const { return t_; }
     double seconds() const { return seconds_; }
     const flops_counter& flops() const { return flops_; }
@@ -178,6 +215,16 @@ private:
     int t_ = 0;
     double seconds_ = 0.0;
     entropy_report entropy_;  // of the last step: the model's, or averaged over its micro-batches
+    struct replay_key {
+        loop_plan plan;
+        int B = 0, T = 0;
+        std::int64_t count = -1;
+        bool operator==(const replay_key&) const = default;
+    };
+    bool graphs_ = true;
+    int replayed_ = 0;
+    step_graph<typename Model::backend_type> graph_;
+    replay_key replay_key_;
 };
 
 }  // namespace sgt

@@ -33,6 +33,14 @@ loss_sum cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets
     });
 }
 
+// The same, with the sum written to *sum (the form a training step uses: on a GPU it stays in device memory
+// until the step is done).
+template <class T>
+void cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse,
+                           double* sum) {
+    *sum = cross_entropy_forward(cpu{}, logits, targets, N, V, lse).sum;
+}
+
 // dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites; may
 // be logits itself). scale = 1 / count gives the gradient of the mean loss. lse: the forward's, or null to
 // recompute it.

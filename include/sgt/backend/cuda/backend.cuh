@@ -105,16 +105,27 @@ struct is_not_finite {
     }
 };
 
-// Σ op(x_i) over the device array, in double, by CUB; synchronous (the result comes to the host).
+// *out (device memory) = Σ op(x_i) over the device array, by CUB; stream-ordered (n = 0 writes 0).
+template <class T, class Op, class Out>
+void transform_reduce(const T* x, std::int64_t n, Op op, Out* out) {
+    if (n <= 0) {
+        SGT_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(Out), stream()));
+        return;
+    }
+    std::size_t bytes = 0;
+    SGT_CUDA_CHECK(cub::DeviceReduce::TransformReduce(nullptr, bytes, x, out, n, ::cuda::std::plus<Out>{}, op, Out(0),
+                                                      stream()));
+    void* temp = context().scratch<std::byte>(slot_cub_temp, std::int64_t(bytes));
+    SGT_CUDA_CHECK(cub::DeviceReduce::TransformReduce(temp, bytes, x, out, n, ::cuda::std::plus<Out>{}, op, Out(0),
+                                                      stream()));
+}
+
+// The same, with the result brought to the host (synchronous).
 template <class T, class Op, class Out>
 Out transform_reduce_to_host(const T* x, std::int64_t n, Op op) {
     if (n <= 0) return Out(0);
-    auto& ctx = context();
-    Out* out = ctx.scratch<Out>(slot_reduce_out, 1);
-    std::size_t bytes = 0;
-    SGT_CUDA_CHECK(cub::DeviceReduce::TransformReduce(nullptr, bytes, x, out, n, ::cuda::std::plus<Out>{}, op, Out(0)));
-    void* temp = ctx.scratch<std::byte>(slot_cub_temp, std::int64_t(bytes));
-    SGT_CUDA_CHECK(cub::DeviceReduce::TransformReduce(temp, bytes, x, out, n, ::cuda::std::plus<Out>{}, op, Out(0)));
+    Out* out = context().scratch<Out>(slot_reduce_out, 1);
+    transform_reduce(x, n, op, out);
     Out h{};
     SGT_CUDA_CHECK(cudaMemcpy(&h, out, sizeof(Out), cudaMemcpyDeviceToHost));
     return h;

@@ -129,18 +129,32 @@ struct counted_target {
 
 }  // namespace detail
 
-// logits (N, V); targets (N), device memory. Returns the sum and count of the per-position losses (synchronous).
-// lse (N), where given, receives each counted row's log Σ exp for the backward.
+// logits (N, V); targets (N), device memory. *sum (device memory) = the sum of the counted positions' losses,
+// stream-ordered (a training step reads it when the step is done). lse (N), where given, receives each counted
+// row's log Σ exp for the backward.
 template <class T>
-loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse) {
-    if (N <= 0) return {};
+void cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse,
+                           double* sum) {
+    if (N <= 0) {
+        fill_zero(cuda{}, sum, 1);
+        return;
+    }
     double* rows = detail::context().scratch<double>(detail::slot_ce_rows, N);
     detail::with_ce_width<T>(V, {logits}, [&]<int W>() {
         detail::cross_entropy_rows_kernel<W><<<N, detail::ce_threads, 0, detail::stream()>>>(rows, lse, logits, targets, V);
     });
     SGT_CUDA_LAUNCHED(cross_entropy_rows_kernel);
+    detail::transform_reduce(rows, N, ::cuda::std::identity{}, sum);
+}
+
+// The same, returning the sum and the count of the counted positions (synchronous).
+template <class T>
+loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse) {
+    if (N <= 0) return {};
+    double* sum = detail::context().scratch<double>(detail::slot_ce_sum, 1);
+    cross_entropy_forward(cuda{}, logits, targets, N, V, lse, sum);
     loss_sum r;
-    r.sum = detail::transform_reduce_to_host<double, ::cuda::std::identity, double>(rows, N, ::cuda::std::identity{});
+    copy_to_host(cuda{}, &r.sum, static_cast<const double*>(sum), 1);
     r.count = std::int64_t(
         detail::transform_reduce_to_host<std::int32_t, detail::counted_target, double>(targets, N, detail::counted_target{}));
     return r;

@@ -52,9 +52,11 @@ void embedding_backward(cuda, T* dtable, const T* dout, const std::int32_t* toke
     detail::iota_kernel<<<(N + 255) / 256, 256, 0, detail::stream()>>>(values_in, N);
     SGT_CUDA_LAUNCHED(iota_kernel);
     std::size_t bytes = 0;
-    SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, tokens, keys, values_in, values, N));
+    SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, tokens, keys, values_in, values, N, 0, 32,
+                                                   detail::stream()));
     void* temp = ctx.scratch<std::byte>(detail::slot_cub_temp, std::int64_t(bytes));
-    SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, bytes, tokens, keys, values_in, values, N));
+    SGT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, bytes, tokens, keys, values_in, values, N, 0, 32,
+                                                   detail::stream()));
     detail::embedding_backward_kernel<<<N, 128, 0, detail::stream()>>>(dtable, dout, keys, values, N, C);
     SGT_CUDA_LAUNCHED(embedding_backward_kernel);
 }

@@ -223,6 +223,7 @@ enum scratch_slot : int {
     slot_reduce_out,
     slot_rmsnorm_partial,
     slot_ce_rows,
+    slot_ce_sum,
     slot_sort_keys,
     slot_sort_values_in,
     slot_sort_values,
@@ -281,8 +282,9 @@ void copy_to_host(cuda, T* host_dst, const T* src, std::int64_t n) {
 
 // ---- step graphs ----------------------------------------------------------------------------------------
 
-// A step that runs many times with the same shapes and buffers (the decode step of infer/engine.hpp), recorded
-// once as a CUDA graph and replayed: one launch per step instead of one per op. The first run is eager (it
+// A step that runs many times with the same shapes and buffers (the decode step of infer/engine.hpp, a training
+// step of train/trainer.hpp), recorded once as a CUDA graph and replayed: one launch per step instead of one per
+// op. The first run is eager (it
 // sizes every scratch buffer and makes the cuBLASLt plans, which a recording must not do); the second records
 // the step on a stream of the graph's own, instantiates and launches it; later runs launch it. The stream is a
 // blocking one, so work on the legacy default stream before and after (the token upload, the logits download)
@@ -303,6 +305,13 @@ public:
         if (!enabled_ || !warmed_) {
             step();
             warmed_ = true;
+            return;
+        }
+        // A device allocation since the recording may have moved a buffer it uses (an op's scratch grown by other
+        // work, an activation grown by a larger batch): run eagerly once more, then record again.
+        if (exec_ && allocations_ != detail::device_allocations()) {
+            reset();
+            run(step);
             return;
         }
         if (!exec_) record(step);
@@ -341,6 +350,7 @@ private:
             const cudaError_t made = cudaGraphInstantiate(&exec_, graph, 0);
             cudaGraphDestroy(graph);
             SGT_CUDA_CHECK(made);
+            allocations_ = detail::device_allocations();
         } catch (...) {
             ctx.stream = nullptr;
             exec_ = nullptr;
@@ -350,6 +360,7 @@ private:
 
     cudaStream_t stream_ = nullptr;
     cudaGraphExec_t exec_ = nullptr;
+    std::int64_t allocations_ = 0;  // detail::device_allocations() when the recording was made
     bool warmed_ = false, enabled_ = true;
 };
 
