@@ -40,9 +40,10 @@ void gather_head_cols(cpu, T* dst, const T* src, std::span<const int> heads, int
 template <class T>
 void scatter_add_head_cols(cpu, T* dst, const T* src, std::span<const int> heads, int HD, int C, int NH) {
     const int n = int(heads.size());
-    for (int r = 0; r < C; ++r)
+    for (int r = 0; r < C; ++r)  // C·n runs of HD values: added in place (one parallel op each would cost more)
         for (int i = 0; i < n; ++i)
-            accumulate(cpu{}, dst + std::int64_t(r) * NH * HD + heads[i] * HD, src + std::int64_t(r) * n * HD + i * HD, HD);
+            detail::vector_map<T>(dst + std::int64_t(r) * NH * HD + heads[i] * HD, HD) +=
+                detail::const_vector_map<T>(src + std::int64_t(r) * n * HD + i * HD, HD);
 }
 
 // Per-head gains (the fade transition, a variant's learned gains): x (N, n, HD), head i of row r multiplied in
