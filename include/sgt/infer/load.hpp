@@ -21,14 +21,14 @@ template <class Inference>
 loop_plan load_checkpoint_for_inference(const std::filesystem::path& path, Inference& inf) {
     const auto file = resolve_checkpoint(path) / "model.safetensors";
     const auto weights = io::safetensors::from_file(file);
-    bool sigma = false;
-    for (const auto& n : weights.names()) sigma |= n.ends_with(".sigma_gamma");
+    const auto names = weights.names();
+    const auto is_sigma = [](const auto& n) { return n.ends_with(".sigma_gamma"); };
+    const bool sigma = std::any_of(names.begin(), names.end(), is_sigma);
     const auto& meta = weights.metadata();
     const std::string where = file.string() + " (metadata \"variant\")";
     if (const auto it = meta.find("variant"); it != meta.end()) {
         inf.set_gates(gated_variant::options_from_json(json_parse(it->second, where), where));
     } else {
-        const auto names = weights.names();
         const auto is_gate = [](const auto& n) { return n.ends_with(".self_attn.gate.weight"); };
         require(std::none_of(names.begin(), names.end(), is_gate),
                 "{}: holds learned head gates but no record of their options (metadata \"variant\"): it was "
