@@ -60,7 +60,7 @@ inline int read_available_cores() {
 
 // The cores this process may run on: the CPUs of its affinity mask, capped by a cgroup v2 CPU quota. Read once, the
 // first time it is asked for (every CPU op asks, through threads(): reading the cgroup file each time cost about
-// 5 µs per op, a fifth of the demo's time).
+// 5 µs per op, docs/BENCHMARKS.md).
 inline int available_cores() {
     static const int n = detail::read_available_cores();
     return n;
