@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "sgt/dist/data_parallel.hpp"
 #include "sgt/infer/engine.hpp"
 #include "sgt/io/checkpoint.hpp"
 #include "sgt/io/file.hpp"
@@ -248,6 +249,11 @@ struct run_options {
     std::string distill_from;
     // σReparam on every linear layer (sgt/sigma_reparam.hpp, GATES.md Sec. 5): --sigma-reparam.
     bool sigma_reparam = false;
+    // Data parallelism (sgt/dist/): this process's place in the run (one process when not launched as a rank).
+    // `batch` is then the global batch of a step, split over the ranks; rank 0 alone writes the log and the
+    // checkpoints, evaluates and prints.
+    dist::launch_env launch;
+    bool fp32_reduce = false;  // bf16 gradients on GPUs: summed in fp32 (--fp32-reduce)
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -381,9 +387,23 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     constexpr bool gated = std::is_same_v<Variant, gated_variant>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
+    // Data parallelism: this rank's device, then the group of all ranks (every rank waits here for the others).
+    const int rank = o.launch.rank, world = o.launch.world;
+    require(o.batch % world == 0,
+            "--batch {} is the global batch of a step and must split evenly over the {} processes; give a multiple of "
+            "{}",
+            o.batch, world, world);
+    const int local_batch = o.batch / world;
+    dist::select_device(Backend{}, o.launch);
+    std::optional<dist::tcp_group> group;
+    std::unique_ptr<dist::gradient_sync<T, Backend>> sync;
+    if (o.launch.distributed()) {
+        group.emplace(o.launch);
+        sync = make_gradient_sync<T>(Backend{}, *group, dist::sync_options{.fp32_reduce = o.fp32_reduce});
+    }
     {  // a lower bound of the first step's activations (logits and their gradient, each layer's buffers)
         constexpr auto s = Cfg.shape;
-        const double tokens = double(o.batch) * o.seq;
+        const double tokens = double(local_batch) * o.seq;
         const double need = tokens * double(sizeof(T)) * (2.0 * s.vocab + s.layers * (6.0 * s.width() + 3.0 * s.d_ff));
         const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
         require(have <= 0 || need <= have,
@@ -391,7 +411,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 "memory",
                 o.batch, o.seq, io::human_bytes(need), io::human_bytes(have));
     }
-    model_t m(o.batch, o.seq, o.seed, std::move(variant), sigma_reparam_options{.enabled = o.sigma_reparam});
+    model_t m(local_batch, o.seq, o.seed, std::move(variant), sigma_reparam_options{.enabled = o.sigma_reparam});
     if constexpr (gated) {
         if (gate_scores) *gate_scores = &m.variant();
     }
@@ -399,9 +419,10 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     try {  // the first step's activations, so that a batch too large for the memory is refused before anything else
         m.reserve(schedule.plan());
     } catch (const sgt::error& e) {
-        fail("model: cannot hold the activations of a batch of {} x {} tokens: {}", o.batch, o.seq, e.what());
+        fail("model: cannot hold the activations of a batch of {} x {} tokens: {}", local_batch, o.seq, e.what());
     }
     trainer tr(m, schedule, o.lr, o.optim, o.batch * o.grad_accum, o.seq);
+    tr.set_data_parallel(sync.get());
     rng data_rng(o.seed * 7919 + 17);
     if constexpr (gated) {
         if (!o.distill_from.empty()) {  // GATES.md Sec. 4: the dense model's weights, frozen; the gates train
@@ -421,6 +442,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     // Checkpoints: the data state beside the trainer's is the data RNG and, for shards, the stream position, with
     // the batch shape and the run's flags (compared on resume).
     auto save = [&] {
+        if (rank != 0) return;  // the ranks' states are the same: rank 0 writes them
         const auto& s = data_rng.state();
         const nlohmann::json state{{"rng", std::vector<std::uint64_t>(s.begin(), s.end())},
                                    {"position", data.position()}, {"batch", o.batch}, {"seq", o.seq},
@@ -454,7 +476,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         data_rng.set_state({w[0], w[1], w[2], w[3]});
         if (!state.at("position").is_null()) data.seek(state.at("position"));
         resumed_from = dir.string();
-    } else if (!o.checkpoint_dir.empty()) {
+    } else if (!o.checkpoint_dir.empty() && rank == 0) {
         std::error_code ec;
         const bool used = fs::exists(fs::path(o.checkpoint_dir) / "latest", ec) ||
                           !detail::step_dirs(o.checkpoint_dir).empty();
@@ -463,7 +485,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 "--checkpoint-dir",
                 o.checkpoint_dir, o.checkpoint_dir);
     }
-    if (!o.checkpoint_dir.empty()) {
+    if (!o.checkpoint_dir.empty() && rank == 0) {
         // Before step 1: the directory must take a checkpoint (as large as the newest there, if larger).
         std::int64_t bytes = checkpoint_bytes(tr);
         if (const auto newest = detail::newest_complete(o.checkpoint_dir)) {
@@ -479,9 +501,9 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                {"data", data.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
                {"grad_accum", o.grad_accum}, {"lr", o.lr.lr_max}, {"warmup", o.lr.warmup}, {"dropout", o.dropout},
                {"seed", o.seed}, {"backend", Backend::name}, {"precision", precision_name<T>::value},
-               {"params", Cfg.shape.total_params()}, {"flags", o.flags}, {"threads", threads()}});
+               {"params", Cfg.shape.total_params()}, {"flags", o.flags}, {"threads", threads()}, {"processes", world}});
     if (!resumed_from.empty()) {
-        fmt::print(stderr, "resumed from {} at step {}\n", resumed_from, tr.steps());
+        if (rank == 0) fmt::print(stderr, "resumed from {} at step {}\n", resumed_from, tr.steps());
         log.write({{"type", "resume"}, {"run", r.name}, {"step", tr.steps()}, {"path", resumed_from}});
         for (const auto& [name, before, after] : changes) {
             fmt::print(stderr, "resume: {} replaces the checkpoint's {} (--allow-flag-changes)\n",
@@ -490,7 +512,16 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                        {"checkpoint", before}, {"now", after}});
         }
     }
-    const auto val = data.val_batches(o.batch, o.seq, o.eval_batches);
+    // The validation batches of one process, cut into pieces of at most this rank's batch (the model's capacity):
+    // with several processes rank 0 evaluates the same sequences alone.
+    std::vector<batch> val;
+    for (const batch& vb : data.val_batches(o.batch, o.seq, o.eval_batches))
+        for (int first = 0; first < vb.B; first += local_batch) {
+            const int rows = std::min(local_batch, vb.B - first);
+            const auto begin = std::ptrdiff_t(first) * vb.T, end = begin + std::ptrdiff_t(rows) * vb.T;
+            val.push_back({rows, vb.T, {vb.inputs.begin() + begin, vb.inputs.begin() + end},
+                           {vb.targets.begin() + begin, vb.targets.begin() + end}});
+        }
 
     // Validation loss over all validation batches, dropout off; answer accuracy of the argmax where the data
     // defines answers (the k-hop task).
@@ -599,7 +630,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     std::vector<batch> micro(std::size_t(o.grad_accum));
     const double tokens_per_step = double(o.batch) * o.seq * o.grad_accum;
     for (int t = first_step; t <= o.steps; ++t) {
-        for (auto& b : micro) b = data.train_batch(data_rng, o.batch, o.seq);
+        // Every rank draws the same global batch and trains on its rows of it (dist/data_parallel.hpp).
+        for (auto& b : micro) b = dist::rank_rows(data.train_batch(data_rng, o.batch, o.seq), rank, world);
         const step_stats s = tr.step(std::span<const batch>(micro));
         r.step_seconds.push_back(s.seconds);
         smoothed = t == first_step ? s.loss : 0.9 * smoothed + 0.1 * s.loss;
@@ -640,15 +672,20 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                        {"layer_mean", ent.layer_means()}, {"layer_variance", layer_variances(ent)},
                        {"plan", detail::plan_to_json(schedule.plan())}});
         }
-        if (eval_step) {
+        if (eval_step && rank == 0) {
             last_val = evaluate(t);
             if (o.log_flow) log_flow(t);
         }
-        if (o.sample_every > 0 && t % o.sample_every == 0) sample(t);
+        if (o.sample_every > 0 && t % o.sample_every == 0 && rank == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * tokens_per_step / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
                    fmt::format("val {:.4f} | {:.2f} GFLOP | entropy {:.3f}", last_val, tr.flops().total() / 1e9,
                                r.last_entropy));
+        if (!o.checkpoint_dir.empty() && group && group->size() > 1) {  // the ranks stop at the same step
+            const int mine = stop_requested ? 1 : 0;
+            const auto all = group->all_gather(std::span<const int>(&mine, 1));
+            stop_requested = std::find(all.begin(), all.end(), 1) != all.end() ? 1 : 0;
+        }
         if (!o.checkpoint_dir.empty() && stop_requested) {
             bar.finish();
             save();

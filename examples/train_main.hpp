@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "common.hpp"
+#include "launch.hpp"
 
 namespace examples {
 
@@ -45,6 +46,12 @@ int train_main(int argc, char** argv) {
     app.add_option("--sample-every", o.sample_every, "steps between printed samples of the model (0: none)")
         ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::PositiveNumber)->capture_default_str();
+    int nproc = 0;
+    app.add_option("--nproc", nproc,
+                   "train as N processes on this host (data parallel; one per GPU on a GPU), or check the number that a "
+                   "launcher (mpirun, torchrun, srun) started; --batch is the global batch, split over them")
+        ->check(CLI::PositiveNumber);
+    app.add_flag("--fp32-reduce", o.fp32_reduce, "several processes, bf16: sum the gradients in fp32 (default bf16)");
     app.add_flag("--allow-flag-changes", o.allow_flag_changes,
                  "on --resume: accept new values of --steps, --lr, --warmup, --dropout, --weight-decay and --clip "
                  "(each change is logged); other flags cannot change");
@@ -109,6 +116,14 @@ int train_main(int argc, char** argv) {
 
     std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes writes fail with EFBIG, reported, instead of killing
     try {
+        o.launch = dist::read_launch_env();
+        if (nproc > 1 && !o.launch.distributed()) return launch_ranks(nproc, argv);
+        require(nproc == 0 || !o.launch.distributed() || nproc == o.launch.world,
+                "--nproc {}, but the launcher ({}) started {} processes", nproc, o.launch.source, o.launch.world);
+        if (o.launch.rank != 0) {  // rank 0 prints, logs and writes checkpoints
+            o.quiet = true;
+            log_path.clear();
+        }
         set_threads(threads);
         o.gates.straight_through = !gate_soft;
         require(o.gated || (g.allocation != "gate" && !app.count("--gate-threshold") && !app.count("--gate-lambda") &&
@@ -144,6 +159,8 @@ int train_main(int argc, char** argv) {
             any_schedule sched = make_schedule<Cfg>(g, gate_scores);
             o.flags = run_flags<Cfg>(o, g, data, train_shards, val_shards, precision.value);
             jsonl_log log(log_path, o.resume.empty() ? jsonl_log::mode::replace : jsonl_log::mode::append);
+            const bool lead = o.launch.rank == 0;
+            if (lead) {
             fmt::print("sgt train | preset {} ({:.2f}M parameters) | {} | {} {} | data: {}\n", o.preset,
                        Cfg.shape.total_params() / 1e6, sched.name(), Backend::name, precision_name<T>::value,
                        ds.describe());
@@ -152,14 +169,19 @@ int train_main(int argc, char** argv) {
                        o.steps, o.batch, o.seq,
                        o.grad_accum > 1 ? fmt::format(" x {} micro-batches", o.grad_accum) : std::string(),
                        o.lr.lr_max, o.lr.warmup, o.lr.min_ratio, o.dropout, o.seed, sgt::threads());
+            if (o.launch.distributed())
+                fmt::print("data parallel: {} processes ({}), {} sequences each\n", o.launch.world,
+                           o.launch.source, o.batch / std::max(1, o.launch.world));
             if (o.sigma_reparam) fmt::print("σReparam on every linear layer (q, k, v, o, gate, up, down, LM head)\n");
             if (o.gated)
                 fmt::print("gates: θ {} | {} | λ {} | {} dense heads | layers {}\n", o.gates.threshold,
                            o.gates.straight_through ? "straight-through" : "soft", o.gates.lambda, o.gates.n_dense,
                            o.gates.layers.empty() ? std::string("all") : fmt::format("{}", fmt::join(o.gates.layers, ",")));
+            }
             const run_result r = o.gated ? train_run<Cfg, T, Backend>(o, ds, sched, log, gated_variant(o.gates), gate_scores)
                                          : train_run<Cfg, T, Backend>(o, ds, sched, log);
             log.close();
+            if (!lead) return r.interrupted ? 130 : 0;
             if (r.interrupted) {
                 fmt::print("\ninterrupted: checkpoint saved in {}; continue with --resume {}\n", o.checkpoint_dir,
                            o.checkpoint_dir);
@@ -192,7 +214,8 @@ int train_main(int argc, char** argv) {
         };
         return precision.dispatch(run);
     } catch (const sgt::error& e) {
-        fmt::print(stderr, "error: {}\n", e.what());
+        fmt::print(stderr, "error: {}{}\n",
+                   o.launch.world > 1 ? fmt::format("(rank {} of {}) ", o.launch.rank, o.launch.world) : "", e.what());
         return 1;
     } catch (const std::bad_alloc&) {
         fmt::print(stderr, "error: out of memory: --batch {} x --seq {} needs more memory than this machine has\n",

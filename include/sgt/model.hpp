@@ -16,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <deque>
@@ -309,6 +310,16 @@ public:
     // variant's loss term. Gradient accumulation over micro-batches passes 1 / (targets counted in all of them),
     // so that the micro-batches' gradients add up to those of the mean over the whole batch.
     void backward(double loss_scale) {
+        backward(loss_scale, [](std::int64_t, std::int64_t) {});
+    }
+
+    // The same, calling on_final(offset, count) for each range of gradients() that is final while the backward
+    // goes on: the final norm and LM head first, then each layer once its first pass (the last in the backward)
+    // is done, then the embedding. Data parallelism (dist/data_parallel.hpp) sums them over the ranks meanwhile.
+    // Ranges not reported (a variant's or σReparam's tensors; with σReparam, whose backward rewrites every linear
+    // weight's gradient at the end, nothing is reported) are final when backward returns.
+    template <class OnFinal>
+    void backward(double loss_scale, OnFinal&& on_final) {
         require(!stages_.empty(), "model: backward() needs a forward() first");
         require(logits_hold_logits_, "model: backward() a second time after one forward(); run forward() again");
         const Backend be{};
@@ -325,6 +336,14 @@ public:
         fill_zero(be, dres_.data(), N * C);
         rmsnorm_backward(be, dres_.data(), grad(*final_norm_), dx_.data(), final_in_, weight(*final_norm_),
                          final_rstd_.data(), int(N), C);
+        const bool report = !sigma_;
+        if (report) {
+            on_final(final_norm_->offset, final_norm_->numel());
+            on_final(lm_head_->offset, lm_head_->numel());
+        }
+        std::array<std::size_t, NL> first_stage{};  // each layer's first stage in execution order
+        first_stage.fill(stages_.size());
+        for (std::size_t i = stages_.size(); i-- > 0;) first_stage[std::size_t(stages_[i].layer)] = i;
         for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) {
             if (it->kind == stage::attention && it->hooked)
                 attention_pass_backward(be, dres_.data(), attention_grads_of(it->layer), attn_records_[it->record],
@@ -337,9 +356,27 @@ public:
             else
                 ffn_backward(be, dres_.data(), ffn_grads_of(it->layer), ffn_records_[it->record],
                              ffn_weights_of(it->layer), ffn_scratch_, d_, active_dropout_);
+            if (report && std::size_t(stages_.rend() - it - 1) == first_stage[std::size_t(it->layer)]) {
+                // The layer's nine tensors: one range where they are adjacent in the table (always, for the
+                // decoder's own table), so that buckets coalesce across layers.
+                const layer_params& p = layers_[std::size_t(it->layer)];
+                const std::array<const param_entry*, 9> nine{p.attn_norm, p.q, p.k, p.v, p.o,
+                                                             p.ffn_norm,  p.gate, p.up, p.down};
+                std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0, n = 0;
+                for (const param_entry* e : nine) {
+                    lo = std::min(lo, e->offset);
+                    hi = std::max(hi, e->offset + e->numel());
+                    n += e->numel();
+                }
+                if (hi - lo == n)
+                    on_final(lo, n);
+                else
+                    for (const param_entry* e : nine) on_final(e->offset, e->numel());
+            }
         }
         if (active_dropout_ > 0.0) dropout_backward(be, dres_.data(), emb_mask_.data(), N * C);
         embedding_backward(be, grad(*embed_), dres_.data(), tokens_.data(), int(N), C);
+        if (report) on_final(embed_->offset, embed_->numel());
         if (sigma_) sigma_->backward(be, params_.data(), grads_.data());  // ∂L/∂Ŵ → ∂L/∂W, ∂L/∂γ
     }
 

@@ -5,7 +5,9 @@
 // new structure applies from step t + 1. FLOPs are counted per step with the plan that ran (spec Sec. 6).
 // On a GPU, a one-batch step's forward and backward are recorded as a CUDA graph once the plan and the batch shape
 // repeat, and replayed after that (set_graphs; model::replayable says which models allow it).
-// The training loop itself (data, logging, checkpoints) belongs to the program: see examples/train.cpp.
+// With set_data_parallel, a step of one of several processes is the step of one process over their global batch
+// (dist/data_parallel.hpp). The training loop itself (data, logging, checkpoints) belongs to the program: see
+// examples/train.cpp.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 
 #include "sgt/core/step_graph.hpp"
 #include "sgt/data/batch.hpp"
+#include "sgt/dist/gradient_sync.hpp"
 #include "sgt/flops.hpp"
 #include "sgt/growth.hpp"
 #include "sgt/schedule.hpp"
@@ -60,13 +63,14 @@ public:
         step_stats r;
         r.step = ++t_;
         const loop_plan plan = schedule_.plan();
-        std::int64_t count = 0;  // counted targets of the whole step
+        std::int64_t count = 0;  // counted targets of the whole step (of every rank)
         for (const auto& b : micro)
             for (const std::int32_t y : b.targets) count += y >= 0 ? 1 : 0;
+        if (dp_) count = std::int64_t(sum_in_rank_order(dp_->all_gather(std::vector<double>{double(count)}), 1)[0]);
         model_.set_training(true);
         double sum = 0.0;
         int sequences = 0;
-        if (micro.size() == 1 && graphs_ && model_.replayable()) {
+        if (micro.size() == 1 && graphs_ && model_.replayable() && !dp_) {
             // One batch: the forward and the backward as one recorded step, replayed while the plan, the batch
             // shape and the count of targets (the backward's scale) stay those it was recorded with. The batch is
             // copied in before, the loss and the entropies read after it.
@@ -95,12 +99,24 @@ public:
                         "({}) is not supported: the term's gradient would count once per micro-batch",
                         micro.size(), model_.extra_loss());
                 sum += model_.last_loss().sum;
-                model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
+                const double scale = count > 0 ? 1.0 / double(count) : 0.0;
+                if (dp_ && &b == &micro.back()) {  // the last backward sums the gradients over the ranks
+                    require(model_.extra_loss() == 0.0,
+                            "training: data parallelism with a variant that adds a loss term ({}) is not supported: "
+                            "the term's gradient would count once per rank",
+                            model_.extra_loss());
+                    dp_->begin_backward(model_.gradients());
+                    model_.backward(scale, [this](std::int64_t o, std::int64_t n) { dp_->ready({o, n}); });
+                    dp_->end_backward();
+                } else {
+                    model_.backward(scale);
+                }
                 if (micro.size() > 1) add_entropies(model_.entropies(), b.B, sequences == 0);
                 sequences += b.B;
-                r.flops += model_.step_flops(b.B, b.T, plan);
+                r.flops += model_.step_flops(std::int64_t(b.B) * (dp_ ? dp_->world() : 1), b.T, plan);
             }
         }
+        if (dp_) sum = sum_in_rank_order(dp_->all_gather(std::vector<double>{sum}), 1)[0];
         // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only).
         r.loss = (count > 0 ? sum / double(count) : 0.0) + (micro.size() == 1 ? model_.extra_loss() : 0.0);
         require(std::isfinite(r.loss), "training: the loss is not finite ({}) at step {}", r.loss, t_);
@@ -108,6 +124,7 @@ public:
             scale_entropies(1.0 / double(sequences));
         else
             entropy_ = model_.entropies();
+        if (dp_) average_entropies_over_ranks();
         r.grad_norm = opt_.clip_gradients(model_.gradients());
         require(std::isfinite(r.grad_norm), "training: the gradient norm is not finite ({}) at step {}", r.grad_norm,
                 t_);
@@ -178,6 +195,17 @@ public:
         replay_key_ = {};
     }
 
+    // Data parallelism (dist/data_parallel.hpp): from the next step on, each step's batches are this rank's rows
+    // of the global batch, and the step is that of one process over the global batch: the target count, the loss
+    // and the entropies are combined over the ranks, the gradients summed (bucket by bucket during the backward),
+    // so every rank takes the same step and the growth operator the same decision. nullptr: one process. The
+    // sync must outlive the trainer's use of it. A step with it runs eagerly (no recorded graph).
+    void set_data_parallel(dist::gradient_sync<value_type, typename Model::backend_type>* sync) {
+        dp_ = sync;
+        graph_.reset();
+        replay_key_ = {};
+    }
+
     // Steps that ran as a replay of a recording (always 0 on the CPU).
     int replayed_steps() const { return replayed_; }
 
@@ -202,6 +230,25 @@ private:
             entropy_.last_loop[i] += weight * e.last_loop[i];
         }
     }
+    // The sum over ranks of each of n values, from an all_gather's rank-major result, added in rank order.
+    std::vector<double> sum_in_rank_order(const std::vector<double>& all, std::size_t n) const {
+        std::vector<double> s(all.begin(), all.begin() + std::ptrdiff_t(n));
+        for (std::size_t r = 1; r * n < all.size(); ++r)
+            for (std::size_t i = 0; i < n; ++i) s[i] += all[r * n + i];
+        return s;
+    }
+    // entropy_ ← the mean over ranks (each rank's batch mean over the same number of sequences, Eq. 4), the same
+    // on every rank. NaN (a head that did not loop) stays NaN: the plan is the same on every rank.
+    void average_entropies_over_ranks() {
+        const std::size_t n = entropy_.first_pass.size();
+        std::vector<double> mine(entropy_.first_pass);
+        mine.insert(mine.end(), entropy_.last_loop.begin(), entropy_.last_loop.end());
+        const std::vector<double> s = sum_in_rank_order(dp_->all_gather(mine), mine.size());
+        for (std::size_t i = 0; i < n; ++i) {
+            entropy_.first_pass[i] = s[i] / double(dp_->world());
+            entropy_.last_loop[i] = s[n + i] / double(dp_->world());
+        }
+    }
     void scale_entropies(double f) {
         for (double& v : entropy_.first_pass) v *= f;
         for (double& v : entropy_.last_loop) v *= f;
@@ -221,6 +268,7 @@ private:
         std::int64_t count = -1;
         bool operator==(const replay_key&) const = default;
     };
+    dist::gradient_sync<value_type, typename Model::backend_type>* dp_ = nullptr;
     bool graphs_ = true;
     int replayed_ = 0;
     step_graph<typename Model::backend_type> graph_;

@@ -1,0 +1,93 @@
+// examples/launch.hpp: `train --nproc N` (and `train_cuda --nproc N`), a launcher on one host: the program starts
+// N copies of itself with RANK, WORLD_SIZE, LOCAL_RANK and SGT_RENDEZVOUS (a file in a fresh temporary
+// directory) set, as torchrun would, waits for them, and exits with the first failure's status. The ranks find
+// each other and fail together (sgt/dist/tcp_group.hpp): a rank that dies makes the others exit; should one of
+// them not exit within SGT_DIST_TIMEOUT seconds after that (default 300), the launcher kills it.
+#pragma once
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sgt/core/threads.hpp"
+#include "sgt/dist/tcp_group.hpp"
+
+namespace examples {
+
+namespace launcher {
+inline std::vector<pid_t>& launched() {
+    static std::vector<pid_t> pids;
+    return pids;
+}
+inline void forward_signal(int sig) {
+    for (pid_t p : launched()) ::kill(p, sig);
+}
+}  // namespace launcher
+
+// Runs this program (argv) as `n` ranks and returns the exit status for the launcher.
+inline int launch_ranks(int n, char** argv) {
+    char dir_template[] = "/tmp/sgt-nproc-XXXXXX";
+    const char* dir = ::mkdtemp(dir_template);
+    sgt::require(dir != nullptr, "--nproc: cannot make a temporary directory in /tmp: {}", std::strerror(errno));
+    const std::string meeting = std::string("file:") + dir + "/rendezvous";
+    const double timeout = sgt::dist::group_options::from_env().timeout_s;
+    auto& pids = launcher::launched();
+    for (int r = 0; r < n; ++r) {
+        const pid_t pid = ::fork();
+        sgt::require(pid >= 0, "--nproc: cannot start rank {}: {}", r, std::strerror(errno));
+        if (pid == 0) {
+            const std::string rank = std::to_string(r), world = std::to_string(n);
+            ::setenv("RANK", rank.c_str(), 1);
+            ::setenv("LOCAL_RANK", rank.c_str(), 1);
+            ::setenv("WORLD_SIZE", world.c_str(), 1);
+            ::setenv("SGT_RENDEZVOUS", meeting.c_str(), 1);
+            const std::string threads = std::to_string(std::max(1, sgt::available_cores() / n));
+            ::setenv("OMP_NUM_THREADS", threads.c_str(), 0);  // the cores shared out, unless set
+            ::execv("/proc/self/exe", argv);
+            ::_exit(127);
+        }
+        pids.push_back(pid);
+    }
+    // Ctrl-C reaches the ranks directly (one process group): they agree on a step, save and stop. A SIGTERM sent to
+    // the launcher alone is passed on to them.
+    ::signal(SIGINT, SIG_IGN);
+    ::signal(SIGTERM, launcher::forward_signal);
+    int status = 0, running = n;
+    std::optional<std::chrono::steady_clock::time_point> kill_at;
+    while (running > 0) {
+        int st = 0;
+        const pid_t done = ::waitpid(-1, &st, kill_at ? WNOHANG : 0);
+        if (done > 0) {
+            --running;
+            const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            if (code != 0 && status == 0) {
+                status = code;
+                kill_at = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                                 std::chrono::duration<double>(timeout));
+            }
+            std::erase(pids, done);
+            continue;
+        }
+        if (done < 0 && errno != EINTR) break;
+        if (kill_at && std::chrono::steady_clock::now() > *kill_at) {
+            launcher::forward_signal(SIGKILL);
+            kill_at.reset();
+        }
+        if (kill_at) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    return status;
+}
+
+}  // namespace examples

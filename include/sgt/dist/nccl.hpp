@@ -1,0 +1,236 @@
+// sgt/dist/nccl.hpp: data parallelism on CUDA GPUs over NCCL (dist/data_parallel.hpp says what a step does).
+//
+// One process per GPU. The processes meet in a tcp_group (dist/tcp_group.hpp), which carries NCCL's unique id
+// from rank 0 to the others and, during training, the small host values of each step (counts, losses,
+// entropies), so that Θ is the same on every rank by construction. The gradients are summed by ncclAllReduce,
+// bucket by bucket, on a stream of their own while the backward goes on: each bucket waits (an event) for the
+// backward work that finished it, and the step's later work (the clip, AdamW) waits for the last bucket.
+// With bf16 gradients the sum is taken in bf16 (as NCCL adds) or, with `fp32_reduce`, in fp32: each bucket is
+// widened into an fp32 copy, summed, and narrowed back once all buckets are in.
+//
+// NCCL is loaded when the first communicator is made (dlopen of libnccl.so.2, then libnccl.so), not linked: a
+// program built with NCCL's header runs without the library as long as it trains in one process, and says so
+// clearly when it is asked for several. A rank whose collective does not finish within the group's timeout
+// (another rank died, a network is down) aborts its communicator and fails with an sgt::error, instead of
+// waiting forever.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "sgt/backend/cuda.hpp"
+#include "sgt/dist/data_parallel.hpp"
+
+namespace sgt::dist {
+
+// The NCCL functions sgt calls, resolved at run time.
+struct nccl_library {
+    decltype(&ncclGetVersion) get_version = nullptr;
+    decltype(&ncclGetUniqueId) get_unique_id = nullptr;
+    decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+    decltype(&ncclAllReduce) all_reduce = nullptr;
+    decltype(&ncclCommGetAsyncError) comm_get_async_error = nullptr;
+    decltype(&ncclCommAbort) comm_abort = nullptr;
+    decltype(&ncclCommDestroy) comm_destroy = nullptr;
+    decltype(&ncclGetErrorString) get_error_string = nullptr;
+    int version = 0;
+
+    // The library, loaded once; throws sgt::error when it cannot be found or lacks a function.
+    static const nccl_library& get() {
+        static const nccl_library lib = load();
+        return lib;
+    }
+
+    void check(ncclResult_t r, const char* what) const {
+        require(r == ncclSuccess, "NCCL: {} failed: {}", what, get_error_string ? get_error_string(r) : "(no message)");
+    }
+
+private:
+    static nccl_library load() {
+        void* h = nullptr;
+        std::string tried;
+        for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
+            h = ::dlopen(name, RTLD_NOW | RTLD_GLOBAL);
+            if (h != nullptr) break;
+            const char* e = ::dlerror();
+            tried += fmt::format("{}{}: {}", tried.empty() ? "" : "; ", name, e ? e : "not found");
+        }
+        require(h != nullptr,
+                "NCCL is not available at run time ({}); several GPU processes need it: install it (the CUDA "
+                "toolkit's, or `pip install nvidia-nccl-cu13`) and add its directory to LD_LIBRARY_PATH",
+                tried);
+        nccl_library lib;
+        auto bind = [&](auto& fn, const char* name) {
+            fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(h, name));
+            require(fn != nullptr, "NCCL: the loaded library has no {}", name);
+        };
+        bind(lib.get_version, "ncclGetVersion");
+        bind(lib.get_unique_id, "ncclGetUniqueId");
+        bind(lib.comm_init_rank, "ncclCommInitRank");
+        bind(lib.all_reduce, "ncclAllReduce");
+        bind(lib.comm_get_async_error, "ncclCommGetAsyncError");
+        bind(lib.comm_abort, "ncclCommAbort");
+        bind(lib.comm_destroy, "ncclCommDestroy");
+        bind(lib.get_error_string, "ncclGetErrorString");
+        lib.check(lib.get_version(&lib.version), "ncclGetVersion");
+        return lib;
+    }
+};
+
+// Makes this process's GPU its local rank's (call before anything touches the GPU). Throws sgt::error when the
+// host has fewer GPUs than local ranks.
+inline void select_device(cuda, const launch_env& e) {
+    int count = 0;
+    SGT_CUDA_CHECK(cudaGetDeviceCount(&count));
+    require(e.local_rank < count, "launch: rank {} has local rank {}, but this host has {} GPU{}", e.rank, e.local_rank,
+            count, count == 1 ? "" : "s");
+    SGT_CUDA_CHECK(cudaSetDevice(e.local_rank));
+}
+
+template <class T>
+class nccl_data_parallel final : public gradient_sync<T, cuda> {
+public:
+    struct options {
+        bool fp32_reduce = false;                 // bf16 gradients: sum in fp32 instead of bf16
+        std::int64_t bucket_bytes = 25 << 20;     // the least size of a bucket (PyTorch DDP's default)
+    };
+
+    // Every rank of `g` calls it at the same time; the current device is this rank's (select_device).
+    nccl_data_parallel(tcp_group& g, options o = {})
+        : group_(g), lib_(nccl_library::get()), options_(o),
+          bucket_elems_(std::max<std::int64_t>(1, o.bucket_bytes / std::int64_t(sizeof(T)))) {
+        ncclUniqueId id{};
+        if (g.rank() == 0) lib_.check(lib_.get_unique_id(&id), "ncclGetUniqueId");
+        g.broadcast(std::span<char>(id.internal, sizeof id.internal));
+        lib_.check(lib_.comm_init_rank(&comm_, g.size(), id, g.rank()), "ncclCommInitRank");
+        SGT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        SGT_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    }
+    nccl_data_parallel(const nccl_data_parallel&) = delete;
+    nccl_data_parallel& operator=(const nccl_data_parallel&) = delete;
+    ~nccl_data_parallel() override {
+        if (comm_ != nullptr) {
+            if (failed_)
+                lib_.comm_abort(comm_);
+            else {
+                cudaStreamSynchronize(stream_);
+                lib_.comm_destroy(comm_);
+            }
+        }
+        for (cudaEvent_t e : events_) cudaEventDestroy(e);
+        if (done_) cudaEventDestroy(done_);
+        if (stream_) cudaStreamDestroy(stream_);
+    }
+
+    int rank() const override { return group_.rank(); }
+    int world() const override { return group_.size(); }
+    std::vector<double> all_gather(std::span<const double> mine) override { return group_.all_gather(mine); }
+    int nccl_version() const { return lib_.version; }
+
+    void begin_backward(std::span<T> grads) override {
+        grads_ = grads;
+        buckets_.emplace(std::int64_t(grads.size()), bucket_elems_);
+        used_events_ = 0;
+        if (widen()) wide_.resize(grads.size());
+    }
+    void ready(param_range r) override {
+        for (const auto& b : buckets_->ready(r)) reduce(b);
+    }
+    void end_backward() override {
+        for (const auto& b : buckets_->finish()) reduce(b);
+        buckets_.reset();
+        SGT_CUDA_CHECK(cudaEventRecord(done_, stream_));
+        wait_for_done();
+        SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
+        if (widen()) convert(cuda{}, grads_.data(), wide_.data(), std::int64_t(grads_.size()));
+    }
+
+private:
+    static constexpr bool is_bf16 = std::is_same_v<T, __nv_bfloat16>;
+    bool widen() const { return is_bf16 && options_.fp32_reduce; }
+
+    static constexpr ncclDataType_t type_of() {
+        if constexpr (std::is_same_v<T, float>) return ncclFloat32;
+        else if constexpr (std::is_same_v<T, double>) return ncclFloat64;
+        else if constexpr (is_bf16) return ncclBfloat16;
+        else static_assert(sizeof(T) == 0, "nccl_data_parallel: gradients must be float, double or bf16");
+    }
+
+    // One bucket: after the backward work that finished it (an event on the op stream), on the NCCL stream.
+    void reduce(param_range b) {
+        if (used_events_ == events_.size()) {
+            cudaEvent_t e = nullptr;
+            SGT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+            events_.push_back(e);
+        }
+        cudaEvent_t e = events_[used_events_++];
+        void* data = grads_.data() + b.offset;
+        ncclDataType_t type = type_of();
+        if (widen()) {
+            convert(cuda{}, wide_.data() + b.offset, grads_.data() + b.offset, b.count);
+            data = wide_.data() + b.offset;
+            type = ncclFloat32;
+        }
+        SGT_CUDA_CHECK(cudaEventRecord(e, ::sgt::detail::stream()));
+        SGT_CUDA_CHECK(cudaStreamWaitEvent(stream_, e, 0));
+        lib_.check(lib_.all_reduce(data, data, std::size_t(b.count), type, ncclSum, comm_, stream_), "ncclAllReduce");
+    }
+
+    // Waits for the last bucket, watching NCCL's asynchronous errors; gives up after the group's timeout.
+    void wait_for_done() {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(group_.timeout_s());
+        for (;;) {
+            const cudaError_t q = cudaEventQuery(done_);
+            if (q == cudaSuccess) return;
+            if (q != cudaErrorNotReady) SGT_CUDA_CHECK(q);
+            ncclResult_t async = ncclSuccess;
+            lib_.check(lib_.comm_get_async_error(comm_, &async), "ncclCommGetAsyncError");
+            if (async != ncclSuccess) {
+                failed_ = true;
+                group_.abort();
+                fail("rank {}: NCCL reported an error during the gradient sum: {}", rank(), lib_.get_error_string(async));
+            }
+            if (std::chrono::steady_clock::now() > deadline) {
+                failed_ = true;
+                group_.abort();
+                fail("rank {}: the gradient sum did not finish within {} s (SGT_DIST_TIMEOUT): another rank has probably "
+                     "died or hangs; this rank gives up",
+                     rank(), group_.timeout_s());
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+    }
+
+    tcp_group& group_;
+    const nccl_library& lib_;
+    options options_;
+    std::int64_t bucket_elems_;
+    ncclComm_t comm_ = nullptr;
+    cudaStream_t stream_ = nullptr;
+    cudaEvent_t done_ = nullptr;
+    std::vector<cudaEvent_t> events_;
+    std::size_t used_events_ = 0;
+    std::span<T> grads_;
+    std::optional<bucketer> buckets_;
+    device_buffer<float> wide_;  // fp32 copies of bf16 gradients (fp32_reduce)
+    bool failed_ = false;
+};
+
+// The gradient sync of a CUDA model (the programs' factory; see host_data_parallel's for the CPU).
+template <class T>
+std::unique_ptr<gradient_sync<T, cuda>> make_gradient_sync(cuda, tcp_group& g, const sync_options& o) {
+    return std::make_unique<nccl_data_parallel<T>>(
+        g, typename nccl_data_parallel<T>::options{.fp32_reduce = o.fp32_reduce, .bucket_bytes = o.bucket_bytes});
+}
+
+}  // namespace sgt::dist

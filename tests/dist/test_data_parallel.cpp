@@ -1,0 +1,317 @@
+// Data parallelism on the CPU (dist/): the launch environment and rendezvous parsing, bucketing, the rows of a
+// rank, the TCP group (collectives, a rank that exits, a missing rendezvous, a world-size mismatch), and
+// training: W ranks (threads here, each with its own model) over a global batch take the step of one process
+// over that batch, with the same growth decisions (Θ) on every rank at every step.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sgt/dist/data_parallel.hpp"
+#include "sgt/sgt.hpp"
+#include "../support.hpp"
+
+using namespace sgt;
+using namespace sgt::dist;
+using test::contains;
+using test::error_of;
+
+namespace {
+
+env_reader env_of(std::map<std::string, std::string> vars) {
+    return [vars](const char* name) -> std::optional<std::string> {
+        const auto it = vars.find(name);
+        if (it == vars.end()) return std::nullopt;
+        return it->second;
+    };
+}
+
+// A fresh directory for one test's rendezvous files.
+std::filesystem::path scratch_dir(const std::string& name) {
+    const auto d = std::filesystem::temp_directory_path() / ("sgt_dist_" + name + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d);
+    return d;
+}
+
+// Runs body(rank) on `world` threads and returns each rank's error message ("" where none).
+std::vector<std::string> on_ranks(int world, const std::function<void(int)>& body) {
+    std::vector<std::string> errors(static_cast<std::size_t>(world));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+        threads.emplace_back([&, r] { errors[std::size_t(r)] = error_of([&] { body(r); }); });
+    for (auto& t : threads) t.join();
+    return errors;
+}
+
+}  // namespace
+
+TEST_CASE("the launch environment: torchrun's, Open MPI's and Slurm's variables, and the rendezvous") {
+    const launch_env none = read_launch_env(env_of({}));
+    CHECK(none.world == 1);
+    CHECK(!none.distributed());
+
+    const launch_env t = read_launch_env(env_of({{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "2"},
+                                                 {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}}));
+    CHECK(t.rank == 2);
+    CHECK(t.world == 4);
+    CHECK(t.local_rank == 2);
+    CHECK(t.meeting.how == rendezvous::kind::tcp);
+    CHECK(t.meeting.host == "10.0.0.1");
+    CHECK(t.meeting.port == 29500);
+
+    const launch_env m = read_launch_env(env_of({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+                                                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                                 {"SGT_RENDEZVOUS", "file:/shared/r"}}));
+    CHECK(m.rank == 1);
+    CHECK(m.source == "Open MPI");
+    CHECK(m.meeting.how == rendezvous::kind::file);
+    CHECK(m.meeting.path == "/shared/r");
+
+    const launch_env s = read_launch_env(
+        env_of({{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "3"}, {"SGT_RENDEZVOUS", "h:1"}}));
+    CHECK(s.rank == 3);
+    CHECK(s.world == 8);
+
+    CHECK(error_of([] { read_launch_env(env_of({{"RANK", "4"}, {"WORLD_SIZE", "4"}, {"SGT_RENDEZVOUS", "h:1"}})); }) ==
+          "launch: RANK = 4 is not below WORLD_SIZE = 4");
+    CHECK(error_of([] { read_launch_env(env_of({{"RANK", "0"}})); }) ==
+          "launch: RANK is set but WORLD_SIZE is not; a launcher sets both");
+    CHECK(error_of([] { read_launch_env(env_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}})); }) ==
+          "launch: expected an integer >= 0 in RANK, found 'x'");
+    CHECK(contains(error_of([] { read_launch_env(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}})); }),
+                   "launch: 2 processes (RANK/WORLD_SIZE) but no rendezvous"));
+}
+
+TEST_CASE("rendezvous strings: file:PATH, tcp://HOST:PORT, HOST:PORT; bad ones say what was expected") {
+    CHECK(rendezvous::parse("tcp://node7:29500").str() == "tcp://node7:29500");
+    CHECK(rendezvous::parse("node7:29500").str() == "tcp://node7:29500");
+    CHECK(rendezvous::parse("tcp://[::1]:80").host == "::1");
+    CHECK(rendezvous::parse("file:/tmp/x").path == "/tmp/x");
+    CHECK(error_of([] { rendezvous::parse("file:"); }) == "rendezvous: expected file:PATH, found 'file:' (no path)");
+    CHECK(error_of([] { rendezvous::parse("node7"); }) ==
+          "rendezvous: expected file:PATH or tcp://HOST:PORT, found 'node7'");
+    CHECK(error_of([] { rendezvous::parse("tcp://node7:99999"); }) ==
+          "rendezvous: expected a port in 1..65535 after the ':' of 'tcp://node7:99999', found '99999'");
+}
+
+TEST_CASE("buckets: adjacent final ranges coalesce, each element is reduced exactly once") {
+    // A buffer of 100: the backward reports [90, 100), [60, 90), [30, 60), [0, 10); [10, 30) is never reported.
+    bucketer b(100, 35);
+    CHECK(b.ready({90, 10}).empty());
+    CHECK(b.ready({60, 30}) == std::vector<param_range>{{60, 40}});  // 40 ≥ 35: flushed
+    CHECK(b.ready({30, 30}).empty());
+    CHECK(b.ready({0, 10}) == std::vector<param_range>{{30, 30}});  // not adjacent: the pending bucket goes
+    const auto rest = b.finish();
+    CHECK(rest == std::vector<param_range>{{0, 10}, {10, 20}});
+    CHECK(contains(error_of([&] { b.ready({95, 10}); }), "outside the buffer of 100 elements"));
+    bucketer twice(10, 100);
+    (void)twice.ready({0, 5});
+    (void)twice.ready({2, 5});
+    CHECK(contains(error_of([&] { twice.finish(); }), "reported twice"));
+}
+
+TEST_CASE("a rank's rows of a global batch; a batch that does not split is refused") {
+    const batch g = test::random_batch(6, 4, 50, 1);
+    const batch r1 = rank_rows(g, 1, 3);
+    CHECK(r1.B == 2);
+    CHECK(std::equal(r1.inputs.begin(), r1.inputs.end(), g.inputs.begin() + 8));
+    CHECK(std::equal(r1.targets.begin(), r1.targets.end(), g.targets.begin() + 8));
+    CHECK(error_of([&] { rank_rows(g, 0, 4); }) ==
+          "data parallel: the global batch of 6 sequences does not split over 4 ranks; give a batch that is a "
+          "multiple of the number of processes");
+}
+
+TEST_CASE("the TCP group: gather, broadcast and sum are the same on every rank, summed in rank order") {
+    const auto dir = scratch_dir("collectives");
+    const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
+    constexpr int world = 3;
+    std::vector<std::vector<double>> gathered(world), summed(world);
+    std::vector<std::vector<float>> big(world);
+    std::vector<std::vector<int>> bcast(world);
+    const auto errors = on_ranks(world, [&](int r) {
+        tcp_group g(r, world, where, {.timeout_s = 20});
+        const std::vector<double> mine{double(r), 10.0 + r};
+        gathered[r] = g.all_gather(std::span<const double>(mine));
+        summed[r] = {0.1 * (r + 1), 1e16, -1e16 * (r == 2 ? 1 : 0)};
+        g.all_reduce_sum(std::span<double>(summed[r]));
+        big[r].assign((1 << 20) + 7, float(r + 1));  // more than one message of the chunked sum
+        g.all_reduce_sum<float, double>(std::span<float>(big[r]));
+        bcast[r] = {r, r};
+        g.broadcast(std::span<int>(bcast[r]));
+        g.barrier();
+    });
+    for (int r = 0; r < world; ++r) {
+        CHECK(errors[r] == "");
+        CHECK(gathered[r] == std::vector<double>{0, 10, 1, 11, 2, 12});
+        CHECK(summed[r] == summed[0]);  // the same bytes on every rank
+        CHECK(bcast[r] == std::vector<int>{0, 0});
+        CHECK(big[r].front() == 6.0f);
+        CHECK(big[r].back() == 6.0f);
+    }
+    CHECK(summed[0][0] == (0.1 + 0.2) + 0.3);  // rank order: ((x₀ + x₁) + x₂)
+    CHECK(summed[0][1] == 3e16);
+    CHECK(!std::filesystem::exists(dir / "r"));  // rank 0 removes the rendezvous file once all have joined
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the TCP group over tcp://HOST:PORT, and a rank that exits makes the others fail, naming it") {
+    // A free port: bind one, read it, let it go.
+    int port = 0;
+    {
+        dist::detail::socket_fd s(::socket(AF_INET, SOCK_STREAM, 0));
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        socklen_t len = sizeof a;
+        ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len);
+        port = ntohs(a.sin_port);
+    }
+    const rendezvous where = rendezvous::parse(fmt::format("tcp://127.0.0.1:{}", port));
+    const auto start = std::chrono::steady_clock::now();
+    const auto errors = on_ranks(3, [&](int r) {
+        tcp_group g(r, 3, where, {.timeout_s = 20});
+        g.barrier();
+        if (r == 2) return;  // rank 2 leaves: its connection closes
+        std::vector<double> x{1.0};
+        for (int i = 0; i < 3; ++i) g.all_reduce_sum(std::span<double>(x));
+    });
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(errors[2] == "");
+    CHECK(errors[0] == "rank 0: the connection was closed (the process exited or failed) by rank 2");
+    // Rank 1 learns it from rank 0, which fails and closes its connections in turn.
+    CHECK(errors[1] == "rank 1: the connection was closed (the process exited or failed) by rank 0 (rank 0, the hub "
+                       "of the group)");
+    CHECK(seconds < 10.0);  // at once, not after the 20 s timeout
+}
+
+TEST_CASE("rendezvous failures: no rank 0, a missing rank, a world-size mismatch") {
+    const auto dir = scratch_dir("failures");
+    const auto path = (dir / "r").string();
+    const rendezvous where = rendezvous::parse("file:" + path);
+    CHECK(contains(error_of([&] { tcp_group(1, 2, where, {.timeout_s = 0.3}); }),
+                   "rendezvous: rank 1 found no rank 0 through '" + path + "' within 0.3 s (SGT_DIST_TIMEOUT): '" +
+                       path + "' does not exist"));
+    CHECK(error_of([&] { tcp_group(0, 3, where, {.timeout_s = 0.3}); }) ==
+          "rendezvous: 0 of the 2 other ranks joined rank 0 at file:" + path +
+              " within 0.3 s (SGT_DIST_TIMEOUT); missing: 1, 2");
+    const auto errors = on_ranks(2, [&](int r) { tcp_group(r, r == 0 ? 2 : 3, where, {.timeout_s = 1}); });
+    CHECK(errors[1] == "rendezvous: rank 1 was started with world size 3, rank 0 (through '" + path + "') with 2");
+    CHECK(contains(errors[0], "rendezvous: 0 of the 1 other ranks joined rank 0"));
+    CHECK(error_of([] { tcp_group(0, 2, rendezvous{}, {}); }) ==
+          "group: 2 processes need a rendezvous (file:PATH or tcp://HOST:PORT)");
+    std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+using dp_model = model<double, test::tiny_bytes>;
+
+struct run_record {
+    std::vector<double> losses, grad_norms;
+    std::vector<std::string> plans;  // Θ after each step
+    std::vector<double> weights;
+    std::vector<growth_event> events;
+};
+
+// `steps` steps of SGT (growth from step 3, every 2 steps) on global batches of B sequences, as rank `rank` of
+// `world` (sync null: one process over the whole batch).
+run_record train_sgt(int B, int steps, int rank, int world, gradient_sync<double, cpu>* sync, int micro = 1) {
+    dp_model m(B / world / micro, 16, 7);
+    growth_options o = growth_options::from_budget(test::tiny_bytes.loops);
+    o.t_start = 3;
+    o.dt = 2;
+    growth_operator<> g(dp_model::shape, o);
+    trainer tr(m, g, cosine_schedule{.lr_max = 3e-3, .warmup = 2, .total = steps}, adamw_options{}, B, 16);
+    tr.set_data_parallel(sync);
+    k_hop_dataset data(k_hop_options{.symbols = 2});
+    rng r(11);
+    run_record rec;
+    for (int t = 0; t < steps; ++t) {
+        const batch mine = rank_rows(data.train_batch(r, B, 16), rank, world);
+        std::vector<batch> parts;
+        for (int i = 0; i < micro; ++i) parts.push_back(rank_rows(mine, i, micro));
+        const step_stats s = tr.step(std::span<const batch>(parts));
+        rec.losses.push_back(s.loss);
+        rec.grad_norms.push_back(s.grad_norm);
+        rec.plans.push_back(sgt::detail::plan_to_json(g.plan()).dump());
+        rec.events.insert(rec.events.end(), s.events.begin(), s.events.end());
+    }
+    rec.weights.assign(m.parameters().begin(), m.parameters().end());
+    return rec;
+}
+
+double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
+    double m = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]) / std::max(1e-3, std::abs(b[i])));
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE("data parallel training: 1, 2 and 4 ranks take the step of one process over the global batch") {
+    constexpr int B = 8, steps = 10;
+    const run_record one = train_sgt(B, steps, 0, 1, nullptr);
+    REQUIRE(!one.events.empty());  // the loops grow during the run
+
+    SUBCASE("one rank through the group is the plain trainer, bit for bit") {
+        const auto dir = scratch_dir("one");
+        tcp_group g(0, 1, rendezvous{});
+        host_data_parallel<double, cpu> sync(g);
+        const run_record r = train_sgt(B, steps, 0, 1, &sync);
+        CHECK(r.losses == one.losses);
+        CHECK(r.grad_norms == one.grad_norms);
+        CHECK(r.plans == one.plans);
+        CHECK(r.weights == one.weights);
+    }
+    for (const int world : {2, 4}) {
+        CAPTURE(world);
+        const auto dir = scratch_dir("train" + std::to_string(world));
+        const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
+        std::vector<run_record> ranks(world);
+        const auto errors = on_ranks(world, [&](int r) {
+            tcp_group g(r, world, where, {.timeout_s = 60});
+            host_data_parallel<double, cpu> sync(g, 4096);  // small buckets: several per backward
+            ranks[std::size_t(r)] = train_sgt(B, steps, r, world, &sync);
+        });
+        for (int r = 0; r < world; ++r) {
+            CAPTURE(r);
+            CHECK(errors[r] == "");
+            // Θ and everything else is the same on every rank, bit for bit.
+            CHECK(ranks[r].plans == ranks[0].plans);
+            CHECK(ranks[r].losses == ranks[0].losses);
+            CHECK(ranks[r].weights == ranks[0].weights);
+        }
+        // Against one process over the same global batch: the same growth, losses and weights up to the order of
+        // the sums (double).
+        CHECK(ranks[0].plans == one.plans);
+        CHECK(max_rel(ranks[0].losses, one.losses) < 1e-12);
+        CHECK(max_rel(ranks[0].grad_norms, one.grad_norms) < 1e-10);
+        CHECK(max_rel(ranks[0].weights, one.weights) < 1e-10);
+        std::filesystem::remove_all(dir);
+    }
+    SUBCASE("two ranks, each accumulating two micro-batches") {
+        const auto dir = scratch_dir("micro");
+        const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
+        std::vector<run_record> ranks(2);
+        const auto errors = on_ranks(2, [&](int r) {
+            tcp_group g(r, 2, where, {.timeout_s = 60});
+            host_data_parallel<double, cpu> sync(g);
+            ranks[std::size_t(r)] = train_sgt(B, steps, r, 2, &sync, 2);
+        });
+        CHECK(errors == std::vector<std::string>{"", ""});
+        CHECK(ranks[1].weights == ranks[0].weights);
+        CHECK(ranks[0].plans == one.plans);
+        CHECK(max_rel(ranks[0].losses, one.losses) < 1e-12);
+        CHECK(max_rel(ranks[0].weights, one.weights) < 1e-10);
+        std::filesystem::remove_all(dir);
+    }
+}

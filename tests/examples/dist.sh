@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# examples/train as several processes (data parallel over TCP on the CPU; dist/):
+#   1. `--nproc 2` and `--nproc 4` take the steps of one process over the same global batch: losses within 1e-5
+#      (float; the sums are ordered differently), the same growth decisions, the same validation loss;
+#   2. a run of 2 processes resumes as 1 and continues as the 1-process run does;
+#   3. a rank that dies (SIGKILL) makes the other exit with a message naming it, within seconds;
+#   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count.
+set -uo pipefail
+train=$1
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2> /dev/null; rm -rf "$work"' EXIT
+cd "$work"
+export OMP_NUM_THREADS=1
+fails=0
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+flags=(--quiet --batch 8 --eval-interval 30)
+
+# The step losses, growth decisions and validation losses of a log, one line each.
+steps() { grep '"type":"step"' "$1" | sed -E 's/.*"loss":([^,]*),.*"step":([0-9]+).*/\2 \1/'; }
+growth() { grep '"type":"growth"' "$1" | sed -E 's/"(candidate_entropy|head_entropy)":\[[^]]*\],?//g'; }
+evals() { grep '"type":"eval"' "$1" | sed -E 's/.*"step":([0-9]+).*"val_loss":([^,}]*).*/\1 \2/'; }
+close() {  # close A B TOL: two lists of "step value" lines agree within a relative tolerance
+  paste -d' ' <(echo "$1") <(echo "$2") | awk -v tol="$3" '
+    { if ($1 != $3) { print "step " $1 " against " $3; bad = 1 }
+      d = $2 - $4; if (d < 0) d = -d; m = $4 < 0 ? -$4 : $4; if (d > tol * m) { print "step " $1 ": " $2 " against " $4; bad = 1 }
+      n++ }
+    END { if (n == 0) { print "no steps"; bad = 1 } exit bad }'
+}
+
+"$train" "${flags[@]}" --steps 60 --log one.jsonl > /dev/null || bad "one process"
+for n in 2 4; do
+  "$train" "${flags[@]}" --steps 60 --nproc $n --log n$n.jsonl > /dev/null || bad "--nproc $n"
+  close "$(steps one.jsonl)" "$(steps n$n.jsonl)" 1e-5 || bad "--nproc $n: losses differ from one process's"
+  close "$(evals one.jsonl)" "$(evals n$n.jsonl)" 1e-5 || bad "--nproc $n: validation losses differ"
+  [ -n "$(growth one.jsonl)" ] && [ "$(growth one.jsonl)" == "$(growth n$n.jsonl)" ] ||
+    bad "--nproc $n: growth decisions differ: $(growth n$n.jsonl) against $(growth one.jsonl)"
+  [ "$(grep -c '"type":"step"' n$n.jsonl)" -eq 60 ] || bad "--nproc $n: rank 0's log does not hold 60 steps"
+done
+echo "ok: --nproc 2 and 4 follow one process ($(steps n4.jsonl | tail -1) against $(steps one.jsonl | tail -1))"
+
+# Resume on another number of processes: 2 processes to step 60 with a checkpoint at step 30; from that one, 1
+# process to step 60, as the 1-process run.
+"$train" "${flags[@]}" --steps 60 --nproc 2 --checkpoint-dir ck --checkpoint-every 30 > /dev/null || bad "2 processes with checkpoints"
+[ "$(ls ck | grep step_ | tr '\n' ' ')" == "step_00000030 step_00000060 " ] || bad "rank 0 alone writes the checkpoints: $(ls ck)"
+"$train" "${flags[@]}" --steps 60 --resume ck/step_00000030 --checkpoint-dir ck1 --log r.jsonl > /dev/null 2>&1 ||
+  bad "resume as 1 process"
+close "$(steps one.jsonl | tail -30)" "$(steps r.jsonl)" 1e-5 || bad "the resumed run differs from one process's"
+echo "ok: 2 processes resumed as 1"
+
+# A rank that dies: rank 0 exits non-zero within seconds, naming rank 1.
+export SGT_RENDEZVOUS=file:$work/rendezvous WORLD_SIZE=2
+RANK=0 "$train" --quiet --steps 100000 --batch 8 --log long.jsonl > /dev/null 2> rank0.err &
+rank0=$!
+RANK=1 "$train" --quiet --steps 100000 --batch 8 > /dev/null 2>&1 &
+rank1=$!
+for _ in $(seq 100); do grep -q '"type":"step"' long.jsonl 2> /dev/null && break; sleep 0.1; done
+kill -9 $rank1
+start=$SECONDS
+wait $rank0
+rc=$?
+wait $rank1 2> /dev/null
+[ $rc -ne 0 ] && grep -qF "closed (the process exited or failed) by rank 1" rank0.err ||
+  bad "rank 0 after rank 1 died: exit $rc, $(cat rank0.err)"
+[ $((SECONDS - start)) -le 10 ] || bad "rank 0 took $((SECONDS - start)) s to exit"
+echo "ok: $(cat rank0.err)"
+unset SGT_RENDEZVOUS WORLD_SIZE
+
+expect() {  # expect "message part" [VAR=value ...] -- args...
+  local want=$1
+  shift
+  local env=()
+  while [ "$1" != "--" ]; do env+=("$1"); shift; done
+  shift
+  local out rc
+  out=$(env "${env[@]}" "$train" --quiet "$@" 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] || ! grep -qF -- "$want" <<< "$out"; then
+    bad "($rc) train $* -> $out"
+  else
+    echo "ok: $want"
+  fi
+}
+expect "--batch 8 is the global batch of a step and must split evenly over the 3 processes" -- --nproc 3 --batch 8
+expect "rendezvous: rank 1 found no rank 0 through '$work/none' within 1 s" \
+  RANK=1 WORLD_SIZE=2 SGT_RENDEZVOUS=file:$work/none SGT_DIST_TIMEOUT=1 -- --steps 30
+expect "launch: 2 processes (RANK/WORLD_SIZE) but no rendezvous" RANK=0 WORLD_SIZE=2 -- --steps 5
+expect "--nproc 2, but the launcher (Open MPI) started 1 processes" \
+  OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=1 -- --nproc 2 --steps 5
+exit $fails
