@@ -387,20 +387,19 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     constexpr bool gated = std::is_same_v<Variant, gated_variant>;
     require(data.vocab() <= model_t::V, "data: tokens go up to {}, but the preset's vocabulary is {}", data.vocab(),
             model_t::V);
-    // Data parallelism: this rank's device, then the group of all ranks (every rank waits here for the others).
+    // Data parallelism: the group of all ranks (every rank waits here for the others, so that a rank failing after
+    // it makes the others fail at once), then this rank's device and the gradient sync.
     const int rank = o.launch.rank, world = o.launch.world;
     require(o.batch % world == 0,
             "--batch {} is the global batch of a step and must split evenly over the {} processes; give a multiple of "
             "{}",
             o.batch, world, world);
     const int local_batch = o.batch / world;
-    dist::select_device(Backend{}, o.launch);
     std::optional<dist::tcp_group> group;
+    if (o.launch.distributed()) group.emplace(o.launch);
+    dist::select_device(Backend{}, o.launch);
     std::unique_ptr<dist::gradient_sync<T, Backend>> sync;
-    if (o.launch.distributed()) {
-        group.emplace(o.launch);
-        sync = make_gradient_sync<T>(Backend{}, *group, dist::sync_options{.fp32_reduce = o.fp32_reduce});
-    }
+    if (group) sync = make_gradient_sync<T>(Backend{}, *group, dist::sync_options{.fp32_reduce = o.fp32_reduce});
     {  // a lower bound of the first step's activations (logits and their gradient, each layer's buffers)
         constexpr auto s = Cfg.shape;
         const double tokens = double(local_batch) * o.seq;

@@ -1,8 +1,8 @@
 // examples/launch.hpp: `train --nproc N` (and `train_cuda --nproc N`), a launcher on one host: the program starts
 // N copies of itself with RANK, WORLD_SIZE, LOCAL_RANK and SGT_RENDEZVOUS (a file in a fresh temporary
 // directory) set, as torchrun would, waits for them, and exits with the first failure's status. The ranks find
-// each other and fail together (sgt/dist/tcp_group.hpp): a rank that dies makes the others exit; should one of
-// them not exit within SGT_DIST_TIMEOUT seconds after that (default 300), the launcher kills it.
+// each other and fail together (sgt/dist/tcp_group.hpp): a rank that dies makes the others exit; those still
+// running 5 s after a failure (one waiting for the rendezvous, say) get SIGTERM, and SIGKILL 10 s later.
 #pragma once
 
 #include <signal.h>
@@ -40,7 +40,6 @@ inline int launch_ranks(int n, char** argv) {
     const char* dir = ::mkdtemp(dir_template);
     sgt::require(dir != nullptr, "--nproc: cannot make a temporary directory in /tmp: {}", std::strerror(errno));
     const std::string meeting = std::string("file:") + dir + "/rendezvous";
-    const double timeout = sgt::dist::group_options::from_env().timeout_s;
     auto& pids = launcher::launched();
     for (int r = 0; r < n; ++r) {
         const pid_t pid = ::fork();
@@ -63,27 +62,34 @@ inline int launch_ranks(int n, char** argv) {
     ::signal(SIGINT, SIG_IGN);
     ::signal(SIGTERM, launcher::forward_signal);
     int status = 0, running = n;
-    std::optional<std::chrono::steady_clock::time_point> kill_at;
+    using clock = std::chrono::steady_clock;
+    std::optional<clock::time_point> failed_at;
+    int signals_sent = 0;
     while (running > 0) {
         int st = 0;
-        const pid_t done = ::waitpid(-1, &st, kill_at ? WNOHANG : 0);
+        const pid_t done = ::waitpid(-1, &st, failed_at ? WNOHANG : 0);
         if (done > 0) {
             --running;
             const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             if (code != 0 && status == 0) {
                 status = code;
-                kill_at = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                                 std::chrono::duration<double>(timeout));
+                failed_at = clock::now();
             }
             std::erase(pids, done);
             continue;
         }
         if (done < 0 && errno != EINTR) break;
-        if (kill_at && std::chrono::steady_clock::now() > *kill_at) {
-            launcher::forward_signal(SIGKILL);
-            kill_at.reset();
+        if (failed_at) {
+            const auto since = clock::now() - *failed_at;
+            if (signals_sent == 0 && since > std::chrono::seconds(5)) {
+                launcher::forward_signal(SIGTERM);
+                signals_sent = 1;
+            } else if (signals_sent == 1 && since > std::chrono::seconds(15)) {
+                launcher::forward_signal(SIGKILL);
+                signals_sent = 2;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
-        if (kill_at) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
