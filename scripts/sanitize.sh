@@ -2,7 +2,8 @@
 # Builds CPU tests with AddressSanitizer and UndefinedBehaviorSanitizer (any report fails the test:
 # -fno-sanitize-recover=all) in a build directory of their own, and runs them. CI runs it after scripts/test.sh.
 # The default set is what reads untrusted input or writes files, plus training steps: checkpoints (with their
-# fault injection), safetensors, llm.c shards, and the trainer (every CPU op and parallel_blocks). The saved
+# fault injection), safetensors, llm.c shards, the data-parallel group (sockets, threads as ranks) and the trainer
+# (every CPU op and parallel_blocks). The saved
 # fuzz crashes (tests/test_fuzz_regressions.cpp) are replayed under ASan and UBSan by scripts/fuzz.sh, which CI
 # runs next. Unoptimised, with line tables only (-O0 -g1): the tests build 3 times faster than at -O1 -g (5 s
 # against 17 s for data_test_shards, 2-core machine) and still run in seconds. The slow numerical tests
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${SGT_ASAN_BUILD_DIR:-build-asan}
 jobs=${SGT_JOBS:-$(nproc)}
-tests=(${SGT_ASAN_TESTS:-io_test_checkpoint test_trainer io_test_safetensors data_test_shards})
+tests=(${SGT_ASAN_TESTS:-io_test_checkpoint test_trainer io_test_safetensors data_test_shards dist_test_data_parallel})
 
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 start=$SECONDS
