@@ -5,7 +5,11 @@ decode step, one token per sequence).
 
 Two implementations:
   hf-eager, hf-compile    the vanilla model as Hugging Face transformers' LlamaForCausalLM, `generate` with its
-                          static cache (greedy), eager and torch.compile(mode="reduce-overhead"); decode time is
+                          static cache (greedy); eager with generate's automatic compilation turned off
+                          (disable_compile=True), compiled the way transformers does it itself: generate compiles
+                          its decoding forward when given compile_config=CompileConfig(fullgraph=True,
+                          mode="reduce-overhead") (wrapping model.forward in torch.compile as well fails: "accessing
+                          tensor output of CUDAGraphs that has been overwritten", transformers 5.17); decode time is
                           (generate N tokens - generate 1 token) / (N - 1), as generate gives no per-step hook.
   ref-eager, ref-compile  our PyTorch model with a KV cache for every variant (bench/torch_step.py's FastModel:
                           fused q/k/v and gate/up, SDPA) and one static cache slot per attention pass, as spec
@@ -179,11 +183,14 @@ def bench_hf(name: str, mode: str, B: int, ctx: int, decode_tokens: int) -> dict
                     bos_token_id=None, eos_token_id=None, pad_token_id=0)
     torch.manual_seed(0)
     m = LlamaForCausalLM(c).to("cuda", torch.bfloat16).eval()
-    if mode == "compile":
-        m.forward = torch.compile(m.forward, mode="reduce-overhead", fullgraph=True)
     prompt_len = ctx - decode_tokens
     ids = torch.randint(0, s.vocab, (B, prompt_len), device="cuda")
     gen = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
+    if mode == "compile":
+        from transformers import CompileConfig
+        gen["compile_config"] = CompileConfig(fullgraph=True, mode="reduce-overhead")
+    else:
+        gen["disable_compile"] = True
     with torch.no_grad():
         # Warm-up (compilation), then: prefill = generate 1 token; decode = the rest.
         m.generate(ids, max_new_tokens=decode_tokens, min_new_tokens=decode_tokens, **gen)

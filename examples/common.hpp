@@ -397,6 +397,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     const int local_batch = o.batch / world;
     std::optional<dist::tcp_group> group;
     if (o.launch.distributed()) group.emplace(o.launch);
+    constexpr double rank_zero_wait_s = 7 * 24 * 3600.0;  // the others wait this long for rank 0's evaluation or save
     dist::select_device(Backend{}, o.launch);
     std::unique_ptr<dist::gradient_sync<T, Backend>> sync;
     if (group) sync = make_gradient_sync<T>(Backend{}, *group, dist::sync_options{.fp32_reduce = o.fp32_reduce});
@@ -408,7 +409,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         require(have <= 0 || need <= have,
                 "model: a batch of {} x {} tokens needs at least {} of activations, more than this machine's {} of "
                 "memory",
-                o.batch, o.seq, io::human_bytes(need), io::human_bytes(have));
+                local_batch, o.seq, io::human_bytes(need), io::human_bytes(have));
     }
     model_t m(local_batch, o.seq, o.seed, std::move(variant), sigma_reparam_options{.enabled = o.sigma_reparam});
     if constexpr (gated) {
@@ -675,27 +676,34 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
             last_val = evaluate(t);
             if (o.log_flow) log_flow(t);
         }
-        if (o.sample_every > 0 && t % o.sample_every == 0 && rank == 0) sample(t);
+        const bool sample_step = o.sample_every > 0 && t % o.sample_every == 0;
+        if (sample_step && rank == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * tokens_per_step / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
                    fmt::format("val {:.4f} | {:.2f} GFLOP | entropy {:.3f}", last_val, tr.flops().total() / 1e9,
                                r.last_entropy));
-        if (!o.checkpoint_dir.empty() && group && group->size() > 1) {  // the ranks stop at the same step
-            const int mine = stop_requested ? 1 : 0;
+        // Several processes: they stop at the same step (a signal may reach them apart), and wait for rank 0's own
+        // work of this step (evaluation, sample, checkpoint) without the group's timeout, which is for a rank that
+        // hangs in a collective.
+        bool stop = stop_requested != 0;
+        if (!o.checkpoint_dir.empty() && world > 1) {
+            const int mine = stop ? 1 : 0;
             const auto all = group->all_gather(std::span<const int>(&mine, 1));
-            stop_requested = std::find(all.begin(), all.end(), 1) != all.end() ? 1 : 0;
+            stop = std::find(all.begin(), all.end(), 1) != all.end();
         }
-        if (!o.checkpoint_dir.empty() && stop_requested) {
+        const bool save_step = !o.checkpoint_dir.empty() &&
+                               (stop || (o.checkpoint_every > 0 && t % o.checkpoint_every == 0 && t != o.steps));
+        if (save_step) save();
+        if (world > 1 && (eval_step || sample_step || save_step)) group->barrier(rank_zero_wait_s);
+        if (!o.checkpoint_dir.empty() && stop) {
             bar.finish();
-            save();
             r.interrupted = true;
             break;
         }
-        if (!o.checkpoint_dir.empty() && o.checkpoint_every > 0 && t % o.checkpoint_every == 0 && t != o.steps)
-            save();
     }
     bar.finish();
     if (!o.checkpoint_dir.empty() && !r.interrupted) save();
+    if (world > 1) group->barrier(rank_zero_wait_s);  // the others exit once rank 0's final checkpoint is written
     r.seconds = tr.seconds();
     r.flops = tr.flops().total();
     r.vanilla_flops = tr.flops().vanilla_total();

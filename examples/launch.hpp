@@ -43,7 +43,14 @@ inline int launch_ranks(int n, char** argv) {
     auto& pids = launcher::launched();
     for (int r = 0; r < n; ++r) {
         const pid_t pid = ::fork();
-        sgt::require(pid >= 0, "--nproc: cannot start rank {}: {}", r, std::strerror(errno));
+        if (pid < 0) {
+            const int e = errno;
+            launcher::forward_signal(SIGKILL);
+            for (const pid_t p : pids) ::waitpid(p, nullptr, 0);
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);
+            sgt::fail("--nproc: cannot start rank {}: {}", r, std::strerror(e));
+        }
         if (pid == 0) {
             const std::string rank = std::to_string(r), world = std::to_string(n);
             ::setenv("RANK", rank.c_str(), 1);
@@ -73,7 +80,7 @@ inline int launch_ranks(int n, char** argv) {
             const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             if (code != 0 && status == 0) {
                 status = code;
-                failed_at = clock::now();
+                if (code != 130) failed_at = clock::now();  // 130: interrupted and saved, as every rank will be
             }
             std::erase(pids, done);
             continue;

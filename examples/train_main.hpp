@@ -118,6 +118,12 @@ int train_main(int argc, char** argv) {
     try {
         o.launch = dist::read_launch_env();
         if (nproc > 1 && !o.launch.distributed()) return launch_ranks(nproc, argv);
+        if (nproc > 1 || o.launch.distributed()) {
+            require(!o.gated, "--gates with several processes is not supported yet: each rank's gate statistics (for "
+                              "--allocation gate and the sparsity term) would differ");
+            require(o.dropout == 0.0, "--dropout with several processes is not supported yet: every rank would draw "
+                                      "the same masks");
+        }
         require(nproc == 0 || !o.launch.distributed() || nproc == o.launch.world,
                 "--nproc {}, but the launcher ({}) started {} processes", nproc, o.launch.source, o.launch.world);
         if (o.launch.rank != 0) {  // rank 0 prints, logs and writes checkpoints

@@ -2,7 +2,7 @@
 # examples/train as several processes (data parallel over TCP on the CPU; dist/):
 #   1. `--nproc 2` and `--nproc 4` take the steps of one process over the same global batch: losses within 1e-5
 #      (float; the sums are ordered differently), the same growth decisions, the same validation loss;
-#   2. a run of 2 processes resumes as 1 and continues as the 1-process run does;
+#   2. a run of 2 processes resumes as 1 and continues as the 1-process run does, and as 2 bit for bit;
 #   3. a rank that dies (SIGKILL) makes the other exit with a message naming it, within seconds;
 #   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count.
 set -uo pipefail
@@ -45,10 +45,14 @@ echo "ok: --nproc 2 and 4 follow one process ($(steps n4.jsonl | tail -1) agains
 "$train" "${flags[@]}" --steps 60 --resume ck/step_00000030 --checkpoint-dir ck1 --log r.jsonl > /dev/null 2>&1 ||
   bad "resume as 1 process"
 close "$(steps one.jsonl | tail -30)" "$(steps r.jsonl)" 1e-5 || bad "the resumed run differs from one process's"
-echo "ok: 2 processes resumed as 1"
+# ... and on the same number of processes, bit for bit: the last 30 steps of the uninterrupted 2-process run.
+"$train" "${flags[@]}" --steps 60 --nproc 2 --resume ck/step_00000030 --checkpoint-dir ck2 --log r2.jsonl > /dev/null 2>&1 ||
+  bad "resume as 2 processes"
+[ "$(steps n2.jsonl | tail -30)" == "$(steps r2.jsonl)" ] || bad "2 processes resumed as 2 differ from the uninterrupted run"
+echo "ok: 2 processes resumed as 1, and as 2 bit for bit"
 
 # A rank that dies: rank 0 exits non-zero within seconds, naming rank 1.
-export SGT_RENDEZVOUS=file:$work/rendezvous WORLD_SIZE=2
+export SGT_RENDEZVOUS=file:$work/rendezvous WORLD_SIZE=2 SGT_DIST_TIMEOUT=30
 RANK=0 "$train" --quiet --steps 100000 --batch 8 --log long.jsonl > /dev/null 2> rank0.err &
 rank0=$!
 RANK=1 "$train" --quiet --steps 100000 --batch 8 > /dev/null 2>&1 &
@@ -63,7 +67,7 @@ wait $rank1 2> /dev/null
   bad "rank 0 after rank 1 died: exit $rc, $(cat rank0.err)"
 [ $((SECONDS - start)) -le 10 ] || bad "rank 0 took $((SECONDS - start)) s to exit"
 echo "ok: $(cat rank0.err)"
-unset SGT_RENDEZVOUS WORLD_SIZE
+unset SGT_RENDEZVOUS WORLD_SIZE SGT_DIST_TIMEOUT
 
 expect() {  # expect "message part" [VAR=value ...] -- args...
   local want=$1
@@ -84,6 +88,7 @@ expect "--batch 8 is the global batch of a step and must split evenly over the 3
 expect "rendezvous: rank 1 found no rank 0 through '$work/none' within 1 s" \
   RANK=1 WORLD_SIZE=2 SGT_RENDEZVOUS=file:$work/none SGT_DIST_TIMEOUT=1 -- --steps 30
 expect "launch: 2 processes (RANK/WORLD_SIZE) but no rendezvous" RANK=0 WORLD_SIZE=2 -- --steps 5
-expect "--nproc 2, but the launcher (Open MPI) started 1 processes" \
-  OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=1 -- --nproc 2 --steps 5
+expect "--nproc 3, but the launcher (Open MPI) started 2 processes" \
+  OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=2 SGT_RENDEZVOUS=file:$work/none -- --nproc 3 --steps 30
+expect "--dropout with several processes is not supported yet" -- --nproc 2 --dropout 0.1 --steps 30
 exit $fails

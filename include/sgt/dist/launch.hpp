@@ -65,7 +65,7 @@ struct launch_env {
     int local_rank = 0;
     std::string source;  // which launcher's variables were read ("" for a single process)
     rendezvous meeting;
-    bool distributed() const { return world > 1 || !source.empty(); }
+    bool distributed() const { return world > 1; }  // a launcher's single process trains as one
 };
 
 using env_reader = std::function<std::optional<std::string>(const char*)>;

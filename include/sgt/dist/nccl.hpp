@@ -186,10 +186,11 @@ private:
         lib_.check(lib_.all_reduce(data, data, std::size_t(b.count), type, ncclSum, comm_, stream_), "ncclAllReduce");
     }
 
-    // Waits for the last bucket, watching NCCL's asynchronous errors; gives up after the group's timeout.
+    // Waits for the last bucket, watching NCCL's asynchronous errors and the group's connections (a rank that
+    // exited leaves NCCL waiting for it); gives up after the group's timeout.
     void wait_for_done() {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(group_.timeout_s());
-        for (;;) {
+        for (int polls = 0;; ++polls) {
             const cudaError_t q = cudaEventQuery(done_);
             if (q == cudaSuccess) return;
             if (q != cudaErrorNotReady) SGT_CUDA_CHECK(q);
@@ -199,6 +200,13 @@ private:
                 failed_ = true;
                 group_.abort();
                 fail("rank {}: NCCL reported an error during the gradient sum: {}", rank(), lib_.get_error_string(async));
+            }
+            if (polls % 256 == 255) {  // about every 5 ms
+                if (const int gone = group_.closed_peer(); gone >= 0) {
+                    failed_ = true;
+                    group_.abort();
+                    fail("rank {}: rank {} exited during the gradient sum (its connection closed)", rank(), gone);
+                }
             }
             if (std::chrono::steady_clock::now() > deadline) {
                 failed_ = true;

@@ -115,7 +115,7 @@ public:
     // every rank has joined; throws sgt::error when the rendezvous fails or times out, or when a rank was
     // started with another world size.
     tcp_group(int rank, int world, const rendezvous& where, group_options o = {})
-        : rank_(rank), world_(world), timeout_s_(o.timeout_s) {
+        : rank_(rank), world_(world), timeout_s_(o.timeout_s), wait_s_(o.timeout_s) {
         require(world >= 1 && rank >= 0 && rank < world, "group: rank {} of world size {} is impossible", rank, world);
         require(o.timeout_s > 0.0, "group: expected a positive timeout, found {} s", o.timeout_s);
         if (world == 1) return;
@@ -190,10 +190,32 @@ public:
         }
     }
 
-    // Returns when every rank has called it.
-    void barrier() {
+    // Returns when every rank has called it. `timeout_s`: how long to wait (the group's timeout by default; a
+    // rank that exits is noticed at once either way), e.g. longer while rank 0 alone evaluates or saves.
+    void barrier(double timeout_s = 0.0) {
+        const double saved = wait_s_;
+        if (timeout_s > 0.0) wait_s_ = timeout_s;
         const char c = 0;
-        (void)all_gather(std::span<const char>(&c, 1));
+        try {
+            (void)all_gather(std::span<const char>(&c, 1));
+        } catch (...) {
+            wait_s_ = saved;
+            throw;
+        }
+        wait_s_ = saved;
+    }
+
+    // A rank this one is connected to (every rank for rank 0; rank 0 for the others) whose connection is closed:
+    // it exited. -1 when none is. Reads nothing (data already sent for the next collective stays queued).
+    int closed_peer() {
+        for (std::size_t i = 0; i < peers_.size(); ++i) {
+            if (!peers_[i]) continue;
+            pollfd p{peers_[i].get(), POLLIN, 0};
+            if (::poll(&p, 1, 0) <= 0) continue;
+            char c = 0;
+            if (::recv(peers_[i].get(), &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return rank_ == 0 ? int(i) : 0;
+        }
+        return -1;
     }
 
     // Closes every connection now: the other ranks fail at their next collective instead of waiting.
@@ -228,13 +250,13 @@ private:
     void send(int r, const void* data, std::size_t bytes) {
         auto& s = peer(r);
         if (!s) lost(r, "the connection is closed to");
-        const auto deadline = detail::deadline_after(timeout_s_);
+        const auto deadline = detail::deadline_after(wait_s_);
         const char* p = static_cast<const char*>(data);
         while (bytes > 0) {
             if (!detail::wait_for(s.get(), POLLOUT, deadline))
-                lost(r, fmt::format("waited {} s (SGT_DIST_TIMEOUT) to send to", timeout_s_));
+                lost(r, fmt::format("waited {} s (SGT_DIST_TIMEOUT) to send to", wait_s_));
             errno = 0;
-            const ssize_t n = ::send(s.get(), p, bytes, MSG_NOSIGNAL);
+            const ssize_t n = ::send(s.get(), p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (n <= 0) broken(r);
             p += n;
@@ -244,13 +266,13 @@ private:
     void recv(int r, void* data, std::size_t bytes) {
         auto& s = peer(r);
         if (!s) lost(r, "the connection is closed to");
-        const auto deadline = detail::deadline_after(timeout_s_);
+        const auto deadline = detail::deadline_after(wait_s_);
         char* p = static_cast<char*>(data);
         while (bytes > 0) {
             if (!detail::wait_for(s.get(), POLLIN, deadline))
-                lost(r, fmt::format("waited {} s (SGT_DIST_TIMEOUT) in vain for data from", timeout_s_));
+                lost(r, fmt::format("waited {} s (SGT_DIST_TIMEOUT) in vain for data from", wait_s_));
             errno = 0;
-            const ssize_t n = ::recv(s.get(), p, bytes, 0);
+            const ssize_t n = ::recv(s.get(), p, bytes, MSG_DONTWAIT);
             if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (n <= 0) broken(r);
             p += n;
@@ -273,9 +295,14 @@ private:
         a.sin_family = AF_INET;
         a.sin_addr.s_addr = htonl(INADDR_ANY);
         a.sin_port = htons(std::uint16_t(where.how == rendezvous::kind::tcp ? where.port : 0));
-        require(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0,
-                "rendezvous: rank 0 cannot listen on port {}: {}", ntohs(a.sin_port), std::strerror(errno));
-        require(::listen(listener_.get(), world_) == 0, "rendezvous: listen failed: {}", std::strerror(errno));
+        if (::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            const int e = errno;
+            fail("rendezvous: rank 0 cannot listen on port {}: {}", ntohs(a.sin_port), std::strerror(e));
+        }
+        if (::listen(listener_.get(), world_) != 0) {
+            const int e = errno;
+            fail("rendezvous: listen failed: {}", std::strerror(e));
+        }
         if (where.how == rendezvous::kind::file) {
             socklen_t len = sizeof a;
             ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len);
@@ -365,33 +392,54 @@ private:
             problem = fmt::format("'{}' is not a rendezvous file of sgt", path);
             return false;
         }
-        require(world == world_, "rendezvous: rank {} was started with world size {}, rank 0 (through '{}') with {}",
-                rank_, world_, path, world);
+        if (world != world_) {  // a stale file of another run, or a real mismatch: wait for rank 0 to rewrite it
+            problem = fmt::format("'{}' was written by a rank 0 of world size {}, this rank has {}", path, world, world_);
+            return false;
+        }
         return true;
     }
 
+    // One attempt to connect to rank 0 (at most 5 s). A host name that does not resolve is tried as 127.0.0.1
+    // when it is this machine's own name (a container's host name need not resolve).
     bool try_connect(const std::string& host_name, int port, std::string& problem) {
-        for (const std::string& name : {host_name, std::string("127.0.0.1")}) {
-            addrinfo hints{};
-            hints.ai_family = AF_INET;
-            hints.ai_socktype = SOCK_STREAM;
-            addrinfo* res = nullptr;
-            if (::getaddrinfo(name.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || res == nullptr) {
+        char own[256] = {};
+        ::gethostname(own, sizeof own - 1);
+        std::string name = host_name;
+        addrinfo hints{};
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* res = nullptr;
+        if (::getaddrinfo(name.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || res == nullptr) {
+            if (name != own) {
                 problem = fmt::format("cannot resolve '{}'", name);
-                continue;
+                return false;
             }
-            detail::socket_fd s(::socket(res->ai_family, res->ai_socktype, res->ai_protocol));
-            const bool ok = s && ::connect(s.get(), res->ai_addr, res->ai_addrlen) == 0;
-            if (!ok) problem = fmt::format("connecting to {}:{}: {}", name, port, std::strerror(errno));
-            ::freeaddrinfo(res);
-            if (ok) {
-                no_delay(s.get());
-                peers_[0] = std::move(s);
-                return true;
+            name = "127.0.0.1";
+            if (::getaddrinfo(name.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || res == nullptr) {
+                problem = "cannot resolve 127.0.0.1";
+                return false;
             }
-            if (name == "127.0.0.1") break;
         }
-        return false;
+        detail::socket_fd s(::socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK, res->ai_protocol));
+        int rc = s ? ::connect(s.get(), res->ai_addr, res->ai_addrlen) : -1;
+        int e = errno;
+        ::freeaddrinfo(res);
+        if (rc != 0 && s && e == EINPROGRESS) {  // wait for the handshake, then read its outcome
+            if (detail::wait_for(s.get(), POLLOUT, detail::deadline_after(5.0))) {
+                socklen_t len = sizeof e;
+                ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &e, &len);
+                rc = e == 0 ? 0 : -1;
+            } else {
+                e = ETIMEDOUT;
+            }
+        }
+        if (rc != 0) {
+            problem = fmt::format("connecting to {}:{}: {}", name, port, std::strerror(e));
+            return false;
+        }
+        no_delay(s.get());
+        peers_[0] = std::move(s);
+        return true;
     }
 
     static bool read_exact(int fd, void* data, std::size_t bytes, detail::clock::time_point deadline) {
@@ -424,6 +472,7 @@ private:
 
     int rank_ = 0, world_ = 1;
     double timeout_s_ = 300.0;
+    double wait_s_ = 300.0;  // the current wait of send and recv: timeout_s_, or a barrier's
     detail::socket_fd listener_;
     std::vector<detail::socket_fd> peers_;  // rank 0: one per rank (index 0 unused); others: [0] = rank 0
 };
