@@ -21,6 +21,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <span>
 #include <string>
@@ -87,14 +88,16 @@ private:
     }
 };
 
-// Makes this process's GPU its local rank's (call before anything touches the GPU). Throws sgt::error when the
-// host has fewer GPUs than local ranks.
+// Makes this process's GPU its local rank's (call before anything touches the GPU): GPU `local_rank`, or the
+// only one a launcher left visible (CUDA_VISIBLE_DEVICES set to one GPU per process, as `srun --gpus-per-task=1`
+// does). Throws sgt::error when the process sees fewer GPUs than that.
 inline void select_device(cuda, const launch_env& e) {
     int count = 0;
     SGT_CUDA_CHECK(cudaGetDeviceCount(&count));
-    require(e.local_rank < count, "launch: rank {} has local rank {}, but this host has {} GPU{}", e.rank, e.local_rank,
-            count, count == 1 ? "" : "s");
-    SGT_CUDA_CHECK(cudaSetDevice(e.local_rank));
+    const bool one_per_process = count == 1 && std::getenv("CUDA_VISIBLE_DEVICES") != nullptr;
+    require(e.local_rank < count || one_per_process, "launch: rank {} has local rank {}, but this host has {} GPU{}",
+            e.rank, e.local_rank, count, count == 1 ? "" : "s");
+    SGT_CUDA_CHECK(cudaSetDevice(one_per_process ? 0 : e.local_rank));
 }
 
 template <class T>
