@@ -3,6 +3,7 @@
 // every loop structure (fp32 ≤ 1e-5, bf16 ≤ 2e-2, relative); the decode step recorded as a CUDA graph gives the
 // same bits as the eager step; greedy generation on the GPU in fp32 emits the CPU's tokens.
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <map>
 
@@ -112,6 +113,25 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     test::check_error<T>("rope at positions", test::rel_error(test::to_host(d_qkv), qkv_ref));
     test::check_error<T>("cache write", test::rel_error(test::to_host(d_k), k_ref));
     test::check_error<T>("decode attention (4 lengths, 3 chunks)", test::rel_error(test::to_host(d_out), out_ref));
+
+    // The fused form (RoPE on q and k, then k and v into the slot, one kernel): the CPU's composition, and the
+    // two GPU kernels above bit for bit.
+    std::vector<double> qkv_f = qkv, k_f = k, v_f = v;
+    rope_kv_write_at(cpu{}, qkv_f.data(), k_f.data(), v_f.data(), cos_d.data(), sin_d.data(), pos.data(), B, 1, n, HD,
+                     ctx);
+    CHECK(qkv_f == qkv_ref);
+    CHECK(k_f == k_ref);
+    CHECK(v_f == v_ref);
+    auto f_qkv = test::to_device<T>(qkv), f_k = test::to_device<T>(k), f_v = test::to_device<T>(v);
+    rope_kv_write_at(cuda{}, f_qkv.data(), f_k.data(), f_v.data(), d_cos.data(), d_sin.data(), d_pos.data(), B, 1, n,
+                     HD, ctx);
+    const auto same = [](const auto& a, const auto& b) {
+        const auto x = test::to_host(a), y = test::to_host(b);
+        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0;
+    };
+    CHECK(same(f_qkv, d_qkv));
+    CHECK(same(f_k, d_k));
+    CHECK(same(f_v, d_v));
 }
 
 TEST_CASE_TEMPLATE("prefill + decode on the GPU match the CPU at every position, for every loop structure", T, float,

@@ -109,6 +109,9 @@ template <class T>
 void kv_cache_write(cuda, T* k_cache, T* v_cache, const T* qkv, const std::int32_t* start, int B, int T_, int n, int HD,
                     int ctx);
 template <class T>
+void rope_kv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
+                      const std::int32_t* start, int B, int T_, int n, int HD, int ctx);
+template <class T>
 void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
                       int n, int HD, int ctx, accum_t<T>* workspace, const T* gain = nullptr);
 

@@ -559,9 +559,8 @@ private:
             const int n = p.n(), nhd = n * HD;
             rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), w.norm, B, C, config.norm_eps);
             matmul_forward(be, qkv_.data(), a_.data(), w.w_qkv, B, C, 3 * nhd);
-            rope_forward_at(be, qkv_.data(), rope_cos_.data(), rope_sin_.data(), start_.data(), B, 1, 2 * n, HD,
-                            3 * std::int64_t(nhd));
-            kv_cache_write(be, cache_.keys(p), cache_.values(p), qkv_.data(), start_.data(), B, 1, n, HD, max_context_);
+            rope_kv_write_at(be, qkv_.data(), cache_.keys(p), cache_.values(p), rope_cos_.data(), rope_sin_.data(),
+                             start_.data(), B, 1, n, HD, max_context_);
             const T* gain = nullptr;  // a gated pass: g per (sequence, head); closed heads skip their read
             if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {
                 const std::int64_t at = std::int64_t(gs) * max_batch_ * NH;

@@ -55,6 +55,15 @@ void kv_cache_write(cpu, T* k_cache, T* v_cache, const T* qkv, const std::int32_
         }
 }
 
+// Both of the above for a pass's (B, T, 3, n, HD) rows: RoPE on q and k at the positions, then k and v into the
+// slot. On a GPU one kernel instead of two (a decode step is bound by its launches).
+template <class T>
+void rope_kv_write_at(cpu, T* qkv, T* k_cache, T* v_cache, const T* cos_table, const T* sin_table,
+                      const std::int32_t* start, int B, int T_, int n, int HD, int ctx) {
+    rope_forward_at(cpu{}, qkv, cos_table, sin_table, start, B, T_, 2 * n, HD, 3 * std::int64_t(n) * HD);
+    kv_cache_write(cpu{}, k_cache, v_cache, qkv, start, B, T_, n, HD, ctx);
+}
+
 // Scratch decode_attention needs (in accum_t<T>), owned by the caller: none here.
 template <class T>
 std::int64_t decode_attention_workspace(cpu, int /*B*/, int /*n*/, int /*HD*/, int /*ctx*/) {

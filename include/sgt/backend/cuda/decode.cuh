@@ -1,5 +1,6 @@
 // sgt/backend/cuda/decode.cuh: the leaf ops of cached decoding on the GPU (backend/cpu/decode.hpp gives the
-// layouts): RoPE at per-sequence positions, appending keys and values to a cache slot, and decode attention.
+// layouts): RoPE at per-sequence positions, appending keys and values to a cache slot (the two in one kernel for
+// a decode step, rope_kv_write_at), and decode attention.
 //
 // Decode attention is split along the keys, as flash-decoding does: one query per (sequence, head) against up
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
@@ -59,6 +60,41 @@ __global__ void kv_cache_write_kernel(T* k_cache, T* v_cache, const T* qkv, cons
         const T* src = qkv + bt * row + std::int64_t(h) * HD + d;
         k_cache[dst] = src[std::int64_t(n) * HD];
         v_cache[dst] = src[2 * std::int64_t(n) * HD];
+    }
+}
+
+// rope_at_kernel on q and k and kv_cache_write_kernel in one pass: thread (b, t, i, j) rotates the pairs (j,
+// j + HD/2) of head i's query and key, writes the rotated key to the row and the slot, and copies the value pair.
+template <class T>
+__global__ void rope_kv_write_kernel(T* qkv, T* k_cache, T* v_cache, const accum_t<T>* cos_table,
+                                     const accum_t<T>* sin_table, const std::int32_t* start, int B, int T_, int n,
+                                     int HD, int ctx) {
+    using A = accum_t<T>;
+    const int half = HD / 2;
+    const std::int64_t total = std::int64_t(B) * T_ * n * half, nhd = std::int64_t(n) * HD;
+    for (std::int64_t idx = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; idx < total;
+         idx += std::int64_t(gridDim.x) * blockDim.x) {
+        const int j = int(idx % half);
+        const std::int64_t rest = idx / half;
+        const int i = int(rest % n);
+        const std::int64_t bt = rest / n;
+        const int b = int(bt / T_), t = int(bt % T_);
+        const std::int64_t pos = std::int64_t(start[b]) + t;
+        const A c = cos_table[pos * half + j], s = sin_table[pos * half + j];
+        T* q = qkv + bt * 3 * nhd + std::int64_t(i) * HD;
+        T* k = q + nhd;
+        const T* v = k + nhd;
+        const A q1 = load(q[j]), q2 = load(q[j + half]), k1 = load(k[j]), k2 = load(k[j + half]);
+        q[j] = store<T>(q1 * c - q2 * s);
+        q[j + half] = store<T>(q2 * c + q1 * s);
+        const T r1 = store<T>(k1 * c - k2 * s), r2 = store<T>(k2 * c + k1 * s);
+        k[j] = r1;
+        k[j + half] = r2;
+        const std::int64_t dst = ((std::int64_t(b) * n + i) * ctx + pos) * HD;
+        k_cache[dst + j] = r1;
+        k_cache[dst + j + half] = r2;
+        v_cache[dst + j] = v[j];
+        v_cache[dst + j + half] = v[j + half];
     }
 }
 
@@ -201,6 +237,16 @@ void rope_forward_at(cuda, T* x, const accum_t<T>* cos_table, const accum_t<T>* 
     detail::rope_at_kernel<<<detail::blocks_for(total), detail::threads_per_block, 0, detail::stream()>>>(
         x, cos_table, sin_table, start, B, T_, n_heads, HD, row_stride);
     SGT_CUDA_LAUNCHED(rope_at_kernel);
+}
+
+template <class T>
+void rope_kv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
+                      const std::int32_t* start, int B, int T_, int n, int HD, int ctx) {
+    const std::int64_t total = std::int64_t(B) * T_ * n * (HD / 2);
+    if (total <= 0) return;
+    detail::rope_kv_write_kernel<<<detail::blocks_for(total), detail::threads_per_block, 0, detail::stream()>>>(
+        qkv, k_cache, v_cache, cos_table, sin_table, start, B, T_, n, HD, ctx);
+    SGT_CUDA_LAUNCHED(rope_kv_write_kernel);
 }
 
 template <class T>

@@ -56,6 +56,8 @@ namespace sgt {
     template void rope_forward_at<T>(cuda, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
                                      int, std::int64_t);                                                          \
     template void kv_cache_write<T>(cuda, T*, T*, const T*, const std::int32_t*, int, int, int, int, int);        \
+    template void rope_kv_write_at<T>(cuda, T*, T*, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, \
+                                      int, int, int, int, int);                                                  \
     template void decode_attention<T>(cuda, T*, const T*, const T*, const T*, const std::int32_t*, int, int, int, int, \
                                       accum_t<T>*, const T*);
 
