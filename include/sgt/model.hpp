@@ -314,8 +314,8 @@ public:
     }
 
     // The same, calling on_final(offset, count) for each range of gradients() that is final while the backward
-    // goes on: the final norm and LM head first, then each layer once its first pass (the last in the backward)
-    // is done, then the embedding. Data parallelism (dist/data_parallel.hpp) sums them over the ranks meanwhile.
+    // goes on: the LM head and final norm first, then each layer's tensors once its first pass (the last in the
+    // backward) is done, then the embedding. Data parallelism (dist/data_parallel.hpp) sums them over the ranks meanwhile.
     // Ranges not reported (a variant's or σReparam's tensors; with σReparam, whose backward rewrites every linear
     // weight's gradient at the end, nothing is reported) are final when backward returns.
     template <class OnFinal>
@@ -336,10 +336,12 @@ public:
         fill_zero(be, dres_.data(), N * C);
         rmsnorm_backward(be, dres_.data(), grad(*final_norm_), dx_.data(), final_in_, weight(*final_norm_),
                          final_rstd_.data(), int(N), C);
+        // Ranges are reported from the end of the table towards its start (LM head, final norm, each layer's
+        // tensors last to first, the embedding), so that adjacent ones coalesce into buckets.
         const bool report = !sigma_;
         if (report) {
-            on_final(final_norm_->offset, final_norm_->numel());
             on_final(lm_head_->offset, lm_head_->numel());
+            on_final(final_norm_->offset, final_norm_->numel());
         }
         std::array<std::size_t, NL> first_stage{};  // each layer's first stage in execution order
         first_stage.fill(stages_.size());
@@ -357,21 +359,9 @@ public:
                 ffn_backward(be, dres_.data(), ffn_grads_of(it->layer), ffn_records_[it->record],
                              ffn_weights_of(it->layer), ffn_scratch_, d_, active_dropout_);
             if (report && std::size_t(stages_.rend() - it - 1) == first_stage[std::size_t(it->layer)]) {
-                // The layer's nine tensors: one range where they are adjacent in the table (always, for the
-                // decoder's own table), so that buckets coalesce across layers.
                 const layer_params& p = layers_[std::size_t(it->layer)];
-                const std::array<const param_entry*, 9> nine{p.attn_norm, p.q, p.k, p.v, p.o,
-                                                             p.ffn_norm,  p.gate, p.up, p.down};
-                std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0, n = 0;
-                for (const param_entry* e : nine) {
-                    lo = std::min(lo, e->offset);
-                    hi = std::max(hi, e->offset + e->numel());
-                    n += e->numel();
-                }
-                if (hi - lo == n)
-                    on_final(lo, n);
-                else
-                    for (const param_entry* e : nine) on_final(e->offset, e->numel());
+                for (const param_entry* e : {p.down, p.up, p.gate, p.ffn_norm, p.o, p.v, p.k, p.q, p.attn_norm})
+                    on_final(e->offset, e->numel());
             }
         }
         if (active_dropout_ > 0.0) dropout_backward(be, dres_.data(), emb_mask_.data(), N * C);
