@@ -116,15 +116,14 @@ public:
                 r.flops += model_.step_flops(std::int64_t(b.B) * (dp_ ? dp_->world() : 1), b.T, plan);
             }
         }
-        if (dp_) sum = sum_in_rank_order(dp_->all_gather(std::vector<double>{sum}), 1)[0];
-        // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only).
-        r.loss = (count > 0 ? sum / double(count) : 0.0) + (micro.size() == 1 ? model_.extra_loss() : 0.0);
-        require(std::isfinite(r.loss), "training: the loss is not finite ({}) at step {}", r.loss, t_);
         if (micro.size() > 1)
             scale_entropies(1.0 / double(sequences));
         else
             entropy_ = model_.entropies();
-        if (dp_) average_entropies_over_ranks();
+        if (dp_) sum = combine_over_ranks(sum);
+        // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only).
+        r.loss = (count > 0 ? sum / double(count) : 0.0) + (micro.size() == 1 ? model_.extra_loss() : 0.0);
+        require(std::isfinite(r.loss), "training: the loss is not finite ({}) at step {}", r.loss, t_);
         r.grad_norm = opt_.clip_gradients(model_.gradients());
         require(std::isfinite(r.grad_norm), "training: the gradient norm is not finite ({}) at step {}", r.grad_norm,
                 t_);
@@ -237,17 +236,20 @@ private:
             for (std::size_t i = 0; i < n; ++i) s[i] += all[r * n + i];
         return s;
     }
-    // entropy_ ← the mean over ranks (each rank's batch mean over the same number of sequences, Eq. 4), the same
-    // on every rank. NaN (a head that did not loop) stays NaN: the plan is the same on every rank.
-    void average_entropies_over_ranks() {
+    // One gather for the step's results: returns the loss sum over the ranks, and makes entropy_ the mean over
+    // ranks (each rank's batch mean over the same number of sequences, Eq. 4); the same on every rank. NaN (a
+    // head that did not loop) stays NaN: the plan is the same on every rank.
+    double combine_over_ranks(double loss_sum) {
         const std::size_t n = entropy_.first_pass.size();
-        std::vector<double> mine(entropy_.first_pass);
+        std::vector<double> mine{loss_sum};
+        mine.insert(mine.end(), entropy_.first_pass.begin(), entropy_.first_pass.end());
         mine.insert(mine.end(), entropy_.last_loop.begin(), entropy_.last_loop.end());
         const std::vector<double> s = sum_in_rank_order(dp_->all_gather(mine), mine.size());
         for (std::size_t i = 0; i < n; ++i) {
-            entropy_.first_pass[i] = s[i] / double(dp_->world());
-            entropy_.last_loop[i] = s[n + i] / double(dp_->world());
+            entropy_.first_pass[i] = s[1 + i] / double(dp_->world());
+            entropy_.last_loop[i] = s[1 + n + i] / double(dp_->world());
         }
+        return s[0];
     }
     void scale_entropies(double f) {
         for (double& v : entropy_.first_pass) v *= f;
