@@ -516,12 +516,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     // with several processes rank 0 evaluates the same sequences alone.
     std::vector<batch> val;
     for (const batch& vb : data.val_batches(o.batch, o.seq, o.eval_batches))
-        for (int first = 0; first < vb.B; first += local_batch) {
-            const int rows = std::min(local_batch, vb.B - first);
-            const auto begin = std::ptrdiff_t(first) * vb.T, end = begin + std::ptrdiff_t(rows) * vb.T;
-            val.push_back({rows, vb.T, {vb.inputs.begin() + begin, vb.inputs.begin() + end},
-                           {vb.targets.begin() + begin, vb.targets.begin() + end}});
-        }
+        for (int first = 0; first < vb.B; first += local_batch)
+            val.push_back(batch_rows(vb, first, std::min(local_batch, vb.B - first)));
 
     // Validation loss over all validation batches, dropout off; answer accuracy of the argmax where the data
     // defines answers (the k-hop task).

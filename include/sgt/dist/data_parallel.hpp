@@ -41,13 +41,8 @@ inline batch rank_rows(const batch& global, int rank, int world) {
             "multiple of the number of processes",
             global.B, world);
     if (world == 1) return global;
-    batch b;
-    b.B = global.B / world;
-    b.T = global.T;
-    const auto first = std::ptrdiff_t(rank) * b.B * b.T, n = std::ptrdiff_t(b.B) * b.T;
-    b.inputs.assign(global.inputs.begin() + first, global.inputs.begin() + first + n);
-    b.targets.assign(global.targets.begin() + first, global.targets.begin() + first + n);
-    return b;
+    const int rows = global.B / world;
+    return batch_rows(global, rank * rows, rows);
 }
 
 // Coalesces the ranges the backward reports final into buckets of at least `bucket_elems` elements. ready()
