@@ -103,9 +103,6 @@ std::int64_t decode_attention_workspace(cuda, int B, int n, int HD, int ctx) {
     return std::int64_t(B) * n * detail::decode_splits(ctx) * (2 + HD);
 }
 template <class T>
-void rope_forward_at(cuda, T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, const std::int32_t* start,
-                     int B, int T_, int n_heads, int HD, std::int64_t row_stride);
-template <class T>
 void kv_cache_write(cuda, T* k_cache, T* v_cache, const T* qkv, const std::int32_t* start, int B, int T_, int n, int HD,
                     int ctx);
 template <class T>

@@ -1,6 +1,6 @@
 // sgt/backend/cuda/decode.cuh: the leaf ops of cached decoding on the GPU (backend/cpu/decode.hpp gives the
-// layouts): RoPE at per-sequence positions, appending keys and values to a cache slot (the two in one kernel for
-// a decode step, rope_kv_write_at), and decode attention.
+// layouts): a decode step's RoPE at per-sequence positions together with its cache write (rope_kv_write_at, one
+// kernel), a prefill's cache write (kv_cache_write), and decode attention.
 //
 // Decode attention is split along the keys, as flash-decoding does: one query per (sequence, head) against up
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
@@ -24,28 +24,6 @@ constexpr int decode_threads = 2 * decode_chunk;  // two threads per key of a ch
 constexpr int decode_max_hd = 256;
 
 template <class T>
-__global__ void rope_at_kernel(T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
-                               const std::int32_t* start, int B, int T_, int n_heads, int HD, std::int64_t row_stride) {
-    using A = accum_t<T>;
-    const int half = HD / 2;
-    const std::int64_t total = std::int64_t(B) * T_ * n_heads * half;
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
-         i += std::int64_t(gridDim.x) * blockDim.x) {
-        const int j = int(i % half);
-        const std::int64_t rest = i / half;
-        const int h = int(rest % n_heads);
-        const std::int64_t bt = rest / n_heads;
-        const int b = int(bt / T_), t = int(bt % T_);
-        const std::int64_t pos = std::int64_t(start[b]) + t;
-        T* v = x + bt * row_stride + std::int64_t(h) * HD;
-        const A c = cos_table[pos * half + j], s = sin_table[pos * half + j];
-        const A x1 = load(v[j]), x2 = load(v[j + half]);
-        v[j] = store<T>(x1 * c - x2 * s);
-        v[j + half] = store<T>(x2 * c + x1 * s);
-    }
-}
-
-template <class T>
 __global__ void kv_cache_write_kernel(T* k_cache, T* v_cache, const T* qkv, const std::int32_t* start, int B, int T_,
                                       int n, int HD, int ctx) {
     const std::int64_t total = std::int64_t(B) * T_ * n * HD, row = 3 * std::int64_t(n) * HD;
@@ -63,8 +41,9 @@ __global__ void kv_cache_write_kernel(T* k_cache, T* v_cache, const T* qkv, cons
     }
 }
 
-// rope_at_kernel on q and k and kv_cache_write_kernel in one pass: thread (b, t, i, j) rotates the pairs (j,
-// j + HD/2) of head i's query and key, writes the rotated key to the row and the slot, and copies the value pair.
+// RoPE at per-sequence positions (backend/cpu/decode.hpp's rope_forward_at) on q and k, and the cache write, in
+// one pass: thread (b, t, i, j) rotates the pairs (j, j + HD/2) of head i's query and key, writes the rotated key
+// to the row and the slot, and copies the value pair.
 template <class T>
 __global__ void rope_kv_write_kernel(T* qkv, T* k_cache, T* v_cache, const accum_t<T>* cos_table,
                                      const accum_t<T>* sin_table, const std::int32_t* start, int B, int T_, int n,
@@ -228,16 +207,6 @@ __global__ void decode_merge_kernel(T* out, const accum_t<T>* ml, const accum_t<
 }
 
 }  // namespace detail
-
-template <class T>
-void rope_forward_at(cuda, T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, const std::int32_t* start,
-                     int B, int T_, int n_heads, int HD, std::int64_t row_stride) {
-    const std::int64_t total = std::int64_t(B) * T_ * n_heads * (HD / 2);
-    if (total <= 0) return;
-    detail::rope_at_kernel<<<detail::blocks_for(total), detail::threads_per_block, 0, detail::stream()>>>(
-        x, cos_table, sin_table, start, B, T_, n_heads, HD, row_stride);
-    SGT_CUDA_LAUNCHED(rope_at_kernel);
-}
 
 template <class T>
 void rope_kv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, const accum_t<T>* cos_table, const accum_t<T>* sin_table,

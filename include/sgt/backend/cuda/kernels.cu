@@ -53,8 +53,6 @@ namespace sgt {
                                           const accum_t<T>*);                                                    \
     template void dropout_forward<T>(cuda, T*, T*, std::int64_t, double, rng&);                                  \
     template void dropout_backward<T>(cuda, T*, const T*, std::int64_t);                                          \
-    template void rope_forward_at<T>(cuda, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
-                                     int, std::int64_t);                                                          \
     template void kv_cache_write<T>(cuda, T*, T*, const T*, const std::int32_t*, int, int, int, int, int);        \
     template void rope_kv_write_at<T>(cuda, T*, T*, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, \
                                       int, int, int, int, int);                                                  \
