@@ -14,6 +14,7 @@
 
 #include "sgt/io/checkpoint.hpp"
 #include "sgt/sgt.hpp"
+#include "support.hpp"
 
 namespace sgt::test {
 
@@ -46,12 +47,6 @@ struct resumable_run {
         data_rng.set_state({w[0], w[1], w[2], w[3]});
     }
 };
-
-inline std::filesystem::path fresh_dir(const std::string& name) {
-    const auto d = std::filesystem::temp_directory_path() / fmt::format("sgt_test_ckpt_{}_{}", name, ::getpid());
-    std::filesystem::remove_all(d);
-    return d;
-}
 
 // make() builds a fresh run; the check runs three of them (straight, first half, second half).
 template <class Make>

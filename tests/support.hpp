@@ -1,7 +1,12 @@
 // tests/support.hpp: small helpers shared by the tests.
 #pragma once
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sgt/config.hpp"
@@ -24,6 +29,25 @@ std::string error_of(F&& f) {
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Runs body(rank) on `world` threads (the ranks of a data-parallel test) and returns each rank's error message
+// ("" where none).
+inline std::vector<std::string> on_ranks(int world, const std::function<void(int)>& body) {
+    std::vector<std::string> errors(static_cast<std::size_t>(world));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+        threads.emplace_back([&, r] { errors[std::size_t(r)] = error_of([&] { body(r); }); });
+    for (auto& t : threads) t.join();
+    return errors;
+}
+
+// A path for one test's files (a checkpoint directory, rendezvous files), named after the test and the process;
+// nothing is there (a leftover of an earlier run is removed).
+inline std::filesystem::path fresh_dir(const std::string& name) {
+    const auto d = std::filesystem::temp_directory_path() / ("sgt_test_" + name + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(d);
+    return d;
+}
 
 // The tiny shape with a byte-sized vocabulary, for the k-hop task's ASCII tokens.
 inline constexpr model_config tiny_bytes{

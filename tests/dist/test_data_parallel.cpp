@@ -4,14 +4,11 @@
 // over that batch, with the same growth decisions (Θ) on every rank at every step.
 #include <doctest/doctest.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "sgt/dist/data_parallel.hpp"
@@ -22,6 +19,8 @@ using namespace sgt;
 using namespace sgt::dist;
 using test::contains;
 using test::error_of;
+using test::fresh_dir;
+using test::on_ranks;
 
 namespace {
 
@@ -31,24 +30,6 @@ env_reader env_of(std::map<std::string, std::string> vars) {
         if (it == vars.end()) return std::nullopt;
         return it->second;
     };
-}
-
-// A fresh directory for one test's rendezvous files.
-std::filesystem::path scratch_dir(const std::string& name) {
-    const auto d = std::filesystem::temp_directory_path() / ("sgt_dist_" + name + "_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(d);
-    std::filesystem::create_directories(d);
-    return d;
-}
-
-// Runs body(rank) on `world` threads and returns each rank's error message ("" where none).
-std::vector<std::string> on_ranks(int world, const std::function<void(int)>& body) {
-    std::vector<std::string> errors(static_cast<std::size_t>(world));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < world; ++r)
-        threads.emplace_back([&, r] { errors[std::size_t(r)] = error_of([&] { body(r); }); });
-    for (auto& t : threads) t.join();
-    return errors;
 }
 
 }  // namespace
@@ -132,7 +113,8 @@ TEST_CASE("a rank's rows of a global batch; a batch that does not split is refus
 }
 
 TEST_CASE("the TCP group: gather, broadcast and sum are the same on every rank, summed in rank order") {
-    const auto dir = scratch_dir("collectives");
+    const auto dir = fresh_dir("dist_collectives");
+    std::filesystem::create_directories(dir);
     const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
     constexpr int world = 3;
     std::vector<std::vector<double>> gathered(world), summed(world);
@@ -196,7 +178,8 @@ TEST_CASE("the TCP group over tcp://HOST:PORT, and a rank that exits makes the o
 }
 
 TEST_CASE("rendezvous failures: no rank 0, a missing rank, a world-size mismatch") {
-    const auto dir = scratch_dir("failures");
+    const auto dir = fresh_dir("dist_failures");
+    std::filesystem::create_directories(dir);
     const auto path = (dir / "r").string();
     const rendezvous where = rendezvous::parse("file:" + path);
     CHECK(contains(error_of([&] { tcp_group(1, 2, where, {.timeout_s = 0.3}); }),
@@ -276,7 +259,8 @@ TEST_CASE("data parallel training: 1, 2 and 4 ranks take the step of one process
     SUBCASE("2 and 4 ranks against one process over the same global batch") {
         for (const int world : {2, 4}) {
             CAPTURE(world);
-            const auto dir = scratch_dir("train" + std::to_string(world));
+            const auto dir = fresh_dir("dist_train" + std::to_string(world));
+            std::filesystem::create_directories(dir);
             const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
             std::vector<run_record> ranks(world);
             const auto errors = on_ranks(world, [&](int r) {
@@ -302,7 +286,8 @@ TEST_CASE("data parallel training: 1, 2 and 4 ranks take the step of one process
         }
     }
     SUBCASE("two ranks, each accumulating two micro-batches") {
-        const auto dir = scratch_dir("micro");
+        const auto dir = fresh_dir("dist_micro");
+        std::filesystem::create_directories(dir);
         const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
         std::vector<run_record> ranks(2);
         const auto errors = on_ranks(2, [&](int r) {

@@ -9,8 +9,6 @@
 #include <filesystem>
 #include <functional>
 #include <string>
-#include <thread>
-#include <unistd.h>
 
 #include "../../examples/variants/loop_gain.hpp"
 #if __has_include(<nccl.h>)
@@ -375,23 +373,17 @@ private:
 
 TEST_CASE("two ranks on one GPU (sums through the host): the steps of one process over the global batch, the same Θ") {
     const dp::record<float> one = dp::train<float>(0, 1, nullptr);
-    const auto dir = std::filesystem::temp_directory_path() / ("sgt_gpu_staged_" + std::to_string(::getpid()));
+    const auto dir = test::fresh_dir("gpu_staged");
     std::filesystem::create_directories(dir);
     const auto where = dist::rendezvous::parse("file:" + (dir / "r").string());
     dp::record<float> ranks[2];
-    std::string errors[2];
     int buckets[2] = {};
-    std::thread threads[2];
-    for (int r = 0; r < 2; ++r)
-        threads[r] = std::thread([&, r] {
-            errors[r] = test::error_of([&] {
-                dist::tcp_group g(r, 2, where, {.timeout_s = 60});
-                dp::staged_sync sync(g);
-                ranks[r] = dp::train<float>(r, 2, &sync);
-                buckets[r] = sync.buckets;
-            });
-        });
-    for (auto& t : threads) t.join();
+    const auto errors = test::on_ranks(2, [&](int r) {
+        dist::tcp_group g(r, 2, where, {.timeout_s = 60});
+        dp::staged_sync sync(g);
+        ranks[r] = dp::train<float>(r, 2, &sync);
+        buckets[r] = sync.buckets;
+    });
     std::filesystem::remove_all(dir);
     CHECK(errors[0] == "");
     CHECK(errors[1] == "");
@@ -436,22 +428,16 @@ TEST_CASE("two GPUs: two ranks take the steps of one GPU over the global batch (
         return;
     }
     const dp::record<float> one = dp::train<float>(0, 1, nullptr);
-    const auto dir = std::filesystem::temp_directory_path() / ("sgt_gpu_dist_" + std::to_string(::getpid()));
+    const auto dir = test::fresh_dir("gpu_nccl");
     std::filesystem::create_directories(dir);
     const auto where = dist::rendezvous::parse("file:" + (dir / "r").string());
     dp::record<float> ranks[2];
-    std::string errors[2];
-    std::thread threads[2];
-    for (int r = 0; r < 2; ++r)
-        threads[r] = std::thread([&, r] {
-            errors[r] = test::error_of([&] {
-                dist::select_device(cuda{}, {.rank = r, .world = 2, .local_rank = r});
-                dist::tcp_group g(r, 2, where, {.timeout_s = 60});
-                dist::nccl_data_parallel<float> sync(g, {.bucket_bytes = 4096});
-                ranks[r] = dp::train<float>(r, 2, &sync);
-            });
-        });
-    for (auto& t : threads) t.join();
+    const auto errors = test::on_ranks(2, [&](int r) {
+        dist::select_device(cuda{}, {.rank = r, .world = 2, .local_rank = r});
+        dist::tcp_group g(r, 2, where, {.timeout_s = 60});
+        dist::nccl_data_parallel<float> sync(g, {.bucket_bytes = 4096});
+        ranks[r] = dp::train<float>(r, 2, &sync);
+    });
     std::filesystem::remove_all(dir);
     CHECK(errors[0] == "");
     CHECK(errors[1] == "");
