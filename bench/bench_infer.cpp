@@ -145,7 +145,7 @@ std::vector<std::string> split(const std::string& s) {
 int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
-    std::string precision = "bf16";
+    std::string precision = "bf16", fuse = "on";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -160,17 +160,23 @@ int main(int argc, char** argv) {
     app.add_flag("--no-graph", no_graph, "run every decode step eagerly instead of replaying a CUDA graph");
     app.add_option("--prefill-tokens", prefill_tokens, "tokens per prefill chunk (inference's workspace)")
         ->capture_default_str();
+    app.add_option("--fuse", fuse,
+                   "a decode step's normed products of a few rows as one kernel each: on, off, or on,off for both")
+        ->capture_default_str();
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
     CLI11_PARSE(app, argc, argv);
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
+        for (const auto& f : split(fuse))
         for (const auto& m : split(models))
             for (const auto& v : split(variants))
                 for (const auto& b : split(batches))
                     for (const auto& c : split(contexts))
                         for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed)) {
+                        require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
+                        set_fuse_few_rows(cuda{}, f == "on");
                         const int B = std::stoi(b), ctx = std::stoi(c);
                         const double gc = std::stod(g);
                         require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
@@ -183,6 +189,7 @@ int main(int argc, char** argv) {
                         if (m == "gpt2") j = run.template operator()<gpt2_infer>();
                         else if (m == "char_small") j = run.template operator()<char_small_infer>();
                         else fail("--models: expected gpt2 or char_small, found '{}'", m);
+                        j["fused_products"] = f == "on";
                         fmt::print("{}\n", j.dump());
                         std::fflush(stdout);
                     }

@@ -133,6 +133,90 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     CHECK(same(w_v, d_v));
 }
 
+TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU match the CPU, fused or composed", T,
+                   float, bf16) {
+    // 1, 3 and 8 rows take the fused kernel; 9 rows, and rows of 36 bf16 (not whole 16-byte packs), the composition.
+    for (const int I : {40, 36})
+        for (const int N : {1, 3, 8, 9}) {
+            CAPTURE(I);
+            CAPTURE(N);
+            const int O = 37, F = 53, n = 3, HD = 16, ctx = 50;
+            rng r(std::uint64_t(10 * N + I));
+            const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * I));
+            auto norm = test::random_vector(r, std::size_t(I));
+            for (double& g : norm) g = 1.0 + 0.2 * g;
+            norm = test::rounded<T>(norm);
+            const auto w = test::rounded<T>(test::random_vector(r, std::size_t(O) * I));
+            const auto w3 = test::rounded<T>(test::random_vector(r, std::size_t(F) * I));
+            const auto w1 = test::rounded<T>(test::random_vector(r, std::size_t(F) * I));
+            const auto wqkv = test::rounded<T>(test::random_vector(r, std::size_t(3) * n * HD * I));
+            const auto res = test::rounded<T>(test::random_vector(r, std::size_t(N) * O));
+            const auto kc = test::rounded<T>(test::random_vector(r, std::size_t(N) * n * ctx * HD));
+            const auto vc = test::rounded<T>(test::random_vector(r, kc.size()));
+            std::vector<std::int32_t> pos;
+            for (int b = 0; b < N; ++b) pos.push_back(std::int32_t((7 * b + 3) % ctx));
+            std::vector<float> cos(std::size_t(ctx) * HD / 2), sin(cos.size());
+            rope_tables(cpu{}, cos.data(), sin.data(), ctx, HD, 10000.0);
+            const std::vector<double> cos_d(cos.begin(), cos.end()), sin_d(sin.begin(), sin.end());
+
+            // The CPU in double: the compositions (backend/cpu/decode.hpp).
+            std::vector<double> a(std::size_t(N) * I), rstd(static_cast<std::size_t>(N)), gate(std::size_t(N) * F), up(gate.size());
+            std::vector<double> lin_ref(std::size_t(N) * O), acc_ref = res, act_ref(gate.size());
+            std::vector<double> qkv_ref(std::size_t(N) * 3 * n * HD), k_ref = kc, v_ref = vc;
+            normed_matmul_forward(cpu{}, lin_ref.data(), a.data(), rstd.data(), x.data(), norm.data(), w.data(), N, I,
+                                  O, 1e-5, false);
+            normed_matmul_forward(cpu{}, acc_ref.data(), a.data(), rstd.data(), x.data(),
+                                  static_cast<const double*>(nullptr), w.data(), N, I, O, 0.0, true);
+            normed_swiglu_forward(cpu{}, act_ref.data(), a.data(), rstd.data(), gate.data(), up.data(), x.data(),
+                                  norm.data(), w1.data(), w3.data(), N, I, F, 1e-5);
+            normed_qkv_write_at(cpu{}, qkv_ref.data(), k_ref.data(), v_ref.data(), a.data(), rstd.data(), x.data(),
+                                norm.data(), wqkv.data(), cos_d.data(), sin_d.data(), pos.data(), N, I, n, HD, ctx,
+                                1e-5);
+
+            const auto d_x = test::to_device<T>(x), d_norm = test::to_device<T>(norm), d_w = test::to_device<T>(w);
+            const auto d_w1 = test::to_device<T>(w1), d_w3 = test::to_device<T>(w3), d_wqkv = test::to_device<T>(wqkv);
+            device_buffer<float> d_cos(cos.size()), d_sin(sin.size());
+            copy_from_host(cuda{}, d_cos.data(), cos.data(), std::int64_t(cos.size()));
+            copy_from_host(cuda{}, d_sin.data(), sin.data(), std::int64_t(sin.size()));
+            device_buffer<std::int32_t> d_pos(pos.size());
+            copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
+            auto d_a = test::poisoned<T>(a.size()), d_rstd = test::poisoned<T>(rstd.size());
+            auto d_gate = test::poisoned<T>(gate.size()), d_up = test::poisoned<T>(up.size());
+            std::vector<std::vector<double>> outs;  // fused, then composed
+            for (const bool fused : {true, false}) {
+                set_fuse_few_rows(cuda{}, fused);
+                auto lin = test::poisoned<T>(lin_ref.size()), act = test::poisoned<T>(act_ref.size());
+                auto qkv = test::poisoned<T>(qkv_ref.size());
+                auto acc = test::to_device<T>(res), k = test::to_device<T>(kc), v = test::to_device<T>(vc);
+                normed_matmul_forward(cuda{}, lin.data(), d_a.data(), d_rstd.data(), d_x.data(), d_norm.data(),
+                                      d_w.data(), N, I, O, 1e-5, false);
+                normed_matmul_forward(cuda{}, acc.data(), d_a.data(), d_rstd.data(), d_x.data(),
+                                      static_cast<const T*>(nullptr), d_w.data(), N, I, O, 0.0, true);
+                normed_swiglu_forward(cuda{}, act.data(), d_a.data(), d_rstd.data(), d_gate.data(), d_up.data(),
+                                      d_x.data(), d_norm.data(), d_w1.data(), d_w3.data(), N, I, F, 1e-5);
+                normed_qkv_write_at(cuda{}, qkv.data(), k.data(), v.data(), d_a.data(), d_rstd.data(), d_x.data(),
+                                    d_norm.data(), d_wqkv.data(), d_cos.data(), d_sin.data(), d_pos.data(), N, I, n,
+                                    HD, ctx, 1e-5);
+                const std::string how = fused ? " (fused where it fits)" : " (composed)";
+                test::check_error<T>("normed product" + how, test::rel_error(test::to_host(lin), lin_ref));
+                test::check_error<T>("product added to a residual" + how, test::rel_error(test::to_host(acc), acc_ref));
+                test::check_error<T>("normed SwiGLU" + how, test::rel_error(test::to_host(act), act_ref));
+                test::check_error<T>("normed q, k, v with RoPE" + how, test::rel_error(test::to_host(qkv), qkv_ref));
+                test::check_error<T>("keys written to the slot" + how, test::rel_error(test::to_host(k), k_ref));
+                test::check_error<T>("values written to the slot" + how, test::rel_error(test::to_host(v), v_ref));
+                std::vector<double> all;
+                for (const auto* b : {&lin, &acc, &act, &qkv, &k, &v}) {
+                    const auto h = test::to_host(*b);
+                    all.insert(all.end(), h.begin(), h.end());
+                }
+                outs.push_back(all);
+            }
+            set_fuse_few_rows(cuda{}, true);
+            // The fused kernel and the composition differ only in the order of each dot product's sum.
+            test::check_error<T>("fused against composed", test::rel_error(outs[0], outs[1]));
+        }
+}
+
 TEST_CASE_TEMPLATE("prefill + decode on the GPU match the CPU at every position, for every loop structure", T, float,
                    bf16) {
     const auto w = strong_weights(4);

@@ -112,6 +112,18 @@ template <class T>
 void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_cache, const std::int32_t* pos, int B,
                       int n, int HD, int ctx, accum_t<T>* workspace, const T* gain = nullptr);
 
+// decode_products.cuh (a decode step's products; a and rstd [gate, up]: scratch of the composition)
+template <class T>
+void normed_matmul_forward(cuda, T* out, T* a, T* rstd, const T* x, const T* norm, const T* w, int N, int I, int O,
+                           double eps, bool accumulate);
+template <class T>
+void normed_swiglu_forward(cuda, T* act, T* a, T* rstd, T* gate, T* up, const T* x, const T* norm, const T* w1,
+                           const T* w3, int N, int C, int F, double eps);
+template <class T>
+void normed_qkv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, T* a, T* rstd, const T* x, const T* norm,
+                         const T* w_qkv, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
+                         const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps);
+
 // heads.cuh
 template <class T> void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
 template <class T> void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);

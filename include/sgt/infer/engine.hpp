@@ -11,7 +11,9 @@
 // for one prefill chunk. The weights come from a trained sgt::model or a checkpoint (io/checkpoint.hpp's
 // load_weights works on this type too), under the model's Hugging Face names.
 // Backend-generic, as model.hpp: every step is a leaf op on the Backend tag. A decode step runs the same ops on
-// the same buffers every time, so a GPU backend records it once as a graph and replays it (step_graph).
+// the same buffers every time, so a GPU backend records it once as a graph and replays it (step_graph). Its
+// products go through the normed ops of backend/cpu/decode.hpp (a product with the norm before it and SwiGLU, or
+// RoPE and the cache write, after it), which a GPU runs as one kernel each for a few sequences.
 //
 // Learned head gates (gates.hpp, GATES.md Sec. 3.1), after set_gates(): on the first pass of each gated layer the
 // gate scores every head at every position from its query and the prefix mean of its keys (kept across decode
@@ -528,19 +530,18 @@ private:
         for (int b = b0; b < b1; ++b)
             copy(be, last_.data() + std::int64_t(b - b0) * C,
                  h_.data() + (std::int64_t(b - b0) * T_ + std::int64_t(prompts[std::size_t(b)].size()) - 1) * C, C);
-        rmsnorm_forward(be, a_.data(), rstd_.data(), last_.data(), final_norm_, B, C, config.norm_eps);
-        matmul_forward(be, logits_.data() + std::int64_t(b0) * V, a_.data(), lm_head_, B, C, V);
+        normed_matmul_forward(be, logits_.data() + std::int64_t(b0) * V, a_.data(), rstd_.data(), last_.data(),
+                              final_norm_, lm_head_, B, C, V, config.norm_eps, false);
     }
 
     // h += FFN(h) for N tokens.
     void ffn_step(int l, std::int64_t N) {
         const Backend be{};
         const ffn_weights<T>& w = ffn_[std::size_t(l)];
-        rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), w.norm, int(N), C, config.norm_eps);
-        matmul_forward(be, gate_.data(), a_.data(), w.w1, int(N), C, F);
-        matmul_forward(be, up_.data(), a_.data(), w.w3, int(N), C, F);
-        swiglu_forward(be, act_.data(), gate_.data(), up_.data(), N * F);
-        matmul_forward(be, h_.data(), act_.data(), w.w2, int(N), F, C, true);
+        normed_swiglu_forward(be, act_.data(), a_.data(), rstd_.data(), gate_.data(), up_.data(), h_.data(), w.norm,
+                              w.w1, w.w3, int(N), C, F, config.norm_eps);
+        normed_matmul_forward(be, h_.data(), a_.data(), rstd_.data(), act_.data(), static_cast<const T*>(nullptr), w.w2,
+                              int(N), F, C, 0.0, true);
     }
 
     // One token per sequence (tokens_, at positions start_) through every pass; logits_ (B, V). The same ops
@@ -557,10 +558,9 @@ private:
             const frozen_pass& p = structure_.passes[std::size_t(st.pass)];
             const pass_weights& w = weights_[std::size_t(st.pass)];
             const int n = p.n(), nhd = n * HD;
-            rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), w.norm, B, C, config.norm_eps);
-            matmul_forward(be, qkv_.data(), a_.data(), w.w_qkv, B, C, 3 * nhd);
-            rope_kv_write_at(be, qkv_.data(), cache_.keys(p), cache_.values(p), rope_cos_.data(), rope_sin_.data(),
-                             start_.data(), B, 1, n, HD, max_context_);
+            normed_qkv_write_at(be, qkv_.data(), cache_.keys(p), cache_.values(p), a_.data(), rstd_.data(), h_.data(),
+                                w.norm, w.w_qkv, rope_cos_.data(), rope_sin_.data(), start_.data(), B, C, n, HD,
+                                max_context_, config.norm_eps);
             const T* gain = nullptr;  // a gated pass: g per (sequence, head); closed heads skip their read
             if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {
                 const std::int64_t at = std::int64_t(gs) * max_batch_ * NH;
@@ -575,10 +575,11 @@ private:
             if (!p.unit_gains())
                 head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), std::int64_t(B), n, HD,
                                   false);
-            matmul_forward(be, h_.data(), o_.data(), w.w_o, B, nhd, C, true);
+            normed_matmul_forward(be, h_.data(), a_.data(), rstd_.data(), o_.data(), static_cast<const T*>(nullptr),
+                                  w.w_o, B, nhd, C, 0.0, true);
         }
-        rmsnorm_forward(be, a_.data(), rstd_.data(), h_.data(), final_norm_, B, C, config.norm_eps);
-        matmul_forward(be, logits_.data(), a_.data(), lm_head_, B, C, V);
+        normed_matmul_forward(be, logits_.data(), a_.data(), rstd_.data(), h_.data(), final_norm_, lm_head_, B, C, V,
+                              config.norm_eps, false);
     }
 
     accum_t<T>* gate_run(int slot) { return gate_run_.data() + std::int64_t(slot) * max_batch_ * NH; }

@@ -13,6 +13,9 @@
 #include <vector>
 
 #include "sgt/backend/cpu/backend.hpp"
+#include "sgt/backend/cpu/matmul.hpp"
+#include "sgt/backend/cpu/rmsnorm.hpp"
+#include "sgt/backend/cpu/swiglu.hpp"
 
 namespace sgt {
 
@@ -62,6 +65,44 @@ void rope_kv_write_at(cpu, T* qkv, T* k_cache, T* v_cache, const T* cos_table, c
                       const std::int32_t* start, int B, int T_, int n, int HD, int ctx) {
     rope_forward_at(cpu{}, qkv, cos_table, sin_table, start, B, T_, 2 * n, HD, 3 * std::int64_t(n) * HD);
     kv_cache_write(cpu{}, k_cache, v_cache, qkv, start, B, T_, n, HD, ctx);
+}
+
+// ---- normed products of a decode step ----------------------------------------------------------------------
+// A decode step's products have a few rows (one per sequence), too little work for a kernel each on a GPU, where
+// a step is bound by its launches. So each product comes with what precedes and follows it: the RMSNorm of its
+// input, and SwiGLU or RoPE with the cache write. Here, and on the GPU beyond a few rows, each is the composition
+// of the training ops below; the GPU runs a few rows as one kernel (backend/cuda/decode_products.cuh). a (N, I)
+// and rstd (N) [gate and up (N, F)] are the composition's scratch: their contents after the call are unspecified.
+
+// out (N, O) = x̂ wᵀ, or out += x̂ wᵀ with accumulate; x̂ = RMSNorm(x; norm), or x itself where norm is null.
+template <class T>
+void normed_matmul_forward(cpu, T* out, T* a, T* rstd, const T* x, const T* norm, const T* w, int N, int I, int O,
+                           double eps, bool accumulate) {
+    if (norm) {
+        rmsnorm_forward(cpu{}, a, rstd, x, norm, N, I, eps);
+        x = a;
+    }
+    matmul_forward(cpu{}, out, x, w, N, I, O, accumulate);
+}
+
+// act (N, F) = silu(x̂ w1ᵀ) ⊙ (x̂ w3ᵀ), x̂ = RMSNorm(x; norm): the FFN up to its last product.
+template <class T>
+void normed_swiglu_forward(cpu, T* act, T* a, T* rstd, T* gate, T* up, const T* x, const T* norm, const T* w1,
+                           const T* w3, int N, int C, int F, double eps) {
+    rmsnorm_forward(cpu{}, a, rstd, x, norm, N, C, eps);
+    matmul_forward(cpu{}, gate, a, w1, N, C, F);
+    matmul_forward(cpu{}, up, a, w3, N, C, F);
+    swiglu_forward(cpu{}, act, gate, up, std::int64_t(N) * F);
+}
+
+// qkv (B, 3, n, HD) = x̂ w_qkvᵀ, x̂ = RMSNorm(x; norm), one token per sequence; then rope_kv_write_at at start:
+// q and k rotated, k and v appended to the slot.
+template <class T>
+void normed_qkv_write_at(cpu, T* qkv, T* k_cache, T* v_cache, T* a, T* rstd, const T* x, const T* norm,
+                         const T* w_qkv, const T* cos_table, const T* sin_table, const std::int32_t* start, int B,
+                         int C, int n, int HD, int ctx, double eps) {
+    normed_matmul_forward(cpu{}, qkv, a, rstd, x, norm, w_qkv, B, C, 3 * n * HD, eps, false);
+    rope_kv_write_at(cpu{}, qkv, k_cache, v_cache, cos_table, sin_table, start, B, 1, n, HD, ctx);
 }
 
 // Scratch decode_attention needs (in accum_t<T>), owned by the caller: none here.

@@ -42,6 +42,48 @@ void for_each_index(T* out, std::int64_t n, F f) {
     SGT_CUDA_LAUNCHED(elementwise_kernel);
 }
 
+// Programmatic dependent launch (Hopper): a kernel started by launch_dependent may begin while the kernel before
+// it in the stream is still running, to fetch what that kernel does not write (weights, older cache entries) into
+// L2; it calls wait_for_prior_grids() before it touches anything else, which returns once the earlier kernel
+// has finished and its writes are visible. allow_dependents() lets the next such kernel start. Both are no-ops
+// before sm_90, where launch_dependent launches as <<<>>> does.
+__device__ inline void wait_for_prior_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ inline void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ inline void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+inline bool dependent_launch_supported() {
+    static const bool ok = [] {
+        int device = 0, major = 0;
+        SGT_CUDA_CHECK(cudaGetDevice(&device));
+        SGT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        return major >= 9;
+    }();
+    return ok;
+}
+
+template <class... Params, class... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, Args... args) {
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream();
+    cfg.attrs = &attr;
+    cfg.numAttrs = dependent_launch_supported() ? 1 : 0;
+    SGT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
 // The sum of x over the 32 lanes of a warp, in every lane.
 template <class A>
 __device__ inline A warp_sum(A x) {

@@ -5,7 +5,8 @@
 // Decode attention is split along the keys, as flash-decoding does: one query per (sequence, head) against up
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
 // (decode_chunk of them), computes all their scores at once, their max and sum, and their weighted value sum,
-// and writes its partial (max, sum, unnormalised output); a second kernel merges the chunks. The number of
+// and writes its partial (max, sum, unnormalised output); the last block of a head to finish (a ticket per
+// head, counted atomically) merges the head's chunks, so a decode pass takes one kernel for its attention. The number of
 // chunks is fixed by max_context, not by the current length (chunks past the length write nothing that is
 // read), so a recorded decode step replays at every length. Arithmetic in accum_t<T>.
 #pragma once
@@ -103,22 +104,55 @@ int decode_pack_width(int HD, std::initializer_list<const void*> ptrs) {
 //   softmax: warp 0 takes the chunk's max and sum, and turns the scores into exp(score − max);
 //   values: a row of HD/W threads per key, G = threads / (HD/W) rows, each summing every G-th key; the rows'
 //           sums are then added up per dimension.
+// Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
+// without gains). The partials are other blocks' writes, read past L1.
+template <class T>
+__device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po, int used, const T* gain, int bh,
+                             int HD, int splits) {
+    using A = accum_t<T>;
+    const A* m = ml + std::int64_t(bh) * splits * 2;
+    A M = -INFINITY;
+    for (int s = 0; s < used; ++s) M = max(M, __ldcg(m + 2 * s));
+    A L = 0;
+    for (int s = 0; s < used; ++s) L += __ldcg(m + 2 * s + 1) * exp(__ldcg(m + 2 * s) - M);
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+        A o = 0;
+        for (int s = 0; s < used; ++s)
+            o += __ldcg(po + (std::int64_t(bh) * splits + s) * HD + d) * exp(__ldcg(m + 2 * s) - M);
+        out[std::int64_t(bh) * HD + d] = store<T>(gain ? load(gain[bh]) * load(store<T>(o / L)) : o / L);
+    }
+}
+
 template <class T, int W>
-__global__ void __launch_bounds__(decode_threads) decode_partial_kernel(accum_t<T>* ml, accum_t<T>* po, const T* qkv,
+__global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po,
+                                                                        unsigned* tickets, const T* qkv,
                                                                         const T* k_cache, const T* v_cache,
                                                                         const std::int32_t* pos, const T* gain, int n,
                                                                         int HD, int ctx, int splits, accum_t<T> scale) {
     using A = accum_t<T>;
     static_assert(decode_chunk * 2 == decode_threads, "two threads per key");
-    const int s = blockIdx.x, bh = blockIdx.y, b = bh / n, i = bh % n;
+    const int s = blockIdx.x, bh = blockIdx.y, b = bh / n, i = bh % n, t = threadIdx.x;
     const int len = pos[b] + 1, j0 = s * decode_chunk, keys = min(len - j0, decode_chunk);
     const std::int64_t part = std::int64_t(bh) * splits + s;
-    if (keys <= 0) return;  // the merge reads only chunks below the length
-    if (gain && load(gain[bh]) == accum_t<T>(0)) return;  // a closed head reads nothing
-    const int t = threadIdx.x, packs = HD / W;
-    const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     const T* k = k_cache + (std::int64_t(bh) * ctx + j0) * HD;
     const T* v = v_cache + (std::int64_t(bh) * ctx + j0) * HD;
+    // The positions come from the host before the step, and the keys and values before the newest were written by
+    // earlier steps: the chunk is fetched into L2 while the kernel before this one (which writes the newest) ends.
+    if (keys > 0)
+        for (std::int64_t l = t; l < (std::int64_t(keys) * HD * sizeof(T) + 127) / 128; l += decode_threads) {
+            prefetch_l2(reinterpret_cast<const char*>(k) + 128 * l);
+            prefetch_l2(reinterpret_cast<const char*>(v) + 128 * l);
+        }
+    wait_for_prior_grids();
+    allow_dependents();
+    if (keys <= 0) return;  // the merge reads only chunks below the length
+    if (gain && load(gain[bh]) == accum_t<T>(0)) {  // a closed head reads nothing; its output is 0
+        if (s == 0)
+            for (int d = t; d < HD; d += decode_threads) out[std::int64_t(bh) * HD + d] = store<T>(A(0));
+        return;
+    }
+    const int packs = HD / W;
+    const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     __shared__ A s_q[decode_max_hd], s_p[decode_chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
     __shared__ A s_m, s_l;
     for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
@@ -179,31 +213,17 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(accum_t<
         ml[2 * part] = s_m;
         ml[2 * part + 1] = s_l;
     }
-}
-
-// Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
-// without gains; a closed head, gain 0, writes zeros).
-template <class T>
-__global__ void decode_merge_kernel(T* out, const accum_t<T>* ml, const accum_t<T>* po, const std::int32_t* pos,
-                                    const T* gain, int n, int HD, int splits) {
-    using A = accum_t<T>;
-    const int bh = blockIdx.x, b = bh / n;
-    const A g = gain ? load(gain[bh]) : A(1);
-    if (g == A(0)) {
-        for (int d = threadIdx.x; d < HD; d += blockDim.x) out[std::int64_t(bh) * HD + d] = store<T>(A(0));
-        return;
-    }
-    const int used = (pos[b] + decode_chunk) / decode_chunk;  // chunks holding keys 0..pos[b]
-    const A* m = ml + std::int64_t(bh) * splits * 2;
-    A M = -INFINITY;
-    for (int s = 0; s < used; ++s) M = max(M, m[2 * s]);
-    A L = 0;
-    for (int s = 0; s < used; ++s) L += m[2 * s + 1] * exp(m[2 * s] - M);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-        A o = 0;
-        for (int s = 0; s < used; ++s) o += po[(std::int64_t(bh) * splits + s) * HD + d] * exp(m[2 * s] - M);
-        out[std::int64_t(bh) * HD + d] = store<T>(gain ? g * load(store<T>(o / L)) : o / L);
-    }
+    // The last of the head's `used` chunks to finish merges them (and leaves its ticket at 0 for the next call).
+    __shared__ bool s_last;
+    __threadfence();
+    __syncthreads();
+    const int used = (len + decode_chunk - 1) / decode_chunk;
+    if (t == 0) s_last = atomicAdd(tickets + bh, 1u) == unsigned(used - 1);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    if (t == 0) tickets[bh] = 0;
+    decode_merge(out, ml, po, used, gain, bh, HD, splits);
 }
 
 }  // namespace detail
@@ -240,9 +260,10 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     A* po = workspace + std::int64_t(B) * n * splits * 2;
     const A scale = A(1.0 / std::sqrt(double(HD)));
     const dim3 grid(splits, B * n);
+    unsigned* tickets = detail::context().zeroed_scratch<unsigned>(detail::slot_decode_tickets, std::int64_t(B) * n);
     auto launch = [&]<int W>() {
-        detail::decode_partial_kernel<T, W><<<grid, detail::decode_threads, 0, detail::stream()>>>(
-            ml, po, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits, scale);
+        detail::launch_dependent(detail::decode_partial_kernel<T, W>, grid, detail::decode_threads, 0, out, ml, po,
+                                 tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits, scale);
     };
     switch (detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache})) {
         case 8: if constexpr (detail::pack_width<T> >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];
@@ -250,9 +271,6 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
         case 2: if constexpr (detail::pack_width<T> >= 2) { launch.template operator()<2>(); break; } [[fallthrough]];
         default: launch.template operator()<1>();
     }
-    SGT_CUDA_LAUNCHED(decode_partial_kernel);
-    detail::decode_merge_kernel<<<B * n, 128, 0, detail::stream()>>>(out, ml, po, pos, gain, n, HD, splits);
-    SGT_CUDA_LAUNCHED(decode_merge_kernel);
 }
 
 }  // namespace sgt

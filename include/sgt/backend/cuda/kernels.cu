@@ -7,6 +7,7 @@
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/cross_entropy.cuh"
 #include "sgt/backend/cuda/decode.cuh"
+#include "sgt/backend/cuda/decode_products.cuh"
 #include "sgt/backend/cuda/dropout.cuh"
 #include "sgt/backend/cuda/embedding.cuh"
 #include "sgt/backend/cuda/gates.cuh"
@@ -57,7 +58,13 @@ namespace sgt {
     template void rope_kv_write_at<T>(cuda, T*, T*, T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, \
                                       int, int, int, int, int);                                                  \
     template void decode_attention<T>(cuda, T*, const T*, const T*, const T*, const std::int32_t*, int, int, int, int, \
-                                      accum_t<T>*, const T*);
+                                      accum_t<T>*, const T*);                                                    \
+    template void normed_matmul_forward<T>(cuda, T*, T*, T*, const T*, const T*, const T*, int, int, int, double, \
+                                           bool);                                                                \
+    template void normed_swiglu_forward<T>(cuda, T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*, int, \
+                                           int, int, double);                                                    \
+    template void normed_qkv_write_at<T>(cuda, T*, T*, T*, T*, T*, const T*, const T*, const T*, const accum_t<T>*, \
+                                         const accum_t<T>*, const std::int32_t*, int, int, int, int, int, double);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)

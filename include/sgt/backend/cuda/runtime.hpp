@@ -192,6 +192,7 @@ struct cuda_context {
     cudaStream_t stream = nullptr;       // where ops are issued: the legacy default stream, or a recording graph's
     attention_kernel attention = attention_kernel::automatic;
     bool deterministic = true;  // see set_deterministic
+    bool fuse_few_rows = true;  // see set_fuse_few_rows
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -210,6 +211,17 @@ struct cuda_context {
         auto& b = scratch_[std::size_t(slot)];
         const std::size_t bytes = std::size_t(n) * sizeof(U);
         if (b.size() < bytes) b.reallocate(bytes);  // scratch: the old contents are not needed
+        return reinterpret_cast<U*>(b.data());
+    }
+    // As scratch, but zeroed when it is (re)allocated: for counters that every use leaves at zero again.
+    template <class U>
+    U* zeroed_scratch(int slot, std::int64_t n) {
+        auto& b = scratch_[std::size_t(slot)];
+        const std::size_t bytes = std::size_t(n) * sizeof(U);
+        if (b.size() < bytes) {
+            b.reallocate(bytes);
+            SGT_CUDA_CHECK(cudaMemsetAsync(b.data(), 0, bytes, stream));
+        }
         return reinterpret_cast<U*>(b.data());
     }
 
@@ -237,6 +249,7 @@ enum scratch_slot : int {
     slot_attn_dv,
     slot_gate,
     slot_cudnn,  // cuDNN attention's workspace
+    slot_decode_tickets,  // decode attention: per (sequence, head), the chunks done in this call
     slot_count
 };
 static_assert(slot_count <= 20, "cuda_context: more scratch slots than cuda_context::scratch_ holds");
@@ -256,6 +269,9 @@ inline void set_attention_kernel(cuda, attention_kernel k) { detail::context().a
 // Whether this thread's later ops must give bit-identical results run after run (the default). Only cuDNN's
 // attention backward differs: without, it may accumulate dQ with atomics, which is faster and uses less memory.
 inline void set_deterministic(cuda, bool on) { detail::context().deterministic = on; }
+// Whether this thread's normed products of a few rows (decode_products.cuh: a decode step's) run as one fused
+// kernel each (the default) or as the training ops they are composed of (to compare the two).
+inline void set_fuse_few_rows(cuda, bool on) { detail::context().fuse_few_rows = on; }
 
 // ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
 
