@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -25,12 +26,11 @@
 namespace examples {
 
 namespace launcher {
-inline std::vector<pid_t>& launched() {
-    static std::vector<pid_t> pids;
-    return pids;
-}
-inline void forward_signal(int sig) {
-    for (pid_t p : launched()) ::kill(p, sig);
+// Set by the SIGTERM handler, which does nothing else (async-signal-safe); the wait loop passes it on.
+inline volatile std::sig_atomic_t terminate_requested = 0;
+inline void on_terminate(int) { terminate_requested = 1; }
+inline void signal_all(const std::vector<pid_t>& pids, int sig) {
+    for (const pid_t p : pids) ::kill(p, sig);
 }
 }  // namespace launcher
 
@@ -40,12 +40,12 @@ inline int launch_ranks(int n, char** argv) {
     const char* dir = ::mkdtemp(dir_template);
     sgt::require(dir != nullptr, "--nproc: cannot make a temporary directory in /tmp: {}", std::strerror(errno));
     const std::string meeting = std::string("file:") + dir + "/rendezvous";
-    auto& pids = launcher::launched();
+    std::vector<pid_t> pids;  // the ranks not yet reaped (a reaped pid may be reused: it is never signalled)
     for (int r = 0; r < n; ++r) {
         const pid_t pid = ::fork();
         if (pid < 0) {
             const int e = errno;
-            launcher::forward_signal(SIGKILL);
+            launcher::signal_all(pids, SIGKILL);
             for (const pid_t p : pids) ::waitpid(p, nullptr, 0);
             std::error_code ec;
             std::filesystem::remove_all(dir, ec);
@@ -65,16 +65,24 @@ inline int launch_ranks(int n, char** argv) {
         pids.push_back(pid);
     }
     // Ctrl-C reaches the ranks directly (one process group): they agree on a step, save and stop. A SIGTERM sent to
-    // the launcher alone is passed on to them.
+    // the launcher alone is passed on to them by the loop below, which polls so as to see it.
     ::signal(SIGINT, SIG_IGN);
-    ::signal(SIGTERM, launcher::forward_signal);
+    struct sigaction on_term {};
+    on_term.sa_handler = launcher::on_terminate;
+    sigemptyset(&on_term.sa_mask);
+    ::sigaction(SIGTERM, &on_term, nullptr);
     int status = 0, running = n;
     using clock = std::chrono::steady_clock;
     std::optional<clock::time_point> failed_at;
     int signals_sent = 0;
+    bool terminate_passed = false;
     while (running > 0) {
+        if (launcher::terminate_requested && !terminate_passed) {
+            launcher::signal_all(pids, SIGTERM);
+            terminate_passed = true;
+        }
         int st = 0;
-        const pid_t done = ::waitpid(-1, &st, failed_at ? WNOHANG : 0);
+        const pid_t done = ::waitpid(-1, &st, WNOHANG);
         if (done > 0) {
             --running;
             const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -89,14 +97,14 @@ inline int launch_ranks(int n, char** argv) {
         if (failed_at) {
             const auto since = clock::now() - *failed_at;
             if (signals_sent == 0 && since > std::chrono::seconds(5)) {
-                launcher::forward_signal(SIGTERM);
+                launcher::signal_all(pids, SIGTERM);
                 signals_sent = 1;
             } else if (signals_sent == 1 && since > std::chrono::seconds(15)) {
-                launcher::forward_signal(SIGKILL);
+                launcher::signal_all(pids, SIGKILL);
                 signals_sent = 2;
             }
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);

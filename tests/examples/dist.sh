@@ -3,7 +3,8 @@
 #   1. `--nproc 2` and `--nproc 4` take the steps of one process over the same global batch: losses within 1e-5
 #      (float; the sums are ordered differently), the same growth decisions, the same validation loss;
 #   2. a run of 2 processes resumes as 1 and continues as the 1-process run does, and as 2 bit for bit;
-#   3. a rank that dies (SIGKILL) makes the other exit with a message naming it, within seconds;
+#   3. a rank that dies (SIGKILL) makes the other exit with a message naming it, within seconds; SIGTERM sent to
+#      the `--nproc` launcher reaches its ranks, which save and stop (exit 130);
 #   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count.
 set -uo pipefail
 train=$1
@@ -50,6 +51,18 @@ close "$(steps one.jsonl | tail -30)" "$(steps r.jsonl)" 1e-5 || bad "the resume
   bad "resume as 2 processes"
 [ "$(steps n2.jsonl | tail -30)" == "$(steps r2.jsonl)" ] || bad "2 processes resumed as 2 differ from the uninterrupted run"
 echo "ok: 2 processes resumed as 1, and as 2 bit for bit"
+
+# SIGTERM to the launcher alone: its ranks get it, agree on a step, save it and stop; the launcher exits 130.
+"$train" "${flags[@]}" --steps 100000 --nproc 2 --checkpoint-dir ckt --log t.jsonl > /dev/null 2> t.err &
+launcher=$!
+for _ in $(seq 100); do grep -q '"type":"step"' t.jsonl 2> /dev/null && break; sleep 0.1; done
+kill -TERM $launcher
+start=$SECONDS
+wait $launcher
+rc=$?
+[ $rc -eq 130 ] && ls ckt | grep -q step_ || bad "SIGTERM to the launcher: exit $rc, checkpoints '$(ls ckt)', $(cat t.err)"
+[ $((SECONDS - start)) -le 20 ] || bad "the launcher took $((SECONDS - start)) s to stop after SIGTERM"
+echo "ok: SIGTERM to the launcher: the ranks saved $(ls ckt | grep step_ | tail -1) and stopped"
 
 # A rank that dies: rank 0 exits non-zero within seconds, naming rank 1.
 export SGT_RENDEZVOUS=file:$work/rendezvous WORLD_SIZE=2 SGT_DIST_TIMEOUT=30

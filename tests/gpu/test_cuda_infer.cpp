@@ -160,7 +160,8 @@ TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU mat
             const std::vector<double> cos_d(cos.begin(), cos.end()), sin_d(sin.begin(), sin.end());
 
             // The CPU in double: the compositions (backend/cpu/decode.hpp).
-            std::vector<double> a(std::size_t(N) * I), rstd(static_cast<std::size_t>(N)), gate(std::size_t(N) * F), up(gate.size());
+            std::vector<double> a(std::size_t(N) * I), rstd(static_cast<std::size_t>(N));
+            std::vector<double> gate(std::size_t(N) * F), up(gate.size());
             std::vector<double> lin_ref(std::size_t(N) * O), acc_ref = res, act_ref(gate.size());
             std::vector<double> qkv_ref(std::size_t(N) * 3 * n * HD), k_ref = kc, v_ref = vc;
             normed_matmul_forward(cpu{}, lin_ref.data(), a.data(), rstd.data(), x.data(), norm.data(), w.data(), N, I,

@@ -107,6 +107,24 @@ inline bool wait_for(int fd, short events, clock::time_point deadline) {
     }
 }
 
+enum class io_status { done, timed_out, broken };
+
+// Sends (out) or receives `bytes` at p through fd, waiting for it as it needs, until all have gone, the deadline
+// passes or the connection fails (broken: errno says why, 0 when the peer closed its end). Sending never writes
+// through p.
+inline io_status move_bytes(int fd, char* p, std::size_t bytes, bool out, clock::time_point deadline) {
+    while (bytes > 0) {
+        if (!wait_for(fd, out ? POLLOUT : POLLIN, deadline)) return io_status::timed_out;
+        errno = 0;
+        const ssize_t n = out ? ::send(fd, p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT) : ::recv(fd, p, bytes, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (n <= 0) return io_status::broken;
+        p += n;
+        bytes -= std::size_t(n);
+    }
+    return io_status::done;
+}
+
 }  // namespace detail
 
 class tcp_group {
@@ -250,33 +268,22 @@ private:
     void send(int r, const void* data, std::size_t bytes) {
         auto& s = peer(r);
         if (!s) lost(r, "the connection is closed to");
-        const auto deadline = detail::deadline_after(wait_s_);
-        const char* p = static_cast<const char*>(data);
-        while (bytes > 0) {
-            if (!detail::wait_for(s.get(), POLLOUT, deadline))
+        char* p = const_cast<char*>(static_cast<const char*>(data));  // only read
+        switch (detail::move_bytes(s.get(), p, bytes, true, detail::deadline_after(wait_s_))) {
+            case detail::io_status::timed_out:
                 lost(r, fmt::format("waited {} s (SGT_DIST_TIMEOUT) to send to", wait_s_));
-            errno = 0;
-            const ssize_t n = ::send(s.get(), p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-            if (n <= 0) broken(r);
-            p += n;
-            bytes -= std::size_t(n);
+            case detail::io_status::broken: broken(r);
+            case detail::io_status::done: return;
         }
     }
     void recv(int r, void* data, std::size_t bytes) {
         auto& s = peer(r);
         if (!s) lost(r, "the connection is closed to");
-        const auto deadline = detail::deadline_after(wait_s_);
-        char* p = static_cast<char*>(data);
-        while (bytes > 0) {
-            if (!detail::wait_for(s.get(), POLLIN, deadline))
+        switch (detail::move_bytes(s.get(), static_cast<char*>(data), bytes, false, detail::deadline_after(wait_s_))) {
+            case detail::io_status::timed_out:
                 lost(r, fmt::format("waited {} s (SGT_DIST_TIMEOUT) in vain for data from", wait_s_));
-            errno = 0;
-            const ssize_t n = ::recv(s.get(), p, bytes, MSG_DONTWAIT);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-            if (n <= 0) broken(r);
-            p += n;
-            bytes -= std::size_t(n);
+            case detail::io_status::broken: broken(r);
+            case detail::io_status::done: return;
         }
     }
 
@@ -443,16 +450,7 @@ private:
     }
 
     static bool read_exact(int fd, void* data, std::size_t bytes, detail::clock::time_point deadline) {
-        char* p = static_cast<char*>(data);
-        while (bytes > 0) {
-            if (!detail::wait_for(fd, POLLIN, deadline)) return false;
-            const ssize_t n = ::recv(fd, p, bytes, 0);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return false;
-            p += n;
-            bytes -= std::size_t(n);
-        }
-        return true;
+        return detail::move_bytes(fd, static_cast<char*>(data), bytes, false, deadline) == detail::io_status::done;
     }
 
     static void write_rendezvous_file(const std::string& path, const std::string& text) {

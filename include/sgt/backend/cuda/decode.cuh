@@ -6,9 +6,9 @@
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
 // (decode_chunk of them), computes all their scores at once, their max and sum, and their weighted value sum,
 // and writes its partial (max, sum, unnormalised output); the last block of a head to finish (a ticket per
-// head, counted atomically) merges the head's chunks, so a decode pass takes one kernel for its attention. The number of
-// chunks is fixed by max_context, not by the current length (chunks past the length write nothing that is
-// read), so a recorded decode step replays at every length. Arithmetic in accum_t<T>.
+// head, counted atomically) merges the head's chunks, so a decode pass takes one kernel for its attention. The
+// number of chunks is fixed by max_context, not by the current length (chunks past the length write nothing that
+// is read), so a recorded decode step replays at every length. Arithmetic in accum_t<T>.
 #pragma once
 
 #include <cmath>
@@ -97,13 +97,6 @@ int decode_pack_width(int HD, std::initializer_list<const void*> ptrs) {
     return 1;
 }
 
-// Block (s, bh): keys [s·chunk, min(len, (s+1)·chunk)) of head bh. ml (B·n, splits, 2): max and sum; po
-// (B·n, splits, HD): Σ_j exp(score_j − max) v_j. Every load in the block is independent of the others, so the
-// block has its whole chunk in flight at once (a serial online softmax per warp waits on memory once per key):
-//   scores: two threads per key, each half of the head's W-element packs, q from shared memory;
-//   softmax: warp 0 takes the chunk's max and sum, and turns the scores into exp(score − max);
-//   values: a row of HD/W threads per key, G = threads / (HD/W) rows, each summing every G-th key; the rows'
-//           sums are then added up per dimension.
 // Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
 // without gains). The partials are other blocks' writes, read past L1.
 template <class T>
@@ -123,6 +116,13 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
     }
 }
 
+// Block (s, bh): keys [s·chunk, min(len, (s+1)·chunk)) of head bh. ml (B·n, splits, 2): max and sum; po
+// (B·n, splits, HD): Σ_j exp(score_j − max) v_j. Every load in the block is independent of the others, so the
+// block has its whole chunk in flight at once (a serial online softmax per warp waits on memory once per key):
+//   scores: two threads per key, each half of the head's W-element packs, q from shared memory;
+//   softmax: warp 0 takes the chunk's max and sum, and turns the scores into exp(score − max);
+//   values: a row of HD/W threads per key, G = threads / (HD/W) rows, each summing every G-th key; the rows'
+//           sums are then added up per dimension.
 template <class T, int W>
 __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po,
                                                                         unsigned* tickets, const T* qkv,
@@ -260,6 +260,7 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     A* po = workspace + std::int64_t(B) * n * splits * 2;
     const A scale = A(1.0 / std::sqrt(double(HD)));
     const dim3 grid(splits, B * n);
+    // In the thread's scratch, not the workspace: the workspace's layout moves with B and n from call to call.
     unsigned* tickets = detail::context().zeroed_scratch<unsigned>(detail::slot_decode_tickets, std::int64_t(B) * n);
     auto launch = [&]<int W>() {
         detail::launch_dependent(detail::decode_partial_kernel<T, W>, grid, detail::decode_threads, 0, out, ml, po,

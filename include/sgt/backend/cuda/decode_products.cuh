@@ -171,7 +171,8 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
                 row[j] = v0;
                 row[j + half] = v1;
                 if (sec > 0) {
-                    T* slot = (sec == 1 ? p.k_cache : p.v_cache) + ((std::int64_t(r) * p.n + head) * p.ctx + pos) * p.HD;
+                    T* slot = (sec == 1 ? p.k_cache : p.v_cache) +
+                              ((std::int64_t(r) * p.n + head) * p.ctx + pos) * p.HD;
                     slot[j] = v0;
                     slot[j + half] = v1;
                 }
