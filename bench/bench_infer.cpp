@@ -145,7 +145,7 @@ std::vector<std::string> split(const std::string& s) {
 int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
-    std::string precision = "bf16", fuse = "on";
+    std::string precision = "bf16", fuse = "on", decode_keys = "0";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -163,36 +163,48 @@ int main(int argc, char** argv) {
     app.add_option("--fuse", fuse,
                    "a decode step's normed products of a few rows as one kernel each: on, off, or on,off for both")
         ->capture_default_str();
+    app.add_option("--decode-keys", decode_keys,
+                   "keys per block of decode attention: 64, 128, 256, or 0 to choose by the shape; a list runs each")
+        ->capture_default_str();
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
     CLI11_PARSE(app, argc, argv);
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
+        // Every combination of the lists, one JSON line each.
+        std::vector<std::vector<std::string>> grid;
         for (const auto& f : split(fuse))
-        for (const auto& m : split(models))
-            for (const auto& v : split(variants))
-                for (const auto& b : split(batches))
-                    for (const auto& c : split(contexts))
-                        for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed)) {
-                        require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
-                        set_fuse_few_rows(cuda{}, f == "on");
-                        const int B = std::stoi(b), ctx = std::stoi(c);
-                        const double gc = std::stod(g);
-                        require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
-                        auto run = [&]<model_config Cfg>() {
-                            return precision == "bf16"
-                                       ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc, prefill_tokens)
-                                       : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward, gc, prefill_tokens);
-                        };
-                        nlohmann::json j;
-                        if (m == "gpt2") j = run.template operator()<gpt2_infer>();
-                        else if (m == "char_small") j = run.template operator()<char_small_infer>();
-                        else fail("--models: expected gpt2 or char_small, found '{}'", m);
-                        j["fused_products"] = f == "on";
-                        fmt::print("{}\n", j.dump());
-                        std::fflush(stdout);
-                    }
+            for (const auto& dk : split(decode_keys))
+                for (const auto& m : split(models))
+                    for (const auto& v : split(variants))
+                        for (const auto& b : split(batches))
+                            for (const auto& c : split(contexts))
+                                for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed))
+                                    grid.push_back({f, dk, m, v, b, c, g});
+        for (const auto& row : grid) {
+            const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6];
+            require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
+            set_fuse_few_rows(cuda{}, f == "on");
+            const int keys = std::stoi(row[1]), B = std::stoi(row[4]), ctx = std::stoi(row[5]);
+            set_decode_block_keys(cuda{}, keys);
+            const double gc = std::stod(g);
+            require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
+            auto run = [&]<model_config Cfg>() {
+                return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph,
+                                                                       train_forward, gc, prefill_tokens)
+                                           : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward,
+                                                               gc, prefill_tokens);
+            };
+            nlohmann::json j;
+            if (m == "gpt2") j = run.template operator()<gpt2_infer>();
+            else if (m == "char_small") j = run.template operator()<char_small_infer>();
+            else fail("--models: expected gpt2 or char_small, found '{}'", m);
+            j["fused_products"] = f == "on";
+            j["decode_block_keys"] = keys;  // 0: chosen by the shape
+            fmt::print("{}\n", j.dump());
+            std::fflush(stdout);
+        }
     } catch (const sgt::error& e) {
         fmt::print(stderr, "error: {}\n", e.what());
         return 1;

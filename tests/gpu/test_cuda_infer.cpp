@@ -106,14 +106,22 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     device_buffer<std::int32_t> d_pos(pos.size());
     copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
     device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
-    auto d_out = test::poisoned<T>(out_ref.size());
     rope_kv_write_at(cuda{}, d_qkv.data(), d_k.data(), d_v.data(), d_cos.data(), d_sin.data(), d_pos.data(), B, 1, n,
                      HD, ctx);
-    decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx, ws.data());
     test::check_error<T>("rope at positions", test::rel_error(test::to_host(d_qkv), qkv_ref));
     test::check_error<T>("cache write (keys)", test::rel_error(test::to_host(d_k), k_ref));
     test::check_error<T>("cache write (values)", test::rel_error(test::to_host(d_v), v_ref));
-    test::check_error<T>("decode attention (4 lengths, 3 chunks)", test::rel_error(test::to_host(d_out), out_ref));
+    for (const int keys : {64, 128, 256, 0}) {  // blocks of each size (3 to 10 chunks), then the shape's choice
+        CAPTURE(keys);
+        set_decode_block_keys(cuda{}, keys);
+        auto d_out = test::poisoned<T>(out_ref.size());
+        decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx,
+                         ws.data());
+        test::check_error<T>("decode attention (4 lengths)", test::rel_error(test::to_host(d_out), out_ref));
+    }
+    CHECK_THROWS_WITH_AS(set_decode_block_keys(cuda{}, 100),
+                         "set_decode_block_keys: expected 0 (chosen by the shape), 64, 128 or 256 keys, found 100",
+                         sgt::error);
 
     // The CPU's fused form is its two ops in a row; a prefill's cache write (kv_cache_write) on the GPU writes
     // the slot as the fused kernel did, bit for bit.
@@ -331,12 +339,17 @@ TEST_CASE_TEMPLATE("gated decode ops on the GPU match the CPU: gate scores carri
     device_buffer<std::int32_t> d_pos(B);
     copy_from_host(cuda{}, d_pos.data(), pos.data(), B);
     device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
-    auto d_out = test::poisoned<T>(out_ref.size());
-    decode_attention(cuda{}, d_out.data(), d_q.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx, ws.data(),
-                     d_gain.data());
-    const auto got = test::to_host(d_out);
-    for (int d = 0; d < HD; ++d) CHECK(got[std::size_t(d)] == 0.0);  // closed: exactly 0, no NaN from poison
-    test::check_error<T>("decode attention with head gains (2 heads closed)", test::rel_error(got, out_ref));
+    for (const int keys : {64, 256}) {
+        CAPTURE(keys);
+        set_decode_block_keys(cuda{}, keys);
+        auto d_out = test::poisoned<T>(out_ref.size());
+        decode_attention(cuda{}, d_out.data(), d_q.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx,
+                         ws.data(), d_gain.data());
+        const auto got = test::to_host(d_out);
+        for (int d = 0; d < HD; ++d) CHECK(got[std::size_t(d)] == 0.0);  // closed: exactly 0, no NaN from poison
+        test::check_error<T>("decode attention with head gains (2 heads closed)", test::rel_error(got, out_ref));
+    }
+    set_decode_block_keys(cuda{}, 0);
 }
 
 TEST_CASE("decoding with learned head gates on the GPU (fp32) matches the CPU, with the same heads skipped") {

@@ -69,6 +69,16 @@ inline bool dependent_launch_supported() {
     return ok;
 }
 
+inline int multiprocessors() {
+    static const int count = [] {
+        int device = 0, n = 0;
+        SGT_CUDA_CHECK(cudaGetDevice(&device));
+        SGT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+        return n;
+    }();
+    return count;
+}
+
 template <class... Params, class... Args>
 void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, Args... args) {
     cudaLaunchAttribute attr{};

@@ -4,11 +4,12 @@
 //
 // Decode attention is split along the keys, as flash-decoding does: one query per (sequence, head) against up
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
-// (decode_chunk of them), computes all their scores at once, their max and sum, and their weighted value sum,
-// and writes its partial (max, sum, unnormalised output); the last block of a head to finish (a ticket per
-// head, counted atomically) merges the head's chunks, so a decode pass takes one kernel for its attention. The
-// number of chunks is fixed by max_context, not by the current length (chunks past the length write nothing that
-// is read), so a recorded decode step replays at every length. Arithmetic in accum_t<T>.
+// (decode_chunk keys, or 2 or 4 times that where there are blocks enough), computes all their scores at once,
+// their max and sum, and their weighted value sum, and writes its partial (max, sum, unnormalised output); the
+// last block of a head to finish (a ticket per head, counted atomically) merges the head's chunks, so a decode
+// pass takes one kernel for its attention. The number of chunks is fixed by max_context, not by the current
+// length (chunks past the length write nothing that is read), so a recorded decode step replays at every length.
+// Arithmetic in accum_t<T>.
 #pragma once
 
 #include <cmath>
@@ -116,30 +117,37 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
     }
 }
 
-// Block (s, bh): keys [s·chunk, min(len, (s+1)·chunk)) of head bh. ml (B·n, splits, 2): max and sum; po
-// (B·n, splits, HD): Σ_j exp(score_j − max) v_j. Every load in the block is independent of the others, so the
-// block has its whole chunk in flight at once (a serial online softmax per warp waits on memory once per key):
-//   scores: two threads per key, each half of the head's W-element packs, q from shared memory;
+// Block (s, bh): keys [s·C, min(len, (s+1)·C)) of head bh, C = Sub·decode_chunk. ml (B·n, splits, 2): max and
+// sum; po (B·n, splits, HD): Σ_j exp(score_j − max) v_j. Every load in the block is independent of the others, so
+// the block has its whole chunk in flight at once (a serial online softmax per warp waits on memory once per key):
+//   scores: two threads per key of each of the Sub sub-chunks, each half of the head's W-element packs, q from
+//           shared memory; a key past the length reads key 0 (in bounds) and is masked;
 //   softmax: warp 0 takes the chunk's max and sum, and turns the scores into exp(score − max);
 //   values: a row of HD/W threads per key, G = threads / (HD/W) rows, each summing every G-th key; the rows'
 //           sums are then added up per dimension.
-template <class T, int W>
+// A larger Sub moves more bytes per block for the same fixed work (the query, three barriers, the partial's
+// write, the ticket): decode_attention takes it when there are blocks enough to fill the GPU without it.
+template <class T, int W, int Sub>
 __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po,
                                                                         unsigned* tickets, const T* qkv,
                                                                         const T* k_cache, const T* v_cache,
                                                                         const std::int32_t* pos, const T* gain, int n,
                                                                         int HD, int ctx, int splits, accum_t<T> scale) {
     using A = accum_t<T>;
+    using P = pack<T, W>;
     static_assert(decode_chunk * 2 == decode_threads, "two threads per key");
+    constexpr int chunk = Sub * decode_chunk;
     const int s = blockIdx.x, bh = blockIdx.y, b = bh / n, i = bh % n, t = threadIdx.x;
-    const int len = pos[b] + 1, j0 = s * decode_chunk, keys = min(len - j0, decode_chunk);
+    const int len = pos[b] + 1, j0 = s * chunk, keys = min(len - j0, chunk);
     const std::int64_t part = std::int64_t(bh) * splits + s;
     const T* k = k_cache + (std::int64_t(bh) * ctx + j0) * HD;
     const T* v = v_cache + (std::int64_t(bh) * ctx + j0) * HD;
     // The positions come from the host before the step, and the keys and values before the newest were written by
-    // earlier steps: the chunk is fetched into L2 while the kernel before this one (which writes the newest) ends.
+    // earlier steps: the first sub-chunk is fetched into L2 while the kernel before this one (which writes the
+    // newest) ends. (All of a larger chunk, in every resident block, would overflow L2 and be fetched twice.)
     if (keys > 0)
-        for (std::int64_t l = t; l < (std::int64_t(keys) * HD * sizeof(T) + 127) / 128; l += decode_threads) {
+        for (std::int64_t l = t; l < (std::int64_t(min(keys, decode_chunk)) * HD * sizeof(T) + 127) / 128;
+             l += decode_threads) {
             prefetch_l2(reinterpret_cast<const char*>(k) + 128 * l);
             prefetch_l2(reinterpret_cast<const char*>(v) + 128 * l);
         }
@@ -153,33 +161,44 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     }
     const int packs = HD / W;
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
-    __shared__ A s_q[decode_max_hd], s_p[decode_chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
+    __shared__ A s_q[decode_max_hd], s_p[chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
     __shared__ A s_m, s_l;
     for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
     __syncthreads();
 
-    // Scores: key t / 2, packs t % 2, t % 2 + 2, ...
+    // Scores: keys t / 2 + c·decode_chunk (c < Sub), packs t % 2, t % 2 + 2, ...
     {
-        const int j = t / 2;
-        A dot = 0;
-        if (j < keys) {
-            const pack<T, W>* kj = reinterpret_cast<const pack<T, W>*>(k + std::int64_t(j) * HD);
-            for (int e = t % 2; e < packs; e += 2) {
-                const pack<T, W> x = kj[e];
+        const P* kr[Sub];
+        A dot[Sub];
 #pragma unroll
-                for (int w = 0; w < W; ++w) dot += s_q[e * W + w] * load(x.v[w]);
-            }
+        for (int c = 0; c < Sub; ++c) {
+            const int j = t / 2 + c * decode_chunk;
+            kr[c] = reinterpret_cast<const P*>(k + std::int64_t(j < keys ? j : 0) * HD);
+            dot[c] = 0;
         }
-        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-        if (t % 2 == 0) s_p[j] = j < keys ? dot : A(-INFINITY);
+        for (int e = t % 2; e < packs; e += 2) {
+            P x[Sub];
+#pragma unroll
+            for (int c = 0; c < Sub; ++c) x[c] = kr[c][e];
+#pragma unroll
+            for (int c = 0; c < Sub; ++c)
+#pragma unroll
+                for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(x[c].v[w]);
+        }
+#pragma unroll
+        for (int c = 0; c < Sub; ++c) {
+            const int j = t / 2 + c * decode_chunk;
+            dot[c] += __shfl_xor_sync(0xffffffffu, dot[c], 1);
+            if (t % 2 == 0) s_p[j] = j < keys ? dot[c] : A(-INFINITY);
+        }
     }
     __syncthreads();
     if (t < 32) {
         A m = -INFINITY;
-        for (int j = t; j < decode_chunk; j += 32) m = max(m, s_p[j]);
+        for (int j = t; j < chunk; j += 32) m = max(m, s_p[j]);
         m = warp_max(m);
         A l = 0;
-        for (int j = t; j < decode_chunk; j += 32) {
+        for (int j = t; j < chunk; j += 32) {
             const A p = j < keys ? exp(s_p[j] - m) : A(0);
             s_p[j] = p;
             l += p;
@@ -194,9 +213,10 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     const int e = t % packs, g = t / packs;
     if (g < G) {
         A acc[W] = {};
+#pragma unroll 4
         for (int j = g; j < keys; j += G) {
             const A p = s_p[j];
-            const pack<T, W> x = reinterpret_cast<const pack<T, W>*>(v + std::int64_t(j) * HD)[e];
+            const P x = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[e];
 #pragma unroll
             for (int w = 0; w < W; ++w) acc[w] += p * load(x.v[w]);
         }
@@ -217,13 +237,21 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     __shared__ bool s_last;
     __threadfence();
     __syncthreads();
-    const int used = (len + decode_chunk - 1) / decode_chunk;
+    const int used = (len + chunk - 1) / chunk;
     if (t == 0) s_last = atomicAdd(tickets + bh, 1u) == unsigned(used - 1);
     __syncthreads();
     if (!s_last) return;
     __threadfence();
     if (t == 0) tickets[bh] = 0;
     decode_merge(out, ml, po, used, gain, bh, HD, splits);
+}
+
+// The sub-chunks of a block: 2 (128 keys) where that still gives four blocks per multiprocessor over the whole
+// context, else 1; or set_decode_block_keys's choice (4 only there). Measured on an H200 (docs/BENCHMARKS.md):
+// 128 keys shortened a gpt2 decode step at batch 32 by 7-15%, and 64 stay faster at batch 1.
+inline int decode_sub(std::int64_t heads, int ctx) {
+    if (const int keys = context().decode_block_keys; keys > 0) return keys / decode_chunk;
+    return heads * ((ctx + 2 * decode_chunk - 1) / (2 * decode_chunk)) >= 4 * multiprocessors() ? 2 : 1;
 }
 
 }  // namespace detail
@@ -255,7 +283,8 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
             "cuda decode_attention: expected an even head size of at most {}, found {}", detail::decode_max_hd, HD);
     if (B <= 0 || n <= 0) return;
     using A = accum_t<T>;
-    const int splits = detail::decode_splits(ctx);
+    const int sub = detail::decode_sub(std::int64_t(B) * n, ctx);
+    const int splits = (ctx + sub * detail::decode_chunk - 1) / (sub * detail::decode_chunk);  // ≤ decode_splits
     A* ml = workspace;
     A* po = workspace + std::int64_t(B) * n * splits * 2;
     const A scale = A(1.0 / std::sqrt(double(HD)));
@@ -263,8 +292,13 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     // In the thread's scratch, not the workspace: the workspace's layout moves with B and n from call to call.
     unsigned* tickets = detail::context().zeroed_scratch<unsigned>(detail::slot_decode_tickets, std::int64_t(B) * n);
     auto launch = [&]<int W>() {
-        detail::launch_dependent(detail::decode_partial_kernel<T, W>, grid, detail::decode_threads, 0, out, ml, po,
-                                 tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits, scale);
+        auto with = [&]<int Sub>() {
+            detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub>, grid, detail::decode_threads, 0, out,
+                                     ml, po, tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits, scale);
+        };
+        if (sub == 4) with.template operator()<4>();
+        else if (sub == 2) with.template operator()<2>();
+        else with.template operator()<1>();
     };
     switch (detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache})) {
         case 8: if constexpr (detail::pack_width<T> >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];

@@ -181,16 +181,6 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
     }
 }
 
-inline int multiprocessors() {
-    static const int count = [] {
-        int device = 0, n = 0;
-        SGT_CUDA_CHECK(cudaGetDevice(&device));
-        SGT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-        return n;
-    }();
-    return count;
-}
-
 // Whether N rows of I elements can take the fused kernel: few enough, the rows in whole 16-byte packs.
 template <class T>
 bool few_rows_fit(int N, int I, std::initializer_list<const void*> ptrs) {

@@ -193,6 +193,7 @@ struct cuda_context {
     attention_kernel attention = attention_kernel::automatic;
     bool deterministic = true;  // see set_deterministic
     bool fuse_few_rows = true;  // see set_fuse_few_rows
+    int decode_block_keys = 0;  // see set_decode_block_keys
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -272,6 +273,13 @@ inline void set_deterministic(cuda, bool on) { detail::context().deterministic =
 // Whether this thread's normed products of a few rows (decode_products.cuh: a decode step's) run as one fused
 // kernel each (the default) or as the training ops they are composed of (to compare the two).
 inline void set_fuse_few_rows(cuda, bool on) { detail::context().fuse_few_rows = on; }
+// The keys one block of this thread's decode attention takes (decode.cuh): 64, 128 or 256, or 0 (the default) to
+// choose by the shape. Results differ only in the order of the sums.
+inline void set_decode_block_keys(cuda, int keys) {
+    require(keys == 0 || keys == 64 || keys == 128 || keys == 256,
+            "set_decode_block_keys: expected 0 (chosen by the shape), 64, 128 or 256 keys, found {}", keys);
+    detail::context().decode_block_keys = keys;
+}
 
 // ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
 
