@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sgt/dist/data_parallel.hpp"
+#include "sgt/dist/shared_library.hpp"
 #include "sgt/sgt.hpp"
 #include "../support.hpp"
 
@@ -33,6 +34,36 @@ env_reader env_of(std::map<std::string, std::string> vars) {
 }
 
 }  // namespace
+
+// NCCL's loader (dist/nccl.hpp) is shared_library over library_candidates("SGT_NCCL_LIBRARY", ...): without the
+// library, a run of several GPU processes stops with this error.
+TEST_CASE("a library loaded at run time: each file tried named when none loads, a variable that names the file") {
+    const std::string e =
+        error_of([] { shared_library(std::vector<std::string>{"/nonexistent/libnccl.so.2"}, "NCCL", "install it"); });
+    CHECK(contains(e, "NCCL is not available at run time (/nonexistent/libnccl.so.2: "));
+    CHECK(contains(e, "); install it"));
+    const std::string two = error_of([] {
+        shared_library(std::vector<std::string>{"libsgt_missing_a.so", "libsgt_missing_b.so"}, "X", "hint");
+    });
+    CHECK(contains(two, "(libsgt_missing_a.so: "));
+    CHECK(contains(two, "; libsgt_missing_b.so: "));
+    CHECK(contains(error_of([] { shared_library(std::vector<std::string>{}, "X", "hint"); }), "(no file to try)"));
+
+    const shared_library m(std::vector<std::string>{"libsgt_missing_a.so", "libm.so.6"}, "libm", "");
+    CHECK(m.file() == "libm.so.6");
+    const auto cosine = m.function<double (*)(double)>("cos");
+    CHECK(cosine(0.0) == 1.0);
+    CHECK(error_of([&] { m.function<void (*)()>("sgt_no_such_function"); }) ==
+          "libm.so.6 has no function sgt_no_such_function");
+
+    ::unsetenv("SGT_TEST_LIBRARY");
+    CHECK(library_candidates("SGT_TEST_LIBRARY", {"a.so.2", "a.so"}) == std::vector<std::string>{"a.so.2", "a.so"});
+    ::setenv("SGT_TEST_LIBRARY", "", 1);
+    CHECK(library_candidates("SGT_TEST_LIBRARY", {"a.so.2"}) == std::vector<std::string>{"a.so.2"});
+    ::setenv("SGT_TEST_LIBRARY", "/opt/nccl/lib/libnccl.so.2", 1);
+    CHECK(library_candidates("SGT_TEST_LIBRARY", {"a.so.2"}) == std::vector<std::string>{"/opt/nccl/lib/libnccl.so.2"});
+    ::unsetenv("SGT_TEST_LIBRARY");
+}
 
 TEST_CASE("the launch environment: torchrun's, Open MPI's and Slurm's variables, and the rendezvous") {
     const launch_env none = read_launch_env(env_of({}));

@@ -8,16 +8,15 @@
 // With bf16 gradients the sum is taken in bf16 (as NCCL adds) or, with `fp32_reduce`, in fp32: each bucket is
 // widened into an fp32 copy, summed, and narrowed back once all buckets are in.
 //
-// NCCL is loaded when the first communicator is made (dlopen of libnccl.so.2, then libnccl.so), not linked: a
-// program built with NCCL's header runs without the library as long as it trains in one process, and says so
-// clearly when it is asked for several. A rank whose collective does not finish within the group's timeout
-// (another rank died, a network is down) aborts its communicator and fails with an sgt::error, instead of
-// waiting forever.
+// NCCL is loaded when the first communicator is made (dlopen of the file SGT_NCCL_LIBRARY names, else of
+// libnccl.so.2, then libnccl.so: dist/shared_library.hpp), not linked: a program built with NCCL's header runs
+// without the library as long as it trains in one process, and says so clearly when it is asked for several.
+// A rank whose collective does not finish within the group's timeout (another rank died, a network is down)
+// aborts its communicator and fails with an sgt::error, instead of waiting forever.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <dlfcn.h>
 #include <nccl.h>
 
 #include <chrono>
@@ -31,6 +30,7 @@
 
 #include "sgt/backend/cuda.hpp"
 #include "sgt/dist/data_parallel.hpp"
+#include "sgt/dist/shared_library.hpp"
 
 namespace sgt::dist {
 
@@ -58,23 +58,12 @@ struct nccl_library {
 
 private:
     static nccl_library load() {
-        void* h = nullptr;
-        std::string tried;
-        for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
-            h = ::dlopen(name, RTLD_NOW | RTLD_GLOBAL);
-            if (h != nullptr) break;
-            const char* e = ::dlerror();
-            tried += fmt::format("{}{}: {}", tried.empty() ? "" : "; ", name, e ? e : "not found");
-        }
-        require(h != nullptr,
-                "NCCL is not available at run time ({}); several GPU processes need it: install it (the CUDA "
-                "toolkit's, or `pip install nvidia-nccl-cu13`) and add its directory to LD_LIBRARY_PATH",
-                tried);
+        static const shared_library so(
+            library_candidates("SGT_NCCL_LIBRARY", {"libnccl.so.2", "libnccl.so"}), "NCCL",
+            "several GPU processes need it: install it (the CUDA toolkit's, or `pip install nvidia-nccl-cu13`) and "
+            "add its directory to LD_LIBRARY_PATH, or name the file in SGT_NCCL_LIBRARY");
         nccl_library lib;
-        auto bind = [&](auto& fn, const char* name) {
-            fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(h, name));
-            require(fn != nullptr, "NCCL: the loaded library has no {}", name);
-        };
+        auto bind = [&](auto& fn, const char* name) { fn = so.function<std::remove_reference_t<decltype(fn)>>(name); };
         bind(lib.get_version, "ncclGetVersion");
         bind(lib.get_unique_id, "ncclGetUniqueId");
         bind(lib.comm_init_rank, "ncclCommInitRank");
