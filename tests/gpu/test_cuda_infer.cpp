@@ -3,8 +3,9 @@
 // every loop structure (fp32 ≤ 1e-5, bf16 ≤ 2e-2, relative); the decode step recorded as a CUDA graph gives the
 // same bits as the eager step; greedy generation on the GPU in fp32 emits the CPU's tokens.
 #include <cmath>
-#include <cstring>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 #include "support.hpp"
@@ -121,6 +122,13 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     }
     CHECK_THROWS_WITH_AS(set_decode_block_keys(cuda{}, 100),
                          "set_decode_block_keys: expected 0 (chosen by the shape), 64, 128 or 256 keys, found 100",
+                         sgt::error);
+    // Buffers aligned only to an element give packs of one: a head of 256 would need more threads than a block.
+    T* const unaligned = reinterpret_cast<T*>(std::uintptr_t(sizeof(T)));
+    CHECK_THROWS_WITH_AS(decode_attention(cuda{}, unaligned, unaligned, unaligned, unaligned, d_pos.data(), 1, 1, 256,
+                                          64, ws.data()),
+                         "cuda decode_attention: a head of 256 elements in packs of 1 (as the buffers are aligned) "
+                         "needs 256 threads, more than a block's 128: align q, k and v to 16 bytes",
                          sgt::error);
 
     // The CPU's fused form is its two ops in a row; a prefill's cache write (kv_cache_write) on the GPU writes

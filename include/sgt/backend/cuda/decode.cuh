@@ -282,6 +282,11 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     require(HD <= detail::decode_max_hd && HD % 2 == 0,
             "cuda decode_attention: expected an even head size of at most {}, found {}", detail::decode_max_hd, HD);
     if (B <= 0 || n <= 0) return;
+    const int width = detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache});
+    require(HD / width <= detail::decode_threads,  // the value sums give each pack of a head row a thread
+            "cuda decode_attention: a head of {} elements in packs of {} (as the buffers are aligned) needs {} threads, "
+            "more than a block's {}: align q, k and v to 16 bytes",
+            HD, width, HD / width, detail::decode_threads);
     using A = accum_t<T>;
     const int sub = detail::decode_sub(std::int64_t(B) * n, ctx);
     const int splits = (ctx + sub * detail::decode_chunk - 1) / (sub * detail::decode_chunk);  // ≤ decode_splits
@@ -300,7 +305,7 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
         else if (sub == 2) with.template operator()<2>();
         else with.template operator()<1>();
     };
-    switch (detail::decode_pack_width<T>(HD, {qkv, k_cache, v_cache})) {
+    switch (width) {
         case 8: if constexpr (detail::pack_width<T> >= 8) { launch.template operator()<8>(); break; } [[fallthrough]];
         case 4: if constexpr (detail::pack_width<T> >= 4) { launch.template operator()<4>(); break; } [[fallthrough]];
         case 2: if constexpr (detail::pack_width<T> >= 2) { launch.template operator()<2>(); break; } [[fallthrough]];
