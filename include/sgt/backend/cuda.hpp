@@ -96,7 +96,8 @@ void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* pro
 // per (sequence, head) and chunk of decode_chunk keys, a max, a sum and an unnormalised output.
 namespace detail {
 constexpr int decode_chunk = 64;
-inline int decode_splits(int ctx) { return (ctx + decode_chunk - 1) / decode_chunk; }
+// The chunks of ctx keys, each of `sub` times decode_chunk keys (decode.cuh: a block takes one).
+inline int decode_splits(int ctx, int sub = 1) { return (ctx + sub * decode_chunk - 1) / (sub * decode_chunk); }
 }  // namespace detail
 template <class T>
 std::int64_t decode_attention_workspace(cuda, int B, int n, int HD, int ctx) {

@@ -58,7 +58,7 @@ struct nccl_library {
 
 private:
     static nccl_library load() {
-        static const shared_library so(
+        const shared_library so(  // never closed: the functions stay valid
             library_candidates("SGT_NCCL_LIBRARY", {"libnccl.so.2", "libnccl.so"}), "NCCL",
             "several GPU processes need it: install it (the CUDA toolkit's, or `pip install nvidia-nccl-cu13`) and "
             "add its directory to LD_LIBRARY_PATH, or name the file in SGT_NCCL_LIBRARY");

@@ -248,10 +248,10 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
 
 // The sub-chunks of a block: 2 (128 keys) where that still gives four blocks per multiprocessor over the whole
 // context, else 1; or set_decode_block_keys's choice (4 only there). Measured on an H200 (docs/BENCHMARKS.md):
-// 128 keys shortened a gpt2 decode step at batch 32 by 7-15%, and 64 stay faster at batch 1.
+// 128 keys shortened a gpt2 decode step at batch 32 by 3-13%, and 64 stay faster at batch 1.
 inline int decode_sub(std::int64_t heads, int ctx) {
     if (const int keys = context().decode_block_keys; keys > 0) return keys / decode_chunk;
-    return heads * ((ctx + 2 * decode_chunk - 1) / (2 * decode_chunk)) >= 4 * multiprocessors() ? 2 : 1;
+    return heads * decode_splits(ctx, 2) >= 4 * multiprocessors() ? 2 : 1;
 }
 
 }  // namespace detail
@@ -289,7 +289,7 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
             HD, width, HD / width, detail::decode_threads);
     using A = accum_t<T>;
     const int sub = detail::decode_sub(std::int64_t(B) * n, ctx);
-    const int splits = (ctx + sub * detail::decode_chunk - 1) / (sub * detail::decode_chunk);  // ≤ decode_splits
+    const int splits = detail::decode_splits(ctx, sub);  // ≤ decode_splits(ctx): the workspace holds them
     A* ml = workspace;
     A* po = workspace + std::int64_t(B) * n * splits * 2;
     const A scale = A(1.0 / std::sqrt(double(HD)));
