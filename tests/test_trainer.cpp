@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -70,8 +71,11 @@ TEST_CASE("a non-finite loss stops training with an sgt::error naming the step")
     rng r(1);
     tr.step(data.train_batch(r, 2, 16));
     for (auto& w : m.parameter("lm_head.weight")) w = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> before(m.parameters().begin(), m.parameters().end());
     CHECK_THROWS_WITH_AS(tr.step(data.train_batch(r, 2, 16)), "training: the loss is not finite (nan) at step 2",
                          sgt::error);
+    // Nothing was updated: the NaN gradients' norm stops the update (compared as bits, NaN included).
+    CHECK(std::memcmp(before.data(), m.parameters().data(), before.size() * sizeof(float)) == 0);
 }
 
 namespace {

@@ -737,19 +737,36 @@ namespace {
 
 // AdamW (torch.optim.AdamW) step by step: m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g², m̂ = m / (1−β1^t),
 // v̂ = v / (1−β2^t), p ← p − lr (m̂ / (√v̂ + ε) + wd · p).
-void reference_adamw(dvec& p, const dvec& g, dvec& m, dvec& v, const sgt::adamw_hyper& h, double wd, int t) {
+void reference_adamw(dvec& p, const dvec& g, dvec& m, dvec& v, const sgt::adamw_hyper& h, double lr, double wd,
+                     int t) {
     for (std::size_t i = 0; i < p.size(); ++i) {
         m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * g[i];
         v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * g[i] * g[i];
         const double mhat = m[i] / (1.0 - std::pow(h.beta1, t));
         const double vhat = v[i] / (1.0 - std::pow(h.beta2, t));
-        p[i] = p[i] - h.lr * (mhat / (std::sqrt(vhat) + h.eps) + wd * p[i]);
+        p[i] = p[i] - lr * (mhat / (std::sqrt(vhat) + h.eps) + wd * p[i]);
     }
+}
+
+// Step t's values as the optimizer writes them (sgt::adamw::begin_step).
+sgt::adamw_step_values step_values(const sgt::adamw_hyper& h, double lr, int t) {
+    return {lr, 1.0 - std::pow(h.beta1, t), 1.0 - std::pow(h.beta2, t)};
+}
+
+// One run over the whole tensor, no clipping.
+template <class T>
+void adamw_whole(T* p, const T* g, T* m, T* v, std::int64_t n, const sgt::adamw_hyper& h, double lr, double wd,
+                 int t) {
+    const sgt::adamw_run run{0, n, wd};
+    const auto s = step_values(h, lr, t);
+    const double sq = 0.0;
+    sgt::adamw_update(cpu, p, g, m, v, std::span<const sgt::adamw_run>(&run, 1), h, &s, &sq, 1);
 }
 
 template <class T>
 void run_adamw_case(const sgt::adamw_hyper& h, double wd, double gscale, double tol) {
     const int n = 13;
+    const double lr = 1e-2;
     dvec p_ref = randn(n, 34), m_ref(n, 0.0), v_ref(n, 0.0);
     std::vector<T> p(p_ref.begin(), p_ref.end()), m(n, T(0)), v(n, T(0));
     if constexpr (std::is_same_v<T, float>)  // the float run starts from the rounded parameters
@@ -760,8 +777,8 @@ void run_adamw_case(const sgt::adamw_hyper& h, double wd, double gscale, double 
         std::vector<T> g(g_ref.begin(), g_ref.end());
         dvec g_used(g.begin(), g.end());
         const dvec p_before = p_ref;
-        reference_adamw(p_ref, g_used, m_ref, v_ref, h, wd, t);
-        sgt::adamw_update(cpu, p.data(), g.data(), m.data(), v.data(), n, h, wd, t);
+        reference_adamw(p_ref, g_used, m_ref, v_ref, h, lr, wd, t);
+        adamw_whole(p.data(), g.data(), m.data(), v.data(), n, h, lr, wd, t);
         char label[64];
         std::snprintf(label, sizeof label, "adamw %s wd %g eps %g step %d", sizeof(T) == 4 ? "float" : "double", wd,
                       h.eps, t);
@@ -773,7 +790,7 @@ void run_adamw_case(const sgt::adamw_hyper& h, double wd, double gscale, double 
         CHECK(max_abs_diff(p_before, p_ref) > 100 * tol * max_abs(p_ref));
         if (t == 1 && wd == 0.0 && h.eps < 1e-6)
             for (int i = 0; i < n; ++i)  // step 1: m̂ = g, v̂ = g², so the step is lr · g / (|g| + ε) ≈ ±lr
-                CHECK(p_ref[i] - p_before[i] == doctest::Approx(-h.lr * g_used[i] / (std::abs(g_used[i]) + h.eps)));
+                CHECK(p_ref[i] - p_before[i] == doctest::Approx(-lr * g_used[i] / (std::abs(g_used[i]) + h.eps)));
     }
 }
 
@@ -781,7 +798,6 @@ void run_adamw_case(const sgt::adamw_hyper& h, double wd, double gscale, double 
 
 TEST_CASE("adamw_update: three steps against the hand-written formula, wd 0 and 0.1, float and double") {
     sgt::adamw_hyper h;
-    h.lr = 1e-2;
     sgt::adamw_hyper big_eps = h;  // ε comparable to √v̂: pins ε outside the square root and after bias correction
     big_eps.eps = 1e-3;
     for (double wd : {0.0, 0.1}) {
@@ -794,8 +810,50 @@ TEST_CASE("adamw_update: three steps against the hand-written formula, wd 0 and 
     // Decoupled decay: with zero gradients (m = v = 0), one step is exactly p ← p (1 − lr·wd).
     dvec p = randn(7, 35), g(7, 0.0), m(7, 0.0), v(7, 0.0);
     const dvec p0 = p;
-    sgt::adamw_update(cpu, p.data(), g.data(), m.data(), v.data(), 7, h, 0.1, 1);
-    for (int i = 0; i < 7; ++i) CHECK(p[i] == doctest::Approx(p0[i] * (1.0 - h.lr * 0.1)).epsilon(1e-15));
+    adamw_whole(p.data(), g.data(), m.data(), v.data(), 7, h, 1e-2, 0.1, 1);
+    for (int i = 0; i < 7; ++i) CHECK(p[i] == doctest::Approx(p0[i] * (1.0 - 1e-2 * 0.1)).epsilon(1e-15));
+}
+
+TEST_CASE("adamw_update: clipped by the norm over every part, run by run with its own decay, nothing written when "
+          "the norm is not finite") {
+    // Two runs ([0, 5) decayed, [7, 13) not) around two elements no run holds; the norm in two parts.
+    const int n = 13;
+    const std::vector<sgt::adamw_run> runs{{0, 5, 0.1}, {7, 6, 0.0}};
+    const dvec g = randn(n, 36, 3.0), p0 = randn(n, 37);
+    double sq_a = 0.0, sq_b = 0.0;
+    for (int i = 0; i < 5; ++i) sq_a += g[i] * g[i];
+    for (int i = 7; i < n; ++i) sq_b += g[i] * g[i];
+    const double parts[2] = {sq_a, sq_b}, norm = std::sqrt(sq_a + sq_b);
+    REQUIRE(norm > 2.0);  // the clip to 1 scales every gradient
+    sgt::adamw_hyper h;
+    h.clip = 1.0;
+    const double lr = 1e-2;
+    dvec p = p0, m(n, 0.0), v(n, 0.0);
+    const dvec g_before = g;
+    for (int t = 1; t <= 2; ++t) {
+        const auto s = step_values(h, lr, t);
+        sgt::adamw_update(cpu, p.data(), g.data(), m.data(), v.data(), runs, h, &s, parts, 2);
+    }
+    CHECK(g == g_before);  // the gradients are scaled as they are read, not in place
+    for (const auto& r : runs) {
+        dvec pr(p0.begin() + r.offset, p0.begin() + r.offset + r.n), gr(g.begin() + r.offset, g.begin() + r.offset + r.n);
+        for (double& x : gr) x *= 1.0 / (norm + 1e-6);
+        dvec mr(std::size_t(r.n), 0.0), vr(std::size_t(r.n), 0.0);
+        for (int t = 1; t <= 2; ++t) reference_adamw(pr, gr, mr, vr, h, lr, r.decay, t);
+        for (std::int64_t i = 0; i < r.n; ++i) {
+            CHECK(p[std::size_t(r.offset + i)] == doctest::Approx(pr[std::size_t(i)]).epsilon(1e-14));
+            CHECK(m[std::size_t(r.offset + i)] == doctest::Approx(mr[std::size_t(i)]).epsilon(1e-14));
+        }
+    }
+    for (int i : {5, 6}) CHECK(p[std::size_t(i)] == p0[std::size_t(i)]);  // in no run: untouched
+    // A non-finite part: weights and moments stay as they were.
+    const dvec p_kept = p, m_kept = m, v_kept = v;
+    const double bad[2] = {sq_a, std::numeric_limits<double>::quiet_NaN()};
+    const auto s = step_values(h, lr, 3);
+    sgt::adamw_update(cpu, p.data(), g.data(), m.data(), v.data(), runs, h, &s, bad, 2);
+    CHECK(p == p_kept);
+    CHECK(m == m_kept);
+    CHECK(v == v_kept);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ template <class T> void add(fake, T*, const T*, const T*, i64);
 template <class T> void accumulate(fake, T*, const T*, i64);
 template <class T> void scale(fake, T*, i64, double);
 template <class T> double sum_squares(fake, const T*, i64);
+template <class T> void sum_squares(fake, const T*, i64, double*);
 template <class T> bool all_finite(fake, const T*, i64);
 template <class T> void matmul_forward(fake, T*, const T*, const T*, int, int, int, bool = false, const T* = nullptr);
 template <class T> void matmul_backward(fake, T*, T*, const T*, const T*, const T*, int, int, int, sgt::overwrite = {});
@@ -58,7 +59,9 @@ template <class T>
 void cross_entropy_backward(fake, T*, const T*, const std::int32_t*, int, int, double, const sgt::accum_t<T>* = nullptr);
 template <class T> void dropout_forward(fake, T*, T*, i64, double, sgt::rng&);
 template <class T> void dropout_backward(fake, T*, const T*, i64);
-template <class T> void adamw_update(fake, T*, const T*, T*, T*, i64, const sgt::adamw_hyper&, double, int);
+template <class T>
+void adamw_update(fake, T*, const T*, T*, T*, std::span<const sgt::adamw_run>, const sgt::adamw_hyper&,
+                  const sgt::adamw_step_values*, const double*, int);
 }  // namespace user
 
 static_assert(sizeof(sgt::model<float, sgt::presets::tiny, user::fake>) > 0);

@@ -1,6 +1,7 @@
 // Every leaf op of the CUDA backend, forward and backward, against the CPU backend in double on the same
 // (rounded) random inputs, at several odd sizes. Bounds: fp32 relative error ≤ 1e-5, bf16 ≤ 2e-2. Outputs
 // are poisoned with NaN before each run, and NaN never passes (test::rel_error).
+#include <cmath>
 #include <numeric>
 #include <span>
 
@@ -314,35 +315,90 @@ TEST_CASE_TEMPLATE("attention forward (with entropy) and backward match the CPU"
     set_attention_kernel(dev, attention_kernel::automatic);
 }
 
-TEST_CASE("AdamW matches the CPU in fp32, and its mixed-precision form updates fp32 master weights") {
+// Runs of lengths `lengths` cycling (decay alternating 0.1 / 0), a gap of lengths[0] elements after every seventh
+// run, until n elements are used.
+std::vector<adamw_run> make_runs(std::int64_t n, std::span<const std::int64_t> lengths) {
+    std::vector<adamw_run> runs;
+    std::int64_t at = 0;
+    for (std::size_t i = 0;; ++i) {
+        const std::int64_t len = lengths[i % lengths.size()];
+        if (at + len > n) break;
+        runs.push_back({at, len, i % 2 ? 0.0 : 0.1});
+        at += len + (i % 7 == 6 ? lengths[0] : 0);
+    }
+    return runs;
+}
+
+TEST_CASE("AdamW over many runs, clipped by the global norm, matches the CPU in fp32 and in mixed precision") {
     sgt::rng r(9);
-    const std::int64_t n = 10007;
+    const std::int64_t n = 40009;
     const auto p = test::rounded<float>(test::random_vector(r, n)), g = test::rounded<float>(test::random_vector(r, n));
     const auto m0 = test::rounded<float>(test::random_vector(r, n, 0.1));
     auto v0 = test::rounded<float>(test::random_vector(r, n, 0.1));
     for (auto& x : v0) x = std::abs(x);
-    const adamw_hyper h{1e-3, 0.9, 0.95, 1e-8};
-    std::vector<double> rp = p, rm = m0, rv = v0;
-    for (int t = 1; t <= 3; ++t) adamw_update(host, rp.data(), g.data(), rm.data(), rv.data(), n, h, 0.1, t);
+    adamw_hyper h;
+    h.clip = 1.0;  // ‖g‖ ≈ 200: every gradient is scaled
+    // More runs than one launch takes (96); lengths that keep runs aligned to 4 elements (the packed kernel) and
+    // lengths that do not (the kernel of single elements), with runs longer than a block's chunk (2048 or 512).
+    const std::int64_t aligned_lengths[] = {4, 64, 8, 12, 16, 2500, 4, 8, 12, 20},
+                       odd_lengths[] = {5, 61, 3, 17, 9, 2501, 7, 11, 13, 21};
+    for (const auto lengths : {std::span<const std::int64_t>(aligned_lengths), std::span<const std::int64_t>(odd_lengths)}) {
+        const auto runs = make_runs(n, lengths);
+        REQUIRE(runs.size() > 96);
+        CAPTURE(lengths[0]);
+        // The norm in two parts: the first half of the buffer and the rest.
+        const std::int64_t half = n / 2;
+        auto d_sq = test::to_device<double>(std::vector<double>(2, std::nan("")));
+        auto d_values = sgt::device_buffer<adamw_step_values>(1);
 
-    auto gp = test::to_device<float>(p), gg = test::to_device<float>(g), gm = test::to_device<float>(m0),
-         gv = test::to_device<float>(v0);
-    for (int t = 1; t <= 3; ++t) adamw_update(dev, gp.data(), gg.data(), gm.data(), gv.data(), n, h, 0.1, t);
-    test::check_error<float>("adamw_update param", test::rel_error(test::to_host(gp), rp));
-    test::check_error<float>("adamw_update m", test::rel_error(test::to_host(gm), rm));
-    test::check_error<float>("adamw_update v", test::rel_error(test::to_host(gv), rv));
+        std::vector<double> rp = p, rm = m0, rv = v0;
+        auto gp = test::to_device<float>(p), gg = test::to_device<float>(g), gm = test::to_device<float>(m0),
+             gv = test::to_device<float>(v0);
+        // Mixed: bf16 working copy and gradient, fp32 master and moments.
+        const auto gb = test::rounded<bf16>(g);
+        std::vector<double> mp = p, mm = m0, mv = v0;
+        auto master = test::to_device<float>(p), mm_d = test::to_device<float>(m0), mv_d = test::to_device<float>(v0);
+        auto work = test::poisoned<bf16>(n);
+        auto gbd = test::to_device<bf16>(gb);
+        for (int t = 1; t <= 3; ++t) {
+            const adamw_step_values s{1e-3, 1.0 - std::pow(h.beta1, t), 1.0 - std::pow(h.beta2, t)};
+            copy_from_host(dev, d_values.data(), &s, 1);
+            double sq[2] = {sum_squares(host, g.data(), half), sum_squares(host, g.data() + half, n - half)};
+            adamw_update(host, rp.data(), g.data(), rm.data(), rv.data(), runs, h, &s, sq, 2);
+            sum_squares(dev, gg.data(), half, d_sq.data());
+            sum_squares(dev, gg.data() + half, n - half, d_sq.data() + 1);
+            adamw_update(dev, gp.data(), gg.data(), gm.data(), gv.data(), runs, h, d_values.data(), d_sq.data(), 2);
 
-    // Mixed: bf16 working copy and gradient, fp32 master and moments.
-    const auto gb = test::rounded<bf16>(g);
-    std::vector<double> mp = p, mm = m0, mv = v0;
-    for (int t = 1; t <= 3; ++t) adamw_update(host, mp.data(), gb.data(), mm.data(), mv.data(), n, h, 0.1, t);
-    auto master = test::to_device<float>(p), mm_d = test::to_device<float>(m0), mv_d = test::to_device<float>(v0);
-    auto work = test::poisoned<bf16>(n);
-    auto gbd = test::to_device<bf16>(gb);
-    for (int t = 1; t <= 3; ++t)
-        adamw_update(dev, work.data(), gbd.data(), master.data(), mm_d.data(), mv_d.data(), n, h, 0.1, t);
-    test::check_error<float>("adamw_update mixed: fp32 master", test::rel_error(test::to_host(master), mp));
-    test::check_error<bf16>("adamw_update mixed: bf16 copy", test::rel_error(test::to_host(work), mp));
+            double sqb[2] = {sum_squares(host, gb.data(), half), sum_squares(host, gb.data() + half, n - half)};
+            adamw_update(host, mp.data(), gb.data(), mm.data(), mv.data(), runs, h, &s, sqb, 2);
+            sum_squares(dev, gbd.data(), half, d_sq.data());
+            sum_squares(dev, gbd.data() + half, n - half, d_sq.data() + 1);
+            adamw_update(dev, work.data(), gbd.data(), master.data(), mm_d.data(), mv_d.data(), runs, h,
+                         d_values.data(), d_sq.data(), 2);
+        }
+        test::check_error<float>("adamw_update param", test::rel_error(test::to_host(gp), rp));
+        test::check_error<float>("adamw_update m", test::rel_error(test::to_host(gm), rm));
+        test::check_error<float>("adamw_update v", test::rel_error(test::to_host(gv), rv));
+        CHECK(test::to_host(gg) == test::rounded<float>(g));  // read, never scaled in place
+        test::check_error<float>("adamw_update mixed: fp32 master", test::rel_error(test::to_host(master), mp));
+        // The working copy is written where a run updates, and only there (the gaps keep their poison).
+        const auto w = test::to_host(work);
+        std::vector<double> w_runs, mp_runs;
+        for (const auto& run : runs)
+            for (std::int64_t i = run.offset; i < run.offset + run.n; ++i) {
+                w_runs.push_back(w[std::size_t(i)]);
+                mp_runs.push_back(mp[std::size_t(i)]);
+            }
+        test::check_error<bf16>("adamw_update mixed: bf16 copy", test::rel_error(w_runs, mp_runs));
+        CHECK(std::isnan(w[std::size_t(runs[6].offset + runs[6].n)]));  // the first gap
+
+        // A non-finite norm: nothing is written.
+        const auto kept = test::to_host(gp);
+        const double nan = std::nan("");
+        copy_from_host(dev, d_sq.data(), &nan, 1);
+        adamw_update(dev, gp.data(), gg.data(), gm.data(), gv.data(), runs, h, d_values.data(), d_sq.data(), 2);
+        CHECK(test::to_host(gp) == kept);
+    }
 }
 
 TEST_CASE_TEMPLATE("elementwise helpers and CUB reductions match the CPU", T, float, bf16) {

@@ -43,7 +43,10 @@ concept has_buffer = requires(typename B::template buffer<T> b, std::size_t n) {
 #define SGT_BACKEND_OP(op, ...) \
     template <class B>          \
     concept has_##op = requires(T* x, const T* c, A* a, const A* ca, double* e, const std::int32_t* tok, \
-                                std::span<const int> heads, rng& r, const adamw_hyper& hyper) { __VA_ARGS__; };
+                                std::span<const int> heads, rng& r, const adamw_hyper& hyper, \
+                                std::span<const adamw_run> runs, const adamw_step_values* step, const double* ce) { \
+        __VA_ARGS__;                                                                                        \
+    };
 
 SGT_BACKEND_OP(fill_zero, fill_zero(B{}, x, i64{}))
 SGT_BACKEND_OP(copy, copy(B{}, x, c, i64{}))
@@ -52,7 +55,7 @@ SGT_BACKEND_OP(copy_to_host, copy_to_host(B{}, x, c, i64{}))
 SGT_BACKEND_OP(add, add(B{}, x, c, c, i64{}))
 SGT_BACKEND_OP(accumulate, accumulate(B{}, x, c, i64{}))
 SGT_BACKEND_OP(scale, scale(B{}, x, i64{}, double{}))
-SGT_BACKEND_OP(sum_squares, { sum_squares(B{}, c, i64{}) } -> std::convertible_to<double>)
+SGT_BACKEND_OP(sum_squares, { sum_squares(B{}, c, i64{}) } -> std::convertible_to<double>; sum_squares(B{}, c, i64{}, e))
 SGT_BACKEND_OP(all_finite, { all_finite(B{}, c, i64{}) } -> std::convertible_to<bool>)
 SGT_BACKEND_OP(matmul_forward, matmul_forward(B{}, x, c, c, 1, 1, 1); matmul_forward(B{}, x, c, c, 1, 1, 1, false, c))
 SGT_BACKEND_OP(matmul_backward, matmul_backward(B{}, x, x, c, c, c, 1, 1, 1);
@@ -82,7 +85,7 @@ SGT_BACKEND_OP(cross_entropy_forward, { cross_entropy_forward(B{}, c, tok, 1, 1,
 SGT_BACKEND_OP(cross_entropy_backward, cross_entropy_backward(B{}, x, c, tok, 1, 1, double{}, ca))
 SGT_BACKEND_OP(dropout_forward, dropout_forward(B{}, x, x, i64{}, double{}, r))
 SGT_BACKEND_OP(dropout_backward, dropout_backward(B{}, x, c, i64{}))
-SGT_BACKEND_OP(adamw_update, adamw_update(B{}, x, c, x, x, i64{}, hyper, double{}, 1))
+SGT_BACKEND_OP(adamw_update, adamw_update(B{}, x, c, x, x, runs, hyper, step, ce, 1))
 
 #undef SGT_BACKEND_OP
 
@@ -141,7 +144,7 @@ constexpr bool check_backend() {
     static_assert(has_add<B>, "sgt::backend: missing leaf op add(B, T* out, const T* a, const T* b, int64 n)");
     static_assert(has_accumulate<B>, "sgt::backend: missing leaf op accumulate(B, T* y, const T* x, int64 n)");
     static_assert(has_scale<B>, "sgt::backend: missing leaf op scale(B, T* x, int64 n, double s)");
-    static_assert(has_sum_squares<B>, "sgt::backend: missing leaf op sum_squares(B, const T* x, int64 n) -> double");
+    static_assert(has_sum_squares<B>, "sgt::backend: missing leaf op sum_squares(B, const T* x, int64 n) -> double, or its form sum_squares(B, const T* x, int64 n, double* out) into backend memory");
     static_assert(has_all_finite<B>, "sgt::backend: missing leaf op all_finite(B, const T* x, int64 n) -> bool");
     static_assert(has_matmul_forward<B>, "sgt::backend: missing leaf op matmul_forward(B, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false, const T* add = nullptr)");
     static_assert(has_matmul_backward<B>, "sgt::backend: missing leaf op matmul_backward(B, T* din, T* dw, const T* dout, const T* in, const T* w, int N, int I, int O, overwrite ow = {})");
@@ -169,7 +172,7 @@ constexpr bool check_backend() {
     static_assert(has_cross_entropy_backward<B>, "sgt::backend: missing leaf op cross_entropy_backward(B, T* dlogits, const T* logits, const int32* targets, int N, int V, double scale, const A* lse = nullptr)");
     static_assert(has_dropout_forward<B>, "sgt::backend: missing leaf op dropout_forward(B, T* x, T* mask, int64 n, double p, rng& r)");
     static_assert(has_dropout_backward<B>, "sgt::backend: missing leaf op dropout_backward(B, T* dx, const T* mask, int64 n)");
-    static_assert(has_adamw_update<B>, "sgt::backend: missing leaf op adamw_update(B, T* param, const T* grad, T* m, T* v, int64 n, const adamw_hyper& h, double wd, int t)");
+    static_assert(has_adamw_update<B>, "sgt::backend: missing leaf op adamw_update(B, T* param, const T* grad, T* m, T* v, span<const adamw_run> runs, const adamw_hyper& h, const adamw_step_values* s, const double* grad_sq, int parts)");
     return backend<B>;
 }
 

@@ -1,5 +1,5 @@
 // sgt/backend/common.hpp: the plain types that every backend's leaf ops exchange with the templates: a loss
-// summed over counted targets, and AdamW's hyper-parameters of one update. No backend code here, so that a
+// summed over counted targets, and what an AdamW update reads. No backend code here, so that a
 // backend (CPU or CUDA) includes only this and its own headers.
 #pragma once
 
@@ -31,12 +31,34 @@ struct overwrite {
     bool dw = false;
 };
 
-// AdamW's hyper-parameters for one update (the weight decay is per tensor, passed beside them).
+// AdamW's constant hyper-parameters; the learning rate changes every step and comes in adamw_step_values.
 struct adamw_hyper {
-    double lr = 6e-4;
     double beta1 = 0.9;
     double beta2 = 0.95;
     double eps = 1e-8;
+    double clip = 0.0;  // bound on the global gradient norm; 0: no clipping
+};
+
+// What one AdamW step reads from backend memory, so that a recorded step (a CUDA graph) replays with each step's
+// values: the rate and the bias corrections 1 − β1^t, 1 − β2^t of step t.
+struct adamw_step_values {
+    double lr = 0.0;
+    double bias1 = 1.0;
+    double bias2 = 1.0;
+};
+
+// The factor that clips gradients of global norm `norm` to `clip`, as torch.nn.utils.clip_grad_norm_ does:
+// min(1, clip / (norm + 1e-6)); 1 when clip is 0.
+constexpr double clip_factor(double norm, double clip) {
+    return clip > 0.0 && clip / (norm + 1e-6) < 1.0 ? clip / (norm + 1e-6) : 1.0;
+}
+
+// Elements [offset, offset + n) of the parameter buffer, updated with weight decay `decay` (a run of adjacent
+// tensors that decay alike).
+struct adamw_run {
+    std::int64_t offset = 0;
+    std::int64_t n = 0;
+    double decay = 0.0;
 };
 
 namespace detail {

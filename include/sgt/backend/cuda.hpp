@@ -25,6 +25,7 @@ template <class T> void add(cuda, T* out, const T* a, const T* b, std::int64_t n
 template <class T> void accumulate(cuda, T* y, const T* x, std::int64_t n);
 template <class T> void scale(cuda, T* x, std::int64_t n, double s);
 template <class T> double sum_squares(cuda, const T* x, std::int64_t n);
+template <class T> void sum_squares(cuda, const T* x, std::int64_t n, double* out);
 template <class T> bool all_finite(cuda, const T* x, std::int64_t n);
 
 // matmul.cuh (cuBLASLt)
@@ -168,12 +169,14 @@ void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_
 template <class T> void dropout_forward(cuda, T* x, T* mask, std::int64_t n, double p, rng& r);
 template <class T> void dropout_backward(cuda, T* dx, const T* mask, std::int64_t n);
 
-// adamw.cuh: plain, and mixed precision (fp32 master weights and moments, a low-precision working copy)
+// adamw.cuh: plain, and mixed precision (fp32 master weights and moments, a low-precision working copy); s and
+// grad_sq in device memory
 template <class T>
-void adamw_update(cuda, T* param, const T* grad, T* m, T* v, std::int64_t n, const adamw_hyper& h, double wd, int t);
+void adamw_update(cuda, T* param, const T* grad, T* m, T* v, std::span<const adamw_run> runs, const adamw_hyper& h,
+                  const adamw_step_values* s, const double* grad_sq, int parts);
 template <class T, class M>
-void adamw_update(cuda, T* param, const T* grad, M* master, M* m, M* v, std::int64_t n, const adamw_hyper& h,
-                  double wd, int t);
+void adamw_update(cuda, T* param, const T* grad, M* master, M* m, M* v, std::span<const adamw_run> runs,
+                  const adamw_hyper& h, const adamw_step_values* s, const double* grad_sq, int parts);
 template <class D, class S> void convert(cuda, D* dst, const S* src, std::int64_t n);
 
 }  // namespace sgt

@@ -3,8 +3,9 @@
 // A step t (counting from 1) runs the schedule's current plan Θ_t: forward, backward, global-norm clipping,
 // AdamW at the cosine schedule's rate, then the schedule's end_step(t, entropies) (Algorithm 1 for SGT), whose
 // new structure applies from step t + 1. FLOPs are counted per step with the plan that ran (spec Sec. 6).
-// On a GPU, a one-batch step's forward and backward are recorded as a CUDA graph once the plan and the batch shape
-// repeat, and replayed after that (set_graphs; model::replayable says which models allow it).
+// On a GPU, a one-batch step (forward, backward, clipping and update) is recorded as a CUDA graph once the plan
+// and the batch shape repeat, and replayed after that (set_graphs; model::replayable says which models allow it):
+// the host reads the loss, the entropies and the gradient norm once, after the whole step.
 // With set_data_parallel, a step of one of several processes is the step of one process over their global batch
 // (dist/data_parallel.hpp). The training loop itself (data, logging, checkpoints) belongs to the program: see
 // examples/train.cpp.
@@ -68,14 +69,17 @@ public:
             for (const std::int32_t y : b.targets) count += y >= 0 ? 1 : 0;
         if (dp_) count = std::int64_t(sum_in_rank_order(dp_->all_gather(std::vector<double>{double(count)}), 1)[0]);
         model_.set_training(true);
+        r.lr = lr_(t_);
+        opt_.begin_step(model_.parameters(), r.lr);
         double sum = 0.0;
         int sequences = 0;
         if (micro.size() == 1 && graphs_ && model_.replayable() && !dp_) {
-            // One batch: the forward and the backward as one recorded step, replayed while the plan, the batch
-            // shape and the count of targets (the backward's scale) stay those it was recorded with. The batch is
-            // copied in before, the loss and the entropies read after it.
+            // One batch: forward, backward and update as one recorded step, replayed while the plan, the batch
+            // shape, the count of targets (the backward's scale) and the optimizer's trainable tensors stay those
+            // it was recorded with. The batch and the step's rate are copied in before, the loss, the entropies
+            // and the gradient norm read after it.
             const batch& b = micro[0];
-            const replay_key key{plan, b.B, b.T, count};
+            const replay_key key{plan, b.B, b.T, count, opt_.layout_version()};
             if (!(key == replay_key_)) {
                 graph_.reset();
                 replay_key_ = key;
@@ -85,6 +89,7 @@ public:
                 model_.zero_grad();
                 model_.enqueue_forward(plan);
                 model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
+                opt_.update(model_.parameters(), model_.gradients());
             });
             replayed_ += graph_.captured() ? 1 : 0;
             model_.finish_forward();
@@ -115,20 +120,21 @@ public:
                 sequences += b.B;
                 r.flops += model_.step_flops(std::int64_t(b.B) * (dp_ ? dp_->world() : 1), b.T, plan);
             }
+            opt_.update(model_.parameters(), model_.gradients());
         }
         if (micro.size() > 1)
             scale_entropies(1.0 / double(sequences));
         else
             entropy_ = model_.entropies();
         if (dp_) sum = combine_over_ranks(sum);
-        // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only).
+        // The mean cross-entropy over all counted targets, plus the variant's loss term (one micro-batch only). A
+        // non-finite loss or norm stops training with the weights as they were: non-finite logits make non-finite
+        // gradients, and the update writes nothing when their norm is not finite.
         r.loss = (count > 0 ? sum / double(count) : 0.0) + (micro.size() == 1 ? model_.extra_loss() : 0.0);
         require(std::isfinite(r.loss), "training: the loss is not finite ({}) at step {}", r.loss, t_);
-        r.grad_norm = opt_.clip_gradients(model_.gradients());
+        r.grad_norm = opt_.grad_norm();
         require(std::isfinite(r.grad_norm), "training: the gradient norm is not finite ({}) at step {}", r.grad_norm,
                 t_);
-        r.lr = lr_(t_);
-        opt_.step(model_.parameters(), model_.gradients(), r.lr);
         r.events = schedule_.end_step(t_, entropy_);
         flops_.add(plan);
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -268,6 +274,7 @@ private:
         loop_plan plan;
         int B = 0, T = 0;
         std::int64_t count = -1;
+        int optimizer_layout = -1;
         bool operator==(const replay_key&) const = default;
     };
     dist::gradient_sync<value_type, typename Model::backend_type>* dp_ = nullptr;

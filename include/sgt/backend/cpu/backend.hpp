@@ -193,6 +193,12 @@ double sum_squares(cpu, const T* x, std::int64_t n) {
     });
 }
 
+// The same into backend memory: *out = Σ x² (on a GPU without a round trip to the host).
+template <class T>
+void sum_squares(cpu, const T* x, std::int64_t n, double* out) {
+    *out = sum_squares(cpu{}, x, n);
+}
+
 // True when every value is finite.
 template <class T>
 bool all_finite(cpu, const T* x, std::int64_t n) {

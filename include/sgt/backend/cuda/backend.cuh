@@ -212,6 +212,12 @@ double sum_squares(cuda, const T* x, std::int64_t n) {
     return detail::transform_reduce_to_host<T, detail::square_to_double, double>(x, n, detail::square_to_double{});
 }
 
+// The same into device memory (stream-ordered, no host round trip: a recorded step can hold it).
+template <class T>
+void sum_squares(cuda, const T* x, std::int64_t n, double* out) {
+    detail::transform_reduce<T, detail::square_to_double, double>(x, n, detail::square_to_double{}, out);
+}
+
 // True when every value is finite.
 template <class T>
 bool all_finite(cuda, const T* x, std::int64_t n) {

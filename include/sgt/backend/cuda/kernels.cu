@@ -24,6 +24,7 @@ namespace sgt {
     template void accumulate<T>(cuda, T*, const T*, std::int64_t);                                               \
     template void scale<T>(cuda, T*, std::int64_t, double);                                                      \
     template double sum_squares<T>(cuda, const T*, std::int64_t);                                                \
+    template void sum_squares<T>(cuda, const T*, std::int64_t, double*);                                         \
     template bool all_finite<T>(cuda, const T*, std::int64_t);                                                   \
     template void matmul_forward<T>(cuda, T*, const T*, const T*, int, int, int, bool, const T*);               \
     template void matmul_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int, int, overwrite);      \
@@ -73,10 +74,13 @@ SGT_CUDA_INSTANTIATE(__nv_bfloat16)
 
 template void rope_tables<float>(cuda, float*, float*, int, int, double);
 template void rope_tables<double>(cuda, double*, double*, int, int, double);
-template void adamw_update<float>(cuda, float*, const float*, float*, float*, std::int64_t, const adamw_hyper&, double, int);
-template void adamw_update<double>(cuda, double*, const double*, double*, double*, std::int64_t, const adamw_hyper&, double, int);
+template void adamw_update<float>(cuda, float*, const float*, float*, float*, std::span<const adamw_run>,
+                                  const adamw_hyper&, const adamw_step_values*, const double*, int);
+template void adamw_update<double>(cuda, double*, const double*, double*, double*, std::span<const adamw_run>,
+                                   const adamw_hyper&, const adamw_step_values*, const double*, int);
 template void adamw_update<__nv_bfloat16, float>(cuda, __nv_bfloat16*, const __nv_bfloat16*, float*, float*, float*,
-                                                 std::int64_t, const adamw_hyper&, double, int);
+                                                 std::span<const adamw_run>, const adamw_hyper&,
+                                                 const adamw_step_values*, const double*, int);
 template void convert<float, __nv_bfloat16>(cuda, float*, const __nv_bfloat16*, std::int64_t);
 template void convert<__nv_bfloat16, float>(cuda, __nv_bfloat16*, const float*, std::int64_t);
 
