@@ -231,6 +231,28 @@ TEST_CASE("bad input gives sgt::error saying what was expected and what was foun
     CHECK_THROWS_WITH_AS(m.backward(), "model: backward() needs a forward() first", sgt::error);
 }
 
+TEST_CASE("a forward told the loss scale writes the cross-entropy's gradient: the backward's gradients, nothing twice") {
+    const loop_plan plan = plan_with({{2, layer_loop{.k = 2, .heads = {0, 2}}}});
+    const batch b = random_batch(2, 8, tiny_model::V, 5);
+    tiny_model plain(2, 8, 7), fused(2, 8, 7);
+    const double scale = 0.37;  // any weight of the summed loss, as gradient accumulation passes
+    const double lp = plain.forward(b, plan);
+    plain.backward(scale);
+    const double lf = fused.forward(b, plan, scale);
+    CHECK(lf == lp);
+    CHECK_THROWS_WITH_AS(fused.logits(),
+                         "model: logits() after backward() or a forward with a loss scale: the logits' gradient is "
+                         "written over them; read them between forward() and backward()",
+                         sgt::error);
+    CHECK_THROWS_WITH_AS(fused.backward(0.5),
+                         "model: backward(0.5) after a forward that wrote the cross-entropy's gradient with scale 0.37",
+                         sgt::error);
+    fused.backward(scale);
+    CHECK(fused.gradients_to_host() == plain.gradients_to_host());
+    CHECK_THROWS_WITH_AS(fused.backward(scale), "model: backward() a second time after one forward(); run forward() again",
+                         sgt::error);
+}
+
 TEST_CASE("the model refuses a plan beyond its compile-time loop budget (tiny: L = 3, K_max = 3)") {
     tiny_model m(2, 8, 1);
     const batch b = test::random_batch(2, 8, tiny_model::V, 4);

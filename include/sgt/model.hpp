@@ -199,9 +199,12 @@ public:
 
     // Runs the model on a batch under a loop plan; keeps what backward() needs. Returns the mean loss over
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
-    double forward(const batch& x, const loop_plan& plan) {
+    // With loss_scale, the backward(loss_scale) that follows is known now (a training step): the cross-entropy's
+    // gradient is written over the logits in the same pass over them as its loss (one read of the B·T·V logits
+    // instead of two), and logits() is not available.
+    double forward(const batch& x, const loop_plan& plan, std::optional<double> loss_scale = {}) {
         stage_batch(x);
-        enqueue_forward(plan);
+        enqueue_forward(plan, loss_scale);
         return finish_forward();
     }
 
@@ -221,7 +224,7 @@ public:
         loss_ = loss_sum{.sum = 0.0, .count = std::int64_t(std::count_if(x.targets.begin(), x.targets.end(),
                                                                           [](std::int32_t y) { return y >= 0; }))};
     }
-    void enqueue_forward(const loop_plan& plan) {
+    void enqueue_forward(const loop_plan& plan, std::optional<double> loss_scale = {}) {
         require(d_.B > 0, "model: enqueue_forward() needs a stage_batch() first");
         validate_plan(plan, NL, NH, budget);
         const Backend be{};
@@ -277,8 +280,14 @@ public:
         detail::grow(loss_sum_, 1);
         rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(*final_norm_), int(N), C, config.norm_eps);
         matmul_forward(be, logits_.data(), final_x_.data(), weight(*lm_head_), int(N), C, V);
-        cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V, lse_.data(), loss_sum_.data());
-        logits_hold_logits_ = true;
+        if (loss_scale) {
+            cross_entropy_forward_backward(be, logits_.data(), targets_.data(), int(N), V, *loss_scale,
+                                           loss_sum_.data());
+        } else {
+            cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V, lse_.data(), loss_sum_.data());
+        }
+        logits_hold_logits_ = !loss_scale;
+        logits_gradient_scale_ = loss_scale;
     }
     double finish_forward() {
         require(!stages_.empty(), "model: finish_forward() needs an enqueue_forward() first");
@@ -321,7 +330,11 @@ public:
     template <class OnFinal>
     void backward(double loss_scale, OnFinal&& on_final) {
         require(!stages_.empty(), "model: backward() needs a forward() first");
-        require(logits_hold_logits_, "model: backward() a second time after one forward(); run forward() again");
+        require(logits_hold_logits_ || logits_gradient_scale_,
+                "model: backward() a second time after one forward(); run forward() again");
+        require(!logits_gradient_scale_ || *logits_gradient_scale_ == loss_scale,
+                "model: backward({}) after a forward that wrote the cross-entropy's gradient with scale {}", loss_scale,
+                logits_gradient_scale_.value_or(0.0));
         const Backend be{};
         const std::int64_t N = d_.tokens();
         detail::grow(dx_, N * C);
@@ -329,8 +342,10 @@ public:
         // ∂L/∂logits is written over the logits (the B·T·V buffer is the largest activation), from the row
         // log-sum-exps the forward kept.
         T* dlogits = logits_.data();
-        cross_entropy_backward(be, dlogits, logits_.data(), targets_.data(), int(N), V, loss_scale, lse_.data());
+        if (!logits_gradient_scale_)  // else the forward wrote it
+            cross_entropy_backward(be, dlogits, logits_.data(), targets_.data(), int(N), V, loss_scale, lse_.data());
         logits_hold_logits_ = false;
+        logits_gradient_scale_.reset();
         matmul_backward(be, dx_.data(), grad(*lm_head_), dlogits, final_x_.data(), weight(*lm_head_), int(N), C, V,
                         overwrite{.din = true});
         fill_zero(be, dres_.data(), N * C);
@@ -374,8 +389,8 @@ public:
     // before backward(): it writes the logits' gradient over them.
     std::span<const T> logits() const {
         require(logits_hold_logits_ || stages_.empty(),
-                "model: logits() after backward(): the backward writes the logits' gradient over them; read them "
-                "between forward() and backward()");
+                "model: logits() after backward() or a forward with a loss scale: the logits' gradient is written "
+                "over them; read them between forward() and backward()");
         return detail::host_view(Backend{}, static_cast<const T*>(logits_.data()), std::size_t(d_.tokens() * V),
                                  logits_host_);
     }
@@ -510,6 +525,7 @@ private:
     buffer<T> final_rstd_, final_x_, logits_, dx_, dres_;
     buffer<accum_t<T>> lse_;          // (B, T) log Σ exp of each row of the logits, for the backward
     bool logits_hold_logits_ = false;  // logits_ holds the last forward's logits (else their gradient)
+    std::optional<double> logits_gradient_scale_;  // the forward wrote the logits' gradient with this scale
     mutable std::vector<T> logits_host_;  // logits() on a GPU backend
     buffer<double> loss_sum_;         // (1) the cross-entropy's sum, in the backend's memory
     loss_sum loss_;

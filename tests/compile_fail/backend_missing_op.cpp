@@ -56,6 +56,8 @@ sgt::loss_sum cross_entropy_forward(fake, const T*, const std::int32_t*, int, in
 template <class T>
 void cross_entropy_forward(fake, const T*, const std::int32_t*, int, int, sgt::accum_t<T>*, double*);
 template <class T>
+void cross_entropy_forward_backward(fake, T*, const std::int32_t*, int, int, double, double*);
+template <class T>
 void cross_entropy_backward(fake, T*, const T*, const std::int32_t*, int, int, double, const sgt::accum_t<T>* = nullptr);
 template <class T> void dropout_forward(fake, T*, T*, i64, double, sgt::rng&);
 template <class T> void dropout_backward(fake, T*, const T*, i64);

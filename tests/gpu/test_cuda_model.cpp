@@ -88,6 +88,17 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         CHECK(loss_err <= 1e-5);
         CHECK(ent <= 1e-5);
         CHECK(test::rel_error(lgg, lgc) <= 1e-5);
+
+        // A training step's forward, whose cross-entropy writes its gradient in the same pass as the loss.
+        tiny_model<float, cuda> mf(B, T_, 7);
+        const double scale = 1.0 / double(mc.last_loss().count);
+        const double lf = mf.forward(b, plan, scale);
+        mf.backward(scale);
+        CHECK(std::abs(lf - lc) / std::abs(lc) <= 1e-5);
+        const auto gf = mf.gradients_to_host();
+        const double fused_err = test::rel_error(std::vector<double>(gf.begin(), gf.end()),
+                                                 std::vector<double>(gc.begin(), gc.end()));
+        CHECK_MESSAGE(fused_err <= 1e-4, name << ": the fused cross-entropy's gradients differ by " << fused_err);
     }
 }
 

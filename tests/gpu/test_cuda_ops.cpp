@@ -148,7 +148,7 @@ TEST_CASE_TEMPLATE("swiglu forward and backward match the CPU", T, float, bf16) 
 
 TEST_CASE_TEMPLATE("cross-entropy forward and backward match the CPU", T, float, bf16) {
     sgt::rng r(5);
-    for (auto [N, V] : {std::pair{23, 517}, std::pair{5, 50304}, std::pair{64, 3}}) {
+    for (auto [N, V] : {std::pair{23, 517}, std::pair{5, 50304}, std::pair{64, 3}, std::pair{6, 70000}}) {
         const auto z = test::rounded<T>(test::random_vector(r, std::size_t(N) * V, 3.0));
         std::vector<std::int32_t> tgt(N);
         for (int i = 0; i < N; ++i) tgt[i] = i % 4 == 1 ? ignore_target : std::int32_t(r.next_u64() % V);
@@ -174,6 +174,13 @@ TEST_CASE_TEMPLATE("cross-entropy forward and backward match the CPU", T, float,
         CHECK(again.sum == got.sum);
         cross_entropy_backward(dev, gz.data(), gz.data(), gt.data(), N, V, scale, lse.data());
         test::check_error<T>("cross_entropy_backward from lse, in place" + size, test::rel_error(test::to_host(gz), dz));
+
+        // Both in one pass, the loss summed in device memory and the gradient written over the logits.
+        auto fz = test::to_device<T>(z);
+        auto sum = test::poisoned<double>(1);
+        cross_entropy_forward_backward(dev, fz.data(), gt.data(), N, V, scale, sum.data());
+        test::check_error<T>("cross_entropy_forward_backward loss" + size, test::rel_error(test::to_host(sum), {ref.sum}));
+        test::check_error<T>("cross_entropy_forward_backward grad" + size, test::rel_error(test::to_host(fz), dz));
     }
 }
 

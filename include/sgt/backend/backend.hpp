@@ -82,6 +82,7 @@ SGT_BACKEND_OP(swiglu_forward, swiglu_forward(B{}, x, c, c, i64{}))
 SGT_BACKEND_OP(swiglu_backward, swiglu_backward(B{}, x, x, c, c, c, i64{}))
 SGT_BACKEND_OP(cross_entropy_forward, { cross_entropy_forward(B{}, c, tok, 1, 1, a) } -> std::same_as<loss_sum>;
                cross_entropy_forward(B{}, c, tok, 1, 1, a, e))
+SGT_BACKEND_OP(cross_entropy_forward_backward, cross_entropy_forward_backward(B{}, x, tok, 1, 1, double{}, e))
 SGT_BACKEND_OP(cross_entropy_backward, cross_entropy_backward(B{}, x, c, tok, 1, 1, double{}, ca))
 SGT_BACKEND_OP(dropout_forward, dropout_forward(B{}, x, x, i64{}, double{}, r))
 SGT_BACKEND_OP(dropout_backward, dropout_backward(B{}, x, c, i64{}))
@@ -127,6 +128,7 @@ concept backend =
     detail::backend_ops::has_swiglu_forward<B> &&
     detail::backend_ops::has_swiglu_backward<B> &&
     detail::backend_ops::has_cross_entropy_forward<B> &&
+    detail::backend_ops::has_cross_entropy_forward_backward<B> &&
     detail::backend_ops::has_cross_entropy_backward<B> &&
     detail::backend_ops::has_dropout_forward<B> &&
     detail::backend_ops::has_dropout_backward<B> &&
@@ -169,6 +171,7 @@ constexpr bool check_backend() {
     static_assert(has_swiglu_forward<B>, "sgt::backend: missing leaf op swiglu_forward(B, T* out, const T* gate, const T* up, int64 n)");
     static_assert(has_swiglu_backward<B>, "sgt::backend: missing leaf op swiglu_backward(B, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64 n)");
     static_assert(has_cross_entropy_forward<B>, "sgt::backend: missing leaf op cross_entropy_forward(B, const T* logits, const int32* targets, int N, int V, A* lse = nullptr) -> loss_sum, or its form with a last argument double* sum");
+    static_assert(has_cross_entropy_forward_backward<B>, "sgt::backend: missing leaf op cross_entropy_forward_backward(B, T* logits, const int32* targets, int N, int V, double scale, double* sum)");
     static_assert(has_cross_entropy_backward<B>, "sgt::backend: missing leaf op cross_entropy_backward(B, T* dlogits, const T* logits, const int32* targets, int N, int V, double scale, const A* lse = nullptr)");
     static_assert(has_dropout_forward<B>, "sgt::backend: missing leaf op dropout_forward(B, T* x, T* mask, int64 n, double p, rng& r)");
     static_assert(has_dropout_backward<B>, "sgt::backend: missing leaf op dropout_backward(B, T* dx, const T* mask, int64 n)");

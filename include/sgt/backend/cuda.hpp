@@ -162,6 +162,9 @@ template <class T>
 void cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse,
                            double* sum);
 template <class T>
+void cross_entropy_forward_backward(cuda, T* logits, const std::int32_t* targets, int N, int V, double scale,
+                                    double* sum);
+template <class T>
 void cross_entropy_backward(cuda, T* dlogits, const T* logits, const std::int32_t* targets, int N, int V, double scale,
                             const accum_t<T>* lse = nullptr);
 

@@ -69,6 +69,9 @@ public:
             for (const std::int32_t y : b.targets) count += y >= 0 ? 1 : 0;
         if (dp_) count = std::int64_t(sum_in_rank_order(dp_->all_gather(std::vector<double>{double(count)}), 1)[0]);
         model_.set_training(true);
+        // Each micro-batch's summed loss is weighted by 1 / (all counted targets); known before the forward, so
+        // the forward writes the cross-entropy's gradient in the same pass as its loss.
+        const double scale = count > 0 ? 1.0 / double(count) : 0.0;
         r.lr = lr_(t_);
         opt_.begin_step(model_.parameters(), r.lr);
         double sum = 0.0;
@@ -87,8 +90,8 @@ public:
             model_.stage_batch(b);
             graph_.run([&] {
                 model_.zero_grad();
-                model_.enqueue_forward(plan);
-                model_.backward(count > 0 ? 1.0 / double(count) : 0.0);
+                model_.enqueue_forward(plan, scale);
+                model_.backward(scale);
                 opt_.update(model_.parameters(), model_.gradients());
             });
             replayed_ += graph_.captured() ? 1 : 0;
@@ -98,13 +101,12 @@ public:
         } else {
             model_.zero_grad();
             for (const auto& b : micro) {
-                model_.forward(b, plan);
+                model_.forward(b, plan, scale);
                 require(micro.size() == 1 || model_.extra_loss() == 0.0,
                         "training: gradient accumulation over {} micro-batches with a variant that adds a loss term "
                         "({}) is not supported: the term's gradient would count once per micro-batch",
                         micro.size(), model_.extra_loss());
                 sum += model_.last_loss().sum;
-                const double scale = count > 0 ? 1.0 / double(count) : 0.0;
                 if (dp_ && &b == &micro.back()) {  // the last backward sums the gradients over the ranks
                     require(model_.extra_loss() == 0.0,
                             "training: data parallelism with a variant that adds a loss term ({}) is not supported: "

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "sgt/backend/common.hpp"
 #include "sgt/backend/cpu/backend.hpp"
@@ -41,6 +42,13 @@ void cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets, in
     *sum = cross_entropy_forward(cpu{}, logits, targets, N, V, lse).sum;
 }
 
+// Both for a training step that knows its gradient scale at the forward: *sum = the sum of the counted positions'
+// losses, then the logits overwritten by their gradient, scale · (softmax(logits) − onehot(target)) (0 on ignored
+// rows). Here the two ops above in a row; a GPU reads the logits once for both.
+template <class T>
+void cross_entropy_forward_backward(cpu, T* logits, const std::int32_t* targets, int N, int V, double scale,
+                                    double* sum);
+
 // dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites; may
 // be logits itself). scale = 1 / count gives the gradient of the mean loss. lse: the forward's, or null to
 // recompute it.
@@ -64,10 +72,22 @@ void cross_entropy_backward(cpu, T* dlogits, const T* logits, const std::int32_t
                 const double m = zd.maxCoeff();
                 l = m + std::log((zd - m).exp().sum());
             }
-            detail::vector_map<T>(dz, V).array() = ((zd - l).exp() * scale).template cast<T>();
+            // exp evaluated into an aligned buffer first: Eigen splits a row between its vector and scalar exp
+            // by the destination's alignment, which must not change the result (dz may be any buffer).
+            thread_local Eigen::Array<double, Eigen::Dynamic, 1> e;
+            e = (zd - l).exp() * scale;
+            detail::vector_map<T>(dz, V).array() = e.template cast<T>();
             dz[targets[n]] -= T(scale);
         }
     });
+}
+
+template <class T>
+void cross_entropy_forward_backward(cpu, T* logits, const std::int32_t* targets, int N, int V, double scale,
+                                    double* sum) {
+    std::vector<accum_t<T>> lse(std::size_t(std::max(N, 0)));
+    cross_entropy_forward(cpu{}, logits, targets, N, V, lse.data(), sum);
+    cross_entropy_backward(cpu{}, logits, logits, targets, N, V, scale, lse.data());
 }
 
 }  // namespace sgt

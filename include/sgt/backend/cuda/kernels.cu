@@ -51,6 +51,7 @@ namespace sgt {
     template void swiglu_backward<T>(cuda, T*, T*, const T*, const T*, const T*, std::int64_t);                  \
     template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int, accum_t<T>*);      \
     template void cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int, accum_t<T>*, double*); \
+    template void cross_entropy_forward_backward<T>(cuda, T*, const std::int32_t*, int, int, double, double*);    \
     template void cross_entropy_backward<T>(cuda, T*, const T*, const std::int32_t*, int, int, double,        \
                                           const accum_t<T>*);                                                    \
     template void dropout_forward<T>(cuda, T*, T*, std::int64_t, double, rng&);                                  \
