@@ -170,6 +170,18 @@ struct counted_target {
     __device__ double operator()(std::int32_t t) const { return t >= 0 ? 1.0 : 0.0; }
 };
 
+// *sum (device memory) = the sum of the N row losses that launch(rows) writes into a scratch (0 when N = 0).
+template <class Launch>
+void sum_row_losses(int N, double* sum, Launch&& launch) {
+    if (N <= 0) {
+        fill_zero(cuda{}, sum, 1);
+        return;
+    }
+    double* rows = context().scratch<double>(slot_ce_rows, N);
+    launch(rows);
+    transform_reduce(rows, N, ::cuda::std::identity{}, sum);
+}
+
 }  // namespace detail
 
 // logits (N, V); targets (N), device memory. *sum (device memory) = the sum of the counted positions' losses,
@@ -178,16 +190,12 @@ struct counted_target {
 template <class T>
 void cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, int N, int V, accum_t<T>* lse,
                            double* sum) {
-    if (N <= 0) {
-        fill_zero(cuda{}, sum, 1);
-        return;
-    }
-    double* rows = detail::context().scratch<double>(detail::slot_ce_rows, N);
-    detail::with_ce_width<T>(V, {logits}, [&]<int W>() {
-        detail::cross_entropy_rows_kernel<W><<<N, detail::ce_threads, 0, detail::stream()>>>(rows, lse, logits, targets, V);
+    detail::sum_row_losses(N, sum, [&](double* rows) {
+        detail::with_ce_width<T>(V, {logits}, [&]<int W>() {
+            detail::cross_entropy_rows_kernel<W><<<N, detail::ce_threads, 0, detail::stream()>>>(rows, lse, logits, targets, V);
+        });
+        SGT_CUDA_LAUNCHED(cross_entropy_rows_kernel);
     });
-    SGT_CUDA_LAUNCHED(cross_entropy_rows_kernel);
-    detail::transform_reduce(rows, N, ::cuda::std::identity{}, sum);
 }
 
 // The same, returning the sum and the count of the counted positions (synchronous).
@@ -210,16 +218,12 @@ loss_sum cross_entropy_forward(cuda, const T* logits, const std::int32_t* target
 template <class T>
 void cross_entropy_forward_backward(cuda, T* logits, const std::int32_t* targets, int N, int V, double scale,
                                     double* sum) {
-    if (N <= 0) {
-        fill_zero(cuda{}, sum, 1);
-        return;
-    }
-    double* rows = detail::context().scratch<double>(detail::slot_ce_rows, N);
-    detail::with_ce_width<T>(V, {logits}, [&]<int W>() {
-        detail::cross_entropy_fused_kernel<W><<<N, detail::ce_fused_threads, 0, detail::stream()>>>(logits, rows, targets, V, scale);
+    detail::sum_row_losses(N, sum, [&](double* rows) {
+        detail::with_ce_width<T>(V, {logits}, [&]<int W>() {
+            detail::cross_entropy_fused_kernel<W><<<N, detail::ce_fused_threads, 0, detail::stream()>>>(logits, rows, targets, V, scale);
+        });
+        SGT_CUDA_LAUNCHED(cross_entropy_fused_kernel);
     });
-    SGT_CUDA_LAUNCHED(cross_entropy_fused_kernel);
-    detail::transform_reduce(rows, N, ::cuda::std::identity{}, sum);
 }
 
 // dlogits (N, V) = scale · (softmax(logits) − onehot(target)) on counted rows, 0 on ignored ones (overwrites; may
