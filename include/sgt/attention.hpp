@@ -57,6 +57,11 @@ struct attention_record {
     buffer<T> w_qkv;            // (3·n·HD, C)       packed rows of W_Q, W_K, W_V for R (gathered)
     buffer<T> w_o;              // (C, n·HD)         packed columns of W_O for R (gathered)
     bool all_heads = false;     // R is every head in order: the pass used the weights themselves, not copies
+    // A loop's passes over the same heads of one layer share one packing (see attention_pass_forward):
+    attention_record* packed_source = nullptr;  // set by the caller before the forward: the pass just before
+                                                // this one when it is of the same layer, else null
+    bool shares_previous = false;  // this pass used packed_source's packed weights
+    bool shared_by_next = false;   // the next pass used this one's
     const T* wqkv = nullptr;    // the (3·n·HD, C) and (C, n·HD) weights the pass used: w_qkv and w_o, or the
     const T* wo = nullptr;      //                   model's own W_Q (with W_K, W_V after it) and W_O
     buffer<T> qkv;              // (B, T, 3, n, HD)  RoPE'd q, k and v
@@ -138,12 +143,21 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
     r.in = in;
 
     // The packed weights of R: W_Q, W_K, W_V and W_O themselves when R is every head in order (the parameter
-    // table keeps q, k and v adjacent, so that their rows are already one (3C, C) matrix), else gathered.
+    // table keeps q, k and v adjacent, so that their rows are already one (3C, C) matrix); the packing of the pass
+    // before, when it is a pass of the same layer over the same heads (a loop's steps k = 2..K reuse step 1's);
+    // else gathered.
     r.all_heads = detail::is_all_heads(r.heads, d.NH) && w.wk == w.wq + std::int64_t(d.C) * d.C &&
                   w.wv == w.wk + std::int64_t(d.C) * d.C;
+    r.shares_previous = r.shared_by_next = false;
+    attention_record<T, Backend>* const prev = r.packed_source;
+    r.packed_source = nullptr;
     if (r.all_heads) {
         r.wqkv = w.wq;
         r.wo = w.wo;
+    } else if (prev && !prev->all_heads && prev->heads == r.heads) {
+        r.wqkv = prev->wqkv;
+        r.wo = prev->wo;
+        r.shares_previous = prev->shared_by_next = true;
     } else {
         const std::span<const int> heads(r.heads);
         const std::int64_t block = std::int64_t(nhd) * d.C;
@@ -189,10 +203,13 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
 
     const T* dy = residual_branch_grad(be, static_cast<const T*>(dres), s.dy, r.mask.data(), N * d.C, dropout);
     // Weight gradients go straight into g when the pass used the weights themselves (all heads, in order);
-    // otherwise into scratch, then added to the rows and columns of R's heads.
+    // otherwise into the scratch in packed form, then added to the rows and columns of R's heads. Passes that
+    // share one packing (the backward meets them last to first) add up in the scratch, and the first of them
+    // scatters the sum once.
     const bool direct = r.all_heads && g.wk == g.wq + std::int64_t(d.C) * d.C && g.wv == g.wk + std::int64_t(d.C) * d.C;
+    const bool packed_first = !direct && !r.shared_by_next;  // the scratch is written, not added to
     matmul_backward(be, s.d_o.data(), direct ? g.wo : s.dw_o.data(), dy, r.o.data(), r.wo, int(N), nhd, d.C,
-                    overwrite{.din = true, .dw = !direct});
+                    overwrite{.din = true, .dw = packed_first});
     const bool hook_dqkv = hook.backward(r, s.d_o.data(), s.dqkv_hook);
     if (r.has_gains())  // constant gains: ∂L/∂o scaled, no gain gradient
         head_gain_backward(be, static_cast<T*>(nullptr), s.d_o.data(), static_cast<const T*>(nullptr),
@@ -204,8 +221,8 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
 
     rmsnorm_forward(be, s.a.data(), r.rstd.data(), r.in, w.norm, int(N), d.C, d.eps);  // a again, bit for bit
     matmul_backward(be, s.da.data(), direct ? g.wq : s.dw_qkv.data(), s.dqkv.data(), s.a.data(), r.wqkv, int(N), d.C,
-                    3 * nhd, overwrite{.din = true, .dw = !direct});
-    if (!direct) {
+                    3 * nhd, overwrite{.din = true, .dw = packed_first});
+    if (!direct && !r.shares_previous) {
         const std::span<const int> heads(r.heads);
         const std::int64_t block = std::int64_t(nhd) * d.C;
         scatter_add_head_rows(be, g.wq, s.dw_qkv.data(), heads, d.HD, d.C);

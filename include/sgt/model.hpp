@@ -248,6 +248,9 @@ public:
         for_each_pass(variant_, plan, NH, [&](const pass_site& site, const layer_loop& lp, pass_spec spec) {
             const int l = site.layer;
             auto& r = attention_record_at(n_attn);
+            const bool after_same_layer = !stages_.empty() && stages_.back().kind == stage::attention &&
+                                          stages_.back().layer == l;  // a loop step: may share its packed weights
+            r.packed_source = after_same_layer ? &attn_records_[n_attn - 1] : nullptr;
             r.heads = std::move(spec.heads);
             r.gains = std::move(spec.gains);
             const bool hooked = variant_.transforms(site, lp);
