@@ -1,6 +1,9 @@
 // sgt/backend/cuda/rmsnorm.cuh: RMSNorm(x; w) = x / sqrt(mean(x²) + eps) ⊙ w (spec Sec. 1), forward and backward.
 // One warp per row, the row's sums by warp shuffles. The weight gradient Σ_n dout ⊙ x̂ is summed in a
-// fixed order (per-chunk partial sums, then the chunks in order), so it is the same on every run.
+// fixed order (per-chunk partial sums, then the chunks in order), so it is the same on every run. Rows of up to
+// 32·P packs (C ≤ 1024 in bf16 and fp32) take one pass over dout and x for both gradients: each lane keeps its
+// columns' share of the weight gradient in registers while it writes the input gradient; wider rows read them
+// twice (the input gradient, then the weight gradient's partial sums by a kernel of their own).
 #pragma once
 
 #include <cub/block/block_reduce.cuh>
@@ -106,13 +109,114 @@ __global__ void rmsnorm_weight_partial_kernel(accum_t<T>* partial, const T* dout
     }
 }
 
+// din += as rmsnorm_backward_input_kernel; partial (gridDim.x, C) = Σ over the block's rows of dout ⊙ x̂. Block b
+// takes rows [b·R, (b + 1)·R), its warp w the rows b·R + w, b·R + w + 8, ...; lane l the packs l, l + 32, ...
+// (at most P of them), whose sums it holds in registers until the block adds its warps' sums in shared memory.
+template <int W, int P, class T>
+__global__ void __launch_bounds__(rms_threads)
+    rmsnorm_backward_fused_kernel(T* din, accum_t<T>* partial, const T* dout, const T* in, const T* w, const T* rstd,
+                                  int N, int C, int rows_per_block) {
+    using A = accum_t<T>;
+    using Pk = pack<T, W>;
+    extern __shared__ __align__(16) unsigned char rms_smem[];
+    A* sums = reinterpret_cast<A*>(rms_smem);  // (rms_rows, C): each warp's sums
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, packs = C / W;
+    const int r0 = blockIdx.x * rows_per_block, r1 = min(N, r0 + rows_per_block);
+    const Pk* wp = reinterpret_cast<const Pk*>(w);
+    A s[P][W] = {};
+    for (int row = r0 + warp; row < r1; row += rms_rows) {
+        const std::int64_t off = std::int64_t(row) * C;
+        const Pk* dy = reinterpret_cast<const Pk*>(dout + off);
+        const Pk* x = reinterpret_cast<const Pk*>(in + off);
+        Pk* dx = reinterpret_cast<Pk*>(din + off);
+        const A r = load(rstd[row]);
+        A dot = 0;
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+            const int c = lane + 32 * j;
+            if (c >= packs) break;
+            const Pk dv = dy[c], xv = x[c], wv = wp[c];
+#pragma unroll
+            for (int k = 0; k < W; ++k) dot += load(dv.v[k]) * load(wv.v[k]) * load(xv.v[k]) * r;
+        }
+        const A m = warp_sum(dot) / A(C);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {  // the row again, from L1
+            const int c = lane + 32 * j;
+            if (c >= packs) break;
+            const Pk dv = dy[c], xv = x[c], wv = wp[c];
+            Pk g = dx[c];
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                const A d = load(dv.v[k]), xh = load(xv.v[k]) * r;
+                g.v[k] = store<T>(load(g.v[k]) + r * (d * load(wv.v[k]) - xh * m));
+                s[j][k] += d * xh;
+            }
+            dx[c] = g;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+        const int c = lane + 32 * j;
+        if (c >= packs) break;
+#pragma unroll
+        for (int k = 0; k < W; ++k) sums[warp * C + c * W + k] = s[j][k];
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += rms_threads) {
+        A t = 0;
+        for (int k = 0; k < rms_rows; ++k) t += sums[k * C + c];
+        partial[std::int64_t(blockIdx.x) * C + c] = t;
+    }
+}
+
+// dw += Σ_k partial[k], the chunks k summed in a fixed order: thread (x, y) of a block adds the chunks y,
+// y + 32, ... of column 32·blockIdx.x + x, then thread (x, 0) the 32 sums.
 template <class T>
 __global__ void rmsnorm_weight_sum_kernel(T* dw, const accum_t<T>* partial, int chunks, int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    accum_t<T> s = 0;
-    for (int k = 0; k < chunks; ++k) s += partial[std::int64_t(k) * C + c];
+    using A = accum_t<T>;
+    __shared__ A sums[32][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    A s = 0;
+    if (c < C)
+        for (int k = threadIdx.y; k < chunks; k += 32) s += partial[std::int64_t(k) * C + c];
+    sums[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y != 0 || c >= C) return;
+    for (int k = 1; k < 32; ++k) s += sums[k][threadIdx.x];
     dw[c] = store<T>(load(dw[c]) + s);
+}
+
+// The packs a lane of the fused backward holds (1, 2, 3, 4, 6 or 8), or 0 when a row has more than it can hold in
+// registers (32 accumulators) and its shared sums would not fit 48 KB.
+template <class T>
+int rms_fused_packs(int C, int W) {
+    const int per_lane = (C / W + 31) / 32;
+    for (int p : {1, 2, 3, 4, 6, 8})
+        if (per_lane <= p)
+            return W * p <= 32 && std::size_t(rms_rows) * C * sizeof(accum_t<T>) <= (48u << 10) ? p : 0;
+    return 0;
+}
+
+// The fused backward with P packs a lane (rms_fused_packs).
+template <int W, class T>
+void launch_rmsnorm_backward_fused(int P, T* din, accum_t<T>* partial, const T* dout, const T* in, const T* w,
+                                   const T* rstd, int N, int C, int chunks, int rows) {
+    const std::size_t smem = std::size_t(rms_rows) * C * sizeof(accum_t<T>);
+    auto launch = [&]<int Pc>() {
+        if constexpr (W * Pc <= 32)
+            rmsnorm_backward_fused_kernel<W, Pc><<<chunks, rms_threads, smem, stream()>>>(din, partial, dout, in, w,
+                                                                                         rstd, N, C, rows);
+    };
+    switch (P) {
+        case 1: launch.template operator()<1>(); break;
+        case 2: launch.template operator()<2>(); break;
+        case 3: launch.template operator()<3>(); break;
+        case 4: launch.template operator()<4>(); break;
+        case 6: launch.template operator()<6>(); break;
+        default: launch.template operator()<8>();
+    }
+    SGT_CUDA_LAUNCHED(rmsnorm_backward_fused_kernel);
 }
 
 }  // namespace detail
@@ -137,8 +241,19 @@ void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* 
     if (N <= 0) return;
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
-    const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
     const bool packed = C % W == 0 && aligned16(din) && aligned16(dout) && aligned16(in) && aligned16(w);
+    const int w_used = packed ? W : 1;
+    if (const int P = detail::rms_fused_packs<T>(C, w_used); P > 0) {
+        // One pass: up to 512 blocks of whole rows, each writing its partial sums of the weight gradient.
+        const int rows = std::max(detail::rms_rows, (N + 511) / 512), chunks = (N + rows - 1) / rows;
+        auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
+        if (packed) detail::launch_rmsnorm_backward_fused<W>(P, din, partial, dout, in, w, rstd, N, C, chunks, rows);
+        else detail::launch_rmsnorm_backward_fused<1>(P, din, partial, dout, in, w, rstd, N, C, chunks, rows);
+        detail::rmsnorm_weight_sum_kernel<<<(C + 31) / 32, dim3(32, 32), 0, detail::stream()>>>(dw, partial, chunks, C);
+        SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);
+        return;
+    }
+    const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
     if (packed)
         detail::rmsnorm_backward_input_kernel<W><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
     else
@@ -151,7 +266,7 @@ void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* 
     else
         detail::rmsnorm_weight_partial_kernel<1><<<dim3((C + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_partial_kernel);
-    detail::rmsnorm_weight_sum_kernel<<<(C + 255) / 256, 256, 0, detail::stream()>>>(dw, partial, chunks, C);
+    detail::rmsnorm_weight_sum_kernel<<<(C + 31) / 32, dim3(32, 32), 0, detail::stream()>>>(dw, partial, chunks, C);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);
 }
 
