@@ -71,6 +71,8 @@ struct attention_record {
     buffer<T> out;              // (B, T, C)         H'
     buffer<T> mask;             // (B, T, C)         dropout mask of the branch (when dropout is on)
     buffer<double> entropy;     // (B, n)            last-row entropy per sequence and head (Eq. 4)
+    bool want_entropy = true;   // set by the caller before the forward: whether the pass computes `entropy`
+                                // (the model asks only on the passes its entropy report takes)
     std::vector<double> entropy_host;  // (B, n)     its host copy, made by fetch_entropy
 
     int n() const { return int(heads.size()); }
@@ -172,7 +174,8 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
     rmsnorm_forward(be, s.a.data(), r.rstd.data(), in, w.norm, int(N), d.C, d.eps);
     matmul_forward(be, r.qkv.data(), s.a.data(), r.wqkv, int(N), d.C, 3 * nhd);
     rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
-    attention_forward(be, r.o.data(), r.probs.data(), r.entropy.data(), r.qkv.data(), d.B, d.T, n, d.HD);
+    attention_forward(be, r.o.data(), r.probs.data(), r.want_entropy ? r.entropy.data() : nullptr, r.qkv.data(), d.B,
+                      d.T, n, d.HD);
     if (r.has_gains()) {
         if (r.gain_held != r.gains) {
             const std::vector<T> g(r.gains.begin(), r.gains.end());

@@ -253,6 +253,11 @@ public:
             r.packed_source = after_same_layer ? &attn_records_[n_attn - 1] : nullptr;
             r.heads = std::move(spec.heads);
             r.gains = std::move(spec.gains);
+            // Eq. 4 on the passes the entropy report takes: each layer's first pass, and the last loop step of
+            // a looped layer (its last block repeat); the other passes skip it.
+            const bool first_pass = site.repeat == 0 && site.step == 0;
+            const bool last_loop = site.repeat == lp.block_repeat - 1 && site.step == lp.k && site.step > 0;
+            r.want_entropy = first_pass || last_loop;
             const bool hooked = variant_.transforms(site, lp);
             const auto aw = attention_weights_of(l);
             const accum_t<T>* rc = rope_cos_.data();
@@ -264,9 +269,8 @@ public:
                 attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_);
             stages_.push_back({stage::attention, l, n_attn++, site, hooked});
             h = r.out.data();
-            if (site.repeat == 0 && site.step == 0) entropy_passes_.push_back({l, n_attn - 1, true});
-            if (site.repeat == lp.block_repeat - 1 && site.step == lp.k && site.step > 0)
-                entropy_passes_.push_back({l, n_attn - 1, false});
+            if (first_pass) entropy_passes_.push_back({l, n_attn - 1, true});
+            if (last_loop) entropy_passes_.push_back({l, n_attn - 1, false});
             if (site.step == lp.k) {  // the block's FFN follows its last attention pass
                 auto& f = ffn_record_at(n_ffn);
                 ffn_forward(be, f, ffn_scratch_, ffn_weights_of(l), h, d_, p, dropout_rng_);

@@ -201,7 +201,7 @@ public:
     std::int64_t workspace_bytes() const {
         std::int64_t b = 0;
         auto add = [&](const auto& x) { b += std::int64_t(x.size() * sizeof(*x.data())); };
-        add(h_), add(a_), add(rstd_), add(qkv_), add(o_), add(probs_), add(entropy_), add(gate_), add(up_);
+        add(h_), add(a_), add(rstd_), add(qkv_), add(o_), add(probs_), add(gate_), add(up_);
         add(act_), add(last_), add(logits_), add(tokens_), add(start_), add(rope_cos_), add(rope_sin_);
         add(decode_ws_), add(gate_run_), add(gate_s_), add(gate_g_), add(gate_dec_g_), add(len_);
         for (const auto& p : packs_) add(p.w_qkv), add(p.w_o);
@@ -463,7 +463,6 @@ private:
             grow(start_, B);
             fill_zero(Backend{}, start_.data(), B);
         }
-        grow(entropy_, std::int64_t(max_batch_) * NH);
         grow(decode_ws_, decode_attention_workspace<T>(Backend{}, max_batch_, NH, HD, max_context_));
         if (!gate_weights_.empty()) {
             grow(gate_s_, std::max(N, std::int64_t(max_batch_)) * NH);  // also a decode step's scores
@@ -504,7 +503,7 @@ private:
             kv_cache_write(be, cache_.keys(p, b0), cache_.values(p, b0), qkv_.data(), start_.data(), B, T_, n, HD,
                            max_context_);
             detail::grow(probs_, attention_saved_size<T>(be, B, T_, n, HD));
-            attention_forward(be, o_.data(), probs_.data(), entropy_.data(), qkv_.data(), B, T_, n, HD);
+            attention_forward(be, o_.data(), probs_.data(), static_cast<double*>(nullptr), qkv_.data(), B, T_, n, HD);
             if (!p.unit_gains())
                 head_gain_forward(be, o_.data(), packs_[std::size_t(st.pass)].gains.data(), N, n, HD, false);
             if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {  // o ← g·o per position and head
@@ -629,7 +628,6 @@ private:
     buffer<T> rstd_;                   // (N)
     buffer<T> gate_, up_, act_;        // (N, F)
     buffer<T> probs_;                  // prefill attention's saved matrices (attention_saved_size)
-    buffer<double> entropy_;           // (B, NH) prefill attention's entropies (unused)
     buffer<accum_t<T>> decode_ws_;     // decode attention's scratch (decode_attention_workspace)
     buffer<T> last_;                   // (B, C) the last position's hidden state of each prompt
     buffer<T> logits_;                 // (B, V)

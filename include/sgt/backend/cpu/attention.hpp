@@ -45,7 +45,7 @@ std::int64_t attention_saved_size(cpu, int B, int T_, int n, int /*HD*/) {
     return std::int64_t(B) * n * T_ * T_;
 }
 
-// entropy (B, n): length-normalised entropy of the last query row of each head and sequence.
+// entropy (B, n): length-normalised entropy of the last query row of each head and sequence (null: not taken).
 template <class T>
 void attention_forward(cpu, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     const std::int64_t row = 3 * std::int64_t(n) * HD;
@@ -72,7 +72,7 @@ void attention_forward(cpu, T* out, T* probs, double* entropy, const T* qkv, int
                 }
                 o.middleRows(r0, rows).noalias() = p.block(r0, 0, rows, r1) * v.topRows(r1);
             }
-            entropy[bh] = row_entropy<T>(std::span<const T>(p.row(T_ - 1).data(), std::size_t(T_)));
+            if (entropy) entropy[bh] = row_entropy<T>(std::span<const T>(p.row(T_ - 1).data(), std::size_t(T_)));
         }
     });
 }

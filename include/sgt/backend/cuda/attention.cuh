@@ -131,7 +131,7 @@ __global__ void causal_softmax_kernel(T* probs, double* entropy, int T_) {
     if (t == T_ - 1) {  // uniform per block
         __syncthreads();
         h = reduce(temp).Sum(h);
-        if (threadIdx.x == 0) entropy[bh] = T_ < 2 ? 0.0 : double(h) / log(double(T_));
+        if (threadIdx.x == 0 && entropy) entropy[bh] = T_ < 2 ? 0.0 : double(h) / log(double(T_));
     }
 }
 
@@ -193,7 +193,8 @@ head_major_qkv<T> split_qkv(const T* qkv, int B, int T_, int n, int HD) {
 
 }  // namespace detail
 
-// entropy (B, n) device memory: length-normalised entropy of the last query row of each head and sequence.
+// entropy (B, n) device memory: length-normalised entropy of the last query row of each head and sequence (null:
+// not taken).
 template <class T>
 void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, int B, int T_, int n, int HD) {
     if (B <= 0 || n <= 0) return;
@@ -205,7 +206,8 @@ void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, in
                 T* saved_out = probs + (2 * rows + 7) / 8 * 8;
                 detail::cudnn::attention_forward(saved_out, reinterpret_cast<float*>(probs), qkv, B, T_, n, HD);
                 copy(cuda{}, out, saved_out, rows * HD);
-                return detail::flash::last_row_entropy(entropy, qkv, B, T_, n, HD);
+                if (entropy) detail::flash::last_row_entropy(entropy, qkv, B, T_, n, HD);
+                return;
             }
             case detail::attention_path::fused:
                 return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::forward<D>(out, probs, entropy, qkv, B, T_, n); });

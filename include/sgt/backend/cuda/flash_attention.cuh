@@ -442,7 +442,7 @@ void forward(bf16* out, bf16* saved, double* entropy, const bf16* qkv, int B, in
     forward_kernel<HD><<<dim3((T_ + tile - 1) / tile, B * n), threads, forward_smem<HD>(), detail::stream()>>>(out, lse, saved_out, qkv, T_, n,
                                                                                           scale);
     SGT_CUDA_LAUNCHED(forward_kernel);
-    last_row_entropy(entropy, qkv, B, T_, n, HD);
+    if (entropy) last_row_entropy(entropy, qkv, B, T_, n, HD);
 }
 
 template <int HD>
