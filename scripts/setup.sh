@@ -18,6 +18,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# MPI (optional, examples/CMakeLists.txt): train under mpirun with no rendezvous to set (dist/mpi.hpp). A failed
+# install only means programs without it.
+if ! dpkg -s libopenmpi-dev >/dev/null 2>&1 || ! dpkg -s openmpi-bin >/dev/null 2>&1; then
+  echo "sgt: installing libopenmpi-dev openmpi-bin (optional: MPI for train under mpirun)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      libopenmpi-dev openmpi-bin; } >/dev/null 2>&1 || echo "sgt: could not install MPI; train runs under mpirun with SGT_RENDEZVOUS"
+fi
+
 # cuDNN's fused attention (optional, cmake/cudnn.cmake): where the CUDA toolkit carries cuDNN, the header-only
 # cudnn-frontend comes from PyPI (its headers only, --no-deps; the version we test). SGT_CUDNN=OFF skips it; a
 # failed install only means a build on our own attention kernels.

@@ -102,16 +102,31 @@ TEST_CASE("the launch environment: torchrun's, Open MPI's and Slurm's variables,
           "launch: expected an integer >= 0 in RANK, found 'x'");
     CHECK(contains(error_of([] { read_launch_env(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}})); }),
                    "launch: 2 processes (RANK/WORLD_SIZE) but no rendezvous"));
+
+    // Under mpirun with no rendezvous set: rank 0's address through MPI in a build with MPI (this test is built
+    // without: examples/train is the program built with it, tests/examples/dist.sh runs it under mpirun).
+    const auto under_mpirun = [] {
+        return read_launch_env(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}}));
+    };
+    if (mpi_built) {
+        CHECK(under_mpirun().meeting.how == rendezvous::kind::mpi);
+    } else {
+        CHECK(contains(error_of(under_mpirun), "(or run under mpirun a build with MPI)"));
+        CHECK(contains(error_of([] { dist::detail::mpi_broadcast("host 1", 0, 2); }),
+                       "rendezvous mpi: rank 0 of 2: this build has no MPI"));
+    }
 }
 
-TEST_CASE("rendezvous strings: file:PATH, tcp://HOST:PORT, HOST:PORT; bad ones say what was expected") {
+TEST_CASE("rendezvous strings: file:PATH, tcp://HOST:PORT, HOST:PORT, mpi; bad ones say what was expected") {
     CHECK(rendezvous::parse("tcp://node7:29500").str() == "tcp://node7:29500");
     CHECK(rendezvous::parse("node7:29500").str() == "tcp://node7:29500");
     CHECK(rendezvous::parse("tcp://[::1]:80").host == "::1");
     CHECK(rendezvous::parse("file:/tmp/x").path == "/tmp/x");
     CHECK(error_of([] { rendezvous::parse("file:"); }) == "rendezvous: expected file:PATH, found 'file:' (no path)");
+    CHECK(rendezvous::parse("mpi").how == rendezvous::kind::mpi);
+    CHECK(rendezvous::parse("mpi").str() == "mpi");
     CHECK(error_of([] { rendezvous::parse("node7"); }) ==
-          "rendezvous: expected file:PATH or tcp://HOST:PORT, found 'node7'");
+          "rendezvous: expected file:PATH, tcp://HOST:PORT or mpi, found 'node7'");
     CHECK(error_of([] { rendezvous::parse("tcp://node7:99999"); }) ==
           "rendezvous: expected a port in 1..65535 after the ':' of 'tcp://node7:99999', found '99999'");
 }

@@ -5,9 +5,11 @@
 #   2. a run of 2 processes resumes as 1 and continues as the 1-process run does, and as 2 bit for bit;
 #   3. a rank that dies (SIGKILL) makes the other exit with a message naming it, within seconds; SIGTERM sent to
 #      the `--nproc` launcher reaches its ranks, which save and stop (exit 130);
-#   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count.
+#   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count;
+#   5. with MPIEXEC (a build with MPI): `mpirun -n 2 train`, with no rendezvous set, follows one process too.
 set -uo pipefail
 train=$1
+mpiexec=${2:-}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2> /dev/null; rm -rf "$work"' EXIT
 cd "$work"
@@ -38,6 +40,19 @@ for n in 2 4; do
   [ "$(grep -c '"type":"step"' n$n.jsonl)" -eq 60 ] || bad "--nproc $n: rank 0's log does not hold 60 steps"
 done
 echo "ok: --nproc 2 and 4 follow one process ($(steps n4.jsonl | tail -1) against $(steps one.jsonl | tail -1))"
+
+# Under mpirun, in a build with MPI, nothing to set: rank 0's address reaches rank 1 by MPI_Bcast (dist/mpi.hpp).
+if [ -n "$mpiexec" ]; then
+  extra=()
+  "$mpiexec" --version 2>&1 | grep -q "Open MPI" && extra=(--oversubscribe)  # 2 ranks on fewer cores
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 "$mpiexec" -n 2 "${extra[@]}" \
+    "$train" "${flags[@]}" --steps 60 --log mpi.jsonl > /dev/null 2> mpi.err || bad "mpirun -n 2: $(cat mpi.err)"
+  close "$(steps one.jsonl)" "$(steps mpi.jsonl)" 1e-5 || bad "mpirun -n 2: losses differ from one process's"
+  [ "$(growth one.jsonl)" == "$(growth mpi.jsonl)" ] || bad "mpirun -n 2: growth decisions differ"
+  echo "ok: mpirun -n 2 (the rendezvous through MPI) follows one process"
+else
+  echo "skipped: mpirun (this build of train has no MPI)"
+fi
 
 # Resume on another number of processes: 2 processes to step 60 with a checkpoint at step 30; from that one, 1
 # process to step 60, as the 1-process run.
@@ -104,4 +119,11 @@ expect "launch: 2 processes (RANK/WORLD_SIZE) but no rendezvous" RANK=0 WORLD_SI
 expect "--nproc 3, but the launcher (Open MPI) started 2 processes" \
   OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=2 SGT_RENDEZVOUS=file:$work/none -- --nproc 3 --steps 30
 expect "--dropout with several processes is not supported yet" -- --nproc 2 --dropout 0.1 --steps 30
+# The MPI rendezvous outside mpirun: MPI sees one process (a build with MPI), or there is no MPI to ask.
+if [ -n "$mpiexec" ]; then
+  want="rendezvous mpi: MPI places this process at rank 0 of 1, the launcher's environment at rank 0 of 2"
+else
+  want="rendezvous mpi: rank 0 of 2: this build has no MPI"
+fi
+expect "$want" RANK=0 WORLD_SIZE=2 SGT_RENDEZVOUS=mpi -- --steps 30
 exit $fails

@@ -4,8 +4,9 @@
 //   rank, world size   RANK / WORLD_SIZE (torchrun, `--nproc`), OMPI_COMM_WORLD_RANK / _SIZE (Open MPI),
 //                      PMI_RANK / PMI_SIZE (MPICH, Intel MPI), SLURM_PROCID / SLURM_NTASKS (srun)
 //   local rank         LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID (the GPU it takes)
-//   rendezvous         SGT_RENDEZVOUS ("file:PATH" or "tcp://HOST:PORT"), else MASTER_ADDR + MASTER_PORT
-//                      (torchrun's) as tcp://MASTER_ADDR:MASTER_PORT
+//   rendezvous         SGT_RENDEZVOUS ("file:PATH", "tcp://HOST:PORT" or "mpi"), else MASTER_ADDR + MASTER_PORT
+//                      (torchrun's) as tcp://MASTER_ADDR:MASTER_PORT, else, under mpirun (Open MPI's or PMI's
+//                      variables) in a build with MPI, mpi (dist/mpi.hpp)
 // The first family that is set wins, and its members must agree (a rank below the world size, a local rank
 // below it too). No variable set: a run of one process.
 #pragma once
@@ -18,19 +19,25 @@
 #include <string_view>
 
 #include "sgt/core/error.hpp"
+#include "sgt/dist/mpi.hpp"
 
 namespace sgt::dist {
 
 // How the processes of a run find each other (dist/tcp_group.hpp).
 struct rendezvous {
-    enum class kind { none, file, tcp } how = kind::none;
+    enum class kind { none, file, tcp, mpi } how = kind::none;
     std::string path;  // file: a path every rank can read; rank 0 writes its address there
     std::string host;  // tcp: rank 0's address, where it listens
     int port = 0;      // tcp: 1..65535
 
-    // "file:/shared/run1/rendezvous" or "tcp://10.0.0.1:29500" (a bare "HOST:PORT" is taken as tcp).
+    // "file:/shared/run1/rendezvous", "tcp://10.0.0.1:29500" (a bare "HOST:PORT" is taken as tcp) or "mpi" (rank
+    // 0's address through MPI_Bcast, dist/mpi.hpp).
     static rendezvous parse(std::string_view s) {
         rendezvous r;
+        if (s == "mpi") {
+            r.how = kind::mpi;
+            return r;
+        }
         if (s.starts_with("file:")) {
             r.how = kind::file;
             r.path = std::string(s.substr(5));
@@ -40,7 +47,7 @@ struct rendezvous {
         std::string_view rest = s.starts_with("tcp://") ? s.substr(6) : s;
         const auto colon = rest.rfind(':');
         require(colon != std::string_view::npos && colon > 0,
-                "rendezvous: expected file:PATH or tcp://HOST:PORT, found '{}'", s);
+                "rendezvous: expected file:PATH, tcp://HOST:PORT or mpi, found '{}'", s);
         r.how = kind::tcp;
         r.host = std::string(rest.substr(0, colon));
         if (r.host.size() > 2 && r.host.front() == '[' && r.host.back() == ']') r.host = r.host.substr(1, r.host.size() - 2);
@@ -54,6 +61,7 @@ struct rendezvous {
         switch (how) {
             case kind::file: return "file:" + path;
             case kind::tcp: return fmt::format("tcp://{}:{}", host, port);
+            case kind::mpi: return "mpi";
             default: return "none";
         }
     }
@@ -120,11 +128,13 @@ inline launch_env read_launch_env(const env_reader& env = process_env) {
         e.meeting = rendezvous::parse(*r);
     } else if (const auto addr = env("MASTER_ADDR"), port = env("MASTER_PORT"); addr && port) {
         e.meeting = rendezvous::parse(*addr + ":" + *port);
+    } else if (mpi_built && (e.source == "Open MPI" || e.source == "PMI")) {
+        e.meeting.how = rendezvous::kind::mpi;
     }
     require(e.world == 1 || e.meeting.how != rendezvous::kind::none,
             "launch: {} processes ({}) but no rendezvous: set SGT_RENDEZVOUS=file:PATH (a path every rank can read) "
-            "or tcp://HOST:PORT (rank 0's address), or MASTER_ADDR and MASTER_PORT",
-            e.world, e.source);
+            "or tcp://HOST:PORT (rank 0's address), or MASTER_ADDR and MASTER_PORT{}",
+            e.world, e.source, mpi_built ? "" : " (or run under mpirun a build with MPI)");
     return e;
 }
 

@@ -12,7 +12,8 @@
 //
 // Rendezvous (dist/launch.hpp): with tcp://HOST:PORT rank 0 listens on PORT and the others connect to
 // HOST:PORT; with file:PATH rank 0 listens on a free port and writes "sgt-rendezvous 1 WORLD HOST PORT" to PATH
-// (atomically), which the others poll for, and rank 0 removes the file once all have connected.
+// (atomically), which the others poll for, and rank 0 removes the file once all have connected; with mpi rank 0
+// listens on a free port and sends "HOST PORT" to the others by MPI_Bcast (dist/mpi.hpp).
 #pragma once
 
 #include <arpa/inet.h>
@@ -310,12 +311,16 @@ private:
             const int e = errno;
             fail("rendezvous: listen failed: {}", std::strerror(e));
         }
-        if (where.how == rendezvous::kind::file) {
+        if (where.how == rendezvous::kind::file || where.how == rendezvous::kind::mpi) {
             socklen_t len = sizeof a;
             ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len);
             char name[256] = {};
             ::gethostname(name, sizeof name - 1);
-            write_rendezvous_file(where.path, fmt::format("sgt-rendezvous 1 {} {} {}\n", world_, name, ntohs(a.sin_port)));
+            if (where.how == rendezvous::kind::file)
+                write_rendezvous_file(where.path,
+                                      fmt::format("sgt-rendezvous 1 {} {} {}\n", world_, name, ntohs(a.sin_port)));
+            else
+                detail::mpi_broadcast(fmt::format("{} {}", name, ntohs(a.sin_port)), 0, world_);
         }
         peers_.resize(std::size_t(world_));
         const auto deadline = detail::deadline_after(timeout_s_);
@@ -355,9 +360,16 @@ private:
         for (int r = 1; r < world_; ++r) send(r, &ok, sizeof ok);
     }
 
-    // Rank r > 0: find rank 0 (reading the file until it is there), connect, say hello, wait for the answer.
-    void join(const rendezvous& where) {
+    // Rank r > 0: find rank 0 (reading the file until it is there, or told by MPI), connect, say hello, wait for
+    // the answer.
+    void join(rendezvous where) {
         peers_.resize(1);
+        if (where.how == rendezvous::kind::mpi) {  // rank 0's "HOST PORT", then as tcp://HOST:PORT
+            const std::string at = detail::mpi_broadcast("", rank_, world_);
+            std::istringstream in(at);
+            require(bool(in >> where.host >> where.port), "rendezvous mpi: rank {} received '{}' from rank 0", rank_,
+                    at);
+        }
         const auto deadline = detail::deadline_after(timeout_s_);
         std::string last_problem = "nothing tried yet";
         for (;;) {
