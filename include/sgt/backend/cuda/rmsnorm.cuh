@@ -46,7 +46,18 @@ __global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w,
     }
 }
 
-// din += rstd · (g − x̂ · mean(g ⊙ x̂)), g = dout ⊙ w, x̂ = x · rstd. One warp per row.
+// The backward of one element, din += rstd · (g − x̂ · mean(g ⊙ x̂)) with g = dout ⊙ w and x̂ = x · rstd, in two
+// parts: the element's term of the row's sum Σ g ⊙ x̂, then its input gradient given m = mean(g ⊙ x̂).
+template <class A>
+__device__ inline A rms_dot_term(A d, A w, A x, A r) {
+    return d * w * x * r;
+}
+template <class A>
+__device__ inline A rms_input_grad(A din, A d, A w, A x, A r, A m) {
+    return din + r * (d * w - x * r * m);
+}
+
+// din += the input gradient (rms_input_grad). One warp per row.
 template <int W, class T>
 __global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* w, const T* rstd, int N,
                                               int C) {
@@ -64,7 +75,7 @@ __global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in
     for (int c = lane; c < C / W; c += 32) {
         const P dv = dy[c], xv = x[c], wv = wp[c];
 #pragma unroll
-        for (int k = 0; k < W; ++k) dot += load(dv.v[k]) * load(wv.v[k]) * load(xv.v[k]) * r;
+        for (int k = 0; k < W; ++k) dot += rms_dot_term(load(dv.v[k]), load(wv.v[k]), load(xv.v[k]), r);
     }
     const A m = warp_sum(dot) / A(C);
     for (int c = lane; c < C / W; c += 32) {
@@ -72,7 +83,7 @@ __global__ void rmsnorm_backward_input_kernel(T* din, const T* dout, const T* in
         P g = dx[c];
 #pragma unroll
         for (int k = 0; k < W; ++k)
-            g.v[k] = store<T>(load(g.v[k]) + r * (load(dv.v[k]) * load(wv.v[k]) - load(xv.v[k]) * r * m));
+            g.v[k] = store<T>(rms_input_grad(load(g.v[k]), load(dv.v[k]), load(wv.v[k]), load(xv.v[k]), r, m));
         dx[c] = g;
     }
 }
@@ -137,7 +148,7 @@ __global__ void __launch_bounds__(rms_threads)
             if (c >= packs) break;
             const Pk dv = dy[c], xv = x[c], wv = wp[c];
 #pragma unroll
-            for (int k = 0; k < W; ++k) dot += load(dv.v[k]) * load(wv.v[k]) * load(xv.v[k]) * r;
+            for (int k = 0; k < W; ++k) dot += rms_dot_term(load(dv.v[k]), load(wv.v[k]), load(xv.v[k]), r);
         }
         const A m = warp_sum(dot) / A(C);
 #pragma unroll
@@ -148,9 +159,9 @@ __global__ void __launch_bounds__(rms_threads)
             Pk g = dx[c];
 #pragma unroll
             for (int k = 0; k < W; ++k) {
-                const A d = load(dv.v[k]), xh = load(xv.v[k]) * r;
-                g.v[k] = store<T>(load(g.v[k]) + r * (d * load(wv.v[k]) - xh * m));
-                s[j][k] += d * xh;
+                const A d = load(dv.v[k]), xv_k = load(xv.v[k]);
+                g.v[k] = store<T>(rms_input_grad(load(g.v[k]), d, load(wv.v[k]), xv_k, r, m));
+                s[j][k] += d * (xv_k * r);  // dout ⊙ x̂
             }
             dx[c] = g;
         }
@@ -242,30 +253,34 @@ void rmsnorm_backward(cuda, T* din, T* dw, const T* dout, const T* in, const T* 
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
     const bool packed = C % W == 0 && aligned16(din) && aligned16(dout) && aligned16(in) && aligned16(w);
-    const int w_used = packed ? W : 1;
-    if (const int P = detail::rms_fused_packs<T>(C, w_used); P > 0) {
-        // One pass: up to 512 blocks of whole rows, each writing its partial sums of the weight gradient.
-        const int rows = std::max(detail::rms_rows, (N + 511) / 512), chunks = (N + rows - 1) / rows;
-        auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
+    const int P = detail::rms_fused_packs<T>(C, packed ? W : 1);
+    // The weight gradient's partial sums, one per chunk of rows: up to 512 blocks of whole rows of the one-pass
+    // kernel, or 128 chunks of the two-pass one.
+    int chunks = 0, rows = 0;
+    if (P > 0) {
+        rows = std::max(detail::rms_rows, (N + 511) / 512);
+        chunks = (N + rows - 1) / rows;
+    } else {
+        chunks = std::min(N, 128);
+        rows = (N + chunks - 1) / chunks;
+    }
+    auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
+    if (P > 0) {
         if (packed) detail::launch_rmsnorm_backward_fused<W>(P, din, partial, dout, in, w, rstd, N, C, chunks, rows);
         else detail::launch_rmsnorm_backward_fused<1>(P, din, partial, dout, in, w, rstd, N, C, chunks, rows);
-        detail::rmsnorm_weight_sum_kernel<<<(C + 31) / 32, dim3(32, 32), 0, detail::stream()>>>(dw, partial, chunks, C);
-        SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);
-        return;
+    } else {
+        const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
+        if (packed)
+            detail::rmsnorm_backward_input_kernel<W><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
+        else
+            detail::rmsnorm_backward_input_kernel<1><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
+        SGT_CUDA_LAUNCHED(rmsnorm_backward_input_kernel);
+        if (packed)
+            detail::rmsnorm_weight_partial_kernel<W><<<dim3((C / W + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
+        else
+            detail::rmsnorm_weight_partial_kernel<1><<<dim3((C + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
+        SGT_CUDA_LAUNCHED(rmsnorm_weight_partial_kernel);
     }
-    const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
-    if (packed)
-        detail::rmsnorm_backward_input_kernel<W><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
-    else
-        detail::rmsnorm_backward_input_kernel<1><<<blocks, detail::rms_threads, 0, detail::stream()>>>(din, dout, in, w, rstd, N, C);
-    SGT_CUDA_LAUNCHED(rmsnorm_backward_input_kernel);
-    const int chunks = std::min(N, 128), rows = (N + chunks - 1) / chunks;
-    auto* partial = detail::context().scratch<accum_t<T>>(detail::slot_rmsnorm_partial, std::int64_t(chunks) * C);
-    if (packed)
-        detail::rmsnorm_weight_partial_kernel<W><<<dim3((C / W + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
-    else
-        detail::rmsnorm_weight_partial_kernel<1><<<dim3((C + 31) / 32, chunks), dim3(32, 8), 0, detail::stream()>>>(partial, dout, in, rstd, N, C, rows);
-    SGT_CUDA_LAUNCHED(rmsnorm_weight_partial_kernel);
     detail::rmsnorm_weight_sum_kernel<<<(C + 31) / 32, dim3(32, 32), 0, detail::stream()>>>(dw, partial, chunks, C);
     SGT_CUDA_LAUNCHED(rmsnorm_weight_sum_kernel);
 }
