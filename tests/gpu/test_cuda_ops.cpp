@@ -71,8 +71,8 @@ TEST_CASE_TEMPLATE("matmul through cuBLASLt matches the CPU", T, float, bf16, do
 
 TEST_CASE_TEMPLATE("rmsnorm forward and backward match the CPU", T, float, bf16) {
     sgt::rng r(2);
-    // Rows of up to 1024 take the one-pass backward (with 1, 3, 4 or 8 packs a lane), 2000 the two-pass one;
-    // 5000 rows put several rows on a warp.
+    // Rows of up to 1024 take the one-pass backward (1, 2, 3, 4, 6 and 8 packs a lane among these sizes), 2000
+    // the two-pass one; 5000 rows put several rows on a warp.
     for (auto [N, C] : {std::pair{41, 67}, std::pair{3, 768}, std::pair{129, 5}, std::pair{1000, 1024},
                          std::pair{333, 264}, std::pair{5000, 768}, std::pair{50, 2000}}) {
         const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * C));
