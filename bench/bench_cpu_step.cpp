@@ -76,9 +76,9 @@ nlohmann::json breakdown(const std::string& plan_name, int B, int S, int reps, d
         for (auto& x : b) x = float(double(std::int64_t(r.next_u64() % 2001) - 1000) * 5e-5);  // cheap, not zeros
         return b;
     };
-    const std::int64_t big = std::int64_t(N) * std::max(F, 3 * C);
+    const std::int64_t big = std::int64_t(N) * std::max(2 * F, 3 * C);
     auto x = random(big), y = random(big), dx = random(big), dy = random(big), ga = random(big), gb = random(big);
-    const std::int64_t wn = std::max({std::int64_t(V) * C, std::int64_t(F) * C, 3 * std::int64_t(C) * C});
+    const std::int64_t wn = std::max({std::int64_t(V) * C, 2 * std::int64_t(F) * C, 3 * std::int64_t(C) * C});
     auto w = random(wn), w2 = random(wn), dw = random(wn), dw2 = random(wn);
     auto probs = random(std::int64_t(B) * NH * S * S), logits = random(std::int64_t(N) * V);
     auto dlogits = random(std::int64_t(N) * V), rstd = random(N);
@@ -137,17 +137,17 @@ nlohmann::json breakdown(const std::string& plan_name, int B, int S, int reps, d
             rmsnorm_backward(be, dx.data(), dw2.data(), dy.data(), x.data(), w2.data(), rstd.data(), N, C);
         });
     };
-    const double ffn_linear = 2 * linear(C, F) + linear(F, C);
+    const double ffn_linear = linear(C, 2 * F) + linear(F, C);  // [gate; up] as one product, then down
     const double ffn_elementwise = median_ms([&] {
         const std::int64_t NC = std::int64_t(N) * C, NF = std::int64_t(N) * F;
         rmsnorm_forward(be, y.data(), rstd.data(), x.data(), w2.data(), N, C, 1e-5);
-        swiglu_forward(be, ga.data(), x.data(), y.data(), NF);
+        swiglu_forward(be, ga.data(), x.data(), y.data(), N, F, F);
         accumulate(be, y.data(), x.data(), NC);
         copy(be, dy.data(), y.data(), NC);
         fill_zero(be, ga.data(), NF);
         fill_zero(be, gb.data(), NF);
         fill_zero(be, dx.data(), NF);
-        swiglu_backward(be, ga.data(), gb.data(), dy.data(), x.data(), y.data(), NF);
+        swiglu_backward(be, ga.data(), gb.data(), dy.data(), x.data(), y.data(), N, F, F);
         fill_zero(be, dy.data(), NC);
         rmsnorm_backward(be, dx.data(), w2.data(), dy.data(), x.data(), w2.data(), rstd.data(), N, C);
     });

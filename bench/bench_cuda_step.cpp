@@ -118,8 +118,9 @@ nlohmann::json breakdown(int B, int S, int reps) {
         copy_from_host(be, d.data(), h.data(), n);
         return d;
     };
-    auto x = random(std::int64_t(N) * F), y = random(std::int64_t(N) * F), dx = random(std::int64_t(N) * F);
-    const std::int64_t wn = std::max({std::int64_t(V) * C, std::int64_t(F) * C, std::int64_t(N) * F});
+    const std::int64_t act = std::int64_t(N) * 2 * F;
+    auto x = random(act), y = random(act), dx = random(act);
+    const std::int64_t wn = std::max({std::int64_t(V) * C, 2 * std::int64_t(F) * C, act});
     auto w = random(wn), dw = random(wn);
     auto qkv = random(std::int64_t(N) * 3 * C), dqkv = random(std::int64_t(N) * 3 * C), o = random(std::int64_t(N) * C);
     auto probs = random(std::int64_t(B) * NH * S * S), logits = random(std::int64_t(N) * V), dlogits = random(std::int64_t(N) * V);
@@ -147,7 +148,7 @@ nlohmann::json breakdown(int B, int S, int reps) {
         });
     };
     const double attn_linear = linear(C, 3 * C) + linear(C, C);
-    const double ffn_linear = 2 * linear(C, F) + linear(F, C);
+    const double ffn_linear = linear(C, 2 * F) + linear(F, C);  // [gate; up] as one product, then down
     auto attention_core = [&](int n) {  // fwd + bwd over n heads (a loop pass: the h selected heads)
         return median_ms([&] {
             attention_forward(be, o.data(), probs.data(), ent.data(), qkv.data(), B, S, n, HD);
@@ -162,8 +163,8 @@ nlohmann::json breakdown(int B, int S, int reps) {
         }
         rope_forward(be, qkv.data(), cs.data(), sn.data(), B, S, 2 * NH, HD, 3 * C);
         rope_backward(be, dqkv.data(), cs.data(), sn.data(), B, S, 2 * NH, HD, 3 * C);
-        swiglu_forward(be, y.data(), x.data(), dx.data(), std::int64_t(N) * F);
-        swiglu_backward(be, dx.data(), dw.data(), y.data(), x.data(), dx.data(), std::int64_t(N) * F);
+        swiglu_forward(be, y.data(), x.data(), dx.data(), N, F, F);
+        swiglu_backward(be, dx.data(), dw.data(), y.data(), x.data(), dx.data(), N, F, F);
         for (int k = 0; k < 4; ++k) accumulate(be, y.data(), x.data(), std::int64_t(N) * C);  // residuals, copies
     });
     const double head = median_ms([&] {

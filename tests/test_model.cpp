@@ -266,3 +266,41 @@ TEST_CASE("the model refuses a plan beyond its compile-time loop budget (tiny: L
     four.layers[0] = layer_loop{};  // three looping layers: at the budget
     CHECK_NOTHROW(m.forward(b, four));
 }
+
+TEST_CASE("ffn: W_1 and W_3 apart (copied into the scratch) give the bits of the adjacent [W_1; W_3]") {
+    // The model's table keeps gate_proj and up_proj adjacent, so its FFN multiplies by them in place; a layout
+    // that does not (a user's table) takes the copy and the scatter of ffn.hpp, which must change nothing.
+    const pass_dims d{.B = 2, .T = 3, .C = 8, .NH = 2, .HD = 4, .F = 12};
+    const std::int64_t N = d.tokens(), FC = std::int64_t(d.F) * d.C;
+    rng r(11);
+    auto rnd = [&](std::int64_t n) {
+        std::vector<double> v(static_cast<std::size_t>(n));
+        for (double& x : v) x = 0.5 * r.normal();
+        return v;
+    };
+    const auto in = rnd(N * d.C), norm = rnd(d.C), w13 = rnd(2 * FC), w2 = rnd(FC), dout = rnd(N * d.C);
+    const auto w3_apart = std::vector<double>(w13.begin() + FC, w13.end());  // W_3 in a buffer of its own
+    struct result {
+        std::vector<double> out, dres, g13, g2, gnorm;
+    };
+    auto run = [&](bool adjacent) {
+        ffn_record<double, cpu> rec;
+        ffn_scratch<double, cpu> s;
+        std::vector<double> g13(std::size_t(2 * FC), 0.0), g3_apart(std::size_t(FC), 0.0), g2(std::size_t(FC), 0.0),
+            gnorm(std::size_t(d.C), 0.0), dres = dout;
+        const ffn_weights<double> w{norm.data(), w13.data(), adjacent ? w13.data() + FC : w3_apart.data(), w2.data()};
+        const ffn_grads<double> g{gnorm.data(), g13.data(), adjacent ? g13.data() + FC : g3_apart.data(), g2.data()};
+        rng dropout_rng(1);
+        ffn_forward(cpu{}, rec, s, w, in.data(), d, 0.0, dropout_rng);
+        ffn_backward(cpu{}, dres.data(), g, rec, w, s, d, 0.0);
+        if (!adjacent) std::copy(g3_apart.begin(), g3_apart.end(), g13.begin() + FC);
+        return result{std::vector<double>(rec.out.begin(), rec.out.begin() + N * d.C), dres, g13, g2, gnorm};
+    };
+    const result a = run(true), b = run(false);
+    CHECK(a.out == b.out);
+    CHECK(a.dres == b.dres);
+    CHECK(a.g13 == b.g13);
+    CHECK(a.g2 == b.g2);
+    CHECK(a.gnorm == b.gnorm);
+    CHECK(std::any_of(a.g13.begin() + FC, a.g13.end(), [](double x) { return x != 0.0; }));  // W_3's gradient reached
+}

@@ -382,14 +382,15 @@ TEST_CASE("rope: tables, rotate-half forward in a packed qkv layout, backward = 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-TEST_CASE("swiglu: forward against silu(g)·u, finite differences in gate and up, += contract") {
-    const std::int64_t n = 35;
+TEST_CASE("swiglu: forward against silu(g)·u, finite differences in gate and up, rows of a strided (N, 2F)") {
+    const int rows = 5, F = 7;
+    const std::int64_t n = rows * F;
     dvec gate = randn(n, 16, 2.0), up = randn(n, 17);
     gate[0] = 12.0;  // the tails of the sigmoid
     gate[1] = -12.0;
     gate[2] = 0.0;
     dvec out(n);
-    sgt::swiglu_forward(cpu, out.data(), gate.data(), up.data(), n);
+    sgt::swiglu_forward(cpu, out.data(), gate.data(), up.data(), rows, F, F);
     dvec ref(n);
     for (int i = 0; i < n; ++i) ref[i] = naive_silu(gate[i]) * up[i];
     note("swiglu_forward", rel_err(out, ref));
@@ -398,24 +399,42 @@ TEST_CASE("swiglu: forward against silu(g)·u, finite differences in gate and up
 
     const dvec w = randn(n, 18);
     auto loss = [&] {
-        sgt::swiglu_forward(cpu, out.data(), gate.data(), up.data(), n);
+        sgt::swiglu_forward(cpu, out.data(), gate.data(), up.data(), rows, F, F);
         return dot(w, out);
     };
     dvec scratch(n);
     const dvec dgate = overwritten(n, [&](double* g) {
-        sgt::swiglu_backward(cpu, g, scratch.data(), w.data(), gate.data(), up.data(), n);
+        sgt::swiglu_backward(cpu, g, scratch.data(), w.data(), gate.data(), up.data(), rows, F, F);
     }, "swiglu dgate");
     const dvec dup = overwritten(n, [&](double* g) {
-        sgt::swiglu_backward(cpu, scratch.data(), g, w.data(), gate.data(), up.data(), n);
+        sgt::swiglu_backward(cpu, scratch.data(), g, w.data(), gate.data(), up.data(), rows, F, F);
     }, "swiglu dup");
     check_fd(gate, dgate, loss, "swiglu dgate");
     check_fd(up, dup, loss, "swiglu dup");
 
     // dgate written over dout, as the FFN's backward runs it.
     dvec in_place = w, dup2(n);
-    sgt::swiglu_backward(cpu, in_place.data(), dup2.data(), in_place.data(), gate.data(), up.data(), n);
+    sgt::swiglu_backward(cpu, in_place.data(), dup2.data(), in_place.data(), gate.data(), up.data(), rows, F, F);
     CHECK(max_abs_diff(in_place, dgate) == 0.0);
     CHECK(max_abs_diff(dup2, dup) == 0.0);
+
+    // The FFN's layout: gate and up as the two halves of each row of one (rows, 2F) product (ld = 2F), and their
+    // gradients written into the halves of another; the same numbers as the separate arrays, element for element.
+    dvec gu(std::size_t(2 * n)), dgu(std::size_t(2 * n), 99.0), out2(n);
+    for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < F; ++j) {
+            gu[std::size_t(r * 2 * F + j)] = gate[std::size_t(r * F + j)];
+            gu[std::size_t(r * 2 * F + F + j)] = up[std::size_t(r * F + j)];
+        }
+    sgt::swiglu_forward(cpu, out2.data(), gu.data(), gu.data() + F, rows, F, 2 * F);
+    sgt::swiglu_backward(cpu, dgu.data(), dgu.data() + F, w.data(), gu.data(), gu.data() + F, rows, F, 2 * F);
+    sgt::swiglu_forward(cpu, out.data(), gate.data(), up.data(), rows, F, F);
+    CHECK(max_abs_diff(out2, out) == 0.0);
+    for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < F; ++j) {
+            CHECK(dgu[std::size_t(r * 2 * F + j)] == dgate[std::size_t(r * F + j)]);
+            CHECK(dgu[std::size_t(r * 2 * F + F + j)] == dup[std::size_t(r * F + j)]);
+        }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -954,10 +973,10 @@ TEST_CASE("float instantiations agree with double") {
         const auto gf = to_float(g), uf = to_float(u), dyf = to_float(dy);
         dvec y(m), dg(m, 0.0), du(m, 0.0);
         std::vector<float> yf(m), dgf(m, 0.f), duf(m, 0.f);
-        sgt::swiglu_forward(cpu, y.data(), g.data(), u.data(), m);
-        sgt::swiglu_forward(cpu, yf.data(), gf.data(), uf.data(), m);
-        sgt::swiglu_backward(cpu, dg.data(), du.data(), dy.data(), g.data(), u.data(), m);
-        sgt::swiglu_backward(cpu, dgf.data(), duf.data(), dyf.data(), gf.data(), uf.data(), m);
+        sgt::swiglu_forward(cpu, y.data(), g.data(), u.data(), N, C, C);
+        sgt::swiglu_forward(cpu, yf.data(), gf.data(), uf.data(), N, C, C);
+        sgt::swiglu_backward(cpu, dg.data(), du.data(), dy.data(), g.data(), u.data(), N, C, C);
+        sgt::swiglu_backward(cpu, dgf.data(), duf.data(), dyf.data(), gf.data(), uf.data(), N, C, C);
         agree("swiglu", std::max({rel_err(yf, y), rel_err(dgf, dg), rel_err(duf, du)}));
     }
     {  // cross entropy

@@ -49,8 +49,8 @@ template <class T> void head_gain_forward(fake, T*, const T*, i64, int, int, boo
 template <class T> void head_gain_backward(fake, T*, T*, const T*, const T*, i64, int, int, bool);
 template <class T> void gate_forward(fake, T*, T*, const T*, const T*, const T*, int, int, int, int, int, double, bool);
 template <class T> void gate_backward(fake, T*, T*, T*, const T*, const T*, const T*, const T*, int, int, int, int, int, double);
-template <class T> void swiglu_forward(fake, T*, const T*, const T*, i64);
-template <class T> void swiglu_backward(fake, T*, T*, const T*, const T*, const T*, i64);
+template <class T> void swiglu_forward(fake, T*, const T*, const T*, int, int, i64);
+template <class T> void swiglu_backward(fake, T*, T*, const T*, const T*, const T*, int, int, i64);
 template <class T>
 sgt::loss_sum cross_entropy_forward(fake, const T*, const std::int32_t*, int, int, sgt::accum_t<T>* = nullptr);
 template <class T>

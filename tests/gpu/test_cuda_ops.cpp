@@ -127,26 +127,38 @@ TEST_CASE_TEMPLATE("rope forward and backward match the CPU", T, float, bf16) {
     }
 }
 
-TEST_CASE_TEMPLATE("swiglu forward and backward match the CPU", T, float, bf16) {
+TEST_CASE_TEMPLATE("swiglu forward and backward match the CPU, on separate arrays and on the halves of (N, 2F) rows", T,
+                   float, bf16) {
     sgt::rng r(4);
-    for (const std::int64_t n : {1001, 7, 65537}) {
-        const auto g = test::rounded<T>(test::random_vector(r, n, 2.0)), u = test::rounded<T>(test::random_vector(r, n));
-        const auto dy = test::rounded<T>(test::random_vector(r, n));
-        const auto dg0 = test::rounded<T>(test::random_vector(r, n)), du0 = test::rounded<T>(test::random_vector(r, n));
-        std::vector<double> out(n), dg = dg0, du = du0;
-        swiglu_forward(host, out.data(), g.data(), u.data(), n);
-        swiglu_backward(host, dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
-        auto gg = test::to_device<T>(g), gu = test::to_device<T>(u), gdy = test::to_device<T>(dy);
-        auto gout = test::poisoned<T>(n);
-        auto gdg = test::poisoned<T>(n), gdu = test::poisoned<T>(n);  // overwritten
-        swiglu_forward(dev, gout.data(), gg.data(), gu.data(), n);
-        swiglu_backward(dev, gdg.data(), gdu.data(), gdy.data(), gg.data(), gu.data(), n);
-        test::check_error<T>(fmt::format("swiglu_forward n={}", n), test::rel_error(test::to_host(gout), out));
-        test::check_error<T>(fmt::format("swiglu_backward dgate n={}", n), test::rel_error(test::to_host(gdg), dg));
-        test::check_error<T>(fmt::format("swiglu_backward dup n={}", n), test::rel_error(test::to_host(gdu), du));
-        swiglu_backward(dev, gdy.data(), gdu.data(), gdy.data(), gg.data(), gu.data(), n);  // dgate over dout
-        test::check_error<T>(fmt::format("swiglu_backward in place n={}", n), test::rel_error(test::to_host(gdy), dg));
-    }
+    // (rows, F): odd rows (one element at a time), a single short row, rows of whole 16-byte packs.
+    for (const auto& [rows, F] : std::vector<std::pair<int, int>>{{7, 143}, {1, 7}, {64, 1024}, {3, 40}})
+        for (const bool halves : {false, true}) {
+            CAPTURE(rows);
+            CAPTURE(F);
+            CAPTURE(halves);
+            const std::int64_t n = std::int64_t(rows) * F, ld = halves ? 2 * F : F;
+            // gate and up: the halves of each row of one (rows, 2F) array, or its first and second (rows, F) halves.
+            const std::int64_t up_at = halves ? F : n;
+            const auto gu = test::rounded<T>(test::random_vector(r, 2 * n, 2.0));
+            const auto dy = test::rounded<T>(test::random_vector(r, n));
+            std::vector<double> out(n), dgu(2 * n, 0.0);
+            swiglu_forward(host, out.data(), gu.data(), gu.data() + up_at, rows, F, ld);
+            swiglu_backward(host, dgu.data(), dgu.data() + up_at, dy.data(), gu.data(), gu.data() + up_at, rows, F, ld);
+            auto g_gu = test::to_device<T>(gu), g_dy = test::to_device<T>(dy);
+            auto g_out = test::poisoned<T>(n), g_dgu = test::poisoned<T>(2 * n);  // overwritten
+            swiglu_forward(dev, g_out.data(), g_gu.data(), g_gu.data() + up_at, rows, F, ld);
+            swiglu_backward(dev, g_dgu.data(), g_dgu.data() + up_at, g_dy.data(), g_gu.data(), g_gu.data() + up_at,
+                            rows, F, ld);
+            test::check_error<T>("swiglu_forward", test::rel_error(test::to_host(g_out), out));
+            test::check_error<T>("swiglu_backward", test::rel_error(test::to_host(g_dgu), dgu));
+            if (!halves) {  // dgate over dout, each pack read before it is written
+                auto g_dup = test::poisoned<T>(n);
+                swiglu_backward(dev, g_dy.data(), g_dup.data(), g_dy.data(), g_gu.data(), g_gu.data() + up_at, rows, F,
+                                ld);
+                const std::vector<double> dgate(dgu.begin(), dgu.begin() + n);
+                test::check_error<T>("swiglu_backward in place", test::rel_error(test::to_host(g_dy), dgate));
+            }
+        }
 }
 
 TEST_CASE_TEMPLATE("cross-entropy forward and backward match the CPU", T, float, bf16) {

@@ -78,8 +78,8 @@ SGT_BACKEND_OP(head_gain_forward, head_gain_forward(B{}, x, c, i64{}, 1, 1, fals
 SGT_BACKEND_OP(head_gain_backward, head_gain_backward(B{}, x, x, c, c, i64{}, 1, 1, false))
 SGT_BACKEND_OP(gate_forward, gate_forward(B{}, x, x, c, c, c, 1, 1, 1, 1, 1, double{}, false))
 SGT_BACKEND_OP(gate_backward, gate_backward(B{}, x, x, x, c, c, c, c, 1, 1, 1, 1, 1, double{}))
-SGT_BACKEND_OP(swiglu_forward, swiglu_forward(B{}, x, c, c, i64{}))
-SGT_BACKEND_OP(swiglu_backward, swiglu_backward(B{}, x, x, c, c, c, i64{}))
+SGT_BACKEND_OP(swiglu_forward, swiglu_forward(B{}, x, c, c, 1, 1, i64{}))
+SGT_BACKEND_OP(swiglu_backward, swiglu_backward(B{}, x, x, c, c, c, 1, 1, i64{}))
 SGT_BACKEND_OP(cross_entropy_forward, { cross_entropy_forward(B{}, c, tok, 1, 1, a) } -> std::same_as<loss_sum>;
                cross_entropy_forward(B{}, c, tok, 1, 1, a, e))
 SGT_BACKEND_OP(cross_entropy_forward_backward, cross_entropy_forward_backward(B{}, x, tok, 1, 1, double{}, e))
@@ -168,8 +168,8 @@ constexpr bool check_backend() {
     static_assert(has_head_gain_backward<B>, "sgt::backend: missing leaf op head_gain_backward(B, T* dgains, T* dy, const T* x, const T* gains, int64 N, int n, int HD, bool per_position)");
     static_assert(has_gate_forward<B>, "sgt::backend: missing leaf op gate_forward(B, T* s, T* g, const T* qkv, const T* w, const T* c, int B, int T, int n, int HD, int i0, double theta, bool hard)");
     static_assert(has_gate_backward<B>, "sgt::backend: missing leaf op gate_backward(B, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T, int n, int HD, int i0, double ds_add)");
-    static_assert(has_swiglu_forward<B>, "sgt::backend: missing leaf op swiglu_forward(B, T* out, const T* gate, const T* up, int64 n)");
-    static_assert(has_swiglu_backward<B>, "sgt::backend: missing leaf op swiglu_backward(B, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64 n)");
+    static_assert(has_swiglu_forward<B>, "sgt::backend: missing leaf op swiglu_forward(B, T* out, const T* gate, const T* up, int rows, int F, int64 ld)");
+    static_assert(has_swiglu_backward<B>, "sgt::backend: missing leaf op swiglu_backward(B, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int rows, int F, int64 ld)");
     static_assert(has_cross_entropy_forward<B>, "sgt::backend: missing leaf op cross_entropy_forward(B, const T* logits, const int32* targets, int N, int V, A* lse = nullptr) -> loss_sum, or its form with a last argument double* sum");
     static_assert(has_cross_entropy_forward_backward<B>, "sgt::backend: missing leaf op cross_entropy_forward_backward(B, T* logits, const int32* targets, int N, int V, double scale, double* sum)");
     static_assert(has_cross_entropy_backward<B>, "sgt::backend: missing leaf op cross_entropy_backward(B, T* dlogits, const T* logits, const int32* targets, int N, int V, double scale, const A* lse = nullptr)");

@@ -150,9 +150,10 @@ void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T
                    int n, int HD, int i0, double ds_add);
 
 // swiglu.cuh
-template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n);
+template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld);
 template <class T>
-void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n);
+void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int rows, int F,
+                     std::int64_t ld);
 
 // cross_entropy.cuh (targets: device memory; the loss comes back to the host, or stays in device memory at *sum)
 template <class T>

@@ -92,7 +92,7 @@ void normed_swiglu_forward(cpu, T* act, T* a, T* rstd, T* gate, T* up, const T* 
     rmsnorm_forward(cpu{}, a, rstd, x, norm, N, C, eps);
     matmul_forward(cpu{}, gate, a, w1, N, C, F);
     matmul_forward(cpu{}, up, a, w3, N, C, F);
-    swiglu_forward(cpu{}, act, gate, up, std::int64_t(N) * F);
+    swiglu_forward(cpu{}, act, gate, up, N, F, F);
 }
 
 // qkv (B, 3, n, HD) = x̂ w_qkvᵀ, x̂ = RMSNorm(x; norm), one token per sequence; then rope_kv_write_at at start:

@@ -1,4 +1,8 @@
 // sgt/backend/cpu/swiglu.hpp: the SwiGLU gate s = silu(g) ⊙ u of the FFN W_2(silu(W_1 n) ⊙ W_3 n), forward and backward.
+//
+// Over `rows` rows of F elements: s and ∂L/∂s are (rows, F); g, u and their gradients are rows of stride ld, so
+// that they may be the two halves of one (rows, 2F) product with [W_1; W_3] (ld = 2F, u = g + F), or two arrays
+// of their own (ld = F).
 #pragma once
 
 #include <algorithm>
@@ -9,31 +13,52 @@
 
 namespace sgt {
 
+namespace detail {
+// Calls f(i, r, j, m) for the runs [i, i + m) of the flat (rows, F) index space in [b, e) that lie within one row:
+// row r, columns [j, j + m).
+template <class F>
+void row_runs(std::int64_t b, std::int64_t e, std::int64_t cols, F&& f) {
+    for (std::int64_t i = b; i < e;) {
+        const std::int64_t r = i / cols, j = i % cols, m = std::min(e - i, cols - j);
+        f(i, r, j, m);
+        i += m;
+    }
+}
+}  // namespace detail
+
 // Vectorised (Eigen's exp over arrays): the scalar std::exp loop took most of the FFN's elementwise time.
 template <class T>
-void swiglu_forward(cpu, T* out, const T* gate, const T* up, std::int64_t n) {
+void swiglu_forward(cpu, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld) {
+    const std::int64_t n = std::int64_t(rows) * F;
     parallel_blocks(n, detail::grain_for(n, 1 << 15), [&](std::int64_t b, std::int64_t e) {
-        const auto g = detail::const_vector_map<T>(gate + b, e - b).array();
-        const auto u = detail::const_vector_map<T>(up + b, e - b).array();
-        detail::vector_map<T>(out + b, e - b).array() = g / (T(1) + (-g).exp()) * u;
+        detail::row_runs(b, e, F, [&](std::int64_t i, std::int64_t r, std::int64_t j, std::int64_t m) {
+            const auto g = detail::const_vector_map<T>(gate + r * ld + j, m).array();
+            const auto u = detail::const_vector_map<T>(up + r * ld + j, m).array();
+            detail::vector_map<T>(out + i, m).array() = g / (T(1) + (-g).exp()) * u;
+        });
     });
 }
 
 // dgate = dout · u · silu'(g),  dup = dout · silu(g), silu'(g) = σ(g) (1 + g (1 − σ(g))); both overwritten (they
-// are the FFN's scratch), and dgate may be dout itself. σ(g) is kept for a chunk of elements at a time, on the stack.
+// are the FFN's scratch), and with ld = F dgate may be dout itself. σ(g) is kept for a chunk of elements at a time,
+// on the stack.
 template <class T>
-void swiglu_backward(cpu, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
+void swiglu_backward(cpu, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int rows, int F,
+                     std::int64_t ld) {
     constexpr int chunk = 256;
+    const std::int64_t n = std::int64_t(rows) * F;
     parallel_blocks(n, detail::grain_for(n, 1 << 15), [&](std::int64_t b, std::int64_t e) {
-        for (std::int64_t i = b; i < e; i += chunk) {
-            const std::int64_t m = std::min<std::int64_t>(chunk, e - i);
-            const auto g = detail::const_vector_map<T>(gate + i, m).array();
-            const auto u = detail::const_vector_map<T>(up + i, m).array();
-            const auto dy = detail::const_vector_map<T>(dout + i, m).array();
-            const Eigen::Array<T, Eigen::Dynamic, 1, 0, chunk, 1> sig = T(1) / (T(1) + (-g).exp());
-            detail::vector_map<T>(dup + i, m).array() = dy * g * sig;  // before dgate, which may be dout itself
-            detail::vector_map<T>(dgate + i, m).array() = dy * u * sig * (T(1) + g * (T(1) - sig));
-        }
+        detail::row_runs(b, e, F, [&](std::int64_t i0, std::int64_t r, std::int64_t j0, std::int64_t len) {
+            for (std::int64_t k = 0; k < len; k += chunk) {
+                const std::int64_t m = std::min<std::int64_t>(chunk, len - k), at = r * ld + j0 + k;
+                const auto g = detail::const_vector_map<T>(gate + at, m).array();
+                const auto u = detail::const_vector_map<T>(up + at, m).array();
+                const auto dy = detail::const_vector_map<T>(dout + i0 + k, m).array();
+                const Eigen::Array<T, Eigen::Dynamic, 1, 0, chunk, 1> sig = T(1) / (T(1) + (-g).exp());
+                detail::vector_map<T>(dup + at, m).array() = dy * g * sig;  // before dgate, which may be dout itself
+                detail::vector_map<T>(dgate + at, m).array() = dy * u * sig * (T(1) + g * (T(1) - sig));
+            }
+        });
     });
 }
 

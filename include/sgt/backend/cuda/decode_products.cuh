@@ -227,7 +227,7 @@ void normed_swiglu_forward(cuda, T* act, T* a, T* rstd, T* gate, T* up, const T*
         rmsnorm_forward(cuda{}, a, rstd, x, norm, N, C, eps);
         matmul_forward(cuda{}, gate, a, w1, N, C, F);
         matmul_forward(cuda{}, up, a, w3, N, C, F);
-        swiglu_forward(cuda{}, act, gate, up, std::int64_t(N) * F);
+        swiglu_forward(cuda{}, act, gate, up, N, F, F);
         return;
     }
     detail::few_rows_args<T> p{};

@@ -47,8 +47,8 @@ namespace sgt {
                                      const std::int32_t*, int, int, int, int, int, double, bool);                 \
     template void gate_backward<T>(cuda, T*, T*, T*, const T*, const T*, const T*, const T*, int, int, int, int, int, \
                                    double);                                                                      \
-    template void swiglu_forward<T>(cuda, T*, const T*, const T*, std::int64_t);                                 \
-    template void swiglu_backward<T>(cuda, T*, T*, const T*, const T*, const T*, std::int64_t);                  \
+    template void swiglu_forward<T>(cuda, T*, const T*, const T*, int, int, std::int64_t);                       \
+    template void swiglu_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int, std::int64_t);        \
     template loss_sum cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int, accum_t<T>*);      \
     template void cross_entropy_forward<T>(cuda, const T*, const std::int32_t*, int, int, accum_t<T>*, double*); \
     template void cross_entropy_forward_backward<T>(cuda, T*, const std::int32_t*, int, int, double, double*);    \

@@ -1,56 +1,103 @@
-// sgt/backend/cuda/swiglu.cuh: the SwiGLU gate s = silu(g) ⊙ u of the FFN, forward and backward.
+// sgt/backend/cuda/swiglu.cuh: the SwiGLU gate s = silu(g) ⊙ u of the FFN, forward and backward, over rows of F
+// elements: s and ∂L/∂s (rows, F), g, u and their gradients rows of stride ld (backend/cpu/swiglu.hpp).
 #pragma once
+
+#include <initializer_list>
 
 #include "sgt/backend/cuda/backend.cuh"
 
 namespace sgt {
 
-template <class T>
-void swiglu_forward(cuda, T* out, const T* gate, const T* up, std::int64_t n) {
-    using A = accum_t<T>;
-    detail::map(out, n, [] __device__(A g, A u) { return g / (A(1) + exp(-g)) * u; }, gate, up);
+namespace detail {
+// Pack i of the (rows, F) index space in packs of W (F a multiple of W): its offset in the (rows, F) arrays and in
+// the arrays of stride ld.
+template <int W>
+__device__ inline void swiglu_offsets(std::int64_t i, int F, std::int64_t ld, std::int64_t& flat, std::int64_t& at) {
+    const std::int64_t per_row = F / W, r = i / per_row, c = (i % per_row) * W;
+    flat = r * F + c;
+    at = r * ld + c;
 }
 
-namespace detail {
-// Elements [W·i, W·i + W) of the backward, as packs (W = 1: one element).
 template <int W, class T>
-__device__ void swiglu_backward_pack(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t i) {
+__global__ void swiglu_forward_kernel(T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld) {
     using A = accum_t<T>;
     using P = pack<T, W>;
-    const P g = reinterpret_cast<const P*>(gate)[i], u = reinterpret_cast<const P*>(up)[i],
-            d = reinterpret_cast<const P*>(dout)[i];
-    P dg, du;
+    const std::int64_t packs = std::int64_t(rows) * (F / W), stride = std::int64_t(gridDim.x) * blockDim.x;
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < packs; i += stride) {
+        std::int64_t flat, at;
+        swiglu_offsets<W>(i, F, ld, flat, at);
+        const P g = *reinterpret_cast<const P*>(gate + at), u = *reinterpret_cast<const P*>(up + at);
+        P s;
 #pragma unroll
-    for (int k = 0; k < W; ++k) {
-        const A gk = load(g.v[k]), dk = load(d.v[k]);
-        const A sig = A(1) / (A(1) + exp(-gk));
-        dg.v[k] = store<T>(dk * load(u.v[k]) * sig * (A(1) + gk * (A(1) - sig)));
-        du.v[k] = store<T>(dk * gk * sig);
+        for (int k = 0; k < W; ++k) {
+            const A gk = load(g.v[k]);
+            s.v[k] = store<T>(gk / (A(1) + exp(-gk)) * load(u.v[k]));
+        }
+        *reinterpret_cast<P*>(out + flat) = s;
     }
-    reinterpret_cast<P*>(dgate)[i] = dg;
-    reinterpret_cast<P*>(dup)[i] = du;
 }
 
 template <int W, class T>
-__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
-    const std::int64_t packs = n / W, stride = std::int64_t(gridDim.x) * blockDim.x;
-    const std::int64_t first = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
-    for (std::int64_t i = first; i < packs; i += stride) swiglu_backward_pack<W>(dgate, dup, dout, gate, up, i);
-    for (std::int64_t i = packs * W + first; i < n; i += stride) swiglu_backward_pack<1>(dgate, dup, dout, gate, up, i);
+__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int rows, int F,
+                                       std::int64_t ld) {
+    using A = accum_t<T>;
+    using P = pack<T, W>;
+    const std::int64_t packs = std::int64_t(rows) * (F / W), stride = std::int64_t(gridDim.x) * blockDim.x;
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < packs; i += stride) {
+        std::int64_t flat, at;
+        swiglu_offsets<W>(i, F, ld, flat, at);
+        const P g = *reinterpret_cast<const P*>(gate + at), u = *reinterpret_cast<const P*>(up + at),
+                d = *reinterpret_cast<const P*>(dout + flat);
+        P dg, du;
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const A gk = load(g.v[k]), dk = load(d.v[k]);
+            const A sig = A(1) / (A(1) + exp(-gk));
+            dg.v[k] = store<T>(dk * load(u.v[k]) * sig * (A(1) + gk * (A(1) - sig)));
+            du.v[k] = store<T>(dk * gk * sig);
+        }
+        *reinterpret_cast<P*>(dgate + at) = dg;
+        *reinterpret_cast<P*>(dup + at) = du;
+    }
+}
+
+// Packs of 16 bytes where every row and pointer allows, else one element.
+template <class T>
+bool swiglu_packs(int F, std::int64_t ld, std::initializer_list<const void*> ptrs) {
+    bool ok = F % pack_width<T> == 0 && ld % pack_width<T> == 0;
+    for (const void* p : ptrs) ok = ok && aligned16(p);
+    return ok;
 }
 }  // namespace detail
 
-// dgate = dout · u · silu'(g),  dup = dout · silu(g) (overwritten: the FFN's scratch; dgate may be dout, each
-// pack is read before it is written);  silu'(g) = σ(g) (1 + g (1 − σ(g))).
 template <class T>
-void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
+void swiglu_forward(cuda, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld) {
+    const std::int64_t n = std::int64_t(rows) * F;
     if (n <= 0) return;
     constexpr int W = detail::pack_width<T>;
-    using detail::aligned16;
-    if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up))
-        detail::swiglu_backward_kernel<W><<<detail::blocks_for(n, 2 * W), detail::threads_per_block, 0, detail::stream()>>>(dgate, dup, dout, gate, up, n);
+    if (detail::swiglu_packs<T>(F, ld, {out, gate, up}))
+        detail::swiglu_forward_kernel<W><<<detail::blocks_for(n, W), detail::threads_per_block, 0, detail::stream()>>>(
+            out, gate, up, rows, F, ld);
     else
-        detail::swiglu_backward_kernel<1><<<detail::blocks_for(n, 4), detail::threads_per_block, 0, detail::stream()>>>(dgate, dup, dout, gate, up, n);
+        detail::swiglu_forward_kernel<1><<<detail::blocks_for(n), detail::threads_per_block, 0, detail::stream()>>>(
+            out, gate, up, rows, F, ld);
+    SGT_CUDA_LAUNCHED(swiglu_forward_kernel);
+}
+
+// dgate = dout · u · silu'(g),  dup = dout · silu(g) (overwritten: the FFN's scratch; with ld = F, dgate may be
+// dout: each pack is read before it is written);  silu'(g) = σ(g) (1 + g (1 − σ(g))).
+template <class T>
+void swiglu_backward(cuda, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int rows, int F,
+                     std::int64_t ld) {
+    const std::int64_t n = std::int64_t(rows) * F;
+    if (n <= 0) return;
+    constexpr int W = detail::pack_width<T>;
+    if (detail::swiglu_packs<T>(F, ld, {dgate, dup, dout, gate, up}))
+        detail::swiglu_backward_kernel<W><<<detail::blocks_for(n, 2 * W), detail::threads_per_block, 0,
+                                            detail::stream()>>>(dgate, dup, dout, gate, up, rows, F, ld);
+    else
+        detail::swiglu_backward_kernel<1><<<detail::blocks_for(n, 4), detail::threads_per_block, 0,
+                                            detail::stream()>>>(dgate, dup, dout, gate, up, rows, F, ld);
     SGT_CUDA_LAUNCHED(swiglu_backward_kernel);
 }
 
