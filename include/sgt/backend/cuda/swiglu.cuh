@@ -9,23 +9,23 @@
 namespace sgt {
 
 namespace detail {
-// Pack i of the (rows, F) index space in packs of W (F a multiple of W): its offset in the (rows, F) arrays and in
-// the arrays of stride ld.
-template <int W>
-__device__ inline void swiglu_offsets(std::int64_t i, int F, std::int64_t ld, std::int64_t& flat, std::int64_t& at) {
-    const std::int64_t per_row = F / W, r = i / per_row, c = (i % per_row) * W;
-    flat = r * F + c;
-    at = r * ld + c;
+// Calls f(flat, at) for each of this thread's packs of W elements of the (rows, F) index space (F a multiple of W),
+// grid-stride: flat is the pack's offset in the (rows, F) arrays, at in the arrays of row stride ld.
+template <int W, class Fn>
+__device__ inline void swiglu_each_pack(int rows, int F, std::int64_t ld, Fn&& f) {
+    const std::int64_t per_row = F / W, packs = std::int64_t(rows) * per_row;
+    const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < packs; i += stride) {
+        const std::int64_t r = i / per_row, c = (i % per_row) * W;
+        f(r * F + c, r * ld + c);
+    }
 }
 
 template <int W, class T>
 __global__ void swiglu_forward_kernel(T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld) {
     using A = accum_t<T>;
     using P = pack<T, W>;
-    const std::int64_t packs = std::int64_t(rows) * (F / W), stride = std::int64_t(gridDim.x) * blockDim.x;
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < packs; i += stride) {
-        std::int64_t flat, at;
-        swiglu_offsets<W>(i, F, ld, flat, at);
+    swiglu_each_pack<W>(rows, F, ld, [&](std::int64_t flat, std::int64_t at) {
         const P g = *reinterpret_cast<const P*>(gate + at), u = *reinterpret_cast<const P*>(up + at);
         P s;
 #pragma unroll
@@ -34,7 +34,7 @@ __global__ void swiglu_forward_kernel(T* out, const T* gate, const T* up, int ro
             s.v[k] = store<T>(gk / (A(1) + exp(-gk)) * load(u.v[k]));
         }
         *reinterpret_cast<P*>(out + flat) = s;
-    }
+    });
 }
 
 template <int W, class T>
@@ -42,10 +42,7 @@ __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T*
                                        std::int64_t ld) {
     using A = accum_t<T>;
     using P = pack<T, W>;
-    const std::int64_t packs = std::int64_t(rows) * (F / W), stride = std::int64_t(gridDim.x) * blockDim.x;
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < packs; i += stride) {
-        std::int64_t flat, at;
-        swiglu_offsets<W>(i, F, ld, flat, at);
+    swiglu_each_pack<W>(rows, F, ld, [&](std::int64_t flat, std::int64_t at) {
         const P g = *reinterpret_cast<const P*>(gate + at), u = *reinterpret_cast<const P*>(up + at),
                 d = *reinterpret_cast<const P*>(dout + flat);
         P dg, du;
@@ -58,7 +55,7 @@ __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T*
         }
         *reinterpret_cast<P*>(dgate + at) = dg;
         *reinterpret_cast<P*>(dup + at) = du;
-    }
+    });
 }
 
 // Packs of 16 bytes where every row and pointer allows, else one element.
