@@ -97,6 +97,8 @@ void ffn_backward(Backend be, T* dres, const ffn_grads<T>& g, ffn_record<T, Back
                     2 * std::int64_t(d.F));
     rmsnorm_forward(be, s.x.data(), r.rstd.data(), r.in, w.norm, int(N), d.C, d.eps);  // x again, bit for bit
     const bool direct = g.w3 == g.w1 + FC;  // [∂L/∂W_1; ∂L/∂W_3] adjacent, as the weights
+    // Where W_1 and W_3 are apart, gate_up_weights copies them again: the scratch copy is shared by every FFN
+    // sublayer, so the forward's may since have been overwritten by a later layer's.
     if (!direct) detail::grow(s.dw13, 2 * FC);
     matmul_backward(be, s.dx.data(), direct ? g.w1 : s.dw13.data(), dgu, s.x.data(),
                     detail::gate_up_weights(be, w, s, d), int(N), d.C, 2 * d.F,
