@@ -254,6 +254,7 @@ struct run_options {
     // checkpoints, evaluates and prints.
     dist::launch_env launch;
     bool fp32_reduce = false;  // bf16 gradients on GPUs: summed in fp32 (--fp32-reduce)
+    bool zero1 = false;        // the optimizer state sharded over the ranks (--zero1; one process: no effect)
 };
 
 // Set by SIGINT/SIGTERM while a run that writes checkpoints is in progress: the run saves and stops.
@@ -422,7 +423,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         fail("model: cannot hold the activations of a batch of {} x {} tokens: {}", local_batch, o.seq, e.what());
     }
     trainer tr(m, schedule, o.lr, o.optim, o.batch * o.grad_accum, o.seq);
-    tr.set_data_parallel(sync.get());
+    tr.set_data_parallel(sync.get(), o.zero1 && sync);
     rng data_rng(o.seed * 7919 + 17);
     if constexpr (gated) {
         if (!o.distill_from.empty()) {  // GATES.md Sec. 4: the dense model's weights, frozen; the gates train
@@ -442,12 +443,15 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     // Checkpoints: the data state beside the trainer's is the data RNG and, for shards, the stream position, with
     // the batch shape and the run's flags (compared on resume).
     auto save = [&] {
-        if (rank != 0) return;  // the ranks' states are the same: rank 0 writes them
+        // The ranks' states are the same: rank 0 writes them. With --zero1 every rank sends its share of the
+        // optimizer state (save_checkpoint gathers it) and rank 0 writes.
+        if (rank != 0 && !tr.optimizer().sharded()) return;
         const auto& s = data_rng.state();
         const nlohmann::json state{{"rng", std::vector<std::uint64_t>(s.begin(), s.end())},
                                    {"position", data.position()}, {"batch", o.batch}, {"seq", o.seq},
                                    {"flags", o.flags}};
         const auto dir = save_checkpoint(o.checkpoint_dir, tr, state, o.keep);
+        if (rank != 0) return;
         log.write({{"type", "checkpoint"}, {"run", r.name}, {"step", tr.steps()}, {"path", dir.string()}});
         if (!o.quiet) fmt::print(stderr, "\ncheckpoint: {}\n", dir.string());
     };
@@ -501,7 +505,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                {"data", data.describe()}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq},
                {"grad_accum", o.grad_accum}, {"lr", o.lr.lr_max}, {"warmup", o.lr.warmup}, {"dropout", o.dropout},
                {"seed", o.seed}, {"backend", Backend::name}, {"precision", precision_name<T>::value},
-               {"params", Cfg.shape.total_params()}, {"flags", o.flags}, {"threads", threads()}, {"processes", world}});
+               {"params", Cfg.shape.total_params()}, {"flags", o.flags}, {"threads", threads()}, {"processes", world},
+               {"zero1", tr.optimizer().sharded()}});
     if (!resumed_from.empty()) {
         if (rank == 0) fmt::print(stderr, "resumed from {} at step {}\n", resumed_from, tr.steps());
         log.write({{"type", "resume"}, {"run", r.name}, {"step", tr.steps()}, {"path", resumed_from}});

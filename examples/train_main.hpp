@@ -52,6 +52,9 @@ int train_main(int argc, char** argv) {
                    "launcher (mpirun, torchrun, srun) started; --batch is the global batch, split over them")
         ->check(CLI::PositiveNumber);
     app.add_flag("--fp32-reduce", o.fp32_reduce, "several processes, bf16: sum the gradients in fp32 (default bf16)");
+    app.add_flag("--zero1", o.zero1,
+                 "several processes: shard AdamW's moments (and bf16's fp32 master weights) over them (ZeRO-1): each "
+                 "keeps and updates its share, then the updated weights are exchanged; the same steps, less memory");
     app.add_flag("--allow-flag-changes", o.allow_flag_changes,
                  "on --resume: accept new values of --steps, --lr, --warmup, --dropout, --weight-decay and --clip "
                  "(each change is logged); other flags cannot change");

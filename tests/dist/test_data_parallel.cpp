@@ -251,18 +251,22 @@ struct run_record {
     std::vector<std::string> plans;  // Θ after each step
     std::vector<double> weights;
     std::vector<growth_event> events;
+    std::vector<double> m, v;  // AdamW's moments of the whole buffer (with ZeRO-1: gathered, on rank 0 only)
+    std::int64_t kept = 0;     // the moments' values this rank holds
 };
 
 // `steps` steps of SGT (growth from step 3, every 2 steps) on global batches of B sequences, as rank `rank` of
 // `world` (sync null: one process over the whole batch).
-run_record train_sgt(int B, int steps, int rank, int world, gradient_sync<double, cpu>* sync, int micro = 1) {
+// zero1: the optimizer sharded over the ranks.
+run_record train_sgt(int B, int steps, int rank, int world, gradient_sync<double, cpu>* sync, int micro = 1,
+                     bool zero1 = false) {
     dp_model m(B / world / micro, 16, 7);
     growth_options o = growth_options::from_budget(test::tiny_bytes.loops);
     o.t_start = 3;
     o.dt = 2;
     growth_operator<> g(dp_model::shape, o);
     trainer tr(m, g, cosine_schedule{.lr_max = 3e-3, .warmup = 2, .total = steps}, adamw_options{}, B, 16);
-    tr.set_data_parallel(sync);
+    tr.set_data_parallel(sync, zero1);
     k_hop_dataset data(k_hop_options{.symbols = 2});
     rng r(11);
     run_record rec;
@@ -277,6 +281,10 @@ run_record train_sgt(int B, int steps, int rank, int world, gradient_sync<double
         rec.events.insert(rec.events.end(), s.events.begin(), s.events.end());
     }
     rec.weights.assign(m.parameters().begin(), m.parameters().end());
+    auto state = tr.optimizer().state_to_host(m.parameters());
+    rec.m = std::move(state.m);
+    rec.v = std::move(state.v);
+    rec.kept = std::int64_t(tr.optimizer().first_moment().size());
     return rec;
 }
 
@@ -331,6 +339,46 @@ TEST_CASE("data parallel training: 1, 2 and 4 ranks take the step of one process
             std::filesystem::remove_all(dir);
         }
     }
+    SUBCASE("ZeRO-1: 2 and 3 ranks with the optimizer sharded take the unsharded ranks' steps, bit for bit") {
+        for (const int world : {2, 3}) {
+            CAPTURE(world);
+            const int b = world == 3 ? 6 : B;  // a global batch that splits over the ranks
+            const run_record alone = world == 3 ? train_sgt(b, steps, 0, 1, nullptr) : one;
+            std::vector<run_record> plain(static_cast<std::size_t>(world)), sharded(static_cast<std::size_t>(world));
+            for (const bool zero1 : {false, true}) {
+                const auto dir = fresh_dir("dist_zero1_" + std::to_string(world) + (zero1 ? "s" : "p"));
+                std::filesystem::create_directories(dir);
+                const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
+                const auto errors = on_ranks(world, [&](int r) {
+                    tcp_group g(r, world, where, {.timeout_s = 60});
+                    host_data_parallel<double, cpu> sync(g, 4096);
+                    (zero1 ? sharded : plain)[std::size_t(r)] = train_sgt(b, steps, r, world, &sync, 1, zero1);
+                });
+                CHECK(errors == std::vector<std::string>(std::size_t(world), ""));
+                std::filesystem::remove_all(dir);
+            }
+            const std::int64_t n = std::int64_t(one.weights.size());
+            std::int64_t kept = 0;
+            for (int r = 0; r < world; ++r) {
+                CAPTURE(r);
+                CHECK(sharded[r].losses == plain[r].losses);
+                CHECK(sharded[r].grad_norms == plain[r].grad_norms);
+                CHECK(sharded[r].plans == plain[r].plans);
+                CHECK(sharded[r].weights == plain[r].weights);
+                CHECK(sharded[r].kept == shard_of(n, r, world).count);  // this rank's share of the state only
+                CHECK(plain[r].kept == n);
+                CHECK(sharded[r].m.empty() == (r != 0));  // the whole state is gathered on rank 0
+                kept += sharded[r].kept;
+            }
+            CHECK(kept == n);
+            CHECK(sharded[1].kept < n);
+            // The gathered moments are the unsharded optimizer's, bit for bit.
+            CHECK(sharded[0].m == plain[0].m);
+            CHECK(sharded[0].v == plain[0].v);
+            CHECK(sharded[0].plans == alone.plans);
+            CHECK(max_rel(sharded[0].losses, alone.losses) < 1e-12);
+        }
+    }
     SUBCASE("two ranks, each accumulating two micro-batches") {
         const auto dir = fresh_dir("dist_micro");
         std::filesystem::create_directories(dir);
@@ -348,4 +396,45 @@ TEST_CASE("data parallel training: 1, 2 and 4 ranks take the step of one process
         CHECK(max_rel(ranks[0].weights, one.weights) < 1e-10);
         std::filesystem::remove_all(dir);
     }
+}
+
+TEST_CASE("ZeRO-1 shares: contiguous, aligned to 64 elements, covering the buffer; refused without a sync") {
+    for (const std::int64_t n : {0, 1, 63, 64, 1000, 123457}) {
+        for (const int world : {1, 2, 3, 8}) {
+            CAPTURE(n);
+            CAPTURE(world);
+            std::int64_t at = 0;
+            for (int r = 0; r < world; ++r) {
+                const param_range s = shard_of(n, r, world);
+                CHECK(s.offset == at);
+                CHECK(s.count >= 0);
+                CHECK(s.offset % 64 == 0);
+                if (n >= 64 * world) CHECK(std::abs(double(s.count) - double(n) / world) <= 64.0);
+                at = s.end();
+            }
+            CHECK(at == n);
+        }
+    }
+    CHECK(error_of([] { shard_of(10, 2, 2); }) == "data parallel: no share 2 of 10 over 2 ranks");
+
+    dp_model m(2, 16, 7);
+    growth_operator<> g(dp_model::shape, growth_options::from_budget(test::tiny_bytes.loops));
+    trainer tr(m, g, cosine_schedule{.lr_max = 3e-3, .warmup = 2, .total = 4}, adamw_options{}, 2, 16);
+    CHECK(error_of([&] { tr.set_data_parallel(nullptr, true); }) ==
+          "training: a sharded optimizer (ZeRO-1) needs data parallelism");
+    const std::int64_t n = std::int64_t(m.parameters().size());
+    CHECK(error_of([&] { tr.optimizer().set_shard({0, n / 2}); }) == "adamw: a share of part of the buffer needs a gather");
+    CHECK(error_of([&] { tr.optimizer().set_shard({n - 1, 2}); }) ==
+          fmt::format("adamw: the share [{}, {}) is outside the buffer of {} parameters", n - 1, n + 1, n));
+    // A sync that knows nothing of shares (written against the interface before ZeRO-1) refuses one when used.
+    struct old_sync final : gradient_sync<double, cpu> {
+        int rank() const override { return 0; }
+        int world() const override { return 1; }
+        std::vector<double> all_gather(std::span<const double> mine) override { return {mine.begin(), mine.end()}; }
+        void begin_backward(std::span<double>) override {}
+        void ready(param_range) override {}
+        void end_backward() override {}
+    } old;
+    CHECK(error_of([&] { old.gather_to_root({}); }) ==
+          "data parallel: this gradient sync cannot gather a sharded optimizer's state (ZeRO-1)");
 }

@@ -2,7 +2,8 @@
 # examples/train as several processes (data parallel over TCP on the CPU; dist/):
 #   1. `--nproc 2` and `--nproc 4` take the steps of one process over the same global batch: losses within 1e-5
 #      (float; the sums are ordered differently), the same growth decisions, the same validation loss;
-#   2. a run of 2 processes resumes as 1 and continues as the 1-process run does, and as 2 bit for bit;
+#   2. a run of 2 processes resumes as 1 and continues as the 1-process run does, and as 2 bit for bit; with
+#      --zero1 (the optimizer sharded) the same steps and checkpoints;
 #   3. a rank that dies (SIGKILL) makes the other exit with a message naming it, within seconds; SIGTERM sent to
 #      the `--nproc` launcher reaches its ranks, which save and stop (exit 130);
 #   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count;
@@ -66,6 +67,23 @@ close "$(steps one.jsonl | tail -30)" "$(steps r.jsonl)" 1e-5 || bad "the resume
   bad "resume as 2 processes"
 [ "$(steps n2.jsonl | tail -30)" == "$(steps r2.jsonl)" ] || bad "2 processes resumed as 2 differ from the uninterrupted run"
 echo "ok: 2 processes resumed as 1, and as 2 bit for bit"
+
+# --zero1 (the optimizer state sharded over the ranks): the steps of the unsharded ranks, bit for bit; its
+# checkpoints (the shares gathered on rank 0) hold the same weights, resume as 1 unsharded process as the unsharded
+# checkpoint does, and an unsharded checkpoint resumes sharded.
+"$train" "${flags[@]}" --steps 60 --nproc 2 --zero1 --checkpoint-dir ckz --checkpoint-every 30 --log z2.jsonl > /dev/null ||
+  bad "--nproc 2 --zero1"
+[ "$(steps n2.jsonl)" == "$(steps z2.jsonl)" ] && [ "$(growth n2.jsonl)" == "$(growth z2.jsonl)" ] ||
+  bad "--zero1 differs from the unsharded 2-process run"
+grep -q '"zero1":true' z2.jsonl || bad "--zero1: the log's config does not say the optimizer is sharded"
+cmp -s ck/step_00000030/model.safetensors ckz/step_00000030/model.safetensors || bad "--zero1: the checkpoint's weights differ"
+"$train" "${flags[@]}" --steps 60 --resume ckz/step_00000030 --checkpoint-dir ckz1 --log rz.jsonl > /dev/null 2>&1 ||
+  bad "resume a --zero1 checkpoint as 1 process"
+[ "$(steps r.jsonl)" == "$(steps rz.jsonl)" ] || bad "a --zero1 checkpoint resumes otherwise than the unsharded one"
+"$train" "${flags[@]}" --steps 60 --nproc 2 --zero1 --resume ck/step_00000030 --checkpoint-dir ckz2 --log rz2.jsonl > /dev/null 2>&1 ||
+  bad "resume as 2 processes with --zero1"
+[ "$(steps n2.jsonl | tail -30)" == "$(steps rz2.jsonl)" ] || bad "--zero1 resumed from an unsharded checkpoint differs"
+echo "ok: --zero1 takes the unsharded steps bit for bit; its checkpoints resume as the unsharded ones"
 
 # SIGTERM to the launcher alone: its ranks get it, agree on a step, save it and stop; the launcher exits 130.
 "$train" "${flags[@]}" --steps 100000 --nproc 2 --checkpoint-dir ckt --log t.jsonl > /dev/null 2> t.err &

@@ -327,15 +327,16 @@ struct record {
 };
 
 // 12 steps of SGT growth (from step 3, Δt = 2) on global batches of 4 sequences, as rank `rank` of `world`.
+// zero1: the optimizer sharded over the ranks.
 template <class T>
-record<T> train(int rank, int world, dist::gradient_sync<T, cuda>* sync) {
+record<T> train(int rank, int world, dist::gradient_sync<T, cuda>* sync, bool zero1 = false) {
     model<T, tiny_bytes, cuda> m(4 / world, 16, 11);
     growth_options o = growth_options::from_budget(tiny_bytes.loops);
     o.t_start = 3;
     o.dt = 2;
     growth_operator<> g(tiny_bytes.shape, o);
     trainer tr(m, g, cosine_schedule{.lr_max = 1e-2, .warmup = 2, .total = 12}, adamw_options{}, 4, 16);
-    tr.set_data_parallel(sync);
+    tr.set_data_parallel(sync, zero1);
     k_hop_dataset data(k_hop_options{.symbols = 2});
     rng r(3);
     record<T> out;
@@ -366,7 +367,18 @@ public:
         for (const auto& b : buckets_->finish()) reduce(b);
         buckets_.reset();
     }
-    int buckets = 0;
+    // ZeRO-1 through the host: the whole buffer down, the CPU's exchange, the whole buffer up.
+    void share_ranges(void* data, std::size_t elem_bytes, std::span<const dist::param_range> ranges) override {
+        std::size_t n = 0;
+        for (const auto& r : ranges) n = std::max(n, std::size_t(r.end()));
+        std::vector<std::byte> h(n * elem_bytes);
+        SGT_CUDA_CHECK(cudaMemcpy(h.data(), data, h.size(), cudaMemcpyDeviceToHost));
+        dist::share_host_ranges(g_, h.data(), elem_bytes, ranges);
+        SGT_CUDA_CHECK(cudaMemcpy(data, h.data(), h.size(), cudaMemcpyHostToDevice));
+        ++shares;
+    }
+    std::vector<std::byte> gather_to_root(std::span<const std::byte> mine) override { return g_.gather(mine); }
+    int buckets = 0, shares = 0;
 
 private:
     void reduce(dist::param_range b) {
@@ -411,6 +423,84 @@ TEST_CASE("two ranks on one GPU (sums through the host): the steps of one proces
     CHECK(worst <= 1e-5);
 }
 
+TEST_CASE("ZeRO-1, two ranks on one GPU (through the host): the unsharded ranks' steps, bit for bit") {
+    const auto dir = test::fresh_dir("gpu_zero1");
+    dp::record<float> ranks[2][2];  // [sharded][rank]
+    int shares[2] = {};
+    for (const bool zero1 : {false, true}) {
+        std::filesystem::create_directories(dir);
+        const auto where = dist::rendezvous::parse("file:" + (dir / (zero1 ? "s" : "p")).string());
+        const auto errors = test::on_ranks(2, [&](int r) {
+            dist::tcp_group g(r, 2, where, {.timeout_s = 60});
+            dp::staged_sync sync(g);
+            ranks[zero1][r] = dp::train<float>(r, 2, &sync, zero1);
+            if (r == 0) shares[zero1] = sync.shares;
+        });
+        CHECK(errors[0] == "");
+        CHECK(errors[1] == "");
+    }
+    std::filesystem::remove_all(dir);
+    CHECK(shares[0] == 0);
+    CHECK(shares[1] == 12);  // one exchange of the updated weights a step
+    for (int r = 0; r < 2; ++r) {
+        CHECK(ranks[1][r].losses == ranks[0][r].losses);
+        CHECK(ranks[1][r].plans == ranks[0][r].plans);
+        CHECK(ranks[1][r].weights == ranks[0][r].weights);
+    }
+}
+
+TEST_CASE_TEMPLATE("ZeRO-1's optimizer on the GPU: two shares of one buffer update it as one optimizer, bit for bit", T,
+                   float, bf16) {
+    tiny_model<T, cuda> m(2, 16, 9);
+    k_hop_dataset data(k_hop_options{.symbols = 2});
+    rng r(5);
+    m.zero_grad();
+    m.forward(data.train_batch(r, 2, 16), loop_plan::vanilla(tiny_bytes.shape.layers), 1.0 / 30.0);
+    m.backward(1.0 / 30.0);
+    const std::int64_t n = std::int64_t(m.parameters().size());
+    const std::span<const T> grads = m.gradients();
+    device_buffer<T> whole(static_cast<std::size_t>(n)), split(static_cast<std::size_t>(n));
+    SGT_CUDA_CHECK(cudaMemcpy(whole.data(), m.parameters().data(), n * sizeof(T), cudaMemcpyDeviceToDevice));
+    SGT_CUDA_CHECK(cudaMemcpy(split.data(), m.parameters().data(), n * sizeof(T), cudaMemcpyDeviceToDevice));
+    adamw<T, cuda> one(m.parameter_table(), n), a(m.parameter_table(), n), b(m.parameter_table(), n);
+    const dist::param_range sa = dist::shard_of(n, 0, 2), sb = dist::shard_of(n, 1, 2);
+    REQUIRE(sa.count > 0);
+    REQUIRE(sb.count > 0);
+    auto no_gather = [](std::span<const std::byte>) -> std::vector<std::byte> { fail("not gathered here"); };
+    a.set_shard({sa.offset, sa.count, true, no_gather});
+    b.set_shard({sb.offset, sb.count, false, no_gather});
+    CHECK(a.first_moment().size() == std::size_t(sa.count));
+    for (int t = 1; t <= 3; ++t) {
+        one.step(std::span<T>(whole.data(), std::size_t(n)), grads, 1e-2);
+        a.step(std::span<T>(split.data(), std::size_t(n)), grads, 1e-2);  // writes its share alone
+        b.step(std::span<T>(split.data(), std::size_t(n)), grads, 1e-2);
+        CHECK(a.grad_norm() == one.grad_norm());
+    }
+    std::vector<T> w1(static_cast<std::size_t>(n)), w2(static_cast<std::size_t>(n));
+    copy_to_host(cuda{}, w1.data(), whole.data(), n);
+    copy_to_host(cuda{}, w2.data(), split.data(), n);
+    CHECK(std::memcmp(w1.data(), w2.data(), w1.size() * sizeof(T)) == 0);
+    std::vector<T> w0 = m.parameters_to_host();
+    CHECK(std::memcmp(w0.data(), w1.data(), w1.size() * sizeof(T)) != 0);  // the steps moved the weights
+    const auto m1 = sgt::detail::to_host(cuda{}, one.first_moment());
+    const auto ma = sgt::detail::to_host(cuda{}, a.first_moment()), mb = sgt::detail::to_host(cuda{}, b.first_moment());
+    std::vector<accum_t<T>> joined(ma.begin(), ma.end());
+    joined.insert(joined.end(), mb.begin(), mb.end());
+    CHECK(joined == m1);
+    if constexpr (adamw<T, cuda>::mixed_precision) {
+        // A checkpoint's whole master weights into a share: the share kept, the working copy made from all of them.
+        const auto master = one.state_to_host(std::span<const T>(whole.data(), std::size_t(n))).master;
+        REQUIRE(master.size() == std::size_t(n));
+        device_buffer<T> loaded(static_cast<std::size_t>(n));
+        b.load_master_weights(master, std::span<T>(loaded.data(), std::size_t(n)));
+        const auto kept = sgt::detail::to_host(cuda{}, b.master_weights(std::span<const T>(loaded.data(), std::size_t(n))));
+        CHECK(kept == std::vector<float>(master.begin() + sb.offset, master.end()));
+        std::vector<T> w3(static_cast<std::size_t>(n));
+        copy_to_host(cuda{}, w3.data(), loaded.data(), n);
+        CHECK(std::memcmp(w3.data(), w1.data(), w1.size() * sizeof(T)) == 0);
+    }
+}
+
 TEST_CASE_TEMPLATE("one rank through NCCL is the plain trainer, bit for bit", T, float, bf16) {
     const dp::record<T> plain = dp::train<T>(0, 1, nullptr);
     REQUIRE(plain.plans.front() != plain.plans.back());  // the loops grow
@@ -442,12 +532,13 @@ TEST_CASE("two GPUs: two ranks take the steps of one GPU over the global batch (
     const auto dir = test::fresh_dir("gpu_nccl");
     std::filesystem::create_directories(dir);
     const auto where = dist::rendezvous::parse("file:" + (dir / "r").string());
-    dp::record<float> ranks[2];
+    dp::record<float> ranks[2], sharded[2];
     const auto errors = test::on_ranks(2, [&](int r) {
         dist::select_device(cuda{}, {.rank = r, .world = 2, .local_rank = r});
         dist::tcp_group g(r, 2, where, {.timeout_s = 60});
         dist::nccl_data_parallel<float> sync(g, {.bucket_bytes = 4096});
         ranks[r] = dp::train<float>(r, 2, &sync);
+        sharded[r] = dp::train<float>(r, 2, &sync, true);  // ZeRO-1 over NCCL: the same steps, bit for bit
     });
     std::filesystem::remove_all(dir);
     CHECK(errors[0] == "");
@@ -455,6 +546,10 @@ TEST_CASE("two GPUs: two ranks take the steps of one GPU over the global batch (
     CHECK(ranks[1].plans == ranks[0].plans);
     CHECK(ranks[1].losses == ranks[0].losses);
     CHECK(ranks[0].plans == one.plans);
+    for (int r = 0; r < 2; ++r) {
+        CHECK(sharded[r].losses == ranks[r].losses);
+        CHECK(sharded[r].weights == ranks[r].weights);
+    }
     for (std::size_t i = 0; i < one.losses.size(); ++i)
         CHECK(std::abs(ranks[0].losses[i] - one.losses[i]) <= 1e-5 * std::abs(one.losses[i]));
 }

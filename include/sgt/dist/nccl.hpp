@@ -40,6 +40,9 @@ struct nccl_library {
     decltype(&ncclGetUniqueId) get_unique_id = nullptr;
     decltype(&ncclCommInitRank) comm_init_rank = nullptr;
     decltype(&ncclAllReduce) all_reduce = nullptr;
+    decltype(&ncclBroadcast) broadcast = nullptr;
+    decltype(&ncclGroupStart) group_start = nullptr;
+    decltype(&ncclGroupEnd) group_end = nullptr;
     decltype(&ncclCommGetAsyncError) comm_get_async_error = nullptr;
     decltype(&ncclCommAbort) comm_abort = nullptr;
     decltype(&ncclCommDestroy) comm_destroy = nullptr;
@@ -68,6 +71,9 @@ private:
         bind(lib.get_unique_id, "ncclGetUniqueId");
         bind(lib.comm_init_rank, "ncclCommInitRank");
         bind(lib.all_reduce, "ncclAllReduce");
+        bind(lib.broadcast, "ncclBroadcast");
+        bind(lib.group_start, "ncclGroupStart");
+        bind(lib.group_end, "ncclGroupEnd");
         bind(lib.comm_get_async_error, "ncclCommGetAsyncError");
         bind(lib.comm_abort, "ncclCommAbort");
         bind(lib.comm_destroy, "ncclCommDestroy");
@@ -142,10 +148,33 @@ public:
         for (const auto& b : buckets_->finish()) reduce(b);
         buckets_.reset();
         SGT_CUDA_CHECK(cudaEventRecord(done_, stream_));
-        wait_for_done();
+        wait_for_done("the gradient sum");
         SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
         if (widen()) convert(cuda{}, grads_.data(), wide_.data(), std::int64_t(grads_.size()));
     }
+    // ZeRO-1: rank r's range of `data` from rank r to all, one ncclBroadcast per rank in one NCCL group, on the
+    // NCCL stream after the op stream's work so far; the op stream's later work waits for it.
+    void share_ranges(void* data, std::size_t elem_bytes, std::span<const param_range> ranges) override {
+        require(int(ranges.size()) == world(), "data parallel: expected a range for each of {} ranks, found {}",
+                world(), ranges.size());
+        if (world() == 1) return;
+        SGT_CUDA_CHECK(cudaEventRecord(done_, ::sgt::detail::stream()));
+        SGT_CUDA_CHECK(cudaStreamWaitEvent(stream_, done_, 0));
+        lib_.check(lib_.group_start(), "ncclGroupStart");
+        for (int r = 0; r < world(); ++r) {
+            const param_range x = ranges[std::size_t(r)];
+            if (x.count == 0) continue;
+            char* p = static_cast<char*>(data) + std::size_t(x.offset) * elem_bytes;
+            lib_.check(lib_.broadcast(p, p, std::size_t(x.count) * elem_bytes, ncclUint8, r, comm_, stream_),
+                       "ncclBroadcast");
+        }
+        lib_.check(lib_.group_end(), "ncclGroupEnd");
+        SGT_CUDA_CHECK(cudaEventRecord(done_, stream_));
+        wait_for_done("the exchange of the updated weights");
+        SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
+    }
+    // Host bytes, over the group's connections (checkpoints of a sharded optimizer).
+    std::vector<std::byte> gather_to_root(std::span<const std::byte> mine) override { return group_.gather(mine); }
 
 private:
     static constexpr bool is_bf16 = std::is_same_v<T, __nv_bfloat16>;
@@ -178,9 +207,9 @@ private:
         lib_.check(lib_.all_reduce(data, data, std::size_t(b.count), type, ncclSum, comm_, stream_), "ncclAllReduce");
     }
 
-    // Waits for the last bucket, watching NCCL's asynchronous errors and the group's connections (a rank that
-    // exited leaves NCCL waiting for it); gives up after the group's timeout.
-    void wait_for_done() {
+    // Waits for done_ (the last bucket, or the weights' exchange: `what`), watching NCCL's asynchronous errors and
+    // the group's connections (a rank that exited leaves NCCL waiting for it); gives up after the group's timeout.
+    void wait_for_done(const char* what) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(group_.timeout_s());
         for (int polls = 0;; ++polls) {
             const cudaError_t q = cudaEventQuery(done_);
@@ -191,21 +220,21 @@ private:
             if (async != ncclSuccess) {
                 failed_ = true;
                 group_.abort();
-                fail("rank {}: NCCL reported an error during the gradient sum: {}", rank(), lib_.get_error_string(async));
+                fail("rank {}: NCCL reported an error during {}: {}", rank(), what, lib_.get_error_string(async));
             }
             if (polls % 256 == 255) {  // about every 5 ms
                 if (const int gone = group_.closed_peer(); gone >= 0) {
                     failed_ = true;
                     group_.abort();
-                    fail("rank {}: rank {} exited during the gradient sum (its connection closed)", rank(), gone);
+                    fail("rank {}: rank {} exited during {} (its connection closed)", rank(), gone, what);
                 }
             }
             if (std::chrono::steady_clock::now() > deadline) {
                 failed_ = true;
                 group_.abort();
-                fail("rank {}: the gradient sum did not finish within {} s (SGT_DIST_TIMEOUT): another rank has probably "
-                     "died or hangs; this rank gives up",
-                     rank(), group_.timeout_s());
+                fail("rank {}: {} did not finish within {} s (SGT_DIST_TIMEOUT): another rank has probably died or "
+                     "hangs; this rank gives up",
+                     rank(), what, group_.timeout_s());
             }
             std::this_thread::sleep_for(std::chrono::microseconds(20));
         }

@@ -172,6 +172,26 @@ public:
         return all;
     }
 
+    // Every rank's `mine` (any length, also 0) on rank 0, rank by rank, one after the other; an empty vector on
+    // the other ranks.
+    std::vector<std::byte> gather(std::span<const std::byte> mine) {
+        if (rank_ != 0) {
+            const std::uint64_t n = mine.size();
+            send(0, &n, sizeof n);
+            if (n > 0) send(0, mine.data(), mine.size());
+            return {};
+        }
+        std::vector<std::byte> all(mine.begin(), mine.end());
+        for (int r = 1; r < world_; ++r) {
+            std::uint64_t n = 0;
+            recv(r, &n, sizeof n);
+            const std::size_t at = all.size();
+            all.resize(at + std::size_t(n));
+            if (n > 0) recv(r, all.data() + at, std::size_t(n));
+        }
+        return all;
+    }
+
     // Rank 0's `data` to every rank (the same length on every rank).
     template <class T>
         requires std::is_trivially_copyable_v<T>

@@ -70,16 +70,16 @@ inline constexpr const char* checkpoint_format_v1 = "sgt-checkpoint-1";
 namespace detail {
 
 // The weights a checkpoint holds, on the host, in accum_t<T>: the parameters themselves, or for a
-// mixed-precision (bf16) model the optimizer's fp32 master weights, of which the bf16 copy is a rounding.
-template <class Trainer>
-auto weights_to_host(Trainer& tr) {
+// mixed-precision (bf16) model the optimizer's fp32 master weights (`state.master`), of which the bf16 copy is a
+// rounding.
+template <class Trainer, class State>
+auto weights_to_host(Trainer& tr, State& state) {
     auto& m = tr.model();
     using T = typename std::remove_reference_t<decltype(m)>::value_type;
-    using B = typename std::remove_reference_t<decltype(m)>::backend_type;
     if constexpr (std::is_same_v<T, accum_t<T>>)
         return m.parameters_to_host();
     else
-        return to_host(B{}, tr.optimizer().master_weights(m.parameters()));
+        return std::move(state.master);
 }
 
 // The state a model keeps beside its parameters, not trained (σReparam's u, v; sigma_reparam.hpp): its table,
@@ -338,13 +338,17 @@ inline void probe_checkpoint_dir(const fs::path& dir, std::int64_t bytes) {
 
 // Writes a checkpoint of the trainer's model, optimizer, schedule and counters into dir/step_XXXXXXXX and
 // keeps the newest keep_last (≥ 1) of them. data_state is the caller's data stream state, restored by load.
+// With a sharded optimizer (ZeRO-1, trainer::set_data_parallel) every rank calls it: the ranks' shares of the
+// optimizer state are gathered on rank 0, which writes the checkpoint; the others return an empty path.
 template <class Trainer>
 fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json& data_state, int keep_last = 3) {
     require(keep_last >= 1, "checkpoint: expected keep_last >= 1, found {}", keep_last);
     auto& m = tr.model();
+    auto& opt = tr.optimizer();
+    auto optim_state = opt.state_to_host(m.parameters());  // sharded: collective, whole on rank 0 only
+    if (!opt.shard().root) return {};
     using model_t = std::remove_reference_t<decltype(m)>;
     using T = typename model_t::value_type;
-    using B = typename model_t::backend_type;
     using M = accum_t<T>;  // what is saved: the parameters, or a bf16 model's fp32 master weights
     try {
         io::make_directories(dir);
@@ -360,7 +364,7 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         if (const int e = io::try_mkdir(tmp)) fail("cannot create '{}': {}", tmp.string(), io::detail::errno_text(e));
 
         io::safetensors_writer weights;
-        const std::vector<M> params = detail::weights_to_host(tr);
+        const std::vector<M> params = detail::weights_to_host(tr, optim_state);
         for (const auto& e : m.parameter_table())
             weights.add(e.name, e.shape, std::span<const M>(params.data() + e.offset, std::size_t(e.numel())));
         const auto state = m.state_to_host();
@@ -376,8 +380,7 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         weights.write(tmp / "model.safetensors");
 
         io::safetensors_writer optim;
-        auto& opt = tr.optimizer();
-        const auto m1 = detail::to_host(B{}, opt.first_moment()), m2 = detail::to_host(B{}, opt.second_moment());
+        const auto &m1 = optim_state.m, &m2 = optim_state.v;
         for (const auto& e : m.parameter_table()) {
             const std::size_t n = std::size_t(e.numel());
             optim.add("exp_avg." + e.name, e.shape, std::span<const M>(m1.data() + e.offset, n));
@@ -656,13 +659,11 @@ nlohmann::json load_checkpoint(const io::safetensors& weights, const io::safeten
     }
 
     // 3. Commit: nothing below depends on the files any more.
-    using B = typename model_t::backend_type;
     if constexpr (std::is_same_v<T, M>)
         m.parameters_from_host(params);
     else
         tr.optimizer().load_master_weights(params, m.parameters());
-    copy_from_host(B{}, tr.optimizer().first_moment().data(), m1.data(), std::int64_t(m1.size()));
-    copy_from_host(B{}, tr.optimizer().second_moment().data(), m2.data(), std::int64_t(m2.size()));
+    tr.optimizer().load_moments(m1, m2);
     tr.optimizer().set_steps(adamw_step);
     detail::state_into(m, state);
     m.dropout_rng().set_state(dropout);

@@ -7,7 +7,8 @@
 // and the batch shape repeat, and replayed after that (set_graphs; model::replayable says which models allow it):
 // the host reads the loss, the entropies and the gradient norm once, after the whole step.
 // With set_data_parallel, a step of one of several processes is the step of one process over their global batch
-// (dist/data_parallel.hpp). The training loop itself (data, logging, checkpoints) belongs to the program: see
+// (dist/data_parallel.hpp); with a sharded optimizer (ZeRO-1) each rank updates its share of the weights and the
+// ranks exchange them after the update. The training loop itself (data, logging, checkpoints) belongs to the program: see
 // examples/train.cpp.
 #pragma once
 
@@ -123,6 +124,10 @@ public:
                 r.flops += model_.step_flops(std::int64_t(b.B) * (dp_ ? dp_->world() : 1), b.T, plan);
             }
             opt_.update(model_.parameters(), model_.gradients());
+            if (dp_ && opt_.sharded()) {  // ZeRO-1: each rank updated its share; every rank gets every share
+                const std::span<value_type> w = model_.parameters();
+                dp_->share_ranges(w.data(), sizeof(value_type), shards_);
+            }
         }
         if (micro.size() > 1)
             scale_entropies(1.0 / double(sequences));
@@ -207,10 +212,26 @@ public:
     // and the entropies are combined over the ranks, the gradients summed (bucket by bucket during the backward),
     // so every rank takes the same step and the growth operator the same decision. nullptr: one process. The
     // sync must outlive the trainer's use of it. A step with it runs eagerly (no recorded graph).
-    void set_data_parallel(dist::gradient_sync<value_type, typename Model::backend_type>* sync) {
+    // shard_optimizer (ZeRO-1, before the first step): each rank keeps AdamW's moments and master weights for its
+    // share of the parameters only (dist::shard_of), updates that share and sends it to the others after the
+    // update (gradient_sync::share_ranges), as PyTorch's ZeroRedundancyOptimizer does; the weights are those of
+    // the unsharded step, bit for bit. Checkpoints then gather the shares: every rank calls save_checkpoint.
+    void set_data_parallel(dist::gradient_sync<value_type, typename Model::backend_type>* sync,
+                           bool shard_optimizer = false) {
+        require(sync || !shard_optimizer, "training: a sharded optimizer (ZeRO-1) needs data parallelism");
         dp_ = sync;
         graph_.reset();
         replay_key_ = {};
+        const std::int64_t n = std::int64_t(model_.parameters().size());
+        shards_.clear();
+        if (!shard_optimizer) {
+            if (opt_.sharded()) opt_.set_shard({0, n});
+            return;
+        }
+        for (int r = 0; r < sync->world(); ++r) shards_.push_back(dist::shard_of(n, r, sync->world()));
+        const dist::param_range mine = shards_[std::size_t(sync->rank())];
+        opt_.set_shard({mine.offset, mine.count, sync->rank() == 0,
+                        [sync](std::span<const std::byte> b) { return sync->gather_to_root(b); }});
     }
 
     // Steps that ran as a replay of a recording (always 0 on the CPU).
@@ -280,6 +301,7 @@ private:
         bool operator==(const replay_key&) const = default;
     };
     dist::gradient_sync<value_type, typename Model::backend_type>* dp_ = nullptr;
+    std::vector<dist::param_range> shards_;  // ZeRO-1: every rank's share of the parameters (empty: not sharded)
     bool graphs_ = true;
     int replayed_ = 0;
     step_graph<typename Model::backend_type> graph_;
