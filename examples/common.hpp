@@ -709,9 +709,13 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     r.flops = tr.flops().total();
     r.vanilla_flops = tr.flops().vanilla_total();
     r.final_structure = schedule.to_json();
-    log.write({{"type", "summary"}, {"run", r.name}, {"val_loss", r.final_val_loss}, {"seconds", r.seconds},
-               {"flops", r.flops}, {"vanilla_flops", r.vanilla_flops}, {"schedule", r.final_structure},
-               {"attention_entropy", {{"first", r.first_entropy}, {"last", r.last_entropy}, {"min", r.min_entropy}}}});
+    nlohmann::json summary{
+        {"type", "summary"}, {"run", r.name}, {"val_loss", r.final_val_loss}, {"seconds", r.seconds},
+        {"flops", r.flops}, {"vanilla_flops", r.vanilla_flops}, {"schedule", r.final_structure},
+        {"attention_entropy", {{"first", r.first_entropy}, {"last", r.last_entropy}, {"min", r.min_entropy}}}};
+    if constexpr (requires { peak_device_bytes(Backend{}); })  // a GPU: rank 0's peak of device buffers
+        summary["peak_device_mib"] = double(peak_device_bytes(Backend{})) / (1 << 20);
+    log.write(summary);
     return r;
 }
 

@@ -171,6 +171,9 @@ struct cuda {
     using buffer = device_buffer<T>;
 };
 
+// The most bytes the device buffers have held at once in this process (the programs log it).
+inline std::int64_t peak_device_bytes(cuda) { return detail::device_memory().peak; }
+
 // How the bf16 attention core runs (fp32 and fp64 always materialise): `cudnn`, cuDNN's fused attention
 // (cudnn_attention.hpp; only in a build with SGT_CUDNN, for head sizes that are multiples of 8 up to 128);
 // `fused`, the flash-style kernels of flash_attention.cuh, which keep O(T) per row instead of the T x T
