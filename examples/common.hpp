@@ -422,8 +422,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     } catch (const sgt::error& e) {
         fail("model: cannot hold the activations of a batch of {} x {} tokens: {}", local_batch, o.seq, e.what());
     }
-    trainer tr(m, schedule, o.lr, o.optim, o.batch * o.grad_accum, o.seq);
-    tr.set_data_parallel(sync.get(), o.zero1 && sync);
+    trainer tr(m, schedule, o.lr, o.optim, o.batch * o.grad_accum, o.seq, sync.get(), o.zero1 && sync);
     rng data_rng(o.seed * 7919 + 17);
     if constexpr (gated) {
         if (!o.distill_from.empty()) {  // GATES.md Sec. 4: the dense model's weights, frozen; the gates train

@@ -99,26 +99,20 @@ private:
 };
 
 // A sharded optimizer's exchange in host memory over a tcp_group: every rank's range of `data` (elem_bytes per
-// element; ranges[r] is rank r's) goes to rank 0, which sends the ranges' whole span back to every rank.
+// element; ranges[r] is rank r's) goes to its place on rank 0, which sends the ranges' whole span back to every rank.
 inline void share_host_ranges(tcp_group& g, std::byte* data, std::size_t elem_bytes,
                               std::span<const param_range> ranges) {
     require(int(ranges.size()) == g.size(), "data parallel: expected a range for each of {} ranks, found {}", g.size(),
             ranges.size());
     if (g.size() == 1) return;
-    auto bytes_of = [&](param_range r) {
-        return std::span<std::byte>(data + std::size_t(r.offset) * elem_bytes, std::size_t(r.count) * elem_bytes);
-    };
-    const std::vector<std::byte> all = g.gather(bytes_of(ranges[std::size_t(g.rank())]));
+    std::vector<std::pair<std::size_t, std::size_t>> at;
     std::int64_t lo = ranges[0].offset, hi = ranges[0].end();
-    std::size_t at = 0;
     for (const param_range& r : ranges) {
+        at.emplace_back(std::size_t(r.offset) * elem_bytes, std::size_t(r.count) * elem_bytes);
         lo = std::min(lo, r.offset), hi = std::max(hi, r.end());
-        if (g.rank() != 0) continue;
-        const auto to = bytes_of(r);
-        std::copy_n(all.begin() + std::ptrdiff_t(at), to.size(), to.begin());
-        at += to.size();
     }
-    g.broadcast(bytes_of({lo, hi - lo}));
+    g.gather_in_place(data, at);
+    g.broadcast(std::span<std::byte>(data + std::size_t(lo) * elem_bytes, std::size_t(hi - lo) * elem_bytes));
 }
 
 // Gradients in host memory (the CPU backend), summed over a tcp_group as each bucket fills (on rank 0, in rank

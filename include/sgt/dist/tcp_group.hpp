@@ -37,6 +37,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "sgt/core/error.hpp"
@@ -190,6 +191,19 @@ public:
             if (n > 0) recv(r, all.data() + at, std::size_t(n));
         }
         return all;
+    }
+
+    // Rank r's bytes [at[r].first, at[r].first + at[r].second) of `data` (a buffer of the same layout on every
+    // rank), received into the same place on rank 0.
+    void gather_in_place(std::byte* data, std::span<const std::pair<std::size_t, std::size_t>> at) {
+        require(int(at.size()) == world_, "group: expected a range for each of {} ranks, found {}", world_, at.size());
+        if (rank_ != 0) {
+            const auto [offset, bytes] = at[std::size_t(rank_)];
+            if (bytes > 0) send(0, data + offset, bytes);
+            return;
+        }
+        for (int r = 1; r < world_; ++r)
+            if (at[std::size_t(r)].second > 0) recv(r, data + at[std::size_t(r)].first, at[std::size_t(r)].second);
     }
 
     // Rank 0's `data` to every rank (the same length on every rank).

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -55,8 +56,11 @@ public:
     using moment_type = accum_t<T>;
     static constexpr bool mixed_precision = !std::is_same_v<T, moment_type>;
 
-    adamw(const parameter_table& table, std::int64_t n_params, adamw_options o = {})
+    // share: ZeRO-1's (set_shard), given here so that the whole moments are never allocated.
+    adamw(const parameter_table& table, std::int64_t n_params, adamw_options o = {},
+          std::optional<adamw_shard> share = std::nullopt)
         : table_(table), opt_(o), n_(n_params), shard_{0, n_params} {
+        if (share) shard_ = checked(std::move(*share));
         zero_moments();
         values_.resize(1);
         require(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
@@ -85,11 +89,9 @@ public:
     // first step (the moments start at zero; a checkpoint loaded after it fills the share).
     void set_shard(adamw_shard s) {
         require(t_ == 0 && master_.empty(), "adamw: set_shard after the first step (at step {})", t_);
-        require(s.offset >= 0 && s.count >= 0 && s.offset + s.count <= n_,
-                "adamw: the share [{}, {}) is outside the buffer of {} parameters", s.offset, s.offset + s.count, n_);
-        require(s.count == n_ || bool(s.gather), "adamw: a share of part of the buffer needs a gather");
-        shard_ = std::move(s);
-        zero_moments();
+        const bool same = s.offset == shard_.offset && s.count == shard_.count;
+        shard_ = checked(std::move(s));
+        if (!same) zero_moments();
         make_runs();
     }
     bool sharded() const { return shard_.count != n_; }
@@ -222,7 +224,16 @@ private:
         ++layout_version_;
     }
 
+    adamw_shard checked(adamw_shard s) const {
+        require(s.offset >= 0 && s.count >= 0 && s.offset + s.count <= n_,
+                "adamw: the share [{}, {}) is outside the buffer of {} parameters", s.offset, s.offset + s.count, n_);
+        require(s.count == n_ || bool(s.gather), "adamw: a share of part of the buffer needs a gather");
+        return s;
+    }
+    // New buffers of the share's size (a resize would keep a host vector's whole capacity).
     void zero_moments() {
+        m_ = buffer<moment_type>();
+        v_ = buffer<moment_type>();
         m_.resize(std::size_t(shard_.count));
         v_.resize(std::size_t(shard_.count));
         fill_zero(Backend{}, m_.data(), shard_.count);

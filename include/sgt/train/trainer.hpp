@@ -44,11 +44,18 @@ class trainer {
 public:
     using value_type = typename Model::value_type;
 
-    trainer(Model& m, Schedule& s, const cosine_schedule& lr, const adamw_options& o, int batch, int seq)
-        : model_(m), schedule_(s), lr_(lr), opt_(m.parameter_table(), std::int64_t(m.parameters().size()), o),
+    // sync, shard_optimizer: as set_data_parallel's; given here, a sharded optimizer never holds the whole state.
+    trainer(Model& m, Schedule& s, const cosine_schedule& lr, const adamw_options& o, int batch, int seq,
+            dist::gradient_sync<typename Model::value_type, typename Model::backend_type>* sync = nullptr,
+            bool shard_optimizer = false)
+        : model_(m), schedule_(s), lr_(lr),
+          opt_(m.parameter_table(), std::int64_t(m.parameters().size()), o,
+               sync && shard_optimizer ? std::optional(share_of(*sync, std::int64_t(m.parameters().size())))
+                                       : std::nullopt),
           flops_(Model::shape, batch, seq,
                  [&m](std::int64_t B, int T, const loop_plan& p) { return m.step_flops(B, T, p); }) {
         lr_.validate();
+        if (sync) set_data_parallel(sync, shard_optimizer);
     }
 
     step_stats step(const batch& b) { return step(std::span<const batch>(&b, 1)); }
@@ -229,9 +236,7 @@ public:
             return;
         }
         for (int r = 0; r < sync->world(); ++r) shards_.push_back(dist::shard_of(n, r, sync->world()));
-        const dist::param_range mine = shards_[std::size_t(sync->rank())];
-        opt_.set_shard({mine.offset, mine.count, sync->rank() == 0,
-                        [sync](std::span<const std::byte> b) { return sync->gather_to_root(b); }});
+        opt_.set_shard(share_of(*sync, n));
     }
 
     // Steps that ran as a replay of a recording (always 0 on the CPU).
@@ -246,6 +251,12 @@ public:
     const cosine_schedule& lr_schedule() const { return lr_; }
 
 private:
+    // This rank's share of n parameters for a sharded optimizer, gathering through the sync.
+    static adamw_shard share_of(dist::gradient_sync<value_type, typename Model::backend_type>& sync, std::int64_t n) {
+        const dist::param_range mine = dist::shard_of(n, sync.rank(), sync.world());
+        return {mine.offset, mine.count, sync.rank() == 0,
+                [&sync](std::span<const std::byte> b) { return sync.gather_to_root(b); }};
+    }
     // entropy_ (+)= weight × e, first pass and last loop step alike (NaN where a head did not loop stays NaN).
     void add_entropies(const entropy_report& e, int weight, bool first) {
         if (first) {
