@@ -31,6 +31,7 @@ fi
 out=$(realpath -m "${OUT:-multi-gpu}")
 mkdir -p "$out"
 cd "$out" || exit 2
+rm -rf ck_whole ck_fault meet  # this script's checkpoints of an earlier run
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export SGT_DIST_TIMEOUT=${SGT_DIST_TIMEOUT:-60}
 fails=0
@@ -120,7 +121,6 @@ EOF
 ft=(--quiet --preset char_micro --batch 24 --steps 1000 --eval-interval 100000 --variant sgt --t-start 10 --dt 10
     --checkpoint-every 10 --precision fp32)
 "$train" "${ft[@]}" --nproc "$N" --checkpoint-dir ck_whole --log whole.jsonl > whole.out 2>&1 || bad "fault: the uninterrupted run: $(tail -2 whole.out)"
-rm -rf ck_fault meet
 pids=()
 for ((r = 0; r < N; ++r)); do
   RANK=$r WORLD_SIZE=$N LOCAL_RANK=$r SGT_RENDEZVOUS=file:$out/meet \
