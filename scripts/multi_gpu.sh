@@ -19,6 +19,7 @@
 # Logs and a summary (summary.txt, scaling.jsonl) go to $OUT (or ./multi-gpu). Exit status 0 when every check
 # passes.
 set -uo pipefail
+source "$(dirname "$0")/log_tools.sh"  # steps, growth, evals, close: reading the logs
 train=$(realpath "${1:?usage: multi_gpu.sh TRAIN [N]}")
 cpu=1
 case $(basename "$train") in *cuda*) cpu=0 ;; esac
@@ -32,7 +33,8 @@ fi
 out=$(realpath -m "${OUT:-multi-gpu}")
 mkdir -p "$out"
 cd "$out" || exit 2
-rm -rf ck_whole ck_fault meet  # this script's checkpoints of an earlier run
+# This script's files of an earlier run (a resumed run appends to its log).
+rm -rf ck_whole ck_fault meet eq*.jsonl eqz*.jsonl sc*.jsonl whole.jsonl fault.jsonl resumed.jsonl scaling.jsonl
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export SGT_DIST_TIMEOUT=${SGT_DIST_TIMEOUT:-60}
 fails=0
@@ -45,20 +47,6 @@ note "multi_gpu.sh: $train, up to $N ranks, $(date -u '+%Y-%m-%d %H:%M UTC')"
 ranks=()
 for ((n = 2; n <= N; n *= 2)); do ranks+=($n); done
 [ "${ranks[-1]}" -eq "$N" ] || ranks+=("$N")
-
-# The step losses of a JSONL log ("step loss" lines), its growth decisions, and a field of its summary.
-steps() { python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    if r.get("type") == "step": print(r["step"], repr(r["loss"]))' "$1"; }
-growth() { grep '"type":"growth"' "$1" | sed -E 's/"(candidate_entropy|head_entropy)":\[[^]]*\],?//g'; }
-close() {  # close A B TOL: two "step value" lists agree within a relative tolerance
-  paste -d' ' <(echo "$1") <(echo "$2") | awk -v tol="$3" '
-    { if ($1 != $3) { print "step " $1 " against " $3; bad = 1 }
-      d = $2 - $4; if (d < 0) d = -d; m = $4 < 0 ? -$4 : $4; if (d > tol * m) { print "step " $1 ": " $2 " against " $4; bad = 1 }
-      n++ }
-    END { if (n == 0) { print "no steps"; bad = 1 } exit bad }'
-}
 
 # 1. Equivalence (fp32).
 eq=(--quiet --preset char_micro --batch 24 --steps 60 --eval-interval 1000 --variant sgt --t-start 10 --dt 10
@@ -149,7 +137,7 @@ took=$((SECONDS - start))
 note "fault: rank 1 killed after step $(steps fault.jsonl | tail -1 | cut -d' ' -f1); $survivors other ranks exited within $took s: $(grep -m1 error fault0.out)"
 "$train" "${ft[@]}" --nproc "$N" --resume ck_fault --log resumed.jsonl > resumed.out 2>&1 ||
   bad "fault: the resume: $(tail -2 resumed.out)"
-first=$(steps resumed.jsonl 2> /dev/null | head -1 | cut -d' ' -f1)
+first=$(steps resumed.jsonl | head -1 | cut -d' ' -f1)
 if [ -n "$first" ] && [ "$(steps whole.jsonl | awk -v f="$first" '$1 >= f')" == "$(steps resumed.jsonl)" ]; then
   note "fault: resumed at step $first from the last checkpoint, steps $first-1000 as the uninterrupted run, bit for bit"
 else

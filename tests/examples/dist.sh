@@ -9,6 +9,7 @@
 #   4. bad input: a batch that does not split, a missing rendezvous, --nproc against the launcher's count;
 #   5. with MPIEXEC (a build with MPI): `mpirun -n 2 train`, with no rendezvous set, follows one process too.
 set -uo pipefail
+source "$(dirname "$0")/../../scripts/log_tools.sh"  # steps, growth, evals, close: reading the logs
 train=$1
 mpiexec=${2:-}
 work=$(mktemp -d)
@@ -18,18 +19,6 @@ export OMP_NUM_THREADS=1
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 flags=(--quiet --batch 8 --eval-interval 30)
-
-# The step losses, growth decisions and validation losses of a log, one line each.
-steps() { grep '"type":"step"' "$1" | sed -E 's/.*"loss":([^,]*),.*"step":([0-9]+).*/\2 \1/'; }
-growth() { grep '"type":"growth"' "$1" | sed -E 's/"(candidate_entropy|head_entropy)":\[[^]]*\],?//g'; }
-evals() { grep '"type":"eval"' "$1" | sed -E 's/.*"step":([0-9]+).*"val_loss":([^,}]*).*/\1 \2/'; }
-close() {  # close A B TOL: two lists of "step value" lines agree within a relative tolerance
-  paste -d' ' <(echo "$1") <(echo "$2") | awk -v tol="$3" '
-    { if ($1 != $3) { print "step " $1 " against " $3; bad = 1 }
-      d = $2 - $4; if (d < 0) d = -d; m = $4 < 0 ? -$4 : $4; if (d > tol * m) { print "step " $1 ": " $2 " against " $4; bad = 1 }
-      n++ }
-    END { if (n == 0) { print "no steps"; bad = 1 } exit bad }'
-}
 
 "$train" "${flags[@]}" --steps 60 --log one.jsonl > /dev/null || bad "one process"
 for n in 2 4; do
