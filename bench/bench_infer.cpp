@@ -145,7 +145,7 @@ std::vector<std::string> split(const std::string& s) {
 int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
-    std::string precision = "bf16", fuse = "on", decode_keys = "0";
+    std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -167,6 +167,10 @@ int main(int argc, char** argv) {
                    "keys per block of decode attention: 64, 128, 256, or 0 to choose by the shape; a list runs each")
         ->capture_default_str();
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
+    app.add_option("--pass-kernel", pass_kernel,
+                   "on, off or on,off: a run of decode attention passes over a few rows and heads as one cluster "
+                   "kernel (decode_pass.cuh), or composed of the per-pass kernels")
+        ->capture_default_str();
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
     CLI11_PARSE(app, argc, argv);
@@ -180,12 +184,15 @@ int main(int argc, char** argv) {
                     for (const auto& v : split(variants))
                         for (const auto& b : split(batches))
                             for (const auto& c : split(contexts))
-                                for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed))
-                                    grid.push_back({f, dk, m, v, b, c, g});
+                                for (const auto& pk : split(pass_kernel))
+                                    for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed))
+                                        grid.push_back({f, dk, m, v, b, c, g, pk});
         for (const auto& row : grid) {
-            const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6];
+            const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6], &pk = row[7];
             require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
+            require(pk == "on" || pk == "off", "--pass-kernel: expected on or off, found '{}'", pk);
             set_fuse_few_rows(cuda{}, f == "on");
+            set_fuse_decode_passes(cuda{}, pk == "on");
             const int keys = std::stoi(row[1]), B = std::stoi(row[4]), ctx = std::stoi(row[5]);
             set_decode_block_keys(cuda{}, keys);
             const double gc = std::stod(g);
@@ -201,6 +208,7 @@ int main(int argc, char** argv) {
             else if (m == "char_small") j = run.template operator()<char_small_infer>();
             else fail("--models: expected gpt2 or char_small, found '{}'", m);
             j["fused_products"] = f == "on";
+            j["pass_kernel"] = pk == "on";
             j["decode_block_keys"] = keys;  // 0: chosen by the shape
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);

@@ -234,6 +234,106 @@ TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU mat
         }
 }
 
+TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU, as one cluster kernel or composed", T,
+                   float, bf16) {
+    // (rows, heads, head size, passes): 1 and 2 rows and every head size the cluster kernel has (8 to 128) take it;
+    // 3 and 8 rows, and 5 heads of 64 (wider than its 256), the composition; 9 passes take two launches.
+    struct shape {
+        int B, n, HD, passes;
+    };
+    for (const shape sh : {shape{1, 2, 64, 3}, shape{2, 4, 32, 3}, shape{1, 1, 128, 2}, shape{2, 3, 8, 9},
+                           shape{1, 2, 16, 1}, shape{3, 2, 32, 2}, shape{8, 1, 64, 2}, shape{1, 5, 64, 2}}) {
+        const int B = sh.B, n = sh.n, HD = sh.HD, P = sh.passes, C = 96, ctx = 600, nhd = n * HD;
+        CAPTURE(B);
+        CAPTURE(n);
+        CAPTURE(HD);
+        CHECK(decode_passes_one_kernel<T>(cuda{}, B, C, n, HD) == (B <= 2 && n * HD <= 256));
+        rng r(std::uint64_t(1000 * B + 10 * n + HD));
+        const auto x = test::rounded<T>(test::random_vector(r, std::size_t(B) * C));
+        auto norm = test::random_vector(r, std::size_t(C));
+        for (double& g : norm) g = 1.0 + 0.2 * g;
+        norm = test::rounded<T>(norm);
+        auto wqkv = test::random_vector(r, std::size_t(3) * nhd * C);
+        for (double& v : wqkv) v /= std::sqrt(double(C));  // q and k of unit size: scores of order 1, not of C
+        wqkv = test::rounded<T>(wqkv);
+        auto wo = test::random_vector(r, std::size_t(C) * nhd);
+        for (double& v : wo) v *= 0.3;
+        wo = test::rounded<T>(wo);
+        std::vector<std::vector<double>> kc, vc, gains;
+        for (int p = 0; p < P; ++p) {
+            kc.push_back(test::rounded<T>(test::random_vector(r, std::size_t(B) * n * ctx * HD)));
+            vc.push_back(test::rounded<T>(test::random_vector(r, kc.back().size())));
+            std::vector<double> g;
+            if (p % 2 == 1)  // gains on every other pass, one head closed where there are several
+                for (int i = 0; i < n; ++i) g.push_back(i == 0 && n > 1 ? 0.0 : test::rounded<T>({0.4 + 0.1 * i})[0]);
+            gains.push_back(g);
+        }
+        std::vector<std::int32_t> pos;  // one key, lengths across the cluster's splits of the keys, the last
+        for (int b = 0; b < B; ++b) pos.push_back(std::int32_t(std::vector<int>{0, 599, 255, 128, 127, 129, 1, 300, 7}[std::size_t(b)]));
+        std::vector<float> cos(std::size_t(ctx) * HD / 2), sin(cos.size());
+        rope_tables(cpu{}, cos.data(), sin.data(), ctx, HD, 10000.0);
+        const std::vector<double> cos_d(cos.begin(), cos.end()), sin_d(sin.begin(), sin.end());
+
+        // The CPU in double: the composition (backend/cpu/decode.hpp).
+        std::vector<double> x_ref = x, qkv(std::size_t(B) * 3 * nhd), o(std::size_t(B) * nhd), a(std::size_t(B) * C),
+                            rstd(static_cast<std::size_t>(B));
+        auto k_ref = kc, v_ref = vc;
+        std::vector<decode_slot<double>> cpu_slots;
+        for (int p = 0; p < P; ++p)
+            cpu_slots.push_back({k_ref[std::size_t(p)].data(), v_ref[std::size_t(p)].data(),
+                                 gains[std::size_t(p)].empty() ? nullptr : gains[std::size_t(p)].data()});
+        decode_passes(cpu{}, x_ref.data(), qkv.data(), o.data(), a.data(), rstd.data(),
+                      std::span<const decode_slot<double>>(cpu_slots), norm.data(), wqkv.data(), wo.data(), cos_d.data(),
+                      sin_d.data(), pos.data(), B, C, n, HD, ctx, 1e-5, static_cast<double*>(nullptr));
+
+        const auto d_norm = test::to_device<T>(norm), d_wqkv = test::to_device<T>(wqkv), d_wo = test::to_device<T>(wo);
+        device_buffer<float> d_cos(cos.size()), d_sin(sin.size());
+        copy_from_host(cuda{}, d_cos.data(), cos.data(), std::int64_t(cos.size()));
+        copy_from_host(cuda{}, d_sin.data(), sin.data(), std::int64_t(sin.size()));
+        device_buffer<std::int32_t> d_pos(pos.size());
+        copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
+        device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
+        std::vector<device_buffer<T>> d_gains;
+        for (int p = 0; p < P; ++p) d_gains.push_back(test::to_device<T>(gains[std::size_t(p)]));
+        std::vector<std::vector<double>> outs;  // fused where it fits, then composed
+        for (const bool fused : {true, false}) {
+            set_fuse_decode_passes(cuda{}, fused);
+            if (!fused) CHECK_FALSE(decode_passes_one_kernel<T>(cuda{}, B, C, n, HD));
+            auto d_x = test::to_device<T>(x);
+            auto d_qkv = test::poisoned<T>(qkv.size()), d_o = test::poisoned<T>(o.size());
+            auto d_a = test::poisoned<T>(a.size()), d_rstd = test::poisoned<T>(rstd.size());
+            std::vector<device_buffer<T>> d_k, d_v;
+            std::vector<decode_slot<T>> slots;
+            for (int p = 0; p < P; ++p) {
+                d_k.push_back(test::to_device<T>(kc[std::size_t(p)]));
+                d_v.push_back(test::to_device<T>(vc[std::size_t(p)]));
+                slots.push_back({d_k.back().data(), d_v.back().data(),
+                                 gains[std::size_t(p)].empty() ? nullptr : d_gains[std::size_t(p)].data()});
+            }
+            decode_passes(cuda{}, d_x.data(), d_qkv.data(), d_o.data(), d_a.data(), d_rstd.data(),
+                          std::span<const decode_slot<T>>(slots), d_norm.data(), d_wqkv.data(), d_wo.data(),
+                          d_cos.data(), d_sin.data(), d_pos.data(), B, C, n, HD, ctx, 1e-5, ws.data());
+            const std::string how = fused ? " (one kernel where it fits)" : " (composed)";
+            test::check_error<T>("residual after the passes" + how, test::rel_error(test::to_host(d_x), x_ref));
+            std::vector<double> all = test::to_host(d_x), keys, values, keys_ref, values_ref;
+            for (int p = 0; p < P; ++p) {
+                const auto k = test::to_host(d_k[std::size_t(p)]), v = test::to_host(d_v[std::size_t(p)]);
+                keys.insert(keys.end(), k.begin(), k.end());
+                values.insert(values.end(), v.begin(), v.end());
+                keys_ref.insert(keys_ref.end(), k_ref[std::size_t(p)].begin(), k_ref[std::size_t(p)].end());
+                values_ref.insert(values_ref.end(), v_ref[std::size_t(p)].begin(), v_ref[std::size_t(p)].end());
+            }
+            test::check_error<T>("keys appended to every slot" + how, test::rel_error(keys, keys_ref));
+            test::check_error<T>("values appended to every slot" + how, test::rel_error(values, values_ref));
+            all.insert(all.end(), keys.begin(), keys.end());
+            all.insert(all.end(), values.begin(), values.end());
+            outs.push_back(all);
+        }
+        set_fuse_decode_passes(cuda{}, true);
+        test::check_error<T>("one kernel against composed", test::rel_error(outs[0], outs[1]));
+    }
+}
+
 TEST_CASE_TEMPLATE("prefill + decode on the GPU match the CPU at every position, for every loop structure", T, float,
                    bf16) {
     const auto w = strong_weights(4);

@@ -24,6 +24,15 @@ struct loss_sum {
     }
 };
 
+// One attention pass's cache slot in a run of decode passes (decode_passes): its keys and values (B, n, ctx, HD)
+// and its head gains (n), or null where all are 1.
+template <class T>
+struct decode_slot {
+    T* keys = nullptr;
+    T* values = nullptr;
+    const T* gains = nullptr;
+};
+
 // Which gradient outputs of matmul_backward are overwritten instead of accumulated into (+=): a scratch that
 // would otherwise be zeroed first, e.g. `matmul_backward(be, dx, dw, ..., overwrite{.din = true})`.
 struct overwrite {

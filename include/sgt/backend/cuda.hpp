@@ -126,6 +126,17 @@ void normed_qkv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, T* a, T* rstd, co
                          const T* w_qkv, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
                          const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps);
 
+// decode_pass.cuh (a run of a decode step's attention passes over the same heads; scratch: qkv, o, a, rstd, workspace)
+template <class T>
+void decode_passes(cuda, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const decode_slot<T>> slots, const T* norm,
+                   const T* w_qkv, const T* w_o, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
+                   const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps,
+                   accum_t<T>* workspace);
+// Whether decode_passes runs B rows of this shape (width C, n heads of HD) as one cluster kernel (with buffers
+// aligned to 16 bytes) under this thread's settings.
+template <class T>
+bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD);
+
 // heads.cuh
 template <class T> void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);
 template <class T> void scatter_add_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, int HD, int C);

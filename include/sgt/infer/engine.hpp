@@ -549,7 +549,9 @@ private:
         const Backend be{};
         const int B = batch_;
         embedding_forward(be, h_.data(), tokens_.data(), embed_, B, C);
-        for (const frozen_stage& st : structure_.stages) {
+        const auto& stages = structure_.stages;
+        for (std::size_t si = 0; si < stages.size(); ++si) {
+            const frozen_stage& st = stages[si];
             if (st.kind == frozen_stage::ffn) {
                 ffn_step(st.layer, B);
                 continue;
@@ -557,18 +559,39 @@ private:
             const frozen_pass& p = structure_.passes[std::size_t(st.pass)];
             const pass_weights& w = weights_[std::size_t(st.pass)];
             const int n = p.n(), nhd = n * HD;
+            if (gate_slot_[std::size_t(st.pass)] < 0) {
+                // This pass and the ungated passes right after it over the same heads of the same block application
+                // (a looped layer's steps 1..K) as one run: a GPU runs it as one kernel for a few sequences.
+                slots_.clear();
+                for (std::size_t sj = si;; ++sj) {
+                    const int pj = stages[sj].pass;
+                    const frozen_pass& q = structure_.passes[std::size_t(pj)];
+                    slots_.push_back({cache_.keys(q), cache_.values(q),
+                                      q.unit_gains() ? nullptr : packs_[std::size_t(pj)].gains.data()});
+                    si = sj;
+                    if (sj + 1 == stages.size() || stages[sj + 1].kind != frozen_stage::attention) break;
+                    const frozen_pass& r = structure_.passes[std::size_t(stages[sj + 1].pass)];
+                    if (r.layer != p.layer || r.repeat != p.repeat || r.heads != p.heads ||
+                        gate_slot_[std::size_t(stages[sj + 1].pass)] >= 0)
+                        break;
+                }
+                decode_passes(be, h_.data(), qkv_.data(), o_.data(), a_.data(), rstd_.data(),
+                              std::span<const decode_slot<T>>(slots_), w.norm, w.w_qkv, w.w_o, rope_cos_.data(),
+                              rope_sin_.data(), start_.data(), B, C, n, HD, max_context_, config.norm_eps,
+                              decode_ws_.data());
+                continue;
+            }
+            // A gated pass (learned head gates, GATES.md Sec. 3.1): the gate scores each head between q and attention.
             normed_qkv_write_at(be, qkv_.data(), cache_.keys(p), cache_.values(p), a_.data(), rstd_.data(), h_.data(),
                                 w.norm, w.w_qkv, rope_cos_.data(), rope_sin_.data(), start_.data(), B, C, n, HD,
                                 max_context_, config.norm_eps);
-            const T* gain = nullptr;  // a gated pass: g per (sequence, head); closed heads skip their read
-            if (const int gs = gate_slot_[std::size_t(st.pass)]; gs >= 0) {
-                const std::int64_t at = std::int64_t(gs) * max_batch_ * NH;
-                gate_forward_at(be, gate_s_.data(), gate_dec_g_.data() + at, gate_run(gs), qkv_.data(),
-                                gate_weights_[std::size_t(gs)].w, gate_weights_[std::size_t(gs)].c, start_.data(),
-                                static_cast<const std::int32_t*>(nullptr), B, 1, NH, HD, gates_->n_dense,
-                                gates_->threshold, true);
-                gain = gate_dec_g_.data() + at;
-            }
+            const int gs = gate_slot_[std::size_t(st.pass)];  // g per (sequence, head); closed heads skip their read
+            const std::int64_t at = std::int64_t(gs) * max_batch_ * NH;
+            gate_forward_at(be, gate_s_.data(), gate_dec_g_.data() + at, gate_run(gs), qkv_.data(),
+                            gate_weights_[std::size_t(gs)].w, gate_weights_[std::size_t(gs)].c, start_.data(),
+                            static_cast<const std::int32_t*>(nullptr), B, 1, NH, HD, gates_->n_dense,
+                            gates_->threshold, true);
+            const T* gain = gate_dec_g_.data() + at;
             decode_attention(be, o_.data(), qkv_.data(), cache_.keys(p), cache_.values(p), start_.data(), B, n, HD,
                              max_context_, decode_ws_.data(), gain);
             if (!p.unit_gains())
@@ -616,6 +639,7 @@ private:
 
     bool packed_ = false;
     std::vector<pass_weights> weights_;  // per pass of structure_
+    std::vector<decode_slot<T>> slots_;  // a decode step's run of passes (decode_step)
     std::vector<pack_buffers> packs_;    // per pass: packed weights of a head subset, gains
     std::array<ffn_weights<T>, NL> ffn_{};
     const T *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;

@@ -7,6 +7,7 @@
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/cross_entropy.cuh"
 #include "sgt/backend/cuda/decode.cuh"
+#include "sgt/backend/cuda/decode_pass.cuh"
 #include "sgt/backend/cuda/decode_products.cuh"
 #include "sgt/backend/cuda/dropout.cuh"
 #include "sgt/backend/cuda/embedding.cuh"
@@ -66,7 +67,11 @@ namespace sgt {
     template void normed_swiglu_forward<T>(cuda, T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*, int, \
                                            int, int, double);                                                    \
     template void normed_qkv_write_at<T>(cuda, T*, T*, T*, T*, T*, const T*, const T*, const T*, const accum_t<T>*, \
-                                         const accum_t<T>*, const std::int32_t*, int, int, int, int, int, double);
+                                         const accum_t<T>*, const std::int32_t*, int, int, int, int, int, double); \
+    template void decode_passes<T>(cuda, T*, T*, T*, T*, T*, std::span<const decode_slot<T>>, const T*, const T*, \
+                                   const T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
+                                   int, int, double, accum_t<T>*);                                            \
+    template bool decode_passes_one_kernel<T>(cuda, int, int, int, int);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)

@@ -196,6 +196,7 @@ struct cuda_context {
     attention_kernel attention = attention_kernel::automatic;
     bool deterministic = true;  // see set_deterministic
     bool fuse_few_rows = true;  // see set_fuse_few_rows
+    bool fuse_decode_passes = true;  // see set_fuse_decode_passes
     int decode_block_keys = 0;  // see set_decode_block_keys
 
     cuda_context() {
@@ -276,6 +277,10 @@ inline void set_deterministic(cuda, bool on) { detail::context().deterministic =
 // Whether this thread's normed products of a few rows (decode_products.cuh: a decode step's) run as one fused
 // kernel each (the default) or as the training ops they are composed of (to compare the two).
 inline void set_fuse_few_rows(cuda, bool on) { detail::context().fuse_few_rows = on; }
+// Whether this thread's runs of decode attention passes over a few rows and heads (decode_pass.cuh) run as one
+// cluster kernel each (the default) or as the ops they are composed of (to compare the two). Off, or with
+// set_fuse_few_rows(false), the composition.
+inline void set_fuse_decode_passes(cuda, bool on) { detail::context().fuse_decode_passes = on; }
 // The keys one block of this thread's decode attention takes (decode.cuh): 64, 128 or 256, or 0 (the default) to
 // choose by the shape. Results differ only in the order of the sums.
 inline void set_decode_block_keys(cuda, int keys) {
