@@ -57,6 +57,24 @@ std::map<std::string, loop_plan> plans() {
     return p;
 }
 
+// RoPE tables for ctx positions (rope_tables in fp32, as the GPU ops take them, and the same values in double for
+// the CPU reference) and the positions, on the host and the device.
+struct rope_at {
+    std::vector<double> cos, sin;
+    device_buffer<float> d_cos, d_sin;
+    device_buffer<std::int32_t> d_pos;
+    rope_at(int ctx, int HD, const std::vector<std::int32_t>& pos)
+        : d_cos(std::size_t(ctx) * HD / 2), d_sin(d_cos.size()), d_pos(pos.size()) {
+        std::vector<float> c(d_cos.size()), s(c.size());
+        rope_tables(cpu{}, c.data(), s.data(), ctx, HD, 10000.0);
+        cos.assign(c.begin(), c.end());
+        sin.assign(s.begin(), s.end());
+        copy_from_host(cuda{}, d_cos.data(), c.data(), std::int64_t(c.size()));
+        copy_from_host(cuda{}, d_sin.data(), s.data(), std::int64_t(s.size()));
+        copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
+    }
+};
+
 // Prefill logits at every position, then `steps` decode steps' logits, per sequence: (Σ positions, V).
 template <class Inference>
 std::vector<double> run(Inference& inf, const std::vector<std::vector<std::int32_t>>& prompts,
@@ -89,25 +107,19 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     const auto k = test::rounded<T>(test::random_vector(r, std::size_t(B) * n * ctx * HD));
     const auto v = test::rounded<T>(test::random_vector(r, k.size()));
     auto qkv = test::rounded<T>(test::random_vector(r, std::size_t(B) * 3 * n * HD));
-    std::vector<float> cos(std::size_t(ctx) * HD / 2), sin(cos.size());
-    rope_tables(cpu{}, cos.data(), sin.data(), ctx, HD, 10000.0);
-    std::vector<double> cos_d(cos.begin(), cos.end()), sin_d(sin.begin(), sin.end());
+    rope_at rope(ctx, HD, pos);
 
     // RoPE at the positions, then the key and value written into the cache, then attention over 0..pos[b].
     std::vector<double> qkv_ref = qkv, k_ref = k, v_ref = v, out_ref(std::size_t(B) * n * HD);
-    rope_forward_at(cpu{}, qkv_ref.data(), cos_d.data(), sin_d.data(), pos.data(), B, 1, 2 * n, HD, 3 * n * HD);
+    rope_forward_at(cpu{}, qkv_ref.data(), rope.cos.data(), rope.sin.data(), pos.data(), B, 1, 2 * n, HD, 3 * n * HD);
     kv_cache_write(cpu{}, k_ref.data(), v_ref.data(), qkv_ref.data(), pos.data(), B, 1, n, HD, ctx);
     decode_attention(cpu{}, out_ref.data(), qkv_ref.data(), k_ref.data(), v_ref.data(), pos.data(), B, n, HD, ctx,
                      static_cast<double*>(nullptr));
 
     auto d_qkv = test::to_device<T>(qkv), d_k = test::to_device<T>(k), d_v = test::to_device<T>(v);
-    device_buffer<float> d_cos(cos.size()), d_sin(sin.size());
-    copy_from_host(cuda{}, d_cos.data(), cos.data(), std::int64_t(cos.size()));
-    copy_from_host(cuda{}, d_sin.data(), sin.data(), std::int64_t(sin.size()));
-    device_buffer<std::int32_t> d_pos(pos.size());
-    copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
     device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
-    rope_kv_write_at(cuda{}, d_qkv.data(), d_k.data(), d_v.data(), d_cos.data(), d_sin.data(), d_pos.data(), B, 1, n,
+    rope_kv_write_at(cuda{}, d_qkv.data(), d_k.data(), d_v.data(), rope.d_cos.data(), rope.d_sin.data(),
+                     rope.d_pos.data(), B, 1, n,
                      HD, ctx);
     test::check_error<T>("rope at positions", test::rel_error(test::to_host(d_qkv), qkv_ref));
     test::check_error<T>("cache write (keys)", test::rel_error(test::to_host(d_k), k_ref));
@@ -116,7 +128,7 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
         CAPTURE(keys);
         set_decode_block_keys(cuda{}, keys);
         auto d_out = test::poisoned<T>(out_ref.size());
-        decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx,
+        decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), rope.d_pos.data(), B, n, HD, ctx,
                          ws.data());
         test::check_error<T>("decode attention (4 lengths)", test::rel_error(test::to_host(d_out), out_ref));
     }
@@ -125,7 +137,8 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
                          sgt::error);
     // Buffers aligned only to an element give packs of one: a head of 256 would need more threads than a block.
     T* const unaligned = reinterpret_cast<T*>(std::uintptr_t(sizeof(T)));
-    CHECK_THROWS_WITH_AS(decode_attention(cuda{}, unaligned, unaligned, unaligned, unaligned, d_pos.data(), 1, 1, 256,
+    CHECK_THROWS_WITH_AS(decode_attention(cuda{}, unaligned, unaligned, unaligned, unaligned, rope.d_pos.data(), 1, 1,
+                                          256,
                                           64, ws.data()),
                          "cuda decode_attention: a head of 256 elements in packs of 1 (as the buffers are aligned) "
                          "needs 256 threads, more than a block's 128: align q, k and v to 16 bytes",
@@ -134,13 +147,14 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     // The CPU's fused form is its two ops in a row; a prefill's cache write (kv_cache_write) on the GPU writes
     // the slot as the fused kernel did, bit for bit.
     std::vector<double> qkv_f = qkv, k_f = k, v_f = v;
-    rope_kv_write_at(cpu{}, qkv_f.data(), k_f.data(), v_f.data(), cos_d.data(), sin_d.data(), pos.data(), B, 1, n, HD,
+    rope_kv_write_at(cpu{}, qkv_f.data(), k_f.data(), v_f.data(), rope.cos.data(), rope.sin.data(), pos.data(), B, 1,
+                     n, HD,
                      ctx);
     CHECK(qkv_f == qkv_ref);
     CHECK(k_f == k_ref);
     CHECK(v_f == v_ref);
     auto w_k = test::to_device<T>(k), w_v = test::to_device<T>(v);
-    kv_cache_write(cuda{}, w_k.data(), w_v.data(), d_qkv.data(), d_pos.data(), B, 1, n, HD, ctx);
+    kv_cache_write(cuda{}, w_k.data(), w_v.data(), d_qkv.data(), rope.d_pos.data(), B, 1, n, HD, ctx);
     const auto same = [](const auto& a, const auto& b) {
         const auto x = test::to_host(a), y = test::to_host(b);
         return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0;
@@ -171,9 +185,7 @@ TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU mat
             const auto vc = test::rounded<T>(test::random_vector(r, kc.size()));
             std::vector<std::int32_t> pos;
             for (int b = 0; b < N; ++b) pos.push_back(std::int32_t((7 * b + 3) % ctx));
-            std::vector<float> cos(std::size_t(ctx) * HD / 2), sin(cos.size());
-            rope_tables(cpu{}, cos.data(), sin.data(), ctx, HD, 10000.0);
-            const std::vector<double> cos_d(cos.begin(), cos.end()), sin_d(sin.begin(), sin.end());
+            rope_at rope(ctx, HD, pos);
 
             // The CPU in double: the compositions (backend/cpu/decode.hpp).
             std::vector<double> a(std::size_t(N) * I), rstd(static_cast<std::size_t>(N));
@@ -187,16 +199,12 @@ TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU mat
             normed_swiglu_forward(cpu{}, act_ref.data(), a.data(), rstd.data(), gate.data(), up.data(), x.data(),
                                   norm.data(), w1.data(), w3.data(), N, I, F, 1e-5);
             normed_qkv_write_at(cpu{}, qkv_ref.data(), k_ref.data(), v_ref.data(), a.data(), rstd.data(), x.data(),
-                                norm.data(), wqkv.data(), cos_d.data(), sin_d.data(), pos.data(), N, I, n, HD, ctx,
+                                norm.data(), wqkv.data(), rope.cos.data(), rope.sin.data(), pos.data(), N, I, n, HD,
+                                ctx,
                                 1e-5);
 
             const auto d_x = test::to_device<T>(x), d_norm = test::to_device<T>(norm), d_w = test::to_device<T>(w);
             const auto d_w1 = test::to_device<T>(w1), d_w3 = test::to_device<T>(w3), d_wqkv = test::to_device<T>(wqkv);
-            device_buffer<float> d_cos(cos.size()), d_sin(sin.size());
-            copy_from_host(cuda{}, d_cos.data(), cos.data(), std::int64_t(cos.size()));
-            copy_from_host(cuda{}, d_sin.data(), sin.data(), std::int64_t(sin.size()));
-            device_buffer<std::int32_t> d_pos(pos.size());
-            copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
             auto d_a = test::poisoned<T>(a.size()), d_rstd = test::poisoned<T>(rstd.size());
             auto d_gate = test::poisoned<T>(gate.size()), d_up = test::poisoned<T>(up.size());
             std::vector<std::vector<double>> outs;  // fused, then composed
@@ -212,7 +220,8 @@ TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU mat
                 normed_swiglu_forward(cuda{}, act.data(), d_a.data(), d_rstd.data(), d_gate.data(), d_up.data(),
                                       d_x.data(), d_norm.data(), d_w1.data(), d_w3.data(), N, I, F, 1e-5);
                 normed_qkv_write_at(cuda{}, qkv.data(), k.data(), v.data(), d_a.data(), d_rstd.data(), d_x.data(),
-                                    d_norm.data(), d_wqkv.data(), d_cos.data(), d_sin.data(), d_pos.data(), N, I, n,
+                                    d_norm.data(), d_wqkv.data(), rope.d_cos.data(), rope.d_sin.data(),
+                                    rope.d_pos.data(), N, I, n,
                                     HD, ctx, 1e-5);
                 const std::string how = fused ? " (fused where it fits)" : " (composed)";
                 test::check_error<T>("normed product" + how, test::rel_error(test::to_host(lin), lin_ref));
@@ -269,10 +278,9 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
             gains.push_back(g);
         }
         std::vector<std::int32_t> pos;  // one key, lengths across the cluster's splits of the keys, the last
-        for (int b = 0; b < B; ++b) pos.push_back(std::int32_t(std::vector<int>{0, 599, 255, 128, 127, 129, 1, 300, 7}[std::size_t(b)]));
-        std::vector<float> cos(std::size_t(ctx) * HD / 2), sin(cos.size());
-        rope_tables(cpu{}, cos.data(), sin.data(), ctx, HD, 10000.0);
-        const std::vector<double> cos_d(cos.begin(), cos.end()), sin_d(sin.begin(), sin.end());
+        const std::vector<std::int32_t> at{0, 599, 255, 128, 127, 129, 1, 300, 7};
+        for (int b = 0; b < B; ++b) pos.push_back(at[std::size_t(b)]);
+        rope_at rope(ctx, HD, pos);
 
         // The CPU in double: the composition (backend/cpu/decode.hpp).
         std::vector<double> x_ref = x, qkv(std::size_t(B) * 3 * nhd), o(std::size_t(B) * nhd), a(std::size_t(B) * C),
@@ -283,15 +291,11 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
             cpu_slots.push_back({k_ref[std::size_t(p)].data(), v_ref[std::size_t(p)].data(),
                                  gains[std::size_t(p)].empty() ? nullptr : gains[std::size_t(p)].data()});
         decode_passes(cpu{}, x_ref.data(), qkv.data(), o.data(), a.data(), rstd.data(),
-                      std::span<const decode_slot<double>>(cpu_slots), norm.data(), wqkv.data(), wo.data(), cos_d.data(),
-                      sin_d.data(), pos.data(), B, C, n, HD, ctx, 1e-5, static_cast<double*>(nullptr));
+                      std::span<const decode_slot<double>>(cpu_slots), norm.data(), wqkv.data(), wo.data(),
+                      rope.cos.data(), rope.sin.data(), pos.data(), B, C, n, HD, ctx, 1e-5,
+                      static_cast<double*>(nullptr));
 
         const auto d_norm = test::to_device<T>(norm), d_wqkv = test::to_device<T>(wqkv), d_wo = test::to_device<T>(wo);
-        device_buffer<float> d_cos(cos.size()), d_sin(sin.size());
-        copy_from_host(cuda{}, d_cos.data(), cos.data(), std::int64_t(cos.size()));
-        copy_from_host(cuda{}, d_sin.data(), sin.data(), std::int64_t(sin.size()));
-        device_buffer<std::int32_t> d_pos(pos.size());
-        copy_from_host(cuda{}, d_pos.data(), pos.data(), std::int64_t(pos.size()));
         device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
         std::vector<device_buffer<T>> d_gains;
         for (int p = 0; p < P; ++p) d_gains.push_back(test::to_device<T>(gains[std::size_t(p)]));
@@ -312,7 +316,7 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
             }
             decode_passes(cuda{}, d_x.data(), d_qkv.data(), d_o.data(), d_a.data(), d_rstd.data(),
                           std::span<const decode_slot<T>>(slots), d_norm.data(), d_wqkv.data(), d_wo.data(),
-                          d_cos.data(), d_sin.data(), d_pos.data(), B, C, n, HD, ctx, 1e-5, ws.data());
+                          rope.d_cos.data(), rope.d_sin.data(), rope.d_pos.data(), B, C, n, HD, ctx, 1e-5, ws.data());
             const std::string how = fused ? " (one kernel where it fits)" : " (composed)";
             test::check_error<T>("residual after the passes" + how, test::rel_error(test::to_host(d_x), x_ref));
             std::vector<double> all = test::to_host(d_x), keys, values, keys_ref, values_ref;

@@ -178,7 +178,8 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
         for (int pr = warp / G; pr < pairs; pr += pass_warps / G) {
             int k0, k1;
             pass_key_range(p.start[pr / n], rank, blocks, warp % G, G, k0, k1);  // the older keys: len − 1
-            const std::int64_t at = (std::int64_t(pr) * p.ctx + k0) * HD, bytes = std::int64_t(k1 - k0) * HD * sizeof(T);
+            const std::int64_t at = (std::int64_t(pr) * p.ctx + k0) * HD;
+            const std::int64_t bytes = std::int64_t(k1 - k0) * HD * sizeof(T);
             prefetch(p.keys[s] + at, bytes);
             prefetch(p.values[s] + at, bytes);
         }
@@ -244,7 +245,8 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
                 has[x] = u < units;
                 r0[x] = reinterpret_cast<const P*>(qkv_rows(has[x] ? u : u0, sec[x], head[x], j[x]));
                 cs[x] = 1, sn[x] = 0;
-                if (lane < B && sec[x] < 2) cs[x] = p.cos_table[pos * half + j[x]], sn[x] = p.sin_table[pos * half + j[x]];
+                if (lane < B && sec[x] < 2)
+                    cs[x] = p.cos_table[pos * half + j[x]], sn[x] = p.sin_table[pos * half + j[x]];
             }
             A d0[UN][pass_max_rows] = {}, d1[UN][pass_max_rows] = {};
             for (int c = lane; c < c_packs; c += 32) {
@@ -303,7 +305,8 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
             pass_key_range(p.start[b] + 1, rank, blocks, warp % G, G, k0, k1);
             A qv[DL];
             {
-                const KP* q = reinterpret_cast<const KP*>(p.qkv + std::int64_t(b) * 3 * nhd + std::int64_t(i) * HD + e * DL);
+                const KP* q =
+                    reinterpret_cast<const KP*>(p.qkv + std::int64_t(b) * 3 * nhd + std::int64_t(i) * HD + e * DL);
 #pragma unroll
                 for (int c = 0; c < DL / KW; ++c) {
                     const KP v = load_cg(q + c);
