@@ -7,19 +7,23 @@
 // decode attention) each step boundary costs some microseconds whatever it moves, so a step's 9 loop passes took
 // 30-38% of it for 3% of its FLOPs (docs/BENCHMARKS.md). Here one cluster of up to 16 blocks runs every pass of
 // the run, with the cluster's hardware barrier between the steps:
-//   q, k, v    every block normalises the rows of x into its shared memory (rmsnorm_forward's arithmetic and
-//              rounding); the cluster's warps take the units of the few-row product (decode_products.cuh: rows j
+//   q, k, v    every block normalises the rows of x into its shared memory (rmsnorm_forward's rounding, its
+//              sums in another order); the cluster's warps take the units of the few-row product (decode_products.cuh: rows j
 //              and j + HD/2 of one head's q, k or v), rotate q and k, write k and v into the pass's slot and q, k,
 //              v to the qkv scratch;
-//   attention  each (sequence, head) is split along its keys over the cluster's warps; a warp keeps an online
-//              softmax over its keys (8 lanes a key, 4 keys at once, all their loads issued together) and the
-//              block merges its warps into one partial (max, sum, unnormalised output) in its shared memory;
+//   attention  each (sequence, head) is split along its keys over the blocks, and a block's share over some of
+//              its warps; a warp keeps an online softmax over its keys (8 lanes a key, 4 keys at once, all their
+//              loads issued together) and the block merges its warps into one partial (max, sum, unnormalised
+//              output) in its shared memory;
 //   output     every block merges the cluster's partials, read through distributed shared memory, rounds as
 //              decode_attention does, applies the pass's gains as head_gain_forward does, and adds its share of
 //              the rows of W_O · o to x.
 // So the results are the composition's but for the order of the sums. Before it waits for the kernel before it
 // (a programmatic dependent launch, backend.cuh), the kernel fetches into L2 the weights its warps will read and
 // the older keys and values of every slot. Data another block wrote in this kernel is read past L1 (ld.cg).
+// On an H200 at gpt2 size this took SGT's batch-1 decode overhead over vanilla from +31% / +37% to +27% / +24%
+// (contexts 1024 / 4096); the kernel is bound by the latency of its instruction chains, not by bytes, and at 4 or
+// 8 sequences it was slower than the composition, so it takes 1 or 2 (docs/BENCHMARKS.md).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -41,7 +45,7 @@ namespace detail {
 
 constexpr int pass_threads = 512, pass_warps = pass_threads / 32;
 constexpr int pass_max_slots = 8;    // passes per launch (a longer run takes several)
-constexpr int pass_max_rows = 2;     // sequences
+constexpr int pass_max_rows = 2;     // sequences (at 4 and 8 the composition was faster)
 constexpr int pass_max_blocks = 16;  // a cluster's blocks
 constexpr int pass_max_width = 256;  // n·HD: the heads a pass computes, times HD
 constexpr std::size_t pass_smem_max = 48 << 10;
