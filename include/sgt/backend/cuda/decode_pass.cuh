@@ -32,14 +32,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <span>
 
 #include "sgt/backend/cuda/backend.cuh"
 
 namespace sgt {
-
-template <class T>
-bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD);
 
 namespace detail {
 
@@ -528,19 +526,11 @@ void launch_decode_pass(const pass_args<T>& p, std::size_t smem) {
     SGT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_pass_kernel<T, DL>, p));
 }
 
-// Whether the run takes the cluster kernel: a few rows and heads (pass_max_rows, pass_max_width), HD = 8·DL with
-// a kernel for DL, rows in whole 16-byte packs and aligned buffers, the shared memory without an opt-in, Hopper.
-template <class T>
-bool decode_pass_fits(int B, int C, int n, int HD, std::span<const decode_slot<T>> slots,
-                      std::initializer_list<const void*> ptrs) {
-    bool ok = decode_passes_one_kernel<T>(cuda{}, B, C, n, HD);
-    for (const void* ptr : ptrs) ok = ok && aligned16(ptr);
-    for (const decode_slot<T>& s : slots) ok = ok && aligned16(s.keys) && aligned16(s.values);
-    return ok;
-}
-
 }  // namespace detail
 
+// The shape's part of the choice: a few rows and heads (pass_max_rows, pass_max_width), HD = 8·DL with a kernel
+// for DL, rows in whole 16-byte packs, the shared memory without an opt-in, a kernel built for Hopper; decode_passes
+// also needs its buffers aligned to 16 bytes.
 template <class T>
 bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD) {
     using namespace detail;
@@ -558,7 +548,12 @@ void decode_passes(cuda, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const deco
                    const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps,
                    accum_t<T>* workspace) {
     if (B <= 0 || n <= 0 || slots.empty()) return;
-    if (!detail::decode_pass_fits<T>(B, C, n, HD, slots, {x, qkv, norm, w_qkv, w_o})) {
+    bool one_kernel = decode_passes_one_kernel<T>(cuda{}, B, C, n, HD);
+    for (const void* ptr : std::initializer_list<const void*>{x, qkv, norm, w_qkv, w_o})
+        one_kernel = one_kernel && detail::aligned16(ptr);
+    for (const decode_slot<T>& s : slots)
+        one_kernel = one_kernel && detail::aligned16(s.keys) && detail::aligned16(s.values);
+    if (!one_kernel) {
         for (const decode_slot<T>& s : slots) {  // the composition, as on the CPU
             normed_qkv_write_at(cuda{}, qkv, s.keys, s.values, a, rstd, x, norm, w_qkv, cos_table, sin_table, start,
                                 B, C, n, HD, ctx, eps);
