@@ -7,23 +7,26 @@
 // decode attention) each step boundary costs some microseconds whatever it moves, so a step's 9 loop passes took
 // 30-38% of it for 3% of its FLOPs (docs/BENCHMARKS.md). Here one cluster of up to 16 blocks runs every pass of
 // the run, with the cluster's hardware barrier between the steps:
-//   q, k, v    every block normalises the rows of x into its shared memory (rmsnorm_forward's rounding, its
-//              sums in another order); the cluster's warps take the units of the few-row product (decode_products.cuh: rows j
-//              and j + HD/2 of one head's q, k or v), rotate q and k, write k and v into the pass's slot and q, k,
-//              v to the qkv scratch;
-//   attention  each (sequence, head) is split along its keys over the blocks, and a block's share over some of
-//              its warps; a warp keeps an online softmax over its keys (8 lanes a key, 4 keys at once, all their
-//              loads issued together) and the block merges its warps into one partial (max, sum, unnormalised
-//              output) in its shared memory;
-//   output     every block merges the cluster's partials, read through distributed shared memory, rounds as
-//              decode_attention does, applies the pass's gains as head_gain_forward does, and adds its share of
-//              the rows of W_O · o to x.
-// So the results are the composition's but for the order of the sums. Before it waits for the kernel before it
-// (a programmatic dependent launch, backend.cuh), the kernel fetches into L2 the weights its warps will read and
-// the older keys and values of every slot. Data another block wrote in this kernel is read past L1 (ld.cg).
-// On an H200 at gpt2 size this took SGT's batch-1 decode overhead over vanilla from +31% / +37% to +27% / +24%
-// (contexts 1024 / 4096); the kernel is bound by the latency of its instruction chains, not by bytes, and at 4 or
-// 8 sequences it was slower than the composition, so it takes 1 or 2 (docs/BENCHMARKS.md).
+//   q, k, v    every block normalises the rows of x (rmsnorm_forward's rounding, its sums in another order); the
+//              cluster's warps take the units of the few-row product (decode_products.cuh: rows j and j + HD/2 of
+//              one head's q, k or v), rotate q and k, write k and v into the pass's slot, and q into every block's
+//              shared memory, k and v into the block whose share of the keys holds the new one;
+//   attention  each (sequence, head) is split along its keys over the blocks, and a block's share over a few of
+//              its warps; a warp keeps an online softmax over its keys (8 lanes a key, 4 keys at a time, in base
+//              2) and the block merges its warps into one partial (max, sum, unnormalised output), which it
+//              writes into every block's shared memory;
+//   output     every block merges the cluster's partials, rounds as decode_attention does, applies the pass's
+//              gains as head_gain_forward does, and adds its share of the rows of W_O · o to x, writing the new
+//              rows into every block's shared memory for the next pass (into x after the last).
+// So the results are the composition's but for the order of the sums. Data moves between blocks only by writes
+// into the readers' shared memory before a barrier, so no step waits on a load from L2 but those of the keys,
+// and the first of those are issued while the barrier before attention completes. The weights of the run go
+// into the blocks' shared memory once, with the rotations and the norm's weights, while the kernel before this one
+// ends (a programmatic dependent launch, backend.cuh), and the older keys of every slot into L2. The last pass
+// ends without a barrier. On an H200 at gpt2 size this took SGT's batch-1 decode overhead over vanilla from +31% /
+// +37% (composed) to +24.5% / +21.9% (contexts 1024 / 4096), a pass from about 12 us to 9 us; it is bound by the
+// latency of its instruction chains and barriers, not by bytes, and at 4 or 8 sequences an earlier form was
+// slower than the composition, so it takes 1 or 2 (docs/BENCHMARKS.md).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -44,14 +47,11 @@ namespace detail {
 constexpr int pass_threads = 512, pass_warps = pass_threads / 32;
 constexpr int pass_max_slots = 8;    // passes per launch (a longer run takes several)
 constexpr int pass_max_rows = 2;     // sequences (at 4 and 8 the composition was faster)
-constexpr int pass_max_blocks = 16;  // a cluster's blocks
 constexpr int pass_max_width = 256;  // n·HD: the heads a pass computes, times HD
-constexpr std::size_t pass_smem_max = 48 << 10;
 
 template <class T>
 struct pass_args {
-    T* x;          // (B, C) residual stream, updated in place
-    T* qkv;        // (B, 3, n, HD) scratch
+    T* x;  // (B, C) residual stream, updated in place
     const T* norm;
     const T* w_qkv;  // (3·n·HD, C)
     const T* w_o;    // (C, n·HD)
@@ -65,20 +65,56 @@ struct pass_args {
     double eps;
 };
 
-// A block's shared memory: the normed rows xs (B, C) and the attention output os (B, n·HD) in T; the block's
-// partial per (sequence, head), (B·n, HD + 2) in accum_t (read by the cluster); its warps' partials, (B·n, G, HD + 2);
-// the warps' sums of squares, (warps, pass_max_rows).
+// Who computes what, the same on the host (to size shared memory) and in the kernel. q, k, v: `units` of two rows
+// each (rows j and j + HD/2 of one head's q, k or v, the pair RoPE rotates), unit u to the cluster's warp u mod
+// warps, so a warp holds up to `per_warp` of them. The output product: `sub` lanes a row of W_O, `rows` rows a warp
+// at once, the cluster's warps cover `round` rows together, `rounds` times.
+struct pass_plan {
+    int warps, units, per_warp, sub, rows, round, rounds;
+    __host__ __device__ pass_plan(int C, int n, int HD, int blocks, int W) {
+        warps = blocks * pass_warps;
+        units = 3 * n * (HD / 2);
+        per_warp = (units + warps - 1) / warps;
+        sub = 1;
+        while (sub < n * HD / W && sub < 32) sub *= 2;
+        rows = 32 / sub;
+        round = warps * rows;
+        rounds = (C + round - 1) / round;
+    }
+    // A warp's weights, in elements: its units' rows of W_QKV, then its rows of W_O.
+    __host__ __device__ std::size_t warp_weights(int C, int nhd) const {
+        return std::size_t(per_warp) * 2 * C + std::size_t(rounds) * rows * nhd;
+    }
+};
+
+// A block's shared memory, 16-byte aligned parts: its warps' weights (pass_plan) and, in T, the residual rows xr
+// (B, C), which the blocks that own each row write into every block after the output product, the normed rows xs,
+// the RMSNorm weights nw (C),
+// the queries qs (B, n·HD), which the warps that compute them write into every block, the attention output os, and
+// the new keys and values kv (B, 2, n·HD), written into the block whose share of the keys holds them; in accum_t,
+// every block's partial softmax per (sequence, head), (blocks, B·n, HD + 2), each written by its block, this
+// block's warps' partials (B·n·G, HD + 2), the warps' sums of squares (warps, pass_max_rows), the warps' units'
+// rotations (warps, per_warp, pass_max_rows, 2) and the passes' gains (pass_max_slots, n).
 template <class T>
 struct pass_smem {
-    std::size_t xs = 0, os, part, wpart, red, total;
+    std::size_t w = 0, xr, xs, nw, qs, os, kv, parts, wpart, red, rot, gain, total;
     __host__ __device__ static std::size_t up16(std::size_t b) { return (b + 15) / 16 * 16; }
-    __host__ __device__ pass_smem(int B, int C, int n, int HD) {
+    __host__ __device__ pass_smem(int B, int C, int n, int HD, int blocks) {
         using A = accum_t<T>;
-        os = up16(std::size_t(B) * C * sizeof(T));
-        part = os + up16(std::size_t(B) * n * HD * sizeof(T));
-        wpart = part + up16(std::size_t(B) * n * (HD + 2) * sizeof(A));
-        red = wpart + up16(std::size_t(B * n > pass_warps ? B * n : pass_warps) * (HD + 2) * sizeof(A));
-        total = red + up16(std::size_t(pass_warps) * pass_max_rows * sizeof(A));
+        const pass_plan plan(C, n, HD, blocks, pack_width<T>);
+        const std::size_t nhd = std::size_t(n) * HD, pairs = std::size_t(B) * n;
+        xr = up16(pass_warps * plan.warp_weights(C, int(nhd)) * sizeof(T));
+        xs = xr + up16(std::size_t(B) * C * sizeof(T));
+        nw = xs + up16(std::size_t(B) * C * sizeof(T));
+        qs = nw + up16(std::size_t(C) * sizeof(T));
+        os = qs + up16(std::size_t(B) * nhd * sizeof(T));
+        kv = os + up16(std::size_t(B) * nhd * sizeof(T));
+        parts = kv + up16(std::size_t(B) * 2 * nhd * sizeof(T));
+        wpart = parts + up16(std::size_t(blocks) * pairs * (HD + 2) * sizeof(A));
+        red = wpart + up16((pairs > pass_warps ? pairs : pass_warps) * (HD + 2) * sizeof(A));
+        rot = red + up16(std::size_t(pass_warps) * pass_max_rows * sizeof(A));
+        gain = rot + up16(std::size_t(pass_warps) * plan.per_warp * pass_max_rows * 2 * sizeof(A));
+        total = gain + up16(std::size_t(pass_max_slots) * n * sizeof(A));
     }
 };
 
@@ -103,20 +139,62 @@ __device__ inline P load_cg(const P* ptr) {
     return out;
 }
 
-// Merges (m2, l2, a2) into (m, l, a), partials of one online softmax (m = −∞: empty).
+// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80 and later); the
+// thread that reads them waits for its own copies (async_copy_wait).
+__device__ inline void async_copy16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
+#endif
+}
+__device__ inline void async_copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
+// The cluster's barrier in two halves: arrive (this thread's writes, distributed shared memory included, become
+// visible to the cluster) and wait (the cluster's writes before its arrivals are visible here). Work between
+// them must not read what the barrier orders. Not the .aligned forms: a warp may reach them diverged.
+__device__ inline void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+#endif
+}
+__device__ inline void cluster_arrive_relaxed() {  // orders nothing: only says that this block runs
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+#endif
+}
+__device__ inline void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+#endif
+}
+
+// 2^x: the softmax here works in base 2, its scores scaled by log2(e) with 1/√HD.
+__device__ inline float exp2_of(float x) { return exp2f(x); }
+__device__ inline double exp2_of(double x) { return exp2(x); }
+
+// Merges (m2, l2, a2) into (m, l, a), partials of one online softmax in base 2 (m = −∞: empty).
 template <class A, int D>
 __device__ inline void merge_partial(A& m, A& l, A (&a)[D], A m2, A l2, const A (&a2)[D]) {
     const A mn = max(m, m2);
-    const A f1 = m == -INFINITY ? A(0) : exp(m - mn), f2 = m2 == -INFINITY ? A(0) : exp(m2 - mn);
+    const A f1 = m == -INFINITY ? A(0) : exp2_of(m - mn), f2 = m2 == -INFINITY ? A(0) : exp2_of(m2 - mn);
     l = l * f1 + l2 * f2;
 #pragma unroll
     for (int d = 0; d < D; ++d) a[d] = a[d] * f1 + a2[d] * f2;
     m = mn;
 }
 
-// The warps of a block that take one (sequence, head) in attention: pass_warps / pairs of them where there are
-// fewer pairs than warps (warp w takes pair w / G), else one (warp w takes pairs w, w + pass_warps, ...).
-__device__ inline int pass_group(int pairs) { return pairs < pass_warps ? pass_warps / pairs : 1; }
+// The warps of a block that take one (sequence, head) in attention, G: where there are fewer pairs than warps, as
+// many as take `trip` keys each of the block's share of the longest sequence's, at most pass_warps / pairs (warp w
+// takes pair w / G); else one (warp w takes pairs w, w + pass_warps, ...). Fewer warps a pair, fewer to merge.
+__host__ __device__ inline int pass_group(int pairs, int per_block, int trip) {
+    if (pairs >= pass_warps) return 1;
+    const int want = (per_block + trip - 1) / trip;
+    return want < 1 ? 1 : want < pass_warps / pairs ? want : pass_warps / pairs;
+}
 
 // Keys [k0, k1) of len that part `sub` of `parts` of block `rank`'s share (of `blocks`) holds.
 __device__ inline void pass_key_range(int len, int rank, int blocks, int sub, int parts, int& k0, int& k1) {
@@ -137,64 +215,96 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
     using A = accum_t<T>;
     constexpr int W = pack_width<T>;         // products: 16-byte packs
     constexpr int KW = DL < W ? DL : W;      // attention: a lane's DL dimensions in packs of KW
+    constexpr int NK = DL / KW;
     using P = pack<T, W>;
     using KP = pack<T, KW>;
-    constexpr int U = 4;                     // keys a group of 8 lanes loads at once
+    constexpr int U = DL >= 16 ? 2 : 4;      // keys a group of 8 lanes takes at once (registers: at most 32 packs)
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = int(cluster.block_rank()), warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-    const int blocks = int(cluster.num_blocks()), warps = blocks * pass_warps, gw = rank * pass_warps + warp;
+    const int blocks = int(cluster.num_blocks()), gw = rank * pass_warps + warp;
     const int B = p.B, C = p.C, n = p.n, HD = p.HD, half = HD / 2, nhd = n * HD, pairs = B * n;
-    const int G = pass_group(pairs);
-    const int units = 3 * n * half, c_packs = C / W, o_packs = nhd / W;
-    int sub = 1;  // lanes per row of W_O
-    while (sub < o_packs && sub < 32) sub *= 2;
-    const int rows_per_warp = 32 / sub;
+    const int c_packs = C / W, o_packs = nhd / W;
+    const pass_plan plan(C, n, HD, blocks, W);
+    int pos[pass_max_rows] = {}, longest = 0;  // the new tokens' positions (the host wrote them before the step)
+#pragma unroll
+    for (int r = 0; r < pass_max_rows; ++r)
+        if (r < B) pos[r] = p.start[r], longest = max(longest, pos[r] + 1);
+    const int G = pass_group(pairs, (longest + blocks - 1) / blocks, 4 * U);
     extern __shared__ __align__(16) unsigned char pass_smem_raw[];
-    const pass_smem<T> lay(B, C, n, HD);
+    const pass_smem<T> lay(B, C, n, HD, blocks);
+    T* const wq = reinterpret_cast<T*>(pass_smem_raw) + std::size_t(warp) * plan.warp_weights(C, nhd);
+    T* const wo = wq + std::size_t(plan.per_warp) * 2 * C;
+    T* xr = reinterpret_cast<T*>(pass_smem_raw + lay.xr);
+    T* kv = reinterpret_cast<T*>(pass_smem_raw + lay.kv);
+    A* rot = reinterpret_cast<A*>(pass_smem_raw + lay.rot) + std::size_t(warp) * plan.per_warp * pass_max_rows * 2;
+    A* gain = reinterpret_cast<A*>(pass_smem_raw + lay.gain);
     T* xs = reinterpret_cast<T*>(pass_smem_raw + lay.xs);
+    T* nw = reinterpret_cast<T*>(pass_smem_raw + lay.nw);
+    T* qs = reinterpret_cast<T*>(pass_smem_raw + lay.qs);
     T* os = reinterpret_cast<T*>(pass_smem_raw + lay.os);
-    A* part = reinterpret_cast<A*>(pass_smem_raw + lay.part);
+    A* parts = reinterpret_cast<A*>(pass_smem_raw + lay.parts);
     A* wpart = reinterpret_cast<A*>(pass_smem_raw + lay.wpart);
     A* red = reinterpret_cast<A*>(pass_smem_raw + lay.red);
-    auto qkv_rows = [&](int u, int& sec, int& head, int& j) {
-        sec = u / (n * half);
-        head = (u / half) % n;
-        j = u % half;
-        return p.w_qkv + (std::int64_t(sec * n + head) * HD + j) * C;  // the second row is half·C further
-    };
-    auto prefetch = [&](const void* first, std::int64_t bytes) {
-        for (std::int64_t l = lane; 128 * l < bytes; l += 32) prefetch_l2(static_cast<const char*>(first) + 128 * l);
-    };
+    const int wo_sub = lane % plan.sub, wo_row = lane / plan.sub;  // the output product: this lane's packs and row
 
-    // What the kernel before this one does not write: the weights, and every slot's keys and values before the
-    // new token (the positions were copied from the host before the step).
-    for (int u = gw; u < units; u += warps) {
-        int sec, head, j;
-        const T* r0 = qkv_rows(u, sec, head, j);
-        prefetch(r0, std::int64_t(C) * sizeof(T));
-        prefetch(r0 + std::int64_t(half) * C, std::int64_t(C) * sizeof(T));
+    // Before the kernel before this one has finished (it writes x and nothing else this reads but the slots' new
+    // keys): this warp's weights into its shared memory, once for all passes, and every slot's older keys and
+    // values into L2. Each lane copies exactly the packs it reads later, so its own wait orders them.
+    auto unit_rows = [&](int u) {  // unit u's first row of W_QKV; the second is half·C further
+        const int sec = u / (n * half), i = (u / half) % n, j = u % half;
+        return p.w_qkv + (std::int64_t(sec * n + i) * HD + j) * C;
+    };
+    if (int(threadIdx.x) < c_packs)  // thread t's pack of the RMSNorm weights, a group of its own
+        async_copy16(nw + std::size_t(threadIdx.x) * W, p.norm + std::size_t(threadIdx.x) * W);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    for (int x = 0; x < plan.per_warp && gw + x * plan.warps < plan.units; ++x) {
+        const int u = gw + x * plan.warps;
+        const T* r0 = unit_rows(u);
+        for (int c = lane; c < c_packs; c += 32) {
+            async_copy16(wq + (std::size_t(x) * 2 * C + std::size_t(c) * W), r0 + std::int64_t(c) * W);
+            async_copy16(wq + (std::size_t(x) * 2 * C + C + std::size_t(c) * W), r0 + (std::int64_t(half) * C + c * W));
+        }
+        if (lane < B) {  // lane b's rotation at its sequence's position (q and k; v: none)
+            const bool rotated = u / (n * half) < 2;
+            const std::int64_t at = std::int64_t(pos[lane]) * half + u % half;
+            rot[(x * pass_max_rows + lane) * 2] = rotated ? p.cos_table[at] : A(1);
+            rot[(x * pass_max_rows + lane) * 2 + 1] = rotated ? p.sin_table[at] : A(0);
+        }
     }
-    for (int c = gw * rows_per_warp; c < C; c += warps * rows_per_warp)
-        prefetch(p.w_o + std::int64_t(c) * nhd, std::int64_t(min(rows_per_warp, C - c)) * nhd * sizeof(T));
+    for (int t = 0; t < plan.rounds; ++t) {
+        const int c = gw * plan.rows + t * plan.round + wo_row;
+        if (c >= C) continue;
+        for (int k = wo_sub; k < o_packs; k += plan.sub)
+            async_copy16(wo + (std::size_t(t * plan.rows + wo_row) * nhd + std::size_t(k) * W),
+                         p.w_o + (std::int64_t(c) * nhd + std::int64_t(k) * W));
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    cluster_arrive_relaxed();  // waited for before the first write into another block's shared memory
     for (int s = 0; s < p.slots; ++s)
         for (int pr = warp / G; pr < pairs; pr += pass_warps / G) {
             int k0, k1;
-            pass_key_range(p.start[pr / n], rank, blocks, warp % G, G, k0, k1);  // the older keys: len − 1
+            pass_key_range(pos[pr / n], rank, blocks, warp % G, G, k0, k1);  // the older keys: len − 1
             const std::int64_t at = (std::int64_t(pr) * p.ctx + k0) * HD;
             const std::int64_t bytes = std::int64_t(k1 - k0) * HD * sizeof(T);
-            prefetch(p.keys[s] + at, bytes);
-            prefetch(p.values[s] + at, bytes);
+            for (std::int64_t l = lane; 128 * l < bytes; l += 32) {
+                prefetch_l2(reinterpret_cast<const char*>(p.keys[s] + at) + 128 * l);
+                prefetch_l2(reinterpret_cast<const char*>(p.values[s] + at) + 128 * l);
+            }
         }
     wait_for_prior_grids();
     allow_dependents();
+    for (int idx = int(threadIdx.x); idx < p.slots * n; idx += pass_threads)  // no gains: 1, which changes nothing
+        gain[idx] = p.gains[idx / n] ? load(p.gains[idx / n][idx % n]) : A(1);
 
-    const A scale = A(1.0 / sqrt(double(HD)));
+    const A scale = A(1.0 / sqrt(double(HD)) * 1.4426950408889634);  // 1/√HD · log2(e)
     for (int s = 0; s < p.slots; ++s) {
         T* const kc = p.keys[s];
         T* const vc = p.values[s];
-        // 1. Every block: the rows of x as the pass before left them, normalised into xs. Thread t holds pack t of
-        //    every row between the sum of squares and the scaling (one read of x); the sums go through the warps
-        //    in a fixed order, so the result is the same at every call.
+        const bool last = s == p.slots - 1;
+        // 1. Every block: the rows of x as the pass before left them (from x at the first pass, then from xr, which
+        //    the pass before wrote into every block), normalised into xs. Thread t holds pack t of every row
+        //    between the sum of squares and the scaling; the sums go through the warps in a fixed order, so the
+        //    result is the same at every call.
         {
             const int c = int(threadIdx.x);
             const bool mine = c < c_packs;
@@ -205,7 +315,13 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
                 if (r >= B) break;
                 ss[r] = 0;
                 if (!mine) continue;
-                xv[r] = load_cg(reinterpret_cast<const P*>(p.x + std::int64_t(r) * C) + c);
+                P* own = reinterpret_cast<P*>(xr + std::int64_t(r) * C) + c;
+                if (s == 0) {
+                    xv[r] = load_cg(reinterpret_cast<const P*>(p.x + std::int64_t(r) * C) + c);
+                    *own = xv[r];
+                } else {
+                    xv[r] = *own;
+                }
 #pragma unroll
                 for (int k = 0; k < W; ++k) ss[r] += load(xv[r].v[k]) * load(xv[r].v[k]);
             }
@@ -217,7 +333,8 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
             }
             __syncthreads();
             if (mine) {
-                const P wv = reinterpret_cast<const P*>(p.norm)[c];
+                if (s == 0) asm volatile("cp.async.wait_group 1;" ::: "memory");  // this thread's pack of nw
+                const P wv = reinterpret_cast<const P*>(nw)[c];
 #pragma unroll
                 for (int r = 0; r < pass_max_rows; ++r) {
                     if (r >= B) break;
@@ -232,119 +349,139 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
             }
             __syncthreads();
         }
-        // 2. q, k, v: the cluster's warps take the units (rows j and j + HD/2 of one head's q, k or v), two at a
-        //    time with all their loads issued together; lane r then writes sequence r's outputs.
-        for (int u0 = gw; u0 < units; u0 += 2 * warps) {  // the same trips for the whole warp
-            constexpr int UN = 2;
-            int sec[UN], head[UN], j[UN];
-            const P* r0[UN];
-            bool has[UN];
-            A cs[UN], sn[UN];
-            const std::int64_t pos = lane < B ? p.start[lane] : 0;
-#pragma unroll
-            for (int x = 0; x < UN; ++x) {
-                const int u = u0 + x * warps;
-                has[x] = u < units;
-                r0[x] = reinterpret_cast<const P*>(qkv_rows(has[x] ? u : u0, sec[x], head[x], j[x]));
-                cs[x] = 1, sn[x] = 0;
-                if (lane < B && sec[x] < 2)
-                    cs[x] = p.cos_table[pos * half + j[x]], sn[x] = p.sin_table[pos * half + j[x]];
-            }
-            A d0[UN][pass_max_rows] = {}, d1[UN][pass_max_rows] = {};
+        // 2. q, k, v: each warp its units, from the weights in its shared memory; lane r holds sequence r's two
+        //    outputs, rotates q and k, writes k and v into the pass's slot and q into every block's qs.
+        if (s == 0) async_copy_wait(), cluster_wait();  // this thread's weights; every block started
+        for (int x = 0; x < plan.per_warp && gw + x * plan.warps < plan.units; ++x) {
+            const int u = gw + x * plan.warps, sec = u / (n * half), i = (u / half) % n, j = u % half;
+            const P* w0 = reinterpret_cast<const P*>(wq + std::size_t(x) * 2 * C);
+            A d0[pass_max_rows] = {}, d1[pass_max_rows] = {};
             for (int c = lane; c < c_packs; c += 32) {
-#pragma unroll
-                for (int x = 0; x < UN; ++x) {
-                    if (!has[x]) continue;
-                    const P a = r0[x][c], b = r0[x][std::int64_t(half) * c_packs + c];
-#pragma unroll
-                    for (int r = 0; r < pass_max_rows; ++r) {
-                        if (r >= B) break;
-                        const P xv = reinterpret_cast<const P*>(xs + std::int64_t(r) * C)[c];
-#pragma unroll
-                        for (int k = 0; k < W; ++k) {
-                            d0[x][r] += load(xv.v[k]) * load(a.v[k]);
-                            d1[x][r] += load(xv.v[k]) * load(b.v[k]);
-                        }
-                    }
-                }
-            }
-#pragma unroll
-            for (int x = 0; x < UN; ++x) {
-                if (!has[x]) continue;
-                A v0 = 0, v1 = 0;  // sequence `lane`'s sums
+                const P a = w0[c], b = w0[c_packs + c];
 #pragma unroll
                 for (int r = 0; r < pass_max_rows; ++r) {
                     if (r >= B) break;
-                    const A a = warp_sum(d0[x][r]), b = warp_sum(d1[x][r]);
-                    if (r == lane) v0 = a, v1 = b;
-                }
-                if (lane >= B) continue;
-                T t0 = store<T>(v0), t1 = store<T>(v1);
-                if (sec[x] < 2) {  // RoPE on q and k, as rope_kv_write_kernel
-                    const A a0 = load(t0), a1 = load(t1);
-                    t0 = store<T>(a0 * cs[x] - a1 * sn[x]);
-                    t1 = store<T>(a1 * cs[x] + a0 * sn[x]);
-                }
-                T* row = p.qkv + std::int64_t(lane) * 3 * nhd + std::int64_t(sec[x] * n + head[x]) * HD;
-                row[j[x]] = t0;
-                row[j[x] + half] = t1;
-                if (sec[x] > 0) {
-                    T* slot = (sec[x] == 1 ? kc : vc) + ((std::int64_t(lane) * n + head[x]) * p.ctx + pos) * HD;
-                    slot[j[x]] = t0;
-                    slot[j[x] + half] = t1;
+                    const P xv = reinterpret_cast<const P*>(xs + std::int64_t(r) * C)[c];
+#pragma unroll
+                    for (int k = 0; k < W; ++k) {
+                        d0[r] += load(xv.v[k]) * load(a.v[k]);
+                        d1[r] += load(xv.v[k]) * load(b.v[k]);
+                    }
                 }
             }
+            A v0 = 0, v1 = 0;  // sequence `lane`'s outputs, rounded to T
+#pragma unroll
+            for (int r = 0; r < pass_max_rows; ++r) {
+                if (r >= B) break;
+                const A a = warp_sum(d0[r]), b = warp_sum(d1[r]);
+                if (r == lane) v0 = a, v1 = b;
+            }
+            T t0 = store<T>(v0), t1 = store<T>(v1);
+            if (sec < 2 && lane < B) {  // RoPE on q and k, as rope_kv_write_kernel
+                const A cs = rot[(x * pass_max_rows + lane) * 2], sn = rot[(x * pass_max_rows + lane) * 2 + 1];
+                const A a0 = load(t0), a1 = load(t1);
+                t0 = store<T>(a0 * cs - a1 * sn);
+                t1 = store<T>(a1 * cs + a0 * sn);
+            }
+            if (sec == 0) {  // q: lane b·blocks + r writes sequence b's into block r
+                const int b = lane / blocks, r = lane % blocks;
+                const A q0 = __shfl_sync(0xffffffffu, load(t0), b), q1 = __shfl_sync(0xffffffffu, load(t1), b);
+                if (b < B) {
+                    T* dst = cluster.map_shared_rank(qs, r) + std::int64_t(b) * nhd + std::int64_t(i) * HD;
+                    dst[j] = store<T>(q0);
+                    dst[j + half] = store<T>(q1);
+                }
+            } else if (lane < B) {  // k, v: into the slot, and into the block whose keys hold them
+                T* slot = (sec == 1 ? kc : vc) + ((std::int64_t(lane) * n + i) * p.ctx + pos[lane]) * HD;
+                slot[j] = t0;
+                slot[j + half] = t1;
+                const int len = pos[lane] + 1, owner = (len - 1) / ((len + blocks - 1) / blocks);
+                T* dst = cluster.map_shared_rank(kv, owner) + (std::int64_t(lane) * 2 + sec - 1) * nhd + i * HD;
+                dst[j] = t0;
+                dst[j + half] = t1;
+            }
         }
-        cluster.sync();  // q, k, v and the new key and value written, for every block to read
+        cluster_arrive();  // q, k, v and the new key and value written, for every block to read
 
         // 3. Attention: block `rank` takes its share of the keys of every (sequence, head), G of its warps a
         //    (sequence, head) (pass_group), each a part of that share; lane (g, e) of a warp takes keys g, g + 4, ...
-        //    of its part and the dimensions [e·DL, (e + 1)·DL).
+        //    of its part and the dimensions [e·DL, (e + 1)·DL). The first keys of the warp's first part are loaded
+        //    while the cluster's barrier completes (all but the new key, which this pass wrote: loaded after it).
         const int g = lane / 8, e = lane % 8;
+        KP kr[U][NK], vr[U][NK];
+        auto load_keys = [&](int base, int k0, int k1, std::int64_t head_at) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int key = base + g + 4 * u < k1 ? base + g + 4 * u : k0;  // past the range: a valid row
+                const KP* kp = reinterpret_cast<const KP*>(kc + head_at + std::int64_t(key) * HD);
+                const KP* vp = reinterpret_cast<const KP*>(vc + head_at + std::int64_t(key) * HD);
+#pragma unroll
+                for (int c = 0; c < NK; ++c) kr[u][c] = load_cg(kp + c), vr[u][c] = load_cg(vp + c);
+            }
+        };
+        {
+            const int pr = warp / G;
+            if (pr < pairs) {
+                int k0, k1;
+                pass_key_range(pos[pr / n] + 1, rank, blocks, warp % G, G, k0, k1);
+                if (k0 < k1) load_keys(k0, k0, k1, std::int64_t(pr) * p.ctx * HD + e * DL);
+            }
+        }
+        cluster_wait();
         for (int pr = warp / G; pr < pairs; pr += pass_warps / G) {
-            const int b = pr / n, i = pr % n;
+            const int b = pr / n, i = pr % n, len = pos[b] + 1;
             int k0, k1;
-            pass_key_range(p.start[b] + 1, rank, blocks, warp % G, G, k0, k1);
+            pass_key_range(len, rank, blocks, warp % G, G, k0, k1);
+            const std::int64_t head_at = std::int64_t(pr) * p.ctx * HD + e * DL;
             A qv[DL];
             {
-                const KP* q =
-                    reinterpret_cast<const KP*>(p.qkv + std::int64_t(b) * 3 * nhd + std::int64_t(i) * HD + e * DL);
+                const KP* q = reinterpret_cast<const KP*>(qs + std::int64_t(b) * nhd + std::int64_t(i) * HD + e * DL);
 #pragma unroll
-                for (int c = 0; c < DL / KW; ++c) {
-                    const KP v = load_cg(q + c);
+                for (int c = 0; c < NK; ++c) {
+                    const KP v = q[c];
 #pragma unroll
                     for (int w = 0; w < KW; ++w) qv[c * KW + w] = load(v.v[w]) * scale;
                 }
             }
+            const bool first = pr == warp / G;
+            const KP* new_k = reinterpret_cast<const KP*>(kv + std::int64_t(b) * 2 * nhd + i * HD + e * DL);
+            const KP* new_v = new_k + nhd / KW;
             A m = -INFINITY, l = 0, acc[DL] = {};
-            const std::int64_t head_at = std::int64_t(pr) * p.ctx * HD + e * DL;
             for (int base = k0; base < k1; base += 4 * U) {  // the same trips for the whole warp
-                KP kr[U][DL / KW], vr[U][DL / KW];
+                if (!first || base != k0) load_keys(base, k0, k1, head_at);
+#pragma unroll
+                for (int u = 0; u < U; ++u)  // the new key and value, from this block's kv (only it holds them)
+                    if (base + g + 4 * u == len - 1 && len - 1 < k1)
+#pragma unroll
+                        for (int c = 0; c < NK; ++c) kr[u][c] = new_k[c], vr[u][c] = new_v[c];
+                A sc[U];
+                A mn = m;
 #pragma unroll
                 for (int u = 0; u < U; ++u) {
-                    const int key = base + g + 4 * u < k1 ? base + g + 4 * u : k0;  // past the range: a valid row
-                    const KP* kp = reinterpret_cast<const KP*>(kc + head_at + std::int64_t(key) * HD);
-                    const KP* vp = reinterpret_cast<const KP*>(vc + head_at + std::int64_t(key) * HD);
+                    A d = 0;
 #pragma unroll
-                    for (int c = 0; c < DL / KW; ++c) kr[u][c] = load_cg(kp + c), vr[u][c] = load_cg(vp + c);
+                    for (int c = 0; c < NK; ++c)
+#pragma unroll
+                        for (int w = 0; w < KW; ++w) d += qv[c * KW + w] * load(kr[u][c].v[w]);
+#pragma unroll
+                    for (int o = 1; o < 8; o *= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+                    sc[u] = base + g + 4 * u < k1 ? d : A(-INFINITY);
+                    mn = max(mn, sc[u]);
                 }
+                if (mn != -INFINITY) {  // else no key of this group yet
+                    const A corr = exp2_of(m - mn);  // m = −∞ gives 0
+                    l *= corr;
 #pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    A sc = 0;
+                    for (int d = 0; d < DL; ++d) acc[d] *= corr;
 #pragma unroll
-                    for (int c = 0; c < DL / KW; ++c)
+                    for (int u = 0; u < U; ++u) {
+                        const A pe = exp2_of(sc[u] - mn);  // 0 past the range
+                        l += pe;
 #pragma unroll
-                        for (int w = 0; w < KW; ++w) sc += qv[c * KW + w] * load(kr[u][c].v[w]);
+                        for (int c = 0; c < NK; ++c)
 #pragma unroll
-                    for (int o = 1; o < 8; o *= 2) sc += __shfl_xor_sync(0xffffffffu, sc, o);
-                    if (base + g + 4 * u >= k1) continue;
-                    const A mn = max(m, sc), corr = exp(m - mn), pe = exp(sc - mn);
-                    l = l * corr + pe;
-#pragma unroll
-                    for (int c = 0; c < DL / KW; ++c)
-#pragma unroll
-                        for (int w = 0; w < KW; ++w)
-                            acc[c * KW + w] = acc[c * KW + w] * corr + pe * load(vr[u][c].v[w]);
+                            for (int w = 0; w < KW; ++w) acc[c * KW + w] += pe * load(vr[u][c].v[w]);
+                    }
                     m = mn;
                 }
             }
@@ -364,106 +501,100 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
             }
         }
         __syncthreads();
-        for (int idx = int(threadIdx.x); idx < pairs * HD; idx += pass_threads) {  // the block's partials
-            const int pr = idx / HD, d = idx % HD;
+        // The block's partial per (sequence, head), its warps' merged, written into every block's `parts`.
+        for (int idx = int(threadIdx.x); idx < pairs * (HD + 2); idx += pass_threads) {
+            const int pr = idx / (HD + 2), d = idx % (HD + 2);
             const A* wp = wpart + pr * G * (HD + 2);
             A M = -INFINITY;
+#pragma unroll 4
             for (int w = 0; w < G; ++w) M = max(M, wp[w * (HD + 2) + HD]);
-            A o = 0, sum = 0;
-            for (int w = 0; w < G; ++w) {
-                const A mw = wp[w * (HD + 2) + HD];
-                if (mw == -INFINITY) continue;
-                const A f = exp(mw - M);
-                o += wp[w * (HD + 2) + d] * f;
-                sum += wp[w * (HD + 2) + HD + 1] * f;
-            }
-            A* pp = part + pr * (HD + 2);
-            pp[d] = o;
-            if (d == 0) pp[HD] = M, pp[HD + 1] = sum;
-        }
-        cluster.sync();  // every block's partials ready
-
-        // 4. Every block: o = Σ_r e^{m_r − M} o_r / Σ_r e^{m_r − M} l_r over the cluster's blocks r, rounded as
-        //    decode_attention rounds it, times the head's gain as head_gain_forward applies it. The partials of all
-        //    blocks are requested at once (one round trip through distributed shared memory, not one per block).
-        const T* gains = p.gains[s];
-        for (int idx = int(threadIdx.x); idx < pairs * HD; idx += pass_threads) {
-            const int pr = idx / HD, d = idx % HD;
-            A mr[pass_max_blocks], lr[pass_max_blocks], orr[pass_max_blocks];
-#pragma unroll
-            for (int r = 0; r < pass_max_blocks; ++r) {
-                mr[r] = -INFINITY, lr[r] = 0, orr[r] = 0;
-                if (r < blocks) {
-                    const A* pp = cluster.map_shared_rank(part, r) + pr * (HD + 2);
-                    mr[r] = pp[HD], lr[r] = pp[HD + 1], orr[r] = pp[d];
+            A v = M;
+            if (d != HD) {
+                v = 0;
+#pragma unroll 4
+                for (int w = 0; w < G; ++w) {
+                    const A mw = wp[w * (HD + 2) + HD];
+                    if (mw != -INFINITY) v += wp[w * (HD + 2) + d] * exp2_of(mw - M);
                 }
             }
+            const std::int64_t at = (std::int64_t(rank) * pairs + pr) * (HD + 2) + d;
+            for (int r = 0; r < blocks; ++r) cluster.map_shared_rank(parts, r)[at] = v;
+        }
+        cluster.sync();  // every block's partials in every block
+
+        // 4. Every block: o = Σ_r e^{m_r − M} o_r / Σ_r e^{m_r − M} l_r over the cluster's blocks r, rounded as
+        //    decode_attention rounds it, times the head's gain as head_gain_forward applies it.
+        for (int idx = int(threadIdx.x); idx < pairs * HD; idx += pass_threads) {
+            const int pr = idx / HD, d = idx % HD;
+            const A* pp = parts + pr * (HD + 2);
+            const std::int64_t stride = std::int64_t(pairs) * (HD + 2);  // from one block's partials to the next's
             A M = -INFINITY;
-#pragma unroll
-            for (int r = 0; r < pass_max_blocks; ++r) M = max(M, mr[r]);
+#pragma unroll 4
+            for (int r = 0; r < blocks; ++r) M = max(M, pp[r * stride + HD]);
             A o = 0, sum = 0;
-#pragma unroll
-            for (int r = 0; r < pass_max_blocks; ++r) {
-                if (mr[r] == -INFINITY) continue;
-                const A f = exp(mr[r] - M);
-                o += orr[r] * f;
-                sum += lr[r] * f;
+#pragma unroll 4
+            for (int r = 0; r < blocks; ++r) {
+                const A mr = pp[r * stride + HD];
+                const A f = mr == -INFINITY ? A(0) : exp2_of(mr - M);
+                o += pp[r * stride + d] * f;
+                sum += pp[r * stride + HD + 1] * f;
             }
             T ot = store<T>(o / sum);
-            if (gains) ot = store<T>(load(ot) * load(gains[pr % n]));
+            ot = store<T>(load(ot) * gain[s * n + pr % n]);  // as head_gain_forward (a gain of 1 changes nothing)
             os[idx] = ot;  // (B, n·HD): idx = (b·n + i)·HD + d
         }
         __syncthreads();
-        // 5. x += W_O · o: `sub` lanes a row of W_O, rows_per_warp rows a warp at once, the loads of R such rounds
-        //    issued together.
-        constexpr int R = 4;
-        const int round = warps * rows_per_warp;
-        for (int c00 = gw * rows_per_warp; c00 < C; c00 += R * round) {  // the same trips for the whole warp
-            const int k0 = lane % sub;
-            A d[R][pass_max_rows] = {}, xo[R][pass_max_rows] = {};
-#pragma unroll
-            for (int q = 0; q < R; ++q) {
-                const int c = c00 + q * round + lane / sub;
-                if (c >= C) continue;
-                if (k0 == 0)
-#pragma unroll
-                    for (int r = 0; r < pass_max_rows; ++r) {
-                        if (r >= B) break;
-                        xo[q][r] = load(load_cg(p.x + std::int64_t(r) * C + c));
-                    }
-                for (int k = k0; k < o_packs; k += sub) {
-                    const P w = reinterpret_cast<const P*>(p.w_o + std::int64_t(c) * nhd)[k];
+        // 5. x += W_O · o: `sub` lanes a row of W_O (from this warp's shared memory), `rows` rows a warp at once.
+        //    The sum goes into x at the last pass, else into every block's xr for the next; the last pass ends
+        //    without a cluster barrier, as no block reads another's shared memory after the one above.
+        for (int t = 0; t < plan.rounds; ++t) {  // the same trips for the whole warp
+            const int c = gw * plan.rows + t * plan.round + wo_row;
+            const bool has = c < C;
+            A d[pass_max_rows] = {}, xo[pass_max_rows] = {};
+            if (has) {
+                const P* w = reinterpret_cast<const P*>(wo + std::size_t(t * plan.rows + wo_row) * nhd);
+                for (int k = wo_sub; k < o_packs; k += plan.sub) {
+                    const P wk = w[k];
 #pragma unroll
                     for (int r = 0; r < pass_max_rows; ++r) {
                         if (r >= B) break;
                         const P ov = reinterpret_cast<const P*>(os + std::int64_t(r) * nhd)[k];
 #pragma unroll
-                        for (int t = 0; t < W; ++t) d[q][r] += load(ov.v[t]) * load(w.v[t]);
+                        for (int q = 0; q < W; ++q) d[r] += load(ov.v[q]) * load(wk.v[q]);
                     }
                 }
+                if (wo_sub == 0)
+#pragma unroll
+                    for (int r = 0; r < pass_max_rows; ++r)
+                        if (r < B) xo[r] = load(xr[std::int64_t(r) * C + c]);
             }
 #pragma unroll
-            for (int q = 0; q < R; ++q)
-#pragma unroll
-                for (int r = 0; r < pass_max_rows; ++r) {
-                    if (r >= B) break;
-                    for (int o = sub / 2; o > 0; o /= 2) d[q][r] += __shfl_xor_sync(0xffffffffu, d[q][r], o);
-                }
-            if (k0 != 0) continue;
-#pragma unroll
-            for (int q = 0; q < R; ++q) {
-                const int c = c00 + q * round + lane / sub;
-                if (c >= C) continue;
-#pragma unroll
-                for (int r = 0; r < pass_max_rows; ++r) {
-                    if (r >= B) break;
-                    p.x[std::int64_t(r) * C + c] = store<T>(d[q][r] + xo[q][r]);
-                }
+            for (int r = 0; r < pass_max_rows; ++r) {
+                if (r >= B) break;
+                for (int o = plan.sub / 2; o > 0; o /= 2) d[r] += __shfl_xor_sync(0xffffffffu, d[r], o);
+                // the row's first lane adds the residual; its other lanes take the sum from it (after its read
+                // of xr, on which the value depends, so before any write of that element below)
+                const T xn = store<T>(__shfl_sync(0xffffffffu, d[r] + xo[r], wo_row * plan.sub));
+                if (has && last && wo_sub == 0) p.x[std::int64_t(r) * C + c] = xn;
+                if (has && !last)  // lane wo_sub writes blocks rank + wo_sub, ...: the reader of xr its own
+                    for (int b = wo_sub; b < blocks; b += plan.sub)
+                        cluster.map_shared_rank(xr, (rank + b) % blocks)[std::int64_t(r) * C + c] = xn;
             }
         }
-        cluster.sync();  // x complete for the next pass; the partials free again
+        if (!last) cluster.sync();  // xr complete for the next pass; the partials and queries free again
     }
 #endif
+}
+
+// The shared memory a block may have (with the opt-in): 227 KB on Hopper.
+inline std::size_t pass_smem_limit() {
+    static const std::size_t limit = [] {
+        int device = 0, bytes = 0;
+        SGT_CUDA_CHECK(cudaGetDevice(&device));
+        SGT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        return std::size_t(bytes);
+    }();
+    return limit;
 }
 
 // Blocks per cluster: 16 where the GPU can place such a cluster (Hopper, a non-portable size), else 8; 0 where
@@ -473,7 +604,9 @@ int pass_cluster_size() {
     static const int size = [] {
         auto* kernel = decode_pass_kernel<T, DL>;
         cudaFuncAttributes fa{};
-        if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90) {
+        if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(pass_smem_limit())) !=
+                cudaSuccess) {
             (void)cudaGetLastError();
             return 0;
         }
@@ -484,7 +617,7 @@ int pass_cluster_size() {
             cudaLaunchConfig_t cfg{};
             cfg.gridDim = dim3(16);
             cfg.blockDim = dim3(pass_threads);
-            cfg.dynamicSmemBytes = pass_smem_max;
+            cfg.dynamicSmemBytes = pass_smem_limit();
             cfg.attrs = &a;
             cfg.numAttrs = 1;
             int clusters = 0;
@@ -529,17 +662,20 @@ void launch_decode_pass(const pass_args<T>& p, std::size_t smem) {
 }  // namespace detail
 
 // The shape's part of the choice: a few rows and heads (pass_max_rows, pass_max_width), HD = 8·DL with a kernel
-// for DL, rows in whole 16-byte packs, the shared memory without an opt-in, a kernel built for Hopper; decode_passes
-// also needs its buffers aligned to 16 bytes.
+// for DL, rows in whole 16-byte packs, a kernel built for Hopper, and the weights of the passes with the rest in
+// the blocks' shared memory (gpt2's 2 heads: 64 KB a block in bf16); decode_passes also needs its buffers aligned
+// to 16 bytes.
 template <class T>
 bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD) {
     using namespace detail;
     constexpr int W = pack_width<T>;
     const int dl = HD / 8;
-    return context().fuse_few_rows && context().fuse_decode_passes && dependent_launch_supported() && B >= 1 &&
-           B <= pass_max_rows && HD % 8 == 0 && (dl == 1 || dl == 2 || dl == 4 || dl == 8 || dl == 16) &&
-           n >= 1 && n * HD <= pass_max_width && C % W == 0 && C / W <= pass_threads && (n * HD) % W == 0 &&
-           pass_smem<T>(B, C, n, HD).total <= pass_smem_max && pass_cluster_size_for<T>(dl) > 0;
+    if (!(context().fuse_few_rows && context().fuse_decode_passes && dependent_launch_supported() && B >= 1 &&
+          B <= pass_max_rows && HD % 8 == 0 && (dl == 1 || dl == 2 || dl == 4 || dl == 8 || dl == 16) && n >= 1 &&
+          n * HD <= pass_max_width && C % W == 0 && C / W <= pass_threads && (n * HD) % W == 0))
+        return false;
+    const int blocks = pass_cluster_size_for<T>(dl);
+    return blocks > 0 && pass_smem<T>(B, C, n, HD, blocks).total <= pass_smem_limit();
 }
 
 template <class T>
@@ -565,9 +701,9 @@ void decode_passes(cuda, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const deco
         return;
     }
     detail::pass_args<T> p{};
-    p.x = x, p.qkv = qkv, p.norm = norm, p.w_qkv = w_qkv, p.w_o = w_o, p.cos_table = cos_table;
-    p.sin_table = sin_table, p.start = start, p.B = B, p.C = C, p.n = n, p.HD = HD, p.ctx = ctx, p.eps = eps;
-    const std::size_t smem = detail::pass_smem<T>(B, C, n, HD).total;
+    p.x = x, p.norm = norm, p.w_qkv = w_qkv, p.w_o = w_o, p.cos_table = cos_table, p.sin_table = sin_table;
+    p.start = start, p.B = B, p.C = C, p.n = n, p.HD = HD, p.ctx = ctx, p.eps = eps;
+    const std::size_t smem = detail::pass_smem<T>(B, C, n, HD, detail::pass_cluster_size_for<T>(HD / 8)).total;
     for (std::size_t first = 0; first < slots.size(); first += detail::pass_max_slots) {
         p.slots = int(std::min<std::size_t>(detail::pass_max_slots, slots.size() - first));
         for (int s = 0; s < p.slots; ++s) {
