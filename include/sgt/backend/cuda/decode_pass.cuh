@@ -89,12 +89,12 @@ struct pass_plan {
 
 // A block's shared memory, 16-byte aligned parts: its warps' weights (pass_plan) and, in T, the residual rows xr
 // (B, C), which the blocks that own each row write into every block after the output product, the normed rows xs,
-// the RMSNorm weights nw (C),
-// the queries qs (B, n·HD), which the warps that compute them write into every block, the attention output os, and
-// the new keys and values kv (B, 2, n·HD), written into the block whose share of the keys holds them; in accum_t,
-// every block's partial softmax per (sequence, head), (blocks, B·n, HD + 2), each written by its block, this
-// block's warps' partials (B·n·G, HD + 2), the warps' sums of squares (warps, pass_max_rows), the warps' units'
-// rotations (warps, per_warp, pass_max_rows, 2) and the passes' gains (pass_max_slots, n).
+// the RMSNorm weights nw (C), the queries qs (B, n·HD), which the warps that compute them write into every block,
+// the attention output os, and the new keys and values kv (B, 2, n·HD), written into the block whose share of the
+// keys holds them; in accum_t, every block's partial softmax per (sequence, head), (blocks, B·n, HD + 2), each
+// written by its block, this block's warps' partials (B·n·G, HD + 2), the warps' sums of squares (warps,
+// pass_max_rows), the warps' units' rotations (warps, per_warp, pass_max_rows, 2) and the passes' gains
+// (pass_max_slots, n).
 template <class T>
 struct pass_smem {
     std::size_t w = 0, xr, xs, nw, qs, os, kv, parts, wpart, red, rot, gain, total;
@@ -248,7 +248,8 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
     const int wo_sub = lane % plan.sub, wo_row = lane / plan.sub;  // the output product: this lane's packs and row
 
     // Before the kernel before this one has finished (it writes x and nothing else this reads but the slots' new
-    // keys): this warp's weights into its shared memory, once for all passes, and every slot's older keys and
+    // keys; the host wrote the positions before the step): this warp's weights, the RMSNorm weights and the
+    // rotations at the new positions into shared memory, once for all passes, and every slot's older keys and
     // values into L2. Each lane copies exactly the packs it reads later, so its own wait orders them.
     auto unit_rows = [&](int u) {  // unit u's first row of W_QKV; the second is half·C further
         const int sec = u / (n * half), i = (u / half) % n, j = u % half;
