@@ -18,23 +18,14 @@
 using T = __nv_bfloat16;
 using namespace sgt;
 
-#define CHECK_CUDA(x)                                                                          \
-    do {                                                                                       \
-        const cudaError_t e_ = (x);                                                            \
-        if (e_ != cudaSuccess) {                                                               \
-            std::printf("CUDA error %s at line %d\n", cudaGetErrorString(e_), __LINE__);      \
-            std::exit(1);                                                                      \
-        }                                                                                      \
-    } while (0)
-
 template <class U>
 U* random_device(std::size_t n, float sd, std::mt19937& g) {
     std::vector<U> h(n);
     std::normal_distribution<float> d(0.f, sd);
     for (auto& v : h) v = U(d(g));
     U* p = nullptr;
-    CHECK_CUDA(cudaMalloc(&p, n * sizeof(U)));
-    CHECK_CUDA(cudaMemcpy(p, h.data(), n * sizeof(U), cudaMemcpyHostToDevice));
+    SGT_CUDA_CHECK(cudaMalloc(&p, n * sizeof(U)));
+    SGT_CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(U), cudaMemcpyHostToDevice));
     return p;
 }
 
@@ -58,15 +49,15 @@ int main(int argc, char** argv) {
             cs[std::size_t(t) * HD / 2 + j] = float(std::cos(f)), sn[std::size_t(t) * HD / 2 + j] = float(std::sin(f));
         }
     float *d_cos = nullptr, *d_sin = nullptr;
-    CHECK_CUDA(cudaMalloc(&d_cos, cs.size() * 4));
-    CHECK_CUDA(cudaMalloc(&d_sin, sn.size() * 4));
-    CHECK_CUDA(cudaMemcpy(d_cos, cs.data(), cs.size() * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(d_sin, sn.data(), sn.size() * 4, cudaMemcpyHostToDevice));
+    SGT_CUDA_CHECK(cudaMalloc(&d_cos, cs.size() * 4));
+    SGT_CUDA_CHECK(cudaMalloc(&d_sin, sn.size() * 4));
+    SGT_CUDA_CHECK(cudaMemcpy(d_cos, cs.data(), cs.size() * 4, cudaMemcpyHostToDevice));
+    SGT_CUDA_CHECK(cudaMemcpy(d_sin, sn.data(), sn.size() * 4, cudaMemcpyHostToDevice));
     p.cos_table = d_cos, p.sin_table = d_sin;
     const std::vector<int> start(std::size_t(B), pos);
     int* d_start = nullptr;
-    CHECK_CUDA(cudaMalloc(&d_start, B * sizeof(int)));
-    CHECK_CUDA(cudaMemcpy(d_start, start.data(), B * sizeof(int), cudaMemcpyHostToDevice));
+    SGT_CUDA_CHECK(cudaMalloc(&d_start, B * sizeof(int)));
+    SGT_CUDA_CHECK(cudaMemcpy(d_start, start.data(), B * sizeof(int), cudaMemcpyHostToDevice));
     p.start = d_start;
     for (int s = 0; s < S; ++s) {
         p.keys[s] = random_device<T>(std::size_t(B) * n * ctx * HD, 1.f, g);
@@ -83,17 +74,17 @@ int main(int argc, char** argv) {
     T* x0 = random_device<T>(std::size_t(B) * C, 1.f, g);  // x back to this before each group of launches
 
     cudaEvent_t e0, e1;
-    CHECK_CUDA(cudaEventCreate(&e0));
-    CHECK_CUDA(cudaEventCreate(&e1));
+    SGT_CUDA_CHECK(cudaEventCreate(&e0));
+    SGT_CUDA_CHECK(cudaEventCreate(&e1));
     std::vector<float> us;
     for (int it = 0; it < 60; ++it) {
-        CHECK_CUDA(cudaMemcpyAsync(p.x, x0, std::size_t(B) * C * sizeof(T), cudaMemcpyDeviceToDevice, detail::stream()));
-        CHECK_CUDA(cudaEventRecord(e0, detail::stream()));
+        SGT_CUDA_CHECK(cudaMemcpyAsync(p.x, x0, std::size_t(B) * C * sizeof(T), cudaMemcpyDeviceToDevice, detail::stream()));
+        SGT_CUDA_CHECK(cudaEventRecord(e0, detail::stream()));
         for (int r = 0; r < 20; ++r) detail::launch_decode_pass<T, 8>(p, smem);
-        CHECK_CUDA(cudaEventRecord(e1, detail::stream()));
-        CHECK_CUDA(cudaEventSynchronize(e1));
+        SGT_CUDA_CHECK(cudaEventRecord(e1, detail::stream()));
+        SGT_CUDA_CHECK(cudaEventSynchronize(e1));
         float ms = 0;
-        CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+        SGT_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
         if (it >= 10) us.push_back(ms * 1000.f / 20);
     }
     std::sort(us.begin(), us.end());
@@ -101,11 +92,11 @@ int main(int argc, char** argv) {
     std::printf("rows %d, context %d, %d passes, %d blocks%s: %.2f us a launch, %.2f us a pass\n", B, ctx, S, blocks,
                 TRACE ? " (traced)" : "", median, median / S);
 #if TRACE
-    CHECK_CUDA(cudaDeviceSynchronize());
+    SGT_CUDA_CHECK(cudaDeviceSynchronize());
     detail::launch_decode_pass<T, 8>(p, smem);  // alone, for the marks
-    CHECK_CUDA(cudaDeviceSynchronize());
+    SGT_CUDA_CHECK(cudaDeviceSynchronize());
     static long long clk[16][128];
-    CHECK_CUDA(cudaMemcpyFromSymbol(clk, g_trace, sizeof clk));
+    SGT_CUDA_CHECK(cudaMemcpyFromSymbol(clk, g_trace, sizeof clk));
     const char* step[9] = {"normalisation", "q/k/v",       "barrier", "attention",     "block merge",
                            "barrier",       "merge",       "output product", "barrier"};
     double mean[9] = {}, total = 0;

@@ -81,6 +81,11 @@ struct pass_plan {
         round = warps * rows;
         rounds = (C + round - 1) / round;
     }
+    // Unit u: section sec (0 q, 1 k, 2 v), head i, rows j and j + HD/2.
+    struct unit {
+        int sec, i, j;
+    };
+    __host__ __device__ static unit unit_of(int u, int n, int half) { return {u / (n * half), (u / half) % n, u % half}; }
     // A warp's weights, in elements: its units' rows of W_QKV, then its rows of W_O.
     __host__ __device__ std::size_t warp_weights(int C, int nhd) const {
         return std::size_t(per_warp) * 2 * C + std::size_t(rounds) * rows * nhd;
@@ -97,7 +102,7 @@ struct pass_plan {
 // (pass_max_slots, n).
 template <class T>
 struct pass_smem {
-    std::size_t w = 0, xr, xs, nw, qs, os, kv, parts, wpart, red, rot, gain, total;
+    std::size_t xr, xs, nw, qs, os, kv, parts, wpart, red, rot, gain, total;
     __host__ __device__ static std::size_t up16(std::size_t b) { return (b + 15) / 16 * 16; }
     __host__ __device__ pass_smem(int B, int C, int n, int HD, int blocks) {
         using A = accum_t<T>;
@@ -190,7 +195,7 @@ __device__ inline void merge_partial(A& m, A& l, A (&a)[D], A m2, A l2, const A 
 // The warps of a block that take one (sequence, head) in attention, G: where there are fewer pairs than warps, as
 // many as take `trip` keys each of the block's share of the longest sequence's, at most pass_warps / pairs (warp w
 // takes pair w / G); else one (warp w takes pairs w, w + pass_warps, ...). Fewer warps a pair, fewer to merge.
-__host__ __device__ inline int pass_group(int pairs, int per_block, int trip) {
+__device__ inline int pass_group(int pairs, int per_block, int trip) {
     if (pairs >= pass_warps) return 1;
     const int want = (per_block + trip - 1) / trip;
     return want < 1 ? 1 : want < pass_warps / pairs ? want : pass_warps / pairs;
@@ -251,25 +256,20 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
     // keys; the host wrote the positions before the step): this warp's weights, the RMSNorm weights and the
     // rotations at the new positions into shared memory, once for all passes, and every slot's older keys and
     // values into L2. Each lane copies exactly the packs it reads later, so its own wait orders them.
-    auto unit_rows = [&](int u) {  // unit u's first row of W_QKV; the second is half·C further
-        const int sec = u / (n * half), i = (u / half) % n, j = u % half;
-        return p.w_qkv + (std::int64_t(sec * n + i) * HD + j) * C;
-    };
     if (int(threadIdx.x) < c_packs)  // thread t's pack of the RMSNorm weights, a group of its own
         async_copy16(nw + std::size_t(threadIdx.x) * W, p.norm + std::size_t(threadIdx.x) * W);
     asm volatile("cp.async.commit_group;" ::: "memory");
     for (int x = 0; x < plan.per_warp && gw + x * plan.warps < plan.units; ++x) {
-        const int u = gw + x * plan.warps;
-        const T* r0 = unit_rows(u);
+        const auto [sec, i, j] = pass_plan::unit_of(gw + x * plan.warps, n, half);
+        const T* r0 = p.w_qkv + (std::int64_t(sec * n + i) * HD + j) * C;  // the second row is half·C further
         for (int c = lane; c < c_packs; c += 32) {
             async_copy16(wq + (std::size_t(x) * 2 * C + std::size_t(c) * W), r0 + std::int64_t(c) * W);
             async_copy16(wq + (std::size_t(x) * 2 * C + C + std::size_t(c) * W), r0 + (std::int64_t(half) * C + c * W));
         }
         if (lane < B) {  // lane b's rotation at its sequence's position (q and k; v: none)
-            const bool rotated = u / (n * half) < 2;
-            const std::int64_t at = std::int64_t(pos[lane]) * half + u % half;
-            rot[(x * pass_max_rows + lane) * 2] = rotated ? p.cos_table[at] : A(1);
-            rot[(x * pass_max_rows + lane) * 2 + 1] = rotated ? p.sin_table[at] : A(0);
+            const std::int64_t at = std::int64_t(pos[lane]) * half + j;
+            rot[(x * pass_max_rows + lane) * 2] = sec < 2 ? p.cos_table[at] : A(1);
+            rot[(x * pass_max_rows + lane) * 2 + 1] = sec < 2 ? p.sin_table[at] : A(0);
         }
     }
     for (int t = 0; t < plan.rounds; ++t) {
@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
         //    outputs, rotates q and k, writes k and v into the pass's slot and q into every block's qs.
         if (s == 0) async_copy_wait(), cluster_wait();  // this thread's weights; every block started
         for (int x = 0; x < plan.per_warp && gw + x * plan.warps < plan.units; ++x) {
-            const int u = gw + x * plan.warps, sec = u / (n * half), i = (u / half) % n, j = u % half;
+            const auto [sec, i, j] = pass_plan::unit_of(gw + x * plan.warps, n, half);
             const P* w0 = reinterpret_cast<const P*>(wq + std::size_t(x) * 2 * C);
             A d0[pass_max_rows] = {}, d1[pass_max_rows] = {};
             for (int c = lane; c < c_packs; c += 32) {
