@@ -14,10 +14,10 @@ src = src.replace('#include "sgt/backend/cuda/backend.cuh"', '#include "sgt/back
 # (text found once, replacement): marks 0 (kernel start) and 1 (after the dependent-launch wait), then per pass s
 # the points 2 + 9 s + 0..9 between its steps (point 9 of pass s is point 0 of pass s + 1).
 marks = [
-    ("const pass_smem<T> lay(B, C, n, HD, blocks);", "const pass_smem<T> lay(B, C, n, HD, blocks); TR(0);"),
+    ("// as the host sized it\n", "// as the host sized it\n    TR(0);\n"),
     ("    wait_for_prior_grids();", "    wait_for_prior_grids(); TR(1);"),
-    ("for (int s = 0; s < p.slots; ++s) {\n        T* const kc = p.keys[s];",
-     "for (int s = 0; s < p.slots; ++s) { TR(2 + 9 * s);\n        T* const kc = p.keys[s];"),
+    ("for (int s = 0; s < p.slots; ++s) {\n        T* const kc = p.keys[s] + slot_at;",
+     "for (int s = 0; s < p.slots; ++s) { TR(2 + 9 * s);\n        T* const kc = p.keys[s] + slot_at;"),
     ("            __syncthreads();\n        }\n        // 2.", "            __syncthreads();\n        } TR(2 + 9 * s + 1);\n        // 2."),
     ("        cluster_arrive();  // q, k, v", "        TRS(2 + 9 * s + 2); cluster_arrive();  // q, k, v"),
     ("        cluster_wait();\n", "        cluster_wait(); TR(2 + 9 * s + 3);\n"),

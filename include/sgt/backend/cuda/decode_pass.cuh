@@ -1,12 +1,12 @@
 // sgt/backend/cuda/decode_pass.cuh: a run of a decode step's attention passes (backend/cpu/decode.hpp's
-// decode_passes) as one kernel of one thread-block cluster, for a few sequences and heads.
+// decode_passes) as one kernel of a thread-block cluster per two sequences, for a few sequences and heads.
 //
 // Why: at batch 1 a loop pass of SGT over |S| = 2 heads of gpt2 moves about 1 MB (0.8 MB of weights, its cache
 // slot) but is three dependent steps: q, k, v from the residual; attention over the slot, which holds the new
 // key; the output product into the residual, which the next pass normalises. As kernels (the few-row products and
 // decode attention) each step boundary costs some microseconds whatever it moves, so a step's 9 loop passes took
-// 30-38% of it for 3% of its FLOPs (docs/BENCHMARKS.md). Here one cluster of up to 16 blocks runs every pass of
-// the run, with the cluster's hardware barrier between the steps:
+// 30-38% of it for 3% of its FLOPs (docs/BENCHMARKS.md). Here a cluster of up to 16 blocks runs every pass of
+// the run for its sequences, with the cluster's hardware barrier between the steps:
 //   q, k, v    every block normalises the rows of x (rmsnorm_forward's rounding, its sums in another order); the
 //              cluster's warps take the units of the few-row product (decode_products.cuh: rows j and j + HD/2 of
 //              one head's q, k or v), rotate q and k, write k and v into the pass's slot, and q into every block's
@@ -25,8 +25,10 @@
 // ends (a programmatic dependent launch, backend.cuh), and the older keys of every slot into L2. The last pass
 // ends without a barrier. On an H200 at gpt2 size this took SGT's batch-1 decode overhead over vanilla from +31% /
 // +37% (composed) to +24.5% / +21.9% (contexts 1024 / 4096), a pass from about 12 us to 9 us; it is bound by the
-// latency of its instruction chains and barriers, not by bytes, and at 4 or 8 sequences an earlier form was
-// slower than the composition, so it takes 1 or 2 (docs/BENCHMARKS.md).
+// latency of its instruction chains and barriers, not by bytes, and at 4 or 8 sequences in one cluster an earlier
+// form was slower than the composition, so a cluster takes 1 or 2 and a launch as many clusters as it needs: at 4
+// and 8 sequences 3-9% faster than the composition, at 32 5-12% slower, where the composition's tensor-core
+// products are full (docs/BENCHMARKS.md).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -46,7 +48,10 @@ namespace detail {
 
 constexpr int pass_threads = 512, pass_warps = pass_threads / 32;
 constexpr int pass_max_slots = 8;    // passes per launch (a longer run takes several)
-constexpr int pass_max_rows = 2;     // sequences (at 4 and 8 the composition was faster)
+constexpr int pass_max_rows = 2;     // sequences a cluster takes (at 4 and 8 one cluster was slower than the
+                                     // composition); more sequences, more clusters
+constexpr int pass_max_batch = 8;    // sequences a launch takes (measured faster than the composition at 4 and 8,
+                                     // slower at 32; 9 to 31 not measured)
 constexpr int pass_max_width = 256;  // n·HD: the heads a pass computes, times HD
 
 template <class T>
@@ -227,16 +232,21 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = int(cluster.block_rank()), warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
     const int blocks = int(cluster.num_blocks()), gw = rank * pass_warps + warp;
-    const int B = p.B, C = p.C, n = p.n, HD = p.HD, half = HD / 2, nhd = n * HD, pairs = B * n;
-    const int c_packs = C / W, o_packs = nhd / W;
+    // This cluster's sequences: rows [row0, row0 + B) of x, of the positions and of every slot; below, a row is
+    // one of these.
+    const int row0 = int(blockIdx.x) / blocks * pass_max_rows;
+    const int B = min(pass_max_rows, p.B - row0), C = p.C, n = p.n, HD = p.HD, half = HD / 2, nhd = n * HD;
+    const int pairs = B * n, c_packs = C / W, o_packs = nhd / W;
+    T* const xg = p.x + std::int64_t(row0) * C;  // x in global memory
+    const std::int64_t slot_at = std::int64_t(row0) * n * p.ctx * HD;
     const pass_plan plan(C, n, HD, blocks, W);
     int pos[pass_max_rows] = {}, longest = 0;  // the new tokens' positions (the host wrote them before the step)
 #pragma unroll
     for (int r = 0; r < pass_max_rows; ++r)
-        if (r < B) pos[r] = p.start[r], longest = max(longest, pos[r] + 1);
+        if (r < B) pos[r] = p.start[row0 + r], longest = max(longest, pos[r] + 1);
     const int G = pass_group(pairs, (longest + blocks - 1) / blocks, 4 * U);
     extern __shared__ __align__(16) unsigned char pass_smem_raw[];
-    const pass_smem<T> lay(B, C, n, HD, blocks);
+    const pass_smem<T> lay(min(pass_max_rows, p.B), C, n, HD, blocks);  // as the host sized it
     T* const wq = reinterpret_cast<T*>(pass_smem_raw) + std::size_t(warp) * plan.warp_weights(C, nhd);
     T* const wo = wq + std::size_t(plan.per_warp) * 2 * C;
     T* xr = reinterpret_cast<T*>(pass_smem_raw + lay.xr);
@@ -285,7 +295,7 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
         for (int pr = warp / G; pr < pairs; pr += pass_warps / G) {
             int k0, k1;
             pass_key_range(pos[pr / n], rank, blocks, warp % G, G, k0, k1);  // the older keys: len − 1
-            const std::int64_t at = (std::int64_t(pr) * p.ctx + k0) * HD;
+            const std::int64_t at = slot_at + (std::int64_t(pr) * p.ctx + k0) * HD;
             const std::int64_t bytes = std::int64_t(k1 - k0) * HD * sizeof(T);
             for (std::int64_t l = lane; 128 * l < bytes; l += 32) {
                 prefetch_l2(reinterpret_cast<const char*>(p.keys[s] + at) + 128 * l);
@@ -299,8 +309,8 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
 
     const A scale = A(1.0 / sqrt(double(HD)) * 1.4426950408889634);  // 1/√HD · log2(e)
     for (int s = 0; s < p.slots; ++s) {
-        T* const kc = p.keys[s];
-        T* const vc = p.values[s];
+        T* const kc = p.keys[s] + slot_at;
+        T* const vc = p.values[s] + slot_at;
         const bool last = s == p.slots - 1;
         // 1. Every block: the rows of x as the pass before left them (from x at the first pass, then from xr, which
         //    the pass before wrote into every block), normalised into xs. Thread t holds pack t of every row
@@ -318,7 +328,7 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
                 if (!mine) continue;
                 P* own = reinterpret_cast<P*>(xr + std::int64_t(r) * C) + c;
                 if (s == 0) {
-                    xv[r] = load_cg(reinterpret_cast<const P*>(p.x + std::int64_t(r) * C) + c);
+                    xv[r] = load_cg(reinterpret_cast<const P*>(xg + std::int64_t(r) * C) + c);
                     *own = xv[r];
                 } else {
                     xv[r] = *own;
@@ -576,7 +586,7 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
                 // the row's first lane adds the residual; its other lanes take the sum from it (after its read
                 // of xr, on which the value depends, so before any write of that element below)
                 const T xn = store<T>(__shfl_sync(0xffffffffu, d[r] + xo[r], wo_row * plan.sub));
-                if (has && last && wo_sub == 0) p.x[std::int64_t(r) * C + c] = xn;
+                if (has && last && wo_sub == 0) xg[std::int64_t(r) * C + c] = xn;
                 if (has && !last)  // lane wo_sub writes blocks rank + wo_sub, ...: the reader of xr its own
                     for (int b = wo_sub; b < blocks; b += plan.sub)
                         cluster.map_shared_rank(xr, (rank + b) % blocks)[std::int64_t(r) * C + c] = xn;
@@ -651,7 +661,7 @@ void launch_decode_pass(const pass_args<T>& p, std::size_t smem) {
     attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attrs[1].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned(cs));
+    cfg.gridDim = dim3(unsigned(cs * ((p.B + pass_max_rows - 1) / pass_max_rows)));  // a cluster per 2 sequences
     cfg.blockDim = dim3(pass_threads);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream();
@@ -662,7 +672,7 @@ void launch_decode_pass(const pass_args<T>& p, std::size_t smem) {
 
 }  // namespace detail
 
-// The shape's part of the choice: a few rows and heads (pass_max_rows, pass_max_width), HD = 8·DL with a kernel
+// The shape's part of the choice: a few rows and heads (pass_max_batch, pass_max_width), HD = 8·DL with a kernel
 // for DL, rows in whole 16-byte packs, a kernel built for Hopper, and the weights of the passes with the rest in
 // the blocks' shared memory (gpt2's 2 heads: 64 KB a block in bf16); decode_passes also needs its buffers aligned
 // to 16 bytes.
@@ -672,11 +682,11 @@ bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD) {
     constexpr int W = pack_width<T>;
     const int dl = HD / 8;
     if (!(context().fuse_few_rows && context().fuse_decode_passes && dependent_launch_supported() && B >= 1 &&
-          B <= pass_max_rows && HD % 8 == 0 && (dl == 1 || dl == 2 || dl == 4 || dl == 8 || dl == 16) && n >= 1 &&
+          B <= pass_max_batch && HD % 8 == 0 && (dl == 1 || dl == 2 || dl == 4 || dl == 8 || dl == 16) && n >= 1 &&
           n * HD <= pass_max_width && C % W == 0 && C / W <= pass_threads && (n * HD) % W == 0))
         return false;
     const int blocks = pass_cluster_size_for<T>(dl);
-    return blocks > 0 && pass_smem<T>(B, C, n, HD, blocks).total <= pass_smem_limit();
+    return blocks > 0 && pass_smem<T>(std::min(B, pass_max_rows), C, n, HD, blocks).total <= pass_smem_limit();
 }
 
 template <class T>
@@ -704,7 +714,9 @@ void decode_passes(cuda, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const deco
     detail::pass_args<T> p{};
     p.x = x, p.norm = norm, p.w_qkv = w_qkv, p.w_o = w_o, p.cos_table = cos_table, p.sin_table = sin_table;
     p.start = start, p.B = B, p.C = C, p.n = n, p.HD = HD, p.ctx = ctx, p.eps = eps;
-    const std::size_t smem = detail::pass_smem<T>(B, C, n, HD, detail::pass_cluster_size_for<T>(HD / 8)).total;
+    const std::size_t smem =
+        detail::pass_smem<T>(std::min(B, detail::pass_max_rows), C, n, HD, detail::pass_cluster_size_for<T>(HD / 8))
+            .total;
     for (std::size_t first = 0; first < slots.size(); first += detail::pass_max_slots) {
         p.slots = int(std::min<std::size_t>(detail::pass_max_slots, slots.size() - first));
         for (int s = 0; s < p.slots; ++s) {
