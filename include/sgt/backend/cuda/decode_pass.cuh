@@ -27,8 +27,8 @@
 // +37% (composed) to +24.5% / +21.9% (contexts 1024 / 4096), a pass from about 12 us to 9 us; it is bound by the
 // latency of its instruction chains and barriers, not by bytes, and at 4 or 8 sequences in one cluster an earlier
 // form was slower than the composition, so a cluster takes 1 or 2 and a launch as many clusters as it needs: at 4
-// and 8 sequences 3-9% faster than the composition, at 32 5-12% slower, where the composition's tensor-core
-// products are full (docs/BENCHMARKS.md).
+// to 12 sequences 3-9% faster than the composition, at 16 and 32 3-12% slower, where the clusters no longer run
+// at once and the composition's tensor-core products are full (docs/BENCHMARKS.md).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -50,8 +50,8 @@ constexpr int pass_threads = 512, pass_warps = pass_threads / 32;
 constexpr int pass_max_slots = 8;    // passes per launch (a longer run takes several)
 constexpr int pass_max_rows = 2;     // sequences a cluster takes (at 4 and 8 one cluster was slower than the
                                      // composition); more sequences, more clusters
-constexpr int pass_max_batch = 8;    // sequences a launch takes (measured faster than the composition at 4 and 8,
-                                     // slower at 32; 9 to 31 not measured)
+constexpr int pass_max_batch = 12;   // sequences a launch takes (measured faster than the composition at 4, 8
+                                     // and 12, slower at 16 and 32)
 constexpr int pass_max_width = 256;  // n·HD: the heads a pass computes, times HD
 
 template <class T>
