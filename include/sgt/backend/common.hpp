@@ -92,6 +92,23 @@ std::span<const T> host_view(Backend be, const T* x, std::size_t n, std::vector<
         return copy;
     }
 }
+
+// A run of decode attention passes (decode_passes, backend/cpu/decode.hpp) as the composition of a backend's ops,
+// one pass after the other: the CPU's decode_passes, and a backend's where its fused form does not fit. Tab is the
+// type of the RoPE tables, which a backend keeps in its accumulation type.
+template <class Backend, class T, class Tab>
+void compose_decode_passes(Backend be, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const decode_slot<T>> slots,
+                           const T* norm, const T* w_qkv, const T* w_o, const Tab* cos_table, const Tab* sin_table,
+                           const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps,
+                           Tab* workspace) {
+    for (const decode_slot<T>& s : slots) {
+        normed_qkv_write_at(be, qkv, s.keys, s.values, a, rstd, x, norm, w_qkv, cos_table, sin_table, start, B, C, n,
+                            HD, ctx, eps);
+        decode_attention(be, o, qkv, s.keys, s.values, start, B, n, HD, ctx, workspace);
+        if (s.gains) head_gain_forward(be, o, s.gains, std::int64_t(B), n, HD, false);
+        normed_matmul_forward(be, x, a, rstd, o, static_cast<const T*>(nullptr), w_o, B, n * HD, C, 0.0, true);
+    }
+}
 }  // namespace detail
 
 }  // namespace sgt

@@ -162,22 +162,17 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
 // (norm (C), w_qkv (3·n·HD, C), w_o (C, n·HD)): pass p appends its key and value to its slot and adds
 //     x ← x + W_O · (g_p ⊙ softmax(q kᵀ / √HD) v),   q, k, v = RoPE(W_QKV · RMSNorm(x)) at the positions start,
 // reading x as the pass before left it. A looped layer's steps k = 1..K (Eq. 6, spec Sec. 7) are such a run, and
-// any pass is a run of one. Here, and on a GPU past two rows or a few heads, it is the composition of the ops
-// above; a GPU runs a run over one or two rows and a few heads as one kernel (backend/cuda/decode_pass.cuh), since
-// a pass over two heads of one token is three chained steps of a few hundred kilobytes each, bound by kernel
-// boundaries. qkv (B, 3, n, HD), o (B, n·HD), a (B, C), rstd (B) and workspace (decode_attention_workspace) are
+// any pass is a run of one. Here, and on a GPU past 12 rows or a few heads, it is the composition of the ops
+// above (detail::compose_decode_passes, backend/common.hpp); a GPU runs a run over up to 12 rows and a few heads as
+// one kernel, a thread-block cluster for every two rows (backend/cuda/decode_pass.cuh), since a pass over two heads
+// of one token is three chained steps of a few hundred kilobytes each, bound by kernel boundaries. qkv (B, 3, n, HD), o (B, n·HD), a (B, C), rstd (B) and workspace (decode_attention_workspace) are
 // scratch.
 template <class T>
 void decode_passes(cpu, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const decode_slot<T>> slots, const T* norm,
                    const T* w_qkv, const T* w_o, const T* cos_table, const T* sin_table, const std::int32_t* start,
                    int B, int C, int n, int HD, int ctx, double eps, T* workspace) {
-    for (const decode_slot<T>& s : slots) {
-        normed_qkv_write_at(cpu{}, qkv, s.keys, s.values, a, rstd, x, norm, w_qkv, cos_table, sin_table, start, B, C,
-                            n, HD, ctx, eps);
-        decode_attention(cpu{}, o, qkv, s.keys, s.values, start, B, n, HD, ctx, workspace);
-        if (s.gains) head_gain_forward(cpu{}, o, s.gains, std::int64_t(B), n, HD, false);
-        normed_matmul_forward(cpu{}, x, a, rstd, o, static_cast<const T*>(nullptr), w_o, B, n * HD, C, 0.0, true);
-    }
+    detail::compose_decode_passes(cpu{}, x, qkv, o, a, rstd, slots, norm, w_qkv, w_o, cos_table, sin_table, start, B,
+                                  C, n, HD, ctx, eps, workspace);
 }
 
 }  // namespace sgt

@@ -700,15 +700,9 @@ void decode_passes(cuda, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const deco
         one_kernel = one_kernel && detail::aligned16(ptr);
     for (const decode_slot<T>& s : slots)
         one_kernel = one_kernel && detail::aligned16(s.keys) && detail::aligned16(s.values);
-    if (!one_kernel) {
-        for (const decode_slot<T>& s : slots) {  // the composition, as on the CPU
-            normed_qkv_write_at(cuda{}, qkv, s.keys, s.values, a, rstd, x, norm, w_qkv, cos_table, sin_table, start,
-                                B, C, n, HD, ctx, eps);
-            decode_attention(cuda{}, o, qkv, s.keys, s.values, start, B, n, HD, ctx, workspace);
-            if (s.gains) head_gain_forward(cuda{}, o, s.gains, std::int64_t(B), n, HD, false);
-            normed_matmul_forward(cuda{}, x, a, rstd, o, static_cast<const T*>(nullptr), w_o, B, n * HD, C, 0.0,
-                                  true);
-        }
+    if (!one_kernel) {  // the composition, as on the CPU
+        detail::compose_decode_passes(cuda{}, x, qkv, o, a, rstd, slots, norm, w_qkv, w_o, cos_table, sin_table, start,
+                                      B, C, n, HD, ctx, eps, workspace);
         return;
     }
     detail::pass_args<T> p{};
