@@ -1,6 +1,7 @@
 // sgt/backend/common.hpp: the plain types that every backend's leaf ops exchange with the templates: a loss
-// summed over counted targets, and what an AdamW update reads. No backend code here, so that a
-// backend (CPU or CUDA) includes only this and its own headers.
+// summed over counted targets, and what an AdamW update reads; and a few helpers written once over any backend's
+// ops (found by the backend tag). No backend code here, so that a backend (CPU or CUDA) includes only this and its
+// own headers.
 #pragma once
 
 #include <cstdint>

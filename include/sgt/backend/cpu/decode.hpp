@@ -165,8 +165,8 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
 // any pass is a run of one. Here, and on a GPU past 12 rows or a few heads, it is the composition of the ops
 // above (detail::compose_decode_passes, backend/common.hpp); a GPU runs a run over up to 12 rows and a few heads as
 // one kernel, a thread-block cluster for every two rows (backend/cuda/decode_pass.cuh), since a pass over two heads
-// of one token is three chained steps of a few hundred kilobytes each, bound by kernel boundaries. qkv (B, 3, n, HD), o (B, n·HD), a (B, C), rstd (B) and workspace (decode_attention_workspace) are
-// scratch.
+// of one token is three chained steps of a few hundred kilobytes each, bound by kernel boundaries. qkv (B, 3, n,
+// HD), o (B, n·HD), a (B, C), rstd (B) and workspace (decode_attention_workspace) are scratch.
 template <class T>
 void decode_passes(cpu, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const decode_slot<T>> slots, const T* norm,
                    const T* w_qkv, const T* w_o, const T* cos_table, const T* sin_table, const std::int32_t* start,
