@@ -20,10 +20,9 @@ using namespace sgt;
 
 namespace {
 
-// A GPT-2-small-sized LLaMA: 12 layers, 12 heads of 64 (width 768), d_ff 2048, GPT-2's padded vocabulary.
-constexpr model_config gpt2_llama{
-    .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304, .max_seq = 1024},
-    .loops = presets::paper_loops};
+// A GPT-2-small-sized LLaMA (config.hpp): 12 layers, 12 heads of 64 (width 768), d_ff 2048, GPT-2's padded
+// vocabulary.
+constexpr model_config gpt2_llama = presets::gpt2;
 // The same model at the paper's training length: B4 x T4096.
 constexpr model_config gpt2_4k{.shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304,
                                          .max_seq = 4096},

@@ -35,29 +35,32 @@ using namespace sgt;
 // The presets the programs offer (config.hpp): their names, and a line for --help.
 inline const std::vector<std::string>& preset_names() {
     static const std::vector<std::string> names{"tiny",     "char_micro", "char_mini", "char_small", "char_7m",
-                                                "char_12l", "gpt2_12l",   "p275m"};
+                                                "char_12l", "gpt2_12l",   "gpt2",      "p275m"};
     return names;
 }
 inline constexpr const char* preset_help =
     "tiny, char_micro (the demo's), char_mini, char_small, char_7m (the gates report's 7M; train and train_cuda "
-    "only), char_12l (12 layers, bytes), gpt2_12l (12 layers, GPT-2 vocabulary 50304, for llm.c GPT-2 shards) or "
-    "p275m (the paper's 275M)";
+    "only), char_12l (12 layers, bytes), gpt2_12l (12 layers, GPT-2 vocabulary 50304, for llm.c GPT-2 shards), gpt2 "
+    "(GPT-2 small's size, the GPU benchmarks'; train and train_cuda only) or p275m (the paper's 275M)";
 
 // Calls f.template operator()<Cfg>() with the preset named `name`. char_7m, which only the isoFLOP comparison
-// (scripts/isoflop.sh) trains, is instantiated by the training programs alone (Training = true), to keep the
-// other programs' build time.
+// (scripts/isoflop.sh) trains, and gpt2, which the data-parallel scaling (scripts/multi_gpu.sh) trains, are
+// instantiated by the training programs alone (Training = true), to keep the other programs' build time.
 template <bool Training = false, class F>
 decltype(auto) with_preset(const std::string& name, F&& f) {
     if (name == "tiny") return f.template operator()<presets::tiny>();
     if (name == "char_micro") return f.template operator()<presets::char_micro>();
     if (name == "char_mini") return f.template operator()<presets::char_mini>();
     if (name == "char_small") return f.template operator()<presets::char_small>();
-    if constexpr (Training)
+    if constexpr (Training) {
         if (name == "char_7m") return f.template operator()<presets::char_7m>();
+        if (name == "gpt2") return f.template operator()<presets::gpt2>();
+    }
     if (name == "char_12l") return f.template operator()<presets::char_12l>();
     if (name == "gpt2_12l") return f.template operator()<presets::gpt2_12l>();
     if (name == "p275m") return f.template operator()<presets::p275m>();
-    fail("unknown preset '{}'{}: expected {}", name, name == "char_7m" ? " for this program" : "", preset_help);
+    fail("unknown preset '{}'{}: expected {}", name, name == "char_7m" || name == "gpt2" ? " for this program" : "",
+         preset_help);
 }
 
 // The stored types a program offers for --precision (the first is the default), the one chosen, and the call of

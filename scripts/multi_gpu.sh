@@ -6,7 +6,7 @@
 #   1. equivalence: fp32, the embedded task, SGT growing from step 10 every 10 steps, global batch 24: --nproc n
 #      against --nproc 1: step losses within 1e-5 (relative), the same growth decisions; --nproc n --zero1: the
 #      unsharded n-rank losses exactly;
-#   2. scaling: $SGT_SCALING_PRESET (gpt2_12l) in $SGT_SCALING_PRECISION (bf16 on a GPU), $SGT_SCALING_BATCH (16)
+#   2. scaling: $SGT_SCALING_PRESET (gpt2, GPT-2 small's size) in $SGT_SCALING_PRECISION (bf16 on a GPU), $SGT_SCALING_BATCH (16)
 #      sequences of $SGT_SCALING_SEQ (1024) tokens per rank, $SGT_SCALING_STEPS (40) steps: the median step time
 #      over the last 30, tokens/s per rank against one rank (scaling efficiency; issue 14's goal: >= 90% at 8),
 #      and rank 0's peak device memory with and without --zero1 (one rank replays its step as a CUDA graph, several
@@ -63,7 +63,7 @@ for n in "${ranks[@]}"; do
 done
 
 # 2. Scaling (weak: the same batch per rank) and memory.
-preset=${SGT_SCALING_PRESET:-gpt2_12l}
+preset=${SGT_SCALING_PRESET:-gpt2}
 per_rank=${SGT_SCALING_BATCH:-16}
 seq=${SGT_SCALING_SEQ:-1024}
 nsteps=${SGT_SCALING_STEPS:-40}

@@ -38,6 +38,9 @@ TEST_CASE("total parameters add the RMSNorm weights, and the model allocates exa
     // char_micro (the demo): layer 4·64² + 3·64·256 = 16,384 + 49,152 = 65,536; ×4 = 262,144;
     //                        embeddings 2·256·64 = 32,768; norms 9·64 = 576; total 295,488 ≈ 0.30M.
     CHECK(presets::char_micro.shape.total_params() == 295'488);
+    // gpt2 (the GPU benchmarks' size): layer 4·768² + 3·768·2048 = 2,359,296 + 4,718,592 = 7,077,888; ×12 =
+    //       84,934,656; embeddings 2·50304·768 = 77,266,944; norms 25·768 = 19,200; total 162,220,800 ≈ 162.2M.
+    CHECK(presets::gpt2.shape.total_params() == 162'220'800);
     // char_12l: layer 4·256² + 3·256·1024 = 262,144 + 786,432 = 1,048,576; ×12 = 12,582,912;
     //           embeddings 2·256·256 = 131,072; norms 25·256 = 6,400; total 12,720,384 ≈ 12.7M.
     CHECK(presets::char_12l.shape.total_params() == 12'720'384);

@@ -118,6 +118,13 @@ inline constexpr model_config gpt2_12l{
     .shape = {.layers = 12, .heads = 8, .head_dim = 32, .d_ff = 1024, .vocab = 50304, .max_seq = 1024},
     .loops = paper_loops};
 
+// GPT-2 small's size as a LLaMA: 12 layers, 12 heads of 64 (width 768), d_ff 2048, GPT-2's vocabulary padded to
+// 50304, T = 1024 (162.2M parameters, 77.3M of them the two embeddings). The GPU step benchmark's model
+// (bench_cuda_step's gpt2) and the size the data-parallel scaling is measured at (scripts/multi_gpu.sh).
+inline constexpr model_config gpt2{
+    .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304, .max_seq = 1024},
+    .loops = paper_loops};
+
 // The paper's scales (Table 8), vocab padded to 50304, sequence 4096.
 inline constexpr model_config p275m{
     .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 6144, .vocab = 50304, .max_seq = 4096},
