@@ -30,7 +30,7 @@ expect "expected at least T+1 = 33 for one sequence" --data "$work/short.txt" --
 expect "sequence length 300 is outside [2, 128], the preset's maximum" --seq 300 --steps 30
 expect "model.safetensors': header length" --resume "$work/ck" --steps 30
 expect "training: the loss is not finite" --lr 1e30 --warmup 1 --steps 30 --clip 0
-expect "--preset: huge not in {tiny,char_micro,char_mini,char_small,char_7m,char_12l,gpt2_12l,p275m}" --preset huge
+expect "--preset: huge not in {tiny,char_micro,char_mini,char_small,char_7m,char_12l,gpt2_12l,gpt2,p275m}" --preset huge
 expect "--grad-accum must be at least 1 (micro-batches per optimizer step), found 0" --grad-accum 0
 expect "--task-format: binary not in {compact,text}" --task-format binary
 expect "--grad-accum 2 with --gates: the gates' loss term would count once per micro-batch" --grad-accum 2 --gates
