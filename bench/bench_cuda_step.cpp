@@ -24,9 +24,7 @@ namespace {
 // vocabulary.
 constexpr model_config gpt2_llama = presets::gpt2;
 // The same model at the paper's training length: B4 x T4096.
-constexpr model_config gpt2_4k{.shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304,
-                                         .max_seq = 4096},
-                               .loops = presets::paper_loops};
+constexpr model_config gpt2_4k = with_max_seq(presets::gpt2, 4096);
 
 bool use_graphs = true;  // --no-graphs: every step eager (trainer::set_graphs)
 

@@ -28,12 +28,8 @@ using namespace sgt;
 
 namespace {
 
-constexpr model_config gpt2_infer{
-    .shape = {.layers = 12, .heads = 12, .head_dim = 64, .d_ff = 2048, .vocab = 50304, .max_seq = 4096},
-    .loops = presets::paper_loops};
-constexpr model_config char_small_infer{
-    .shape = {.layers = 6, .heads = 6, .head_dim = 64, .d_ff = 1024, .vocab = 256, .max_seq = 4096},
-    .loops = presets::paper_loops};
+constexpr model_config gpt2_infer = with_max_seq(presets::gpt2, 4096);
+constexpr model_config char_small_infer = with_max_seq(presets::char_small, 4096);
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -8,9 +8,9 @@
 #      gpu_test_cuda_infer, racecheck on its case of the decode pass kernel (decode_pass.cuh's shared memory);
 #   2. train_cuda writes a checkpoint and generate_cuda samples from it (fp32 and bf16);
 #   3. with `bench`: bench_infer (prefill/decode tokens/s, batch 1 and 32, context 1024 and 4096, vanilla, SGT, Block
-#      Loop, gpt2 size and char_small, cache bytes; SGT with the pass kernel on and off) and, where torch + transformers are installed, bench/torch_infer.py
-#      (Hugging Face generate and our cached PyTorch model, eager and torch.compile) in the same job, as
-#      docs/BENCHMARKS.md ran them.
+#      Loop, gpt2 size and char_small, cache bytes; SGT with the pass kernel on and off) and, where torch +
+#      transformers are installed, bench/torch_infer.py (Hugging Face generate and our cached PyTorch model, eager
+#      and torch.compile) in the same job, as docs/BENCHMARKS.md ran them.
 # Everything is logged under $OUT (or ./gpu-infer).
 set -uo pipefail
 bin=$(realpath "${1:?usage: gpu_infer.sh BIN_DIR [bench]}")

@@ -75,6 +75,12 @@ struct validated_config {
     static constexpr model_config value = Cfg;
 };
 
+// A configuration at another longest sequence (e.g. a preset trained at 1024 tokens, benchmarked at 4096).
+constexpr model_config with_max_seq(model_config c, int max_seq) {
+    c.shape.max_seq = max_seq;
+    return c;
+}
+
 namespace presets {
 
 // The paper's loop budget: h = 2 heads, L = 3 layers, K_max up to 3 (spec Sec. 5).
