@@ -15,6 +15,10 @@
 
 #include "plans.hpp"
 #include "sgt/cuda.hpp"
+#if __has_include(<nccl.h>)
+#include "sgt/dist/nccl.hpp"
+#define SGT_BENCH_NCCL 1
+#endif
 
 using namespace sgt;
 
@@ -27,6 +31,7 @@ constexpr model_config gpt2_llama = presets::gpt2;
 constexpr model_config gpt2_4k = with_max_seq(presets::gpt2, 4096);
 
 bool use_graphs = true;  // --no-graphs: every step eager (trainer::set_graphs)
+bool one_nccl_rank = false;  // --nccl-rank: the data-parallel step of one NCCL rank (what several GPUs add)
 
 struct event_timer {
     cudaEvent_t start{}, stop{};
@@ -62,6 +67,17 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
         trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1},
                    adamw_options{}, B, S);
         tr.set_graphs(use_graphs);
+#ifdef SGT_BENCH_NCCL
+        std::optional<dist::tcp_group> group;
+        std::optional<dist::nccl_data_parallel<T>> sync;
+        if (one_nccl_rank) {
+            group.emplace(0, 1, dist::rendezvous{});
+            sync.emplace(*group);
+            tr.set_data_parallel(&*sync);
+        }
+#else
+        require(!one_nccl_rank, "--nccl-rank: this build has no NCCL (CMake found no nccl.h)");
+#endif
         const batch b = sgt_bench::random_batch(B, S, Cfg.shape.vocab, 1234);
         event_timer timer;
         std::vector<double> ms;
@@ -94,6 +110,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
              {"peak_mem_mib", double(detail::device_memory().peak - base) / (1 << 20)},
              {"loss", loss},
              {"graphs", use_graphs},
+             {"nccl_rank", one_nccl_rank},
              {"replayed_steps", tr.replayed_steps()},
              {"device", prop.name}};
     }
@@ -230,6 +247,8 @@ int main(int argc, char** argv) {
                  "let cuDNN's attention backward accumulate with atomics (runs differ in the last bits)");
     bool no_graphs = false;
     app.add_flag("--no-graphs", no_graphs, "run every step eagerly instead of replaying a recorded CUDA graph");
+    app.add_flag("--nccl-rank", one_nccl_rank,
+                 "train as the one rank of an NCCL data-parallel group (the cost of the gradient sum and its stream)");
     CLI11_PARSE(app, argc, argv);
     use_graphs = !no_graphs;
     try {

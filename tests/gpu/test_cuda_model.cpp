@@ -311,7 +311,7 @@ TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and g
 
 // ---- Data parallelism over NCCL (dist/nccl.hpp) -------------------------------------------------------------
 // One rank through NCCL is the plain trainer bit for bit (fp32, bf16, bf16 summed in fp32, buckets small enough
-// that a backward fills several). Two ranks sharing the one GPU, summing through the host, take the steps of one
+// that a backward fills several; the step replayed as a CUDA graph with its collectives, or eager). Two ranks sharing the one GPU, summing through the host, take the steps of one
 // process over the global batch (fp32 within 1e-5 over 12 steps). Where the machine has two GPUs or more: 2 ranks (threads here, one GPU each)
 // take the steps of one GPU over the global batch (fp32 within 1e-5 over 12 steps), with the same growth
 // decisions on both ranks. Built where NCCL's header is (the library is loaded when the test runs).
@@ -324,12 +324,13 @@ struct record {
     std::vector<double> losses;
     std::vector<std::string> plans;
     std::vector<T> weights;
+    int replayed = 0;  // steps replayed as a recorded CUDA graph
 };
 
 // 12 steps of SGT growth (from step 3, Δt = 2) on global batches of 4 sequences, as rank `rank` of `world`.
-// zero1: the optimizer sharded over the ranks.
+// zero1: the optimizer sharded over the ranks; graphs: steps recorded and replayed where they can be.
 template <class T>
-record<T> train(int rank, int world, dist::gradient_sync<T, cuda>* sync, bool zero1 = false) {
+record<T> train(int rank, int world, dist::gradient_sync<T, cuda>* sync, bool zero1 = false, bool graphs = true) {
     model<T, tiny_bytes, cuda> m(4 / world, 16, 11);
     growth_options o = growth_options::from_budget(tiny_bytes.loops);
     o.t_start = 3;
@@ -337,6 +338,7 @@ record<T> train(int rank, int world, dist::gradient_sync<T, cuda>* sync, bool ze
     growth_operator<> g(tiny_bytes.shape, o);
     trainer tr(m, g, cosine_schedule{.lr_max = 1e-2, .warmup = 2, .total = 12}, adamw_options{}, 4, 16);
     tr.set_data_parallel(sync, zero1);
+    tr.set_graphs(graphs);
     k_hop_dataset data(k_hop_options{.symbols = 2});
     rng r(3);
     record<T> out;
@@ -345,6 +347,7 @@ record<T> train(int rank, int world, dist::gradient_sync<T, cuda>* sync, bool ze
         out.plans.push_back(sgt::detail::plan_to_json(g.plan()).dump());
     }
     out.weights = m.parameters_to_host();
+    out.replayed = tr.replayed_steps();
     return out;
 }
 
@@ -412,6 +415,7 @@ TEST_CASE("two ranks on one GPU (sums through the host): the steps of one proces
     CHECK(errors[1] == "");
     std::printf("  2 ranks on one GPU: %d buckets in 12 steps\n", buckets[0]);
     CHECK(buckets[0] > 12);  // several per backward
+    CHECK(ranks[0].replayed == 0);  // sums through host memory: every step eager
     CHECK(ranks[1].plans == ranks[0].plans);
     CHECK(ranks[1].losses == ranks[0].losses);
     CHECK(ranks[1].weights == ranks[0].weights);
@@ -501,22 +505,28 @@ TEST_CASE_TEMPLATE("ZeRO-1's optimizer on the GPU: two shares of one buffer upda
     }
 }
 
-TEST_CASE_TEMPLATE("one rank through NCCL is the plain trainer, bit for bit", T, float, bf16) {
+// The NCCL step is recorded into the step's graph and replayed like a plain one; eager, it gives the same bits.
+TEST_CASE_TEMPLATE("one rank through NCCL is the plain trainer, bit for bit, replayed or eager", T, float, bf16) {
     const dp::record<T> plain = dp::train<T>(0, 1, nullptr);
     REQUIRE(plain.plans.front() != plain.plans.back());  // the loops grow
+    REQUIRE(plain.replayed > 0);
     dist::tcp_group g(0, 1, {});
     for (const bool fp32_reduce : {false, true}) {
         for (const std::int64_t bucket : {std::int64_t(25) << 20, std::int64_t(4096)}) {
-            CAPTURE(fp32_reduce);
-            CAPTURE(bucket);
-            dist::nccl_data_parallel<T> sync(g, {.fp32_reduce = fp32_reduce, .bucket_bytes = bucket});
-            if (!fp32_reduce && bucket > 4096)
-                std::printf("  %s: NCCL %d loaded\n", precision_name<T>::value, sync.nccl_version());
-            const dp::record<T> one = dp::train<T>(0, 1, &sync);
-            CHECK(one.losses == plain.losses);
-            CHECK(one.plans == plain.plans);
-            REQUIRE(one.weights.size() == plain.weights.size());
-            CHECK(std::memcmp(one.weights.data(), plain.weights.data(), plain.weights.size() * sizeof(T)) == 0);
+            for (const bool graphs : {true, false}) {
+                CAPTURE(fp32_reduce);
+                CAPTURE(bucket);
+                CAPTURE(graphs);
+                dist::nccl_data_parallel<T> sync(g, {.fp32_reduce = fp32_reduce, .bucket_bytes = bucket});
+                if (!fp32_reduce && bucket > 4096 && graphs)
+                    std::printf("  %s: NCCL %d loaded\n", precision_name<T>::value, sync.nccl_version());
+                const dp::record<T> one = dp::train<T>(0, 1, &sync, false, graphs);
+                CHECK(one.replayed == (graphs ? plain.replayed : 0));
+                CHECK(one.losses == plain.losses);
+                CHECK(one.plans == plain.plans);
+                REQUIRE(one.weights.size() == plain.weights.size());
+                CHECK(std::memcmp(one.weights.data(), plain.weights.data(), plain.weights.size() * sizeof(T)) == 0);
+            }
         }
     }
 }
@@ -532,13 +542,14 @@ TEST_CASE("two GPUs: two ranks take the steps of one GPU over the global batch (
     const auto dir = test::fresh_dir("gpu_nccl");
     std::filesystem::create_directories(dir);
     const auto where = dist::rendezvous::parse("file:" + (dir / "r").string());
-    dp::record<float> ranks[2], sharded[2];
+    dp::record<float> ranks[2], sharded[2], eager[2];
     const auto errors = test::on_ranks(2, [&](int r) {
         dist::select_device(cuda{}, {.rank = r, .world = 2, .local_rank = r});
         dist::tcp_group g(r, 2, where, {.timeout_s = 60});
         dist::nccl_data_parallel<float> sync(g, {.bucket_bytes = 4096});
         ranks[r] = dp::train<float>(r, 2, &sync);
         sharded[r] = dp::train<float>(r, 2, &sync, true);  // ZeRO-1 over NCCL: the same steps, bit for bit
+        eager[r] = dp::train<float>(r, 2, &sync, false, false);  // no graph: the same steps, bit for bit
     });
     std::filesystem::remove_all(dir);
     CHECK(errors[0] == "");
@@ -546,9 +557,14 @@ TEST_CASE("two GPUs: two ranks take the steps of one GPU over the global batch (
     CHECK(ranks[1].plans == ranks[0].plans);
     CHECK(ranks[1].losses == ranks[0].losses);
     CHECK(ranks[0].plans == one.plans);
+    CHECK(ranks[0].replayed == one.replayed);  // the steps with the exchanges were replayed as graphs
+    CHECK(sharded[0].replayed == one.replayed);
+    CHECK(eager[0].replayed == 0);
     for (int r = 0; r < 2; ++r) {
         CHECK(sharded[r].losses == ranks[r].losses);
         CHECK(sharded[r].weights == ranks[r].weights);
+        CHECK(eager[r].losses == ranks[r].losses);
+        CHECK(eager[r].weights == ranks[r].weights);
     }
     for (std::size_t i = 0; i < one.losses.size(); ++i)
         CHECK(std::abs(ranks[0].losses[i] - one.losses[i]) <= 1e-5 * std::abs(one.losses[i]));

@@ -44,6 +44,16 @@ public:
     virtual void ready(param_range r) = 0;
     virtual void end_backward() = 0;
 
+    // Whether the step's exchanges can be recorded with the rest of a step into a CUDA graph and replayed
+    // (train/trainer.hpp): the calls above and share_ranges only enqueue work on the backend's streams and read
+    // nothing back, so the same recorded work sums the next step's gradients. Then the trainer calls wait_step()
+    // after the step, before anything reads a result back. A sync that works through host memory says no, and a
+    // data-parallel step with it runs eagerly.
+    virtual bool replayable() const { return false; }
+    // Blocks until the step's exchanges (enqueued or replayed) are done, or fails with an sgt::error when a rank
+    // fails meanwhile; a sync whose calls finish before they return has nothing to wait for.
+    virtual void wait_step() {}
+
     // For a sharded optimizer (ZeRO-1); a sync that does not implement them refuses one.
     // share_ranges: `data` (backend memory, `elem_bytes` per element) gets every rank's range of it from that
     // rank, ranges[r] being rank r's (as shard_of gives them), ordered before the backend's later work.

@@ -4,7 +4,10 @@
 // from rank 0 to the others and, during training, the small host values of each step (counts, losses,
 // entropies), so that Θ is the same on every rank by construction. The gradients are summed by ncclAllReduce,
 // bucket by bucket, on a stream of their own while the backward goes on: each bucket waits (an event) for the
-// backward work that finished it, and the step's later work (the clip, AdamW) waits for the last bucket.
+// backward work that finished it, and the step's later work (the clip, AdamW) waits for the last bucket. Nothing
+// is read back during the step: the host waits once, after it (wait_step, which watches for failed ranks), so a
+// step with these exchanges is recorded into the trainer's CUDA graph and replayed like a one-GPU step (NCCL's
+// collectives can be captured into a graph).
 // With bf16 gradients the sum is taken in bf16 (as NCCL adds) or, with `fp32_reduce`, in fp32: each bucket is
 // widened into an fp32 copy, summed, and narrowed back once all buckets are in.
 //
@@ -148,9 +151,14 @@ public:
         for (const auto& b : buckets_->finish()) reduce(b);
         buckets_.reset();
         SGT_CUDA_CHECK(cudaEventRecord(done_, stream_));
-        wait_for_done("the gradient sum");
         SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
         if (widen()) convert(cuda{}, grads_.data(), wide_.data(), std::int64_t(grads_.size()));
+    }
+    bool replayable() const override { return true; }
+    // The op stream's work so far (the step, eager or replayed, which joined the NCCL stream's) is done.
+    void wait_step() override {
+        SGT_CUDA_CHECK(cudaEventRecord(done_, ::sgt::detail::stream()));
+        wait_for_done("the step's exchanges over NCCL");
     }
     // ZeRO-1: rank r's range of `data` from rank r to all, one ncclBroadcast per rank in one NCCL group, on the
     // NCCL stream after the op stream's work so far; the op stream's later work waits for it.
@@ -170,7 +178,6 @@ public:
         }
         lib_.check(lib_.group_end(), "ncclGroupEnd");
         SGT_CUDA_CHECK(cudaEventRecord(done_, stream_));
-        wait_for_done("the exchange of the updated weights");
         SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
     }
     // Host bytes, over the group's connections (checkpoints of a sharded optimizer).
@@ -207,8 +214,8 @@ private:
         lib_.check(lib_.all_reduce(data, data, std::size_t(b.count), type, ncclSum, comm_, stream_), "ncclAllReduce");
     }
 
-    // Waits for done_ (the last bucket, or the weights' exchange: `what`), watching NCCL's asynchronous errors and
-    // the group's connections (a rank that exited leaves NCCL waiting for it); gives up after the group's timeout.
+    // Waits for done_ (recorded after `what`), watching NCCL's asynchronous errors and the group's connections (a
+    // rank that exited leaves NCCL waiting for it); gives up after the group's timeout.
     void wait_for_done(const char* what) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(group_.timeout_s());
         for (int polls = 0;; ++polls) {

@@ -8,8 +8,9 @@
 // the host reads the loss, the entropies and the gradient norm once, after the whole step.
 // With set_data_parallel, a step of one of several processes is the step of one process over their global batch
 // (dist/data_parallel.hpp); with a sharded optimizer (ZeRO-1) each rank updates its share of the weights and the
-// ranks exchange them after the update. The training loop itself (data, logging, checkpoints) belongs to the program: see
-// examples/train.cpp.
+// ranks exchange them after the update. The exchanges of a sync that allows it (gradient_sync::replayable, as
+// NCCL's does) are recorded into the step's graph with the rest. The training loop itself (data, logging,
+// checkpoints) belongs to the program: see examples/train.cpp.
 #pragma once
 
 #include <algorithm>
@@ -84,11 +85,11 @@ public:
         opt_.begin_step(model_.parameters(), r.lr);
         double sum = 0.0;
         int sequences = 0;
-        if (micro.size() == 1 && graphs_ && model_.replayable() && !dp_) {
-            // One batch: forward, backward and update as one recorded step, replayed while the plan, the batch
-            // shape, the count of targets (the backward's scale) and the optimizer's trainable tensors stay those
-            // it was recorded with. The batch and the step's rate are copied in before, the loss, the entropies
-            // and the gradient norm read after it.
+        if (micro.size() == 1 && graphs_ && model_.replayable() && (!dp_ || dp_->replayable())) {
+            // One batch: forward, backward and update (and a data-parallel step's exchanges) as one recorded
+            // step, replayed while the plan, the batch shape, the count of targets (the backward's scale) and the
+            // optimizer's trainable tensors stay those it was recorded with. The batch and the step's rate are
+            // copied in before, the loss, the entropies and the gradient norm read after it.
             const batch& b = micro[0];
             const replay_key key{plan, b.B, b.T, count, opt_.layout_version()};
             if (!(key == replay_key_)) {
@@ -99,13 +100,17 @@ public:
             graph_.run([&] {
                 model_.zero_grad();
                 model_.enqueue_forward(plan, scale);
-                model_.backward(scale);
-                opt_.update(model_.parameters(), model_.gradients());
+                if (dp_)  // a replayable model adds no loss term (model::replayable)
+                    backward_summed(scale);
+                else
+                    model_.backward(scale);
+                update();
             });
+            if (dp_) dp_->wait_step();  // before anything is read back: a failed rank is an error, not a hang
             replayed_ += graph_.captured() ? 1 : 0;
             model_.finish_forward();
             sum = model_.last_loss().sum;
-            r.flops = model_.step_flops(b.B, b.T, plan);
+            r.flops = model_.step_flops(std::int64_t(b.B) * (dp_ ? dp_->world() : 1), b.T, plan);
         } else {
             model_.zero_grad();
             for (const auto& b : micro) {
@@ -120,9 +125,7 @@ public:
                             "training: data parallelism with a variant that adds a loss term ({}) is not supported: "
                             "the term's gradient would count once per rank",
                             model_.extra_loss());
-                    dp_->begin_backward(model_.gradients());
-                    model_.backward(scale, [this](std::int64_t o, std::int64_t n) { dp_->ready({o, n}); });
-                    dp_->end_backward();
+                    backward_summed(scale);
                 } else {
                     model_.backward(scale);
                 }
@@ -130,11 +133,8 @@ public:
                 sequences += b.B;
                 r.flops += model_.step_flops(std::int64_t(b.B) * (dp_ ? dp_->world() : 1), b.T, plan);
             }
-            opt_.update(model_.parameters(), model_.gradients());
-            if (dp_ && opt_.sharded()) {  // ZeRO-1: each rank updated its share; every rank gets every share
-                const std::span<value_type> w = model_.parameters();
-                dp_->share_ranges(w.data(), sizeof(value_type), shards_);
-            }
+            update();
+            if (dp_) dp_->wait_step();
         }
         if (micro.size() > 1)
             scale_entropies(1.0 / double(sequences));
@@ -218,7 +218,8 @@ public:
     // of the global batch, and the step is that of one process over the global batch: the target count, the loss
     // and the entropies are combined over the ranks, the gradients summed (bucket by bucket during the backward),
     // so every rank takes the same step and the growth operator the same decision. nullptr: one process. The
-    // sync must outlive the trainer's use of it. A step with it runs eagerly (no recorded graph).
+    // sync must outlive the trainer's use of it. A one-batch step with a sync that allows it (NCCL's) is recorded
+    // and replayed as a plain step is; with one that works through host memory it runs eagerly.
     // shard_optimizer (ZeRO-1, before the first step): each rank keeps AdamW's moments and master weights for its
     // share of the parameters only (dist::shard_of), updates that share and sends it to the others after the
     // update (gradient_sync::share_ranges), as PyTorch's ZeroRedundancyOptimizer does; the weights are those of
@@ -251,6 +252,20 @@ public:
     const cosine_schedule& lr_schedule() const { return lr_; }
 
 private:
+    // The backward, each final range of the gradients summed over the ranks as the backward goes on.
+    void backward_summed(double scale) {
+        dp_->begin_backward(model_.gradients());
+        model_.backward(scale, [this](std::int64_t o, std::int64_t n) { dp_->ready({o, n}); });
+        dp_->end_backward();
+    }
+    // Clipping and AdamW; ZeRO-1: each rank updated its share, and every rank gets every share.
+    void update() {
+        opt_.update(model_.parameters(), model_.gradients());
+        if (dp_ && opt_.sharded()) {
+            const std::span<value_type> w = model_.parameters();
+            dp_->share_ranges(w.data(), sizeof(value_type), shards_);
+        }
+    }
     // This rank's share of n parameters for a sharded optimizer, gathering through the sync.
     static adamw_shard share_of(dist::gradient_sync<value_type, typename Model::backend_type>& sync, std::int64_t n) {
         const dist::param_range mine = dist::shard_of(n, sync.rank(), sync.world());
