@@ -27,7 +27,13 @@ namespace sgt {
 
 namespace detail {
 
-constexpr int few_rows_max = 8, few_rows_threads = 256, few_rows_warps = few_rows_threads / 32;
+// Rows the fused kernel takes: its sums run on the CUDA cores, so each row more costs it a pass of arithmetic over
+// the weights, while cuBLASLt's tensor-core product costs about the same from 1 row to 16. On an H200 at gpt2 size
+// a decode step was as fast either way at 4 rows, and 3-5%, 10-11%, 16-17% and 19-20% faster composed at 5, 6, 7
+// and 8 (docs/BENCHMARKS.md, "Where the few-row products stop"; char_small's smaller products were faster fused at
+// 5 rows).
+constexpr int few_rows_max = 4;
+constexpr int few_rows_threads = 256, few_rows_warps = few_rows_threads / 32;
 constexpr std::size_t few_rows_smem_max = 48 << 10;  // the staged input rows, without an opt-in
 
 enum class few_rows_epilogue { plain, swiglu, qkv };
