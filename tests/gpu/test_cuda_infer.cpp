@@ -165,10 +165,10 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
 
 TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU match the CPU, fused or composed", T,
                    float, bf16) {
-    // 1, 3 and 4 rows take the fused kernel (decode_products.cuh, few_rows_max); 5 rows, and rows of 36 bf16 (not
-    // whole 16-byte packs), the composition.
+    // 1 to 4 rows take the fused kernel (decode_products.cuh, few_rows_max; an instance for 1 row and one for up to
+    // 4); 5 rows, and rows of 36 bf16 (not whole 16-byte packs), the composition.
     for (const int I : {40, 36})
-        for (const int N : {1, 3, 4, 5}) {
+        for (const int N : {1, 2, 3, 4, 5}) {
             CAPTURE(I);
             CAPTURE(N);
             const int O = 37, F = 53, n = 3, HD = 16, ctx = 50;

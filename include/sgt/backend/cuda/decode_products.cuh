@@ -58,7 +58,10 @@ struct few_rows_args {
     int n, HD, ctx;
 };
 
-template <class T, int W, bool Norm, few_rows_epilogue E>
+// R: the most rows this instance takes, 1 or few_rows_max (a lane keeps R sums a unit). On an H200 at gpt2 size an
+// instance for one row made a batch-1 decode step 3% faster than the 4-row instance, and one for two rows made a
+// batch-2 step 5-8% slower (docs/BENCHMARKS.md, "Where the few-row products stop").
+template <class T, int W, int R, bool Norm, few_rows_epilogue E>
 __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_rows_args<T> p) {
     using A = accum_t<T>;
     using P = pack<T, W>;
@@ -131,14 +134,14 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
         rows(u, r0, r1, sec, head, j);
         prefetch(u + stride);  // the next unit's rows load while this one's are summed
         constexpr bool two = E != few_rows_epilogue::plain;
-        A d0[few_rows_max] = {}, d1[few_rows_max] = {};
+        A d0[R] = {}, d1[R] = {};
 #pragma unroll 4
         for (int c = lane; c < packs; c += 32) {
             const P a = reinterpret_cast<const P*>(r0)[c];
             P b{};
             if constexpr (two) b = reinterpret_cast<const P*>(r1)[c];
 #pragma unroll
-            for (int r = 0; r < few_rows_max; ++r) {
+            for (int r = 0; r < R; ++r) {
                 if (r >= p.N) break;
                 const P xv = reinterpret_cast<const P*>(xs + std::int64_t(r) * p.I)[c];
 #pragma unroll
@@ -149,14 +152,14 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
             }
         }
 #pragma unroll
-        for (int r = 0; r < few_rows_max; ++r) {
+        for (int r = 0; r < R; ++r) {
             if (r >= p.N) break;
             d0[r] = warp_sum(d0[r]);
             if constexpr (two) d1[r] = warp_sum(d1[r]);
         }
         if (lane != 0) continue;
 #pragma unroll
-        for (int r = 0; r < few_rows_max; ++r) {
+        for (int r = 0; r < R; ++r) {
             if (r >= p.N) break;
             if constexpr (E == few_rows_epilogue::plain) {
                 const std::int64_t at = std::int64_t(r) * p.O + u;
@@ -201,7 +204,9 @@ template <bool Norm, few_rows_epilogue E, class T>
 void launch_few_rows(const few_rows_args<T>& p) {
     const int blocks = std::min((p.units + few_rows_warps - 1) / few_rows_warps, 4 * multiprocessors());
     const std::size_t smem = std::size_t(p.N) * p.I * sizeof(T);
-    launch_dependent(few_rows_kernel<T, pack_width<T>, Norm, E>, blocks, few_rows_threads, smem, p);
+    constexpr int W = pack_width<T>;
+    if (p.N == 1) launch_dependent(few_rows_kernel<T, W, 1, Norm, E>, blocks, few_rows_threads, smem, p);
+    else launch_dependent(few_rows_kernel<T, W, few_rows_max, Norm, E>, blocks, few_rows_threads, smem, p);
 }
 
 }  // namespace detail
