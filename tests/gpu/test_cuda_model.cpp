@@ -311,10 +311,11 @@ TEST_CASE("bf16 with fused attention (head size 32): close to fp32 in loss and g
 
 // ---- Data parallelism over NCCL (dist/nccl.hpp) -------------------------------------------------------------
 // One rank through NCCL is the plain trainer bit for bit (fp32, bf16, bf16 summed in fp32, buckets small enough
-// that a backward fills several; the step replayed as a CUDA graph with its collectives, or eager). Two ranks sharing the one GPU, summing through the host, take the steps of one
-// process over the global batch (fp32 within 1e-5 over 12 steps). Where the machine has two GPUs or more: 2 ranks (threads here, one GPU each)
-// take the steps of one GPU over the global batch (fp32 within 1e-5 over 12 steps), with the same growth
-// decisions on both ranks. Built where NCCL's header is (the library is loaded when the test runs).
+// that a backward fills several; the step replayed as a CUDA graph with its collectives, or eager). Two ranks
+// sharing the one GPU, summing through the host, take the steps of one process over the global batch (fp32 within
+// 1e-5 over 12 steps). Where the machine has two GPUs or more: 2 ranks (threads here, one GPU each) take the steps
+// of one GPU over the global batch (fp32 within 1e-5 over 12 steps), with the same growth decisions on both ranks.
+// Built where NCCL's header is (the library is loaded when the test runs).
 #if __has_include(<nccl.h>)
 namespace dp {
 using test::tiny_bytes;

@@ -154,7 +154,7 @@ public:
         SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
         if (widen()) convert(cuda{}, grads_.data(), wide_.data(), std::int64_t(grads_.size()));
     }
-    bool replayable() const override { return true; }
+    bool replayable() const override { return lib_.version >= 20900; }  // NCCL 2.9 and later can be captured
     // The op stream's work so far (the step, eager or replayed, which joined the NCCL stream's) is done.
     void wait_step() override {
         SGT_CUDA_CHECK(cudaEventRecord(done_, ::sgt::detail::stream()));
