@@ -288,6 +288,34 @@ run_record train_sgt(int B, int steps, int rank, int world, gradient_sync<double
     return rec;
 }
 
+// A host sync that says its work can be recorded, as NCCL's does on a GPU (dist/nccl.hpp), so that the trainer
+// takes its recorded-step path (on the CPU a recording simply runs); it counts the backwards and the waits.
+class recordable_sync final : public gradient_sync<double, cpu> {
+public:
+    explicit recordable_sync(tcp_group& g) : inner_(g, 4096) {}
+    int rank() const override { return inner_.rank(); }
+    int world() const override { return inner_.world(); }
+    std::vector<double> all_gather(std::span<const double> mine) override { return inner_.all_gather(mine); }
+    void begin_backward(std::span<double> grads) override { inner_.begin_backward(grads); }
+    void ready(param_range r) override { inner_.ready(r); }
+    void end_backward() override {
+        inner_.end_backward();
+        ++backwards;
+    }
+    void share_ranges(void* data, std::size_t elem_bytes, std::span<const param_range> ranges) override {
+        inner_.share_ranges(data, elem_bytes, ranges);
+    }
+    std::vector<std::byte> gather_to_root(std::span<const std::byte> mine) override {
+        return inner_.gather_to_root(mine);
+    }
+    bool replayable() const override { return true; }
+    void wait_step() override { ++waits; }
+    int backwards = 0, waits = 0;
+
+private:
+    host_data_parallel<double, cpu> inner_;
+};
+
 double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
     double m = 0.0;
     for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]) / std::max(1e-3, std::abs(b[i])));
@@ -377,6 +405,42 @@ TEST_CASE("data parallel training: 1, 2 and 4 ranks take the step of one process
             CHECK(sharded[0].v == plain[0].v);
             CHECK(sharded[0].plans == alone.plans);
             CHECK(max_rel(sharded[0].losses, alone.losses) < 1e-12);
+        }
+    }
+    SUBCASE("a sync that can be recorded: the trainer's recorded-step path takes the same steps, one wait a step") {
+        for (const bool zero1 : {false, true}) {
+            CAPTURE(zero1);
+            std::vector<run_record> eager(2), recorded(2);
+            int backwards[2] = {}, waits[2] = {};
+            for (const bool record : {false, true}) {
+                const auto dir = fresh_dir(std::string("dist_recorded_") + (record ? "r" : "e") + (zero1 ? "s" : "p"));
+                std::filesystem::create_directories(dir);
+                const rendezvous where = rendezvous::parse("file:" + (dir / "r").string());
+                const auto errors = on_ranks(2, [&](int r) {
+                    tcp_group g(r, 2, where, {.timeout_s = 60});
+                    if (record) {
+                        recordable_sync sync(g);
+                        recorded[std::size_t(r)] = train_sgt(B, steps, r, 2, &sync, 1, zero1);
+                        backwards[r] = sync.backwards;
+                        waits[r] = sync.waits;
+                    } else {
+                        host_data_parallel<double, cpu> sync(g, 4096);
+                        eager[std::size_t(r)] = train_sgt(B, steps, r, 2, &sync, 1, zero1);
+                    }
+                });
+                CHECK(errors == std::vector<std::string>{"", ""});
+                std::filesystem::remove_all(dir);
+            }
+            for (int r = 0; r < 2; ++r) {
+                CAPTURE(r);
+                CHECK(backwards[r] == steps);
+                CHECK(waits[r] == steps);  // once a step, after it
+                CHECK(recorded[r].losses == eager[r].losses);
+                CHECK(recorded[r].grad_norms == eager[r].grad_norms);
+                CHECK(recorded[r].plans == eager[r].plans);
+                CHECK(recorded[r].weights == eager[r].weights);
+            }
+            CHECK(recorded[0].plans == one.plans);
         }
     }
     SUBCASE("two ranks, each accumulating two micro-batches") {
