@@ -9,9 +9,8 @@
 #   2. scaling: $SGT_SCALING_PRESET (gpt2, GPT-2 small's size) in $SGT_SCALING_PRECISION (bf16 on a GPU),
 #      $SGT_SCALING_BATCH (16) sequences of $SGT_SCALING_SEQ (1024) tokens per rank, $SGT_SCALING_STEPS (40)
 #      steps: the median step time over the last 30, tokens/s per rank against one rank (scaling efficiency;
-#      issue 14's goal: >= 90% at 8), and rank 0's peak device memory with and without --zero1 (one rank replays
-#      its step as a CUDA graph, several run it eagerly: about 5% on one GPU, docs/BENCHMARKS.md, which the
-#      efficiency includes);
+#      issue 14's goal: >= 90% at 8), and rank 0's peak device memory with and without --zero1 (one rank and
+#      several alike replay their step as a CUDA graph, NCCL's collectives included; docs/BENCHMARKS.md);
 # and at N ranks:
 #   3. a rank killed: N ranks started by hand (RANK, WORLD_SIZE, LOCAL_RANK, SGT_RENDEZVOUS), checkpoints every 10
 #      steps, rank 1 killed (SIGKILL) after the checkpoint of step 10: the others exit with an error (rank 0's
