@@ -670,6 +670,14 @@ void launch_decode_pass(const pass_args<T>& p, std::size_t smem) {
     SGT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_pass_kernel<T, DL>, p));
 }
 
+// The shared memory a launch for B rows of this shape takes, at the cluster size it launches with; 0 where no
+// cluster kernel was built for HD (below sm_90, or HD / 8 without an instance).
+template <class T>
+std::size_t pass_smem_bytes(int B, int C, int n, int HD) {
+    const int blocks = pass_cluster_size_for<T>(HD / 8);
+    return blocks > 0 ? pass_smem<T>(std::min(B, pass_max_rows), C, n, HD, blocks).total : 0;
+}
+
 }  // namespace detail
 
 // The shape's part of the choice: a few rows and heads (pass_max_batch, pass_max_width), HD = 8·DL with a kernel
@@ -685,8 +693,8 @@ bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD) {
           B <= pass_max_batch && HD % 8 == 0 && (dl == 1 || dl == 2 || dl == 4 || dl == 8 || dl == 16) && n >= 1 &&
           n * HD <= pass_max_width && C % W == 0 && C / W <= pass_threads && (n * HD) % W == 0))
         return false;
-    const int blocks = pass_cluster_size_for<T>(dl);
-    return blocks > 0 && pass_smem<T>(std::min(B, pass_max_rows), C, n, HD, blocks).total <= pass_smem_limit();
+    const std::size_t bytes = pass_smem_bytes<T>(B, C, n, HD);
+    return bytes > 0 && bytes <= pass_smem_limit();
 }
 
 template <class T>
@@ -708,9 +716,7 @@ void decode_passes(cuda, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const deco
     detail::pass_args<T> p{};
     p.x = x, p.norm = norm, p.w_qkv = w_qkv, p.w_o = w_o, p.cos_table = cos_table, p.sin_table = sin_table;
     p.start = start, p.B = B, p.C = C, p.n = n, p.HD = HD, p.ctx = ctx, p.eps = eps;
-    const std::size_t smem =
-        detail::pass_smem<T>(std::min(B, detail::pass_max_rows), C, n, HD, detail::pass_cluster_size_for<T>(HD / 8))
-            .total;
+    const std::size_t smem = detail::pass_smem_bytes<T>(B, C, n, HD);
     for (std::size_t first = 0; first < slots.size(); first += detail::pass_max_slots) {
         p.slots = int(std::min<std::size_t>(detail::pass_max_slots, slots.size() - first));
         for (int s = 0; s < p.slots; ++s) {
