@@ -8,6 +8,10 @@
 #      a subset (default "memcheck initcheck racecheck synccheck"). racecheck and synccheck skip cuDNN's kernels
 #      (`--kernel-name-exclude kns=cudnn`): its Hopper attention kernels synchronise through mbarriers, which the
 #      tools do not model, and they report hazards there (134 on 2026-12-02); memcheck and initcheck cover them;
+#      initcheck runs the fp32 and double cases only: it does not see the stores of cuBLASLt's Hopper bf16 products
+#      (nvjet_sm90 kernels), so every read of their output is reported as uninitialised (a lone product into a
+#      fresh buffer and a read of it: 36,000 reports, none once the buffer is cleared first; docs/BENCHMARKS.md,
+#      2026-12-04); the bf16 cases (named "...<bf16>" or "bf16 ...") have memcheck, racecheck and synccheck;
 #   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
 # (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
@@ -36,8 +40,10 @@ for tool in ${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}; do
         # (cudaFuncGetAttributes fails with "no kernel image", 32 times on an H200), which memcheck reports as API
         # errors: that test counts memory errors only (our own CUDA calls are all checked and throw).
         [ "$t" = gpu_test_cuda_model ] && exclude+=(--report-api-errors no)
+        skip="*failing CUDA call*"
+        [ $tool = initcheck ] && skip+=",*<bf16>,bf16 *"
         compute-sanitizer --tool "$tool" "${exclude[@]}" --error-exitcode 3 "$bin/$t" \
-            --test-case-exclude="*failing CUDA call*" > "$out/${tool}_$t.log" 2>&1
+            --test-case-exclude="$skip" > "$out/${tool}_$t.log" 2>&1
         rc=$?
         tail -2 "$out/${tool}_$t.log"
         echo "   ($tool, $t: exit $rc, $((SECONDS - start)) s)"
