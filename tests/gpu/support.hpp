@@ -11,16 +11,12 @@
 
 #include "sgt/cuda.hpp"
 
-namespace sgt::test {
-
-using bf16 = __nv_bfloat16;
-
-}  // namespace sgt::test
-
 // Template test cases in bf16 are named "...<bf16>" (scripts/gpu_check.sh selects them by that name).
 TYPE_TO_STRING_AS("bf16", __nv_bfloat16);
 
 namespace sgt::test {
+
+using bf16 = __nv_bfloat16;
 
 // B x T random tokens and targets below V, every 7th target (from the 4th on) ignored.
 inline sgt::batch random_batch_some_ignored(int B, int T, int V, std::uint64_t seed) {
