@@ -141,12 +141,7 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
     detail::grow(r.o, N * nhd);
     detail::grow(r.out, N * d.C);
     detail::grow(r.entropy, std::int64_t(d.B) * n);
-    // The gains' tensor is sized also when unused, so that model::reserve sizes it for a later fade; a grown one
-    // is taken to hold nothing (detail::grow need not keep it), so the gains are uploaded again.
-    if (std::int64_t(r.gain.size()) < n) {
-        detail::grow(r.gain, n);
-        r.gain_held.clear();
-    }
+    detail::grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
     r.in = in;
 
     // The packed weights of R: W_Q, W_K, W_V and W_O themselves when R is every head in order (the parameter
