@@ -12,8 +12,6 @@
 #      (nvjet_sm90 kernels), so every read of their output is reported as uninitialised (a lone product into a
 #      fresh buffer and a read of it: 36,000 reports, none once the buffer is cleared first; docs/BENCHMARKS.md,
 #      2026-12-04); the bf16 cases (named "...<bf16>" or "bf16 ...") have memcheck, racecheck and synccheck;
-#      initcheck of gpu_test_cuda_model still fails on one known, harmless finding: device_buffer::resize copies a
-#      grown buffer's old, partly unwritten contents (docs/BENCHMARKS.md, the same day, for the fix tried);
 #   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
 # (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.

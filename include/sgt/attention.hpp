@@ -141,6 +141,7 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
     detail::grow(r.o, N * nhd);
     detail::grow(r.out, N * d.C);
     detail::grow(r.entropy, std::int64_t(d.B) * n);
+    if (std::int64_t(r.gain.size()) < n) r.gain_held.clear();  // a growth forgets what `gain` held
     detail::grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
     r.in = in;
 

@@ -18,10 +18,15 @@ struct pass_dims {
 };
 
 namespace detail {
-// Grows b to at least n elements; never shrinks, and what it held need not survive a growth.
+// Grows b to at least n elements; never shrinks, and what it held does not survive a growth (a buffer that can
+// reallocate without copying does so: its old contents, possibly never written, are not worth a copy).
 template <class Buffer>
 void grow(Buffer& b, std::int64_t n) {
-    if (std::int64_t(b.size()) < n) b.resize(std::size_t(n));
+    if (std::int64_t(b.size()) >= n) return;
+    if constexpr (requires { b.reallocate(std::size_t(n)); })
+        b.reallocate(std::size_t(n));
+    else
+        b.resize(std::size_t(n));
 }
 }  // namespace detail
 
