@@ -32,6 +32,7 @@ constexpr model_config gpt2_4k = with_max_seq(presets::gpt2, 4096);
 
 bool use_graphs = true;  // --no-graphs: every step eager (trainer::set_graphs)
 bool one_nccl_rank = false;  // --nccl-rank: the data-parallel step of one NCCL rank (what several GPUs add)
+std::int64_t logits_chunk = 0;  // --logits-chunk: model::set_logits_chunk
 
 struct event_timer {
     cudaEvent_t start{}, stop{};
@@ -62,6 +63,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
     nlohmann::json j;
     {
         model<T, Cfg, cuda> m(B, S, 1);
+        m.set_logits_chunk(logits_chunk);
         const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
         static_schedule sched(plan, Cfg.shape.heads, variant);
         trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1},
@@ -112,6 +114,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
              {"graphs", use_graphs},
              {"nccl_rank", one_nccl_rank},
              {"replayed_steps", tr.replayed_steps()},
+             {"logits_chunk_rows", m.logits_chunk_rows(std::int64_t(B) * S)},
              {"device", prop.name}};
     }
     return j;
@@ -247,6 +250,9 @@ int main(int argc, char** argv) {
                  "let cuDNN's attention backward accumulate with atomics (runs differ in the last bits)");
     bool no_graphs = false;
     app.add_flag("--no-graphs", no_graphs, "run every step eagerly instead of replaying a recorded CUDA graph");
+    app.add_option("--logits-chunk", logits_chunk,
+                   "rows of logits at a time in the LM head and cross-entropy (0: automatic, at most 1 GiB)")
+        ->capture_default_str();
     app.add_flag("--nccl-rank", one_nccl_rank,
                  "train as the one rank of an NCCL data-parallel group (the cost of the gradient sum and its stream)");
     CLI11_PARSE(app, argc, argv);

@@ -222,6 +222,7 @@ struct run_options {
     cosine_schedule lr{.lr_max = 2e-3, .warmup = 20, .total = 400, .min_ratio = 0.1};
     adamw_options optim{};
     double dropout = 0.0;
+    std::int64_t logits_chunk = 0;  // rows of logits at a time (model::set_logits_chunk; 0: automatic)
     std::uint64_t seed = 1;
     int eval_interval = 100;
     std::string run_name;   // the "run" field of the log's records (default: the schedule's name)
@@ -420,6 +421,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         if (gate_scores) *gate_scores = &m.variant();
     }
     m.set_dropout(o.dropout);
+    m.set_logits_chunk(o.logits_chunk);
     try {  // the first step's activations, so that a batch too large for the memory is refused before anything else
         m.reserve(schedule.plan());
     } catch (const sgt::error& e) {
@@ -830,6 +832,10 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
         ->check(CLI::Range(0.0, 0.99))
         ->capture_default_str();
     app.add_option("--seed", o.seed, "seed of weights, data order and dropout")->capture_default_str();
+    app.add_option("--logits-chunk", o.logits_chunk,
+                   "rows of logits the LM head and cross-entropy form at a time (0: as many as fit in 1 GiB)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     app.add_option("--t-start", g.t_start, "first growth decision (SGT) or layer choice (Block Loop) at this step")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();

@@ -59,7 +59,7 @@ void check_fixture(const char* file, double tol_fwd, double tol_train) {
 
     m.zero_grad();
     const double loss = m.forward(b, plan);
-    const std::vector<double> logits(m.logits().begin(), m.logits().end());  // before backward() overwrites them
+    const std::vector<double> logits(m.logits().begin(), m.logits().end());
     m.backward();
     const auto ref_loss = f.read_as<double>("loss");
     CHECK(std::abs(loss - ref_loss[0]) / ref_loss[0] < tol_fwd);

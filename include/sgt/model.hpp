@@ -136,6 +136,7 @@ public:
     }
     void zero_grad() {
         fill_zero(Backend{}, grads_.data(), std::int64_t(grads_.size()));
+        head_gradient_scale_.reset();  // a forward's LM-head gradient is gone with the rest: backward() redoes it
         if (sigma_) sigma_->new_step();  // the next training forward takes σReparam's power-iteration step
     }
 
@@ -199,9 +200,11 @@ public:
 
     // Runs the model on a batch under a loop plan; keeps what backward() needs. Returns the mean loss over
     // the counted targets (0 when there are none). The entropies of this pass are in entropies().
-    // With loss_scale, the backward(loss_scale) that follows is known now (a training step): the cross-entropy's
-    // gradient is written over the logits in the same pass over them as its loss (one read of the B·T·V logits
-    // instead of two), and logits() is not available.
+    // With loss_scale, the backward(loss_scale) that follows is known now (a training step): each chunk of logits
+    // (set_logits_chunk) gets its cross-entropy's gradient in the same pass over it as its loss, and the LM head's
+    // backward follows at once, its gradient added into gradients() by the forward (a zero_grad() before the
+    // backward discards it, and the backward then computes it again). Without one, the backward computes the
+    // chunks' logits again.
     double forward(const batch& x, const loop_plan& plan, std::optional<double> loss_scale = {}) {
         stage_batch(x);
         enqueue_forward(plan, loss_scale);
@@ -282,24 +285,19 @@ public:
         final_in_ = h;
         detail::grow(final_rstd_, N);
         detail::grow(final_x_, N * C);
-        detail::grow(logits_, N * V);
-        detail::grow(lse_, N);
-        detail::grow(loss_sum_, 1);
         rmsnorm_forward(be, final_x_.data(), final_rstd_.data(), h, weight(*final_norm_), int(N), C, config.norm_eps);
-        matmul_forward(be, logits_.data(), final_x_.data(), weight(*lm_head_), int(N), C, V);
-        if (loss_scale) {
-            cross_entropy_forward_backward(be, logits_.data(), targets_.data(), int(N), V, *loss_scale,
-                                           loss_sum_.data());
-        } else {
-            cross_entropy_forward(be, logits_.data(), targets_.data(), int(N), V, lse_.data(), loss_sum_.data());
-        }
-        logits_hold_logits_ = !loss_scale;
-        logits_gradient_scale_ = loss_scale;
+        lm_head_chunks(loss_scale);
+        head_gradient_scale_ = loss_scale;
+        backward_pending_ = true;
+        logits_on_host_ = false;
     }
     double finish_forward() {
         require(!stages_.empty(), "model: finish_forward() needs an enqueue_forward() first");
         const Backend be{};
-        copy_to_host(be, &loss_.sum, static_cast<const double*>(loss_sum_.data()), 1);
+        std::vector<double> sums(static_cast<std::size_t>(loss_chunks_));  // each chunk's, added in order
+        copy_to_host(be, sums.data(), static_cast<const double*>(loss_sum_.data()), loss_chunks_);
+        loss_.sum = 0.0;
+        for (const double x : sums) loss_.sum += x;
         entropy_ = entropy_report(NL, NH);
         for (const auto& [l, record, first] : entropy_passes_) {
             auto& r = attn_records_[record];
@@ -337,24 +335,16 @@ public:
     template <class OnFinal>
     void backward(double loss_scale, OnFinal&& on_final) {
         require(!stages_.empty(), "model: backward() needs a forward() first");
-        require(logits_hold_logits_ || logits_gradient_scale_,
-                "model: backward() a second time after one forward(); run forward() again");
-        require(!logits_gradient_scale_ || *logits_gradient_scale_ == loss_scale,
+        require(backward_pending_, "model: backward() a second time after one forward(); run forward() again");
+        require(!head_gradient_scale_ || *head_gradient_scale_ == loss_scale,
                 "model: backward({}) after a forward that wrote the cross-entropy's gradient with scale {}", loss_scale,
-                logits_gradient_scale_.value_or(0.0));
+                head_gradient_scale_.value_or(0.0));
         const Backend be{};
         const std::int64_t N = d_.tokens();
-        detail::grow(dx_, N * C);
         detail::grow(dres_, N * C);
-        // ∂L/∂logits is written over the logits (the B·T·V buffer is the largest activation), from the row
-        // log-sum-exps the forward kept.
-        T* dlogits = logits_.data();
-        if (!logits_gradient_scale_)  // else the forward wrote it
-            cross_entropy_backward(be, dlogits, logits_.data(), targets_.data(), int(N), V, loss_scale, lse_.data());
-        logits_hold_logits_ = false;
-        logits_gradient_scale_.reset();
-        matmul_backward(be, dx_.data(), grad(*lm_head_), dlogits, final_x_.data(), weight(*lm_head_), int(N), C, V,
-                        overwrite{.din = true});
+        if (!head_gradient_scale_) lm_head_chunks(loss_scale);  // else the forward did it
+        head_gradient_scale_.reset();
+        backward_pending_ = false;
         fill_zero(be, dres_.data(), N * C);
         rmsnorm_backward(be, dres_.data(), grad(*final_norm_), dx_.data(), final_in_, weight(*final_norm_),
                          final_rstd_.data(), int(N), C);
@@ -392,14 +382,42 @@ public:
         if (sigma_) sigma_->backward(be, params_.data(), grads_.data());  // ∂L/∂Ŵ → ∂L/∂W, ∂L/∂γ
     }
 
-    // (B, T, V) logits of the last forward(), in host memory (copied from the device on a GPU backend). Read them
-    // before backward(): it writes the logits' gradient over them.
-    std::span<const T> logits() const {
-        require(logits_hold_logits_ || stages_.empty(),
-                "model: logits() after backward() or a forward with a loss scale: the logits' gradient is written "
-                "over them; read them between forward() and backward()");
-        return detail::host_view(Backend{}, static_cast<const T*>(logits_.data()), std::size_t(d_.tokens() * V),
-                                 logits_host_);
+    // (B, T, V) logits of the last forward(), in host memory. The device never holds them whole: the first call
+    // after a forward computes them again from the normed final hidden states, chunk by chunk, into host memory
+    // (an LM-head product more; the forward computed them only chunk by chunk for the loss).
+    std::span<const T> logits() {
+        require(!stages_.empty(), "model: logits() needs a forward() first");
+        if (!logits_on_host_) {
+            const Backend be{};
+            const std::int64_t N = d_.tokens(), rows = logits_chunk_rows(N);
+            logits_host_.resize(std::size_t(N * V));
+            for (std::int64_t r0 = 0; r0 < N; r0 += rows) {
+                const int n = int(std::min(rows, N - r0));
+                matmul_forward(be, logits_.data(), final_x_.data() + r0 * C, weight(*lm_head_), n, C, V);
+                copy_to_host(be, logits_host_.data() + r0 * V, static_cast<const T*>(logits_.data()), n * V);
+            }
+            logits_on_host_ = true;
+        }
+        return logits_host_;
+    }
+
+    // The LM head and the cross-entropy run over the B·T rows in chunks, so that the (B·T, V) logits are never
+    // held whole (at gpt2's size in bf16 they would be 1.6 GB, more than any other activation): at most `rows`
+    // rows at a time, or, with 0 (the default), as many as take at most 1 GiB of logits. A chunk's gradient is
+    // added into the LM head's before the next one is computed, so more chunks mean more passes over that gradient.
+    void set_logits_chunk(std::int64_t rows) {
+        require(rows >= 0, "model: expected a logits chunk of 0 (automatic) or more rows, found {}", rows);
+        logits_chunk_ = rows;
+    }
+    // The rows of one chunk for a batch of N tokens. Automatic: a multiple of 8 (so that the chunks' rows start
+    // aligned), the chunks as even as that allows.
+    std::int64_t logits_chunk_rows(std::int64_t N) const {
+        if (logits_chunk_ > 0) return std::max<std::int64_t>(1, std::min(logits_chunk_, N));
+        const std::int64_t most =
+            std::max<std::int64_t>(8, (std::int64_t(1) << 30) / (std::int64_t(V) * std::int64_t(sizeof(T))) / 8 * 8);
+        if (N <= most) return std::max<std::int64_t>(N, 1);
+        const std::int64_t chunks = (N + most - 1) / most;
+        return ((N + chunks - 1) / chunks + 7) / 8 * 8;
     }
     const entropy_report& entropies() const { return entropy_; }
     // The cross-entropy of the last forward() (sum and count of the counted targets), without the variant's term.
@@ -456,6 +474,33 @@ private:
             return m.variant_.transform_backward(Backend{}, c, d_o, dqkv.data());
         }
     };
+
+    // The LM head and the cross-entropy, one chunk of rows at a time (logits_chunk_rows): the chunk's logits
+    // z = x W_lmᵀ from the normed final states x, the sum of its rows' losses into loss_sum_[c]; with a scale also
+    // their backward at once: ∂L/∂z = scale · (softmax(z) − onehot(target)) written over z, then the chunk's rows
+    // of ∂L/∂x = ∂L/∂z W_lm into dx_ and ∂L/∂W_lm += ∂L/∂zᵀ x.
+    void lm_head_chunks(std::optional<double> scale) {
+        const Backend be{};
+        const std::int64_t N = d_.tokens(), rows = logits_chunk_rows(N);
+        loss_chunks_ = (N + rows - 1) / rows;
+        detail::grow(logits_, rows * V);
+        detail::grow(loss_sum_, loss_chunks_);
+        if (scale) detail::grow(dx_, N * C);
+        for (std::int64_t c = 0; c < loss_chunks_; ++c) {
+            const std::int64_t r0 = c * rows;
+            const int n = int(std::min(rows, N - r0));
+            const T* x = final_x_.data() + r0 * C;
+            matmul_forward(be, logits_.data(), x, weight(*lm_head_), n, C, V);
+            if (!scale) {
+                cross_entropy_forward(be, logits_.data(), targets_.data() + r0, n, V, static_cast<accum_t<T>*>(nullptr),
+                                      loss_sum_.data() + c);
+                continue;
+            }
+            cross_entropy_forward_backward(be, logits_.data(), targets_.data() + r0, n, V, *scale, loss_sum_.data() + c);
+            matmul_backward(be, dx_.data() + r0 * C, grad(*lm_head_), logits_.data(), x, weight(*lm_head_), n, C, V,
+                            overwrite{.din = true});
+        }
+    }
 
     void check_batch(const batch& x) const {
         require(x.B > 0 && x.T > 0, "model: expected a non-empty batch, found B = {}, T = {}", x.B, x.T);
@@ -529,12 +574,16 @@ private:
     attention_scratch<T, Backend> attn_scratch_;
     ffn_scratch<T, Backend> ffn_scratch_;
     const T* final_in_ = nullptr;
-    buffer<T> final_rstd_, final_x_, logits_, dx_, dres_;
-    buffer<accum_t<T>> lse_;          // (B, T) log Σ exp of each row of the logits, for the backward
-    bool logits_hold_logits_ = false;  // logits_ holds the last forward's logits (else their gradient)
-    std::optional<double> logits_gradient_scale_;  // the forward wrote the logits' gradient with this scale
-    mutable std::vector<T> logits_host_;  // logits() on a GPU backend
-    buffer<double> loss_sum_;         // (1) the cross-entropy's sum, in the backend's memory
+    buffer<T> final_rstd_, final_x_, dx_, dres_;
+    buffer<T> logits_;                 // (rows of a chunk, V) the logits of one chunk, then their gradient
+    std::int64_t logits_chunk_ = 0;    // set_logits_chunk
+    std::vector<T> logits_host_;       // logits(), all of them
+    bool logits_on_host_ = false;      // logits_host_ holds the last forward's
+    bool backward_pending_ = false;    // a forward ran and its backward has not
+    std::optional<double> head_gradient_scale_;  // the forward did the LM head's backward with this scale (dx_ holds
+                                                 // ∂L/∂ of the normed final states; the LM head's gradient is added)
+    buffer<double> loss_sum_;          // (chunks) each chunk's sum of the cross-entropy, in the backend's memory
+    std::int64_t loss_chunks_ = 0;     // the chunks of the last forward
     loss_sum loss_;
     double extra_loss_ = 0.0;
     struct entropy_pass {

@@ -60,7 +60,7 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         tiny_model<float, cuda> mg(B, T_, 7);
         REQUIRE(mg.parameters_to_host() == mc.parameters_to_host());  // the same initial weights
         const double lc = mc.forward(b, plan), lg = mg.forward(b, plan);
-        const auto logits_c = mc.logits(), logits_g = mg.logits();  // before backward() overwrites them
+        const auto logits_c = mc.logits(), logits_g = mg.logits();
         const std::vector<double> lgc(logits_c.begin(), logits_c.end()), lgg(logits_g.begin(), logits_g.end());
         mc.backward();
         mg.backward();
@@ -99,6 +99,19 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         const double fused_err = test::rel_error(std::vector<double>(gf.begin(), gf.end()),
                                                  std::vector<double>(gc.begin(), gc.end()));
         CHECK_MESSAGE(fused_err <= 1e-4, name << ": the fused cross-entropy's gradients differ by " << fused_err);
+
+        // The same in chunks of 10 of the 87 rows (the last one 7): the LM head's backward within the forward.
+        tiny_model<float, cuda> mk(B, T_, 7);
+        mk.set_logits_chunk(10);
+        const double lk = mk.forward(b, plan, scale);
+        mk.backward(scale);
+        CHECK(std::abs(lk - lc) / std::abs(lc) <= 1e-5);
+        const auto gk = mk.gradients_to_host();
+        const double chunk_err = test::rel_error(std::vector<double>(gk.begin(), gk.end()),
+                                                 std::vector<double>(gc.begin(), gc.end()));
+        CHECK_MESSAGE(chunk_err <= 1e-4, name << ": the chunked cross-entropy's gradients differ by " << chunk_err);
+        const auto logits_k = mk.logits();  // formed again, chunk by chunk, after the backward
+        CHECK(test::rel_error(std::vector<double>(logits_k.begin(), logits_k.end()), lgc) <= 1e-5);
     }
 }
 

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "sgt/core/step_graph.hpp"
@@ -161,10 +162,13 @@ public:
     const entropy_report& entropies() const { return entropy_; }
 
     // Mean loss over the counted targets of all batches, under the current structure, dropout off.
-    // on_batch(b, logits) is called after each batch's forward, with its (B, T, V) logits (e.g. for accuracy).
-    template <class OnBatch = void (*)(const batch&, std::span<const value_type>)>
-    double evaluate(const std::vector<batch>& batches,
-                    OnBatch on_batch = [](const batch&, std::span<const value_type>) {}) {
+    // on_batch(b, logits) is called after each batch's forward, with its (B, T, V) logits in host memory (e.g. for
+    // accuracy); without it the logits are never formed whole (model::logits).
+    struct no_logits {
+        void operator()(const batch&, std::span<const value_type>) const {}
+    };
+    template <class OnBatch = no_logits>
+    double evaluate(const std::vector<batch>& batches, OnBatch on_batch = {}) {
         model_.set_training(false);
         double sum = 0.0;
         std::int64_t count = 0;
@@ -172,7 +176,7 @@ public:
             model_.forward(b, schedule_.plan());
             sum += model_.last_loss().sum;
             count += model_.last_loss().count;
-            on_batch(b, model_.logits());
+            if constexpr (!std::is_same_v<OnBatch, no_logits>) on_batch(b, model_.logits());
         }
         model_.set_training(true);
         require(count > 0, "evaluation: the validation batches hold no counted target");
