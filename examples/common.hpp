@@ -97,6 +97,7 @@ public:
     std::optional<answer_score> score(const batch& b, std::span<const std::int32_t> pred) const {
         return p_->score(b, pred);
     }
+    bool scores_answers() const { return p_->scores_answers(); }
 
 private:
     struct base {
@@ -108,6 +109,7 @@ private:
         virtual nlohmann::json position() const = 0;
         virtual void seek(const nlohmann::json&) = 0;
         virtual std::optional<answer_score> score(const batch&, std::span<const std::int32_t>) const = 0;
+        virtual bool scores_answers() const = 0;
     };
     template <class D>
     struct impl final : base {
@@ -132,6 +134,7 @@ private:
             else
                 return std::nullopt;
         }
+        bool scores_answers() const override { return std::is_same_v<D, k_hop_dataset>; }
         D d;
     };
     std::shared_ptr<base> p_;
@@ -538,7 +541,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
             m.variant().set_thresholding(true);  // a soft-trained model is evaluated thresholded
             m.variant().set_distilling(false);   // a distilled model is evaluated with its gates acting
         }
-        const double v = tr.evaluate(val, [&](const batch& vb, std::span<const T> lg) {
+        // The logits reach the host only where answers are scored (model::logits forms them again).
+        const auto score_batch = [&](const batch& vb, std::span<const T> lg) {
             pred.resize(std::size_t(vb.B) * vb.T);
             const auto less = [](const T& a, const T& b) { return float(a) < float(b); };
             for (std::size_t i = 0; i < pred.size(); ++i) {
@@ -549,7 +553,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
                 if (!score) score = answer_score{};
                 *score += *sc;
             }
-        });
+        };
+        const double v = data.scores_answers() ? tr.evaluate(val, score_batch) : tr.evaluate(val);
         if constexpr (gated) {
             m.variant().set_thresholding(false);
             m.variant().set_distilling(distilling);
