@@ -286,15 +286,19 @@ TEST_CASE("the LM head and cross-entropy in chunks of rows: the loss, every grad
 TEST_CASE("zero_grad() between a training forward and its backward: the backward redoes the LM head's gradient") {
     const loop_plan plan = plan_with({{1, layer_loop{.k = 1, .heads = {1}}}});
     const batch b = random_batch(2, 8, tiny_model::V, 8);
-    tiny_model straight(2, 8, 4), zeroed(2, 8, 4);
-    zeroed.set_logits_chunk(8);
-    straight.set_logits_chunk(8);
-    straight.forward(b, plan, 0.25);
-    straight.backward(0.25);
-    zeroed.forward(b, plan, 0.25);
-    zeroed.zero_grad();  // wipes what the forward added into the LM head's gradient
-    zeroed.backward(0.25);
-    CHECK(zeroed.gradients_to_host() == straight.gradients_to_host());
+    for (const bool sigma : {false, true}) {  // under σReparam the LM head's gradient is first ∂L/∂Ŵ
+        CAPTURE(sigma);
+        const sigma_reparam_options so{.enabled = sigma};
+        tiny_model straight(2, 8, 4, paper_variant{}, so), zeroed(2, 8, 4, paper_variant{}, so);
+        zeroed.set_logits_chunk(8);
+        straight.set_logits_chunk(8);
+        straight.forward(b, plan, 0.25);
+        straight.backward(0.25);
+        zeroed.forward(b, plan, 0.25);
+        zeroed.zero_grad();  // wipes what the forward added into the LM head's gradient
+        zeroed.backward(0.25);
+        CHECK(zeroed.gradients_to_host() == straight.gradients_to_host());
+    }
 }
 
 TEST_CASE("the model refuses a plan beyond its compile-time loop budget (tiny: L = 3, K_max = 3)") {

@@ -136,7 +136,10 @@ public:
     }
     void zero_grad() {
         fill_zero(Backend{}, grads_.data(), std::int64_t(grads_.size()));
-        head_gradient_scale_.reset();  // a forward's LM-head gradient is gone with the rest: backward() redoes it
+        // What a training forward added into the LM head's gradient is gone with the rest (backward() redoes it);
+        // under σReparam it was added into ∂L/∂Ŵ, which is not in grads_.
+        if (head_gradient_scale_ && sigma_) fill_zero(Backend{}, grad(*lm_head_), lm_head_->numel());
+        head_gradient_scale_.reset();
         if (sigma_) sigma_->new_step();  // the next training forward takes σReparam's power-iteration step
     }
 
