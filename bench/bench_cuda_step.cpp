@@ -58,6 +58,8 @@ struct event_timer {
 
 template <model_config Cfg, class T>
 nlohmann::json bench(const std::string& variant, int B, int S, int steps, int warmup, double peak) {
+    // Each variant counts the ops' scratch it needs, not only what it adds to a variant's run before it.
+    detail::context().release_scratch();
     const auto base = detail::device_memory().in_use;
     detail::device_memory().peak = base;
     nlohmann::json j;

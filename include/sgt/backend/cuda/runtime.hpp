@@ -230,6 +230,12 @@ struct cuda_context {
         return reinterpret_cast<U*>(b.data());
     }
 
+    // Frees every scratch array (each grows again at its next use). Only while nothing in flight or recorded uses
+    // them: for a program that measures its memory from a clean state (bench_cuda_step, between its variants).
+    void release_scratch() {
+        for (auto& b : scratch_) b.reallocate(0);
+    }
+
 private:
     std::array<device_buffer<std::byte>, 20> scratch_;
 };
