@@ -391,14 +391,10 @@ public:
     std::span<const T> logits() {
         require(!stages_.empty(), "model: logits() needs a forward() first");
         if (!logits_on_host_) {
-            const Backend be{};
-            const std::int64_t N = d_.tokens(), rows = logits_chunk_rows(N);
-            logits_host_.resize(std::size_t(N * V));
-            for (std::int64_t r0 = 0; r0 < N; r0 += rows) {
-                const int n = int(std::min(rows, N - r0));
-                matmul_forward(be, logits_.data(), final_x_.data() + r0 * C, weight(*lm_head_), n, C, V);
-                copy_to_host(be, logits_host_.data() + r0 * V, static_cast<const T*>(logits_.data()), n * V);
-            }
+            logits_host_.resize(std::size_t(d_.tokens() * V));
+            for_each_logits_chunk([&](std::int64_t, std::int64_t r0, int n) {
+                copy_to_host(Backend{}, logits_host_.data() + r0 * V, static_cast<const T*>(logits_.data()), n * V);
+            });
             logits_on_host_ = true;
         }
         return logits_host_;
@@ -486,22 +482,28 @@ private:
         const Backend be{};
         const std::int64_t N = d_.tokens(), rows = logits_chunk_rows(N);
         loss_chunks_ = (N + rows - 1) / rows;
-        detail::grow(logits_, rows * V);
         detail::grow(loss_sum_, loss_chunks_);
         if (scale) detail::grow(dx_, N * C);
-        for (std::int64_t c = 0; c < loss_chunks_; ++c) {
-            const std::int64_t r0 = c * rows;
-            const int n = int(std::min(rows, N - r0));
-            const T* x = final_x_.data() + r0 * C;
-            matmul_forward(be, logits_.data(), x, weight(*lm_head_), n, C, V);
+        for_each_logits_chunk([&](std::int64_t c, std::int64_t r0, int n) {
             if (!scale) {
                 cross_entropy_forward(be, logits_.data(), targets_.data() + r0, n, V, static_cast<accum_t<T>*>(nullptr),
                                       loss_sum_.data() + c);
-                continue;
+                return;
             }
             cross_entropy_forward_backward(be, logits_.data(), targets_.data() + r0, n, V, *scale, loss_sum_.data() + c);
-            matmul_backward(be, dx_.data() + r0 * C, grad(*lm_head_), logits_.data(), x, weight(*lm_head_), n, C, V,
-                            overwrite{.din = true});
+            matmul_backward(be, dx_.data() + r0 * C, grad(*lm_head_), logits_.data(), final_x_.data() + r0 * C,
+                            weight(*lm_head_), n, C, V, overwrite{.din = true});
+        });
+    }
+    // Each chunk c of rows [r0, r0 + n) in order: its logits x W_lmᵀ into logits_, then f(c, r0, n).
+    template <class F>
+    void for_each_logits_chunk(F&& f) {
+        const std::int64_t N = d_.tokens(), rows = logits_chunk_rows(N);
+        detail::grow(logits_, rows * V);
+        for (std::int64_t c = 0, r0 = 0; r0 < N; ++c, r0 += rows) {
+            const int n = int(std::min(rows, N - r0));
+            matmul_forward(Backend{}, logits_.data(), final_x_.data() + r0 * C, weight(*lm_head_), n, C, V);
+            f(c, r0, n);
         }
     }
 

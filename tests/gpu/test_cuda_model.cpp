@@ -89,29 +89,24 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         CHECK(ent <= 1e-5);
         CHECK(test::rel_error(lgg, lgc) <= 1e-5);
 
-        // A training step's forward, whose cross-entropy writes its gradient in the same pass as the loss.
-        tiny_model<float, cuda> mf(B, T_, 7);
+        // A training step's forward, whose cross-entropy writes its gradient in the same pass as the loss: the
+        // rows whole (0: one chunk at this size), then in chunks of 10 of the 87 (the last one 7), where the LM
+        // head's backward runs within the forward chunk by chunk.
         const double scale = 1.0 / double(mc.last_loss().count);
-        const double lf = mf.forward(b, plan, scale);
-        mf.backward(scale);
-        CHECK(std::abs(lf - lc) / std::abs(lc) <= 1e-5);
-        const auto gf = mf.gradients_to_host();
-        const double fused_err = test::rel_error(std::vector<double>(gf.begin(), gf.end()),
-                                                 std::vector<double>(gc.begin(), gc.end()));
-        CHECK_MESSAGE(fused_err <= 1e-4, name << ": the fused cross-entropy's gradients differ by " << fused_err);
-
-        // The same in chunks of 10 of the 87 rows (the last one 7): the LM head's backward within the forward.
-        tiny_model<float, cuda> mk(B, T_, 7);
-        mk.set_logits_chunk(10);
-        const double lk = mk.forward(b, plan, scale);
-        mk.backward(scale);
-        CHECK(std::abs(lk - lc) / std::abs(lc) <= 1e-5);
-        const auto gk = mk.gradients_to_host();
-        const double chunk_err = test::rel_error(std::vector<double>(gk.begin(), gk.end()),
-                                                 std::vector<double>(gc.begin(), gc.end()));
-        CHECK_MESSAGE(chunk_err <= 1e-4, name << ": the chunked cross-entropy's gradients differ by " << chunk_err);
-        const auto logits_k = mk.logits();  // formed again, chunk by chunk, after the backward
-        CHECK(test::rel_error(std::vector<double>(logits_k.begin(), logits_k.end()), lgc) <= 1e-5);
+        for (const std::int64_t rows : {0, 10}) {
+            tiny_model<float, cuda> mf(B, T_, 7);
+            mf.set_logits_chunk(rows);
+            const double lf = mf.forward(b, plan, scale);
+            mf.backward(scale);
+            CHECK(std::abs(lf - lc) / std::abs(lc) <= 1e-5);
+            const auto gf = mf.gradients_to_host();
+            const double fused_err = test::rel_error(std::vector<double>(gf.begin(), gf.end()),
+                                                     std::vector<double>(gc.begin(), gc.end()));
+            CHECK_MESSAGE(fused_err <= 1e-4, name << ": the fused cross-entropy's gradients (chunks of " << rows
+                                                  << " rows) differ by " << fused_err);
+            const auto logits_f = mf.logits();  // formed again, chunk by chunk, after the backward
+            CHECK(test::rel_error(std::vector<double>(logits_f.begin(), logits_f.end()), lgc) <= 1e-5);
+        }
     }
 }
 
