@@ -82,6 +82,7 @@ class Shape:
 # name -> (shape, default batch, default seq)
 PRESETS = {
     "gpt2": (Shape(layers=12, heads=12, head_dim=64, d_ff=2048, vocab=50304), 16, 1024),
+    "gpt2_2k": (Shape(layers=12, heads=12, head_dim=64, d_ff=2048, vocab=50304), 8, 2048),
     "gpt2_4k": (Shape(layers=12, heads=12, head_dim=64, d_ff=2048, vocab=50304), 4, 4096),
     "char_small": (Shape(layers=6, heads=6, head_dim=64, d_ff=1024, vocab=256), 64, 256),
     "tiny": (Shape(layers=4, heads=4, head_dim=8, d_ff=64, vocab=64), 4, 32),
