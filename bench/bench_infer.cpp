@@ -25,15 +25,12 @@
 #include "sgt/cuda.hpp"
 
 using namespace sgt;
+using sgt_bench::char_small_infer;
+using sgt_bench::gpt2_infer;
+using sgt_bench::seconds_since;
+using sgt_bench::split_list;
 
 namespace {
-
-constexpr model_config gpt2_infer = with_max_seq(presets::gpt2, 4096);
-constexpr model_config char_small_infer = with_max_seq(presets::char_small, 4096);
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // The training forward's tokens/s over B sequences of T tokens (median of 5 after 2).
 template <model_config Cfg, class T>
@@ -122,20 +119,6 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
     return j;
 }
 
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    std::string cur;
-    for (char c : s + ",") {
-        if (c == ',') {
-            if (!cur.empty()) out.push_back(cur);
-            cur.clear();
-        } else {
-            cur += c;
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,14 +157,14 @@ int main(int argc, char** argv) {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
         // Every combination of the lists, one JSON line each.
         std::vector<std::vector<std::string>> grid;
-        for (const auto& f : split(fuse))
-            for (const auto& dk : split(decode_keys))
-                for (const auto& m : split(models))
-                    for (const auto& v : split(variants))
-                        for (const auto& b : split(batches))
-                            for (const auto& c : split(contexts))
-                                for (const auto& pk : split(pass_kernel))
-                                    for (const auto& g : split(gate_closed.empty() ? std::string("-1") : gate_closed))
+        for (const auto& f : split_list(fuse))
+            for (const auto& dk : split_list(decode_keys))
+                for (const auto& m : split_list(models))
+                    for (const auto& v : split_list(variants))
+                        for (const auto& b : split_list(batches))
+                            for (const auto& c : split_list(contexts))
+                                for (const auto& pk : split_list(pass_kernel))
+                                    for (const auto& g : split_list(gate_closed.empty() ? std::string("-1") : gate_closed))
                                         grid.push_back({f, dk, m, v, b, c, g, pk});
         for (const auto& row : grid) {
             const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6], &pk = row[7];

@@ -2,7 +2,9 @@
 // batch they run on.
 #pragma once
 
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "sgt/core/error.hpp"
 #include "sgt/config.hpp"
@@ -40,6 +42,29 @@ inline sgt::batch random_batch(int B, int T, int vocab, std::uint64_t seed) {
         b.targets.push_back(std::int32_t(r.below(vocab)));
     }
     return b;
+}
+
+// The models the inference benchmarks (bench_infer, bench_infer_cpu) decode with: a 4096-token context.
+inline constexpr sgt::model_config gpt2_infer = sgt::with_max_seq(sgt::presets::gpt2, 4096);
+inline constexpr sgt::model_config char_small_infer = sgt::with_max_seq(sgt::presets::char_small, 4096);
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// "a,b,,c" -> {"a", "b", "c"}: the benchmarks' comma-separated option lists.
+inline std::vector<std::string> split_list(const std::string& s) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : s + ",") {
+        if (c == ',') {
+            if (!cur.empty()) out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    return out;
 }
 
 }  // namespace sgt_bench

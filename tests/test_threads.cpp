@@ -73,6 +73,24 @@ TEST_CASE("each parallel op splits char_mini's work into several blocks (so the 
     CHECK(N / detail::grain_for(N, 16384 / 256) >= 2);        // cross-entropy over V = 256
 }
 
+TEST_CASE("a product of a few rows (a decode step's), split by output columns, has the same bits on any thread count") {
+    const int N = 3, I = 256, O = 4096;  // 16 blocks of 256 columns
+    REQUIRE(O / detail::matmul_grain(O) >= 4);
+    std::vector<float> x(std::size_t(N) * I), w(std::size_t(O) * I), add(std::size_t(N) * O);
+    rng r(4);
+    for (auto* v : {&x, &w, &add})
+        for (auto& e : *v) e = float(r.normal());
+    auto product = [&](int threads) {
+        set_threads(threads);
+        std::vector<float> y(std::size_t(N) * O);
+        matmul_forward(cpu{}, y.data(), x.data(), w.data(), N, I, O, false, add.data());
+        set_threads(0);
+        return y;
+    };
+    const std::vector<float> one = product(1);
+    for (int n : {2, 3, 4}) CHECK(product(n) == one);
+}
+
 TEST_CASE("parallel_sum adds its blocks in order whatever the thread count") {
     // Values whose float sum depends on the order: a large value, then many small ones that vanish next to it.
     std::vector<double> x(100000);

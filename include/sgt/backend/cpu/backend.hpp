@@ -75,6 +75,10 @@ template <class T>
 using matrix_map = Eigen::Map<row_matrix<T>>;
 template <class T>
 using const_matrix_map = Eigen::Map<const row_matrix<T>>;
+template <class T>  // a block of columns of a row-major matrix: rows `stride` elements apart
+using strided_matrix_map = Eigen::Map<row_matrix<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using const_strided_matrix_map = Eigen::Map<const row_matrix<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using vector_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 template <class T>

@@ -23,20 +23,28 @@ inline std::int64_t matmul_grain(std::int64_t rows) {
 }  // namespace detail
 
 // out (N, O) = in (N, I) · w (O, I)ᵀ, plus `add` (N, O) where given (a residual: out may alias it); with
-// accumulate, out += instead.
+// accumulate, out += instead. A product of up to 16 rows (a decode step's: one row per sequence), which would be
+// one block of rows, over a weight matrix of at least 2^20 elements is cut into blocks of output columns instead,
+// so that the threads share the reading of the weights (gpt2's layer products and LM head; smaller ones are not
+// worth waking the threads for).
 template <class T>
 void matmul_forward(cpu, T* out, const T* in, const T* w, int N, int I, int O, bool accumulate = false,
                     const T* add = nullptr) {
     detail::const_matrix_map<T> W(w, O, I);
-    parallel_blocks(N, detail::matmul_grain(N), [&](std::int64_t b, std::int64_t e) {
-        detail::const_matrix_map<T> x(in + b * I, e - b, I);
-        detail::matrix_map<T> y(out + b * O, e - b, O);
-        if (add && add != out) y = detail::const_matrix_map<T>(add + b * O, e - b, O);
+    auto product = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+        detail::const_matrix_map<T> x(in + r0 * I, r1 - r0, I);
+        detail::strided_matrix_map<T> y(out + r0 * O + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(O));
+        if (add && add != out)
+            y = detail::const_strided_matrix_map<T>(add + r0 * O + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(O));
         if (accumulate || add)
-            y.noalias() += x * W.transpose();
+            y.noalias() += x * W.middleRows(c0, c1 - c0).transpose();
         else
-            y.noalias() = x * W.transpose();
-    });
+            y.noalias() = x * W.middleRows(c0, c1 - c0).transpose();
+    };
+    if (N <= 16 && std::int64_t(O) * I >= (std::int64_t(1) << 20))
+        parallel_blocks(O, detail::matmul_grain(O), [&](std::int64_t b, std::int64_t e) { product(0, N, b, e); });
+    else
+        parallel_blocks(N, detail::matmul_grain(N), [&](std::int64_t b, std::int64_t e) { product(b, e, 0, O); });
 }
 
 // din (N, I) += dout · w;  dw (O, I) += doutᵀ · in (each = instead where `ow` says). Either gradient output may
