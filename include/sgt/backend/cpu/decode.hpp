@@ -133,26 +133,15 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
                 std::fill_n(o, HD, T(0));
                 continue;
             }
-            const T* q = qkv + b * row + std::int64_t(i) * HD;
-            const T* k = k_cache + std::int64_t(bh) * ctx * HD;
-            const T* v = v_cache + std::int64_t(bh) * ctx * HD;
-            std::vector<T> p(static_cast<std::size_t>(len));
-            T m = -std::numeric_limits<T>::infinity();
-            for (int j = 0; j < len; ++j) {
-                T s = 0;
-                for (int d = 0; d < HD; ++d) s += q[d] * k[std::int64_t(j) * HD + d];
-                p[j] = s * scale;
-                m = std::max(m, p[j]);
-            }
-            T sum = 0;
-            for (int j = 0; j < len; ++j) sum += (p[j] = std::exp(p[j] - m));
-            std::fill_n(o, HD, T(0));
-            for (int j = 0; j < len; ++j) {
-                const T w = p[j] / sum;
-                for (int d = 0; d < HD; ++d) o[d] += w * v[std::int64_t(j) * HD + d];
-            }
-            if (gain)
-                for (int d = 0; d < HD; ++d) o[d] *= gain[bh];
+            // The scores and the weighted sum of the values as matrix-vector products over the head's cached rows.
+            const detail::const_vector_map<T> q(qkv + b * row + std::int64_t(i) * HD, HD);
+            const detail::const_matrix_map<T> k(k_cache + std::int64_t(bh) * ctx * HD, len, HD);
+            const detail::const_matrix_map<T> v(v_cache + std::int64_t(bh) * ctx * HD, len, HD);
+            Eigen::Matrix<T, Eigen::Dynamic, 1> p = (k * q) * scale;
+            p = (p.array() - p.maxCoeff()).exp();
+            detail::vector_map<T>(o, HD).noalias() = v.transpose() * p;
+            const T norm = (gain ? gain[bh] : T(1)) / p.sum();
+            for (int d = 0; d < HD; ++d) o[d] *= norm;
         }
     });
 }
