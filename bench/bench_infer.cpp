@@ -25,8 +25,6 @@
 #include "sgt/cuda.hpp"
 
 using namespace sgt;
-using sgt_bench::char_small_infer;
-using sgt_bench::gpt2_infer;
 using sgt_bench::seconds_since;
 using sgt_bench::split_list;
 
@@ -182,10 +180,7 @@ int main(int argc, char** argv) {
                                            : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward,
                                                                gc, prefill_tokens);
             };
-            nlohmann::json j;
-            if (m == "gpt2") j = run.template operator()<gpt2_infer>();
-            else if (m == "char_small") j = run.template operator()<char_small_infer>();
-            else fail("--models: expected gpt2 or char_small, found '{}'", m);
+            nlohmann::json j = sgt_bench::with_infer_model(m, run);
             j["fused_products"] = f == "on";
             j["pass_kernel"] = pk == "on";
             j["decode_block_keys"] = keys;  // 0: chosen by the shape

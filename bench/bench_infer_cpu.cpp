@@ -21,8 +21,6 @@
 #include "sgt/sgt.hpp"
 
 using namespace sgt;
-using sgt_bench::char_small_infer;
-using sgt_bench::gpt2_infer;
 using sgt_bench::seconds_since;
 using sgt_bench::split_list;
 
@@ -129,13 +127,8 @@ int main(int argc, char** argv) {
                         require(ctx > decode_tokens && ctx <= 4096,
                                 "--contexts: expected more than --decode-tokens ({}) and at most 4096, found {}",
                                 decode_tokens, ctx);
-                        nlohmann::json j;
-                        if (m == "gpt2")
-                            j = bench<gpt2_infer>(m, v, B, ctx, decode_tokens);
-                        else if (m == "char_small")
-                            j = bench<char_small_infer>(m, v, B, ctx, decode_tokens);
-                        else
-                            fail("--models: expected gpt2 or char_small, found '{}'", m);
+                        const nlohmann::json j = sgt_bench::with_infer_model(
+                            m, [&]<model_config Cfg>() { return bench<Cfg>(m, v, B, ctx, decode_tokens); });
                         fmt::print("{}\n", j.dump());
                         std::fflush(stdout);
                     }

@@ -48,6 +48,14 @@ inline sgt::batch random_batch(int B, int T, int vocab, std::uint64_t seed) {
 inline constexpr sgt::model_config gpt2_infer = sgt::with_max_seq(sgt::presets::gpt2, 4096);
 inline constexpr sgt::model_config char_small_infer = sgt::with_max_seq(sgt::presets::char_small, 4096);
 
+// run.template operator()<Cfg>() for the inference model named `model` (gpt2 or char_small).
+template <class Run>
+auto with_infer_model(const std::string& model, Run&& run) {
+    if (model == "gpt2") return run.template operator()<gpt2_infer>();
+    if (model != "char_small") sgt::fail("--models: expected gpt2 or char_small, found '{}'", model);
+    return run.template operator()<char_small_infer>();
+}
+
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

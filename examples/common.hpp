@@ -128,13 +128,14 @@ private:
             if constexpr (std::is_same_v<D, shard_dataset>)
                 d.seek(shard_position{j.at("shard").get<std::uint64_t>(), j.at("offset").get<std::uint64_t>()});
         }
+        static constexpr bool answers = std::is_same_v<D, k_hop_dataset>;  // the k-hop task scores its answers
         std::optional<answer_score> score(const batch& b, std::span<const std::int32_t> pred) const override {
-            if constexpr (std::is_same_v<D, k_hop_dataset>)
+            if constexpr (answers)
                 return k_hop_score(b, pred);
             else
                 return std::nullopt;
         }
-        bool scores_answers() const override { return std::is_same_v<D, k_hop_dataset>; }
+        bool scores_answers() const override { return answers; }
         D d;
     };
     std::shared_ptr<base> p_;
