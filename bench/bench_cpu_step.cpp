@@ -28,10 +28,11 @@ double peak_rss_mib() {
 }
 
 template <model_config Cfg>
-nlohmann::json bench(const std::string& plan_name, int B, int T, int steps, int warmup) {
+nlohmann::json bench(const std::string& plan_name, int B, int T, int steps, int warmup, bool subspace) {
     using model_t = model<float, Cfg>;
     const double rss0 = peak_rss_mib();
     model_t m(B, T, 1);
+    m.set_loop_subspace(subspace);
     const loop_plan plan = sgt_bench::make_plan(plan_name, Cfg.shape, Cfg.loops);
     static_schedule sched(plan, Cfg.shape.heads, plan_name);
     trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1}, adamw_options{}, B,
@@ -50,7 +51,7 @@ nlohmann::json bench(const std::string& plan_name, int B, int T, int steps, int 
             {"tokens_per_s", B * T / median}, {"flops_per_step", flops}, {"gflops_per_s", flops / median / 1e9},
             {"flops_overhead_pct", 100 * (flops / step_flops(Cfg.shape, B, T, loop_plan::vanilla(Cfg.shape.layers)) - 1)},
             {"peak_rss_mib", peak_rss_mib()}, {"rss_growth_mib", peak_rss_mib() - rss0},
-            {"threads", threads()}};
+            {"threads", threads()}, {"loop_subspace", m.loop_subspace()}, {"subspace_runs", m.subspace_runs()}};
 }
 
 // Where a step's time goes: each kind of CPU work of one step timed alone at the step's shapes (forward and
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
     std::string preset = "tiny", plan = "vanilla";
     int B = 8, T = 32, steps = 10, warmup = 2, n_threads = 0;
     bool with_breakdown = false;
+    std::string subspace = "on";
     app.add_option("--preset", preset, "tiny, char_mini or char_small")->capture_default_str();
     app.add_option("--plan", plan, "vanilla, sgt (L=3, h=2, K=3) or block (3 layers)")->capture_default_str();
     app.add_option("--batch", B)->capture_default_str();
@@ -209,11 +211,14 @@ int main(int argc, char** argv) {
     app.add_option("--threads", n_threads, "CPU threads (0: the default, OMP_NUM_THREADS capped at the cores)")
         ->capture_default_str();
     app.add_flag("--breakdown", with_breakdown, "also time each kind of op of the step alone");
+    app.add_option("--loop-subspace", subspace, "loop steps over the same heads in their subspace (model::set_loop_subspace)")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     try {
         set_threads(n_threads);
         auto run = [&]<model_config Cfg>() {
-            nlohmann::json j = bench<Cfg>(plan, B, T, steps, warmup);
+            nlohmann::json j = bench<Cfg>(plan, B, T, steps, warmup, subspace == "on");
             j["preset"] = preset;
             fmt::print("{}\n", j.dump());
             if (with_breakdown) {

@@ -19,6 +19,9 @@ using test::random_batch;
 TEST_CASE("last-token contributions: every pass and head, rows equal to the saved attention, C = A·‖V‖") {
     constexpr int B = 3, T = 12, HD = tiny_model::HD, C = tiny_model::C;
     tiny_model m(B, T, 7);
+    // Step by step, so that every pass keeps its input and rstd, from which V is rebuilt below (loop steps in the
+    // subspace do not form their input); the same rows with them are checked at the end.
+    m.set_loop_subspace(false);
     loop_plan plan = loop_plan::vanilla(tiny_model::NL);
     plan.layers[1] = layer_loop{.k = 1, .heads = {0, 3}, .fade = 0.25};
     plan.layers[2].block_repeat = 2;
@@ -83,6 +86,22 @@ TEST_CASE("last-token contributions: every pass and head, rows equal to the save
     // A filter: the looped heads of layer 3 only.
     const auto looped = last_token_contributions(m, b, [](int l, int, int h) { return l == 3 && (h == 1 || h == 2); });
     CHECK(looped.size() == 6);
+
+    // With layer 3's two loop steps computed in their subspace (one run): the same rows, to rounding.
+    tiny_model ms(B, T, 7);
+    REQUIRE(ms.loop_subspace());
+    ms.forward(random_batch(B, T, tiny_model::V, 3), plan);
+    CHECK(ms.subspace_runs() == 1);
+    const auto sub = last_token_contributions(ms, b);
+    REQUIRE(sub.size() == rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        CHECK(sub[i].head == rows[i].head);
+        CHECK(sub[i].pass == rows[i].pass);
+        for (int j = 0; j < T; ++j) {
+            CHECK(std::abs(sub[i].attention[j] - rows[i].attention[j]) <= 1e-12);
+            CHECK(std::abs(sub[i].value_norm[j] - rows[i].value_norm[j]) <= 1e-12 * (1.0 + rows[i].value_norm[j]));
+        }
+    }
 }
 
 TEST_CASE("last-token contributions: bad input") {

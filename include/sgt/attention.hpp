@@ -51,7 +51,9 @@ struct attention_record {
     buffer<T> gain;             // (n)               the same gains as a tensor in the backend's memory
     std::vector<double> gain_held;  // what `gain` holds (it is uploaded only when the gains change)
     buffer<T> variant;          // the model variant's own record of this pass (variant.hpp)
-    const T* in = nullptr;      // (B, T, C) the pass input H, owned by the previous stage
+    const T* in = nullptr;      // (B, T, C) the pass input H, owned by the previous stage (null for a loop step
+                                //                   computed in a subspace run, loop_subspace.hpp, which keeps
+                                //                   neither its input nor rstd nor out)
     buffer<T> rstd;             // (B, T)            of RMSNorm_attn(H) (its output is not kept: the backward
                                 //                   recomputes it into the scratch)
     buffer<T> w_qkv;            // (3·n·HD, C)       packed rows of W_Q, W_K, W_V for R (gathered)
@@ -122,6 +124,76 @@ struct no_head_transform {
         return false;
     }
 };
+
+// The packed weights of a pass over `heads` (ascending): rows of W_Q, W_K, W_V into w_qkv (3·n·HD, C), columns of
+// W_O into w_o (C, n·HD).
+template <class T, class Backend>
+void gather_pass_weights(Backend be, T* w_qkv, T* w_o, const attention_weights<T>& w, const std::vector<int>& heads,
+                         const pass_dims& d) {
+    const std::span<const int> h(heads);
+    const std::int64_t block = std::int64_t(h.size()) * d.HD * d.C;
+    gather_head_rows(be, w_qkv, w.wq, h, d.HD, d.C);
+    gather_head_rows(be, w_qkv + block, w.wk, h, d.HD, d.C);
+    gather_head_rows(be, w_qkv + 2 * block, w.wv, h, d.HD, d.C);
+    gather_head_cols(be, w_o, w.wo, h, d.HD, d.C, d.NH);
+}
+// Their gradients in packed form, added to the rows and columns of those heads.
+template <class T, class Backend>
+void scatter_pass_grads(Backend be, const attention_grads<T>& g, const T* dw_qkv, const T* dw_o,
+                        const std::vector<int>& heads, const pass_dims& d) {
+    const std::span<const int> h(heads);
+    const std::int64_t block = std::int64_t(h.size()) * d.HD * d.C;
+    scatter_add_head_rows(be, g.wq, dw_qkv, h, d.HD, d.C);
+    scatter_add_head_rows(be, g.wk, dw_qkv + block, h, d.HD, d.C);
+    scatter_add_head_rows(be, g.wv, dw_qkv + 2 * block, h, d.HD, d.C);
+    scatter_add_head_cols(be, g.wo, dw_o, h, d.HD, d.C, d.NH);
+}
+
+// The buffers of a pass's core (below), grown for its heads.
+template <class T, class Backend>
+void grow_pass_core(Backend be, attention_record<T, Backend>& r, const pass_dims& d) {
+    const int n = r.n();
+    const std::int64_t N = d.tokens();
+    grow(r.qkv, N * 3 * n * d.HD);
+    grow(r.probs, attention_saved_size<T>(be, d.B, d.T, n, d.HD));
+    grow(r.o, N * n * d.HD);
+    grow(r.entropy, std::int64_t(d.B) * n);
+    if (std::int64_t(r.gain.size()) < n) r.gain_held.clear();  // a growth forgets what `gain` held
+    grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
+}
+
+// The core of a pass, from r.qkv holding the projections (normed input) W_QKVᵀ: RoPE on q and k, the attention
+// of Eq. 1-3 (and Eq. 4's entropy where r.want_entropy), the heads' gains. Leaves o' in r.o.
+template <class T, class Backend>
+void pass_core_forward(Backend be, attention_record<T, Backend>& r, const pass_dims& d, const accum_t<T>* rope_cos,
+                       const accum_t<T>* rope_sin) {
+    const int n = r.n(), nhd = n * d.HD;
+    rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
+    attention_forward(be, r.o.data(), r.probs.data(), r.want_entropy ? r.entropy.data() : nullptr, r.qkv.data(), d.B,
+                      d.T, n, d.HD);
+    if (r.has_gains()) {
+        if (r.gain_held != r.gains) {
+            const std::vector<T> g(r.gains.begin(), r.gains.end());
+            copy_from_host(be, r.gain.data(), g.data(), n);
+            r.gain_held = r.gains;
+        }
+        head_gain_forward(be, r.o.data(), r.gain.data(), d.tokens(), n, d.HD, false);
+    }
+}
+
+// Its backward: d_o (∂L/∂o', scaled in place by the gains) → dqkv = ∂L/∂ of the projections before RoPE, with
+// `extra` (a head-output transform's own ∂L/∂qkv, or null) added.
+template <class T, class Backend>
+void pass_core_backward(Backend be, T* dqkv, T* d_o, attention_record<T, Backend>& r, const pass_dims& d,
+                        const accum_t<T>* rope_cos, const accum_t<T>* rope_sin, const T* extra = nullptr) {
+    const int n = r.n(), nhd = n * d.HD;
+    if (r.has_gains())  // constant gains: ∂L/∂o scaled, no gain gradient
+        head_gain_backward(be, static_cast<T*>(nullptr), d_o, static_cast<const T*>(nullptr), r.gain.data(),
+                           d.tokens(), n, d.HD, false);
+    attention_backward(be, dqkv, d_o, r.qkv.data(), r.probs.data(), d.B, d.T, n, d.HD);
+    if (extra) accumulate(be, dqkv, extra, d.tokens() * 3 * nhd);
+    rope_backward(be, dqkv, rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
+}
 }  // namespace detail
 
 // Returns the loss term the hook's transform adds (0 without one). hook.forward(r) transforms r.o in place.
@@ -136,13 +208,8 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
     detail::grow(s.a, N * d.C);
     detail::grow(r.w_qkv, 3 * std::int64_t(nhd) * d.C);
     detail::grow(r.w_o, std::int64_t(d.C) * nhd);
-    detail::grow(r.qkv, N * 3 * nhd);
-    detail::grow(r.probs, attention_saved_size<T>(be, d.B, d.T, n, d.HD));
-    detail::grow(r.o, N * nhd);
+    detail::grow_pass_core(be, r, d);
     detail::grow(r.out, N * d.C);
-    detail::grow(r.entropy, std::int64_t(d.B) * n);
-    if (std::int64_t(r.gain.size()) < n) r.gain_held.clear();  // a growth forgets what `gain` held
-    detail::grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
     r.in = in;
 
     // The packed weights of R: W_Q, W_K, W_V and W_O themselves when R is every head in order (the parameter
@@ -162,29 +229,14 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
         r.wo = prev->wo;
         r.shares_previous = prev->shared_by_next = true;
     } else {
-        const std::span<const int> heads(r.heads);
-        const std::int64_t block = std::int64_t(nhd) * d.C;
-        gather_head_rows(be, r.w_qkv.data(), w.wq, heads, d.HD, d.C);
-        gather_head_rows(be, r.w_qkv.data() + block, w.wk, heads, d.HD, d.C);
-        gather_head_rows(be, r.w_qkv.data() + 2 * block, w.wv, heads, d.HD, d.C);
-        gather_head_cols(be, r.w_o.data(), w.wo, heads, d.HD, d.C, d.NH);
+        detail::gather_pass_weights(be, r.w_qkv.data(), r.w_o.data(), w, r.heads, d);
         r.wqkv = r.w_qkv.data();
         r.wo = r.w_o.data();
     }
 
     rmsnorm_forward(be, s.a.data(), r.rstd.data(), in, w.norm, int(N), d.C, d.eps);
     matmul_forward(be, r.qkv.data(), s.a.data(), r.wqkv, int(N), d.C, 3 * nhd);
-    rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
-    attention_forward(be, r.o.data(), r.probs.data(), r.want_entropy ? r.entropy.data() : nullptr, r.qkv.data(), d.B,
-                      d.T, n, d.HD);
-    if (r.has_gains()) {
-        if (r.gain_held != r.gains) {
-            const std::vector<T> g(r.gains.begin(), r.gains.end());
-            copy_from_host(be, r.gain.data(), g.data(), n);
-            r.gain_held = r.gains;
-        }
-        head_gain_forward(be, r.o.data(), r.gain.data(), N, n, d.HD, false);
-    }
+    detail::pass_core_forward(be, r, d, rope_cos, rope_sin);
     const double extra_loss = hook.forward(r);
     residual_branch_forward(be, r.out.data(), r.mask, r.o.data(), r.wo, in, int(N), nhd, d.C, dropout, dropout_rng);
     return extra_loss;
@@ -215,25 +267,13 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
     matmul_backward(be, s.d_o.data(), direct ? g.wo : s.dw_o.data(), dy, r.o.data(), r.wo, int(N), nhd, d.C,
                     overwrite{.din = true, .dw = packed_first});
     const bool hook_dqkv = hook.backward(r, s.d_o.data(), s.dqkv_hook);
-    if (r.has_gains())  // constant gains: ∂L/∂o scaled, no gain gradient
-        head_gain_backward(be, static_cast<T*>(nullptr), s.d_o.data(), static_cast<const T*>(nullptr),
-                           r.gain.data(), N, n, d.HD, false);
-
-    attention_backward(be, s.dqkv.data(), s.d_o.data(), r.qkv.data(), r.probs.data(), d.B, d.T, n, d.HD);
-    if (hook_dqkv) accumulate(be, s.dqkv.data(), s.dqkv_hook.data(), N * 3 * std::int64_t(nhd));
-    rope_backward(be, s.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
+    detail::pass_core_backward(be, s.dqkv.data(), s.d_o.data(), r, d, rope_cos, rope_sin,
+                               hook_dqkv ? s.dqkv_hook.data() : nullptr);
 
     rmsnorm_forward(be, s.a.data(), r.rstd.data(), r.in, w.norm, int(N), d.C, d.eps);  // a again, bit for bit
     matmul_backward(be, s.da.data(), direct ? g.wq : s.dw_qkv.data(), s.dqkv.data(), s.a.data(), r.wqkv, int(N), d.C,
                     3 * nhd, overwrite{.din = true, .dw = packed_first});
-    if (!direct && !r.shares_previous) {
-        const std::span<const int> heads(r.heads);
-        const std::int64_t block = std::int64_t(nhd) * d.C;
-        scatter_add_head_rows(be, g.wq, s.dw_qkv.data(), heads, d.HD, d.C);
-        scatter_add_head_rows(be, g.wk, s.dw_qkv.data() + block, heads, d.HD, d.C);
-        scatter_add_head_rows(be, g.wv, s.dw_qkv.data() + 2 * block, heads, d.HD, d.C);
-        scatter_add_head_cols(be, g.wo, s.dw_o.data(), heads, d.HD, d.C, d.NH);
-    }
+    if (!direct && !r.shares_previous) detail::scatter_pass_grads(be, g, s.dw_qkv.data(), s.dw_o.data(), r.heads, d);
 
     rmsnorm_backward(be, dres, g.norm, s.da.data(), r.in, w.norm, r.rstd.data(), int(N), d.C);
 }

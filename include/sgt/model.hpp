@@ -39,6 +39,7 @@
 #include "sgt/ffn.hpp"
 #include "sgt/flops.hpp"
 #include "sgt/loop_plan.hpp"
+#include "sgt/loop_subspace.hpp"
 #include "sgt/params.hpp"
 #include "sgt/sigma_reparam.hpp"
 #include "sgt/variant.hpp"
@@ -184,10 +185,25 @@ public:
         return p;
     }
 
+    // The largest structure whose loop steps run in the subspace (set_loop_subspace): the last L layers loop K_max
+    // times over h heads (at most half the width), as SGT's growth makes them; none when no run would apply.
+    std::optional<loop_plan> subspace_budget_plan() const {
+        const int h = std::min(budget.h, C / (2 * HD));
+        if (!loop_subspace_ || h < 1 || !loop_subspace_applies(budget.k_max, h, HD, C)) return std::nullopt;
+        loop_plan p = loop_plan::vanilla(NL);
+        for (int i = 0; i < budget.L; ++i) {
+            auto& l = p.layers[NL - 1 - i];
+            l.k = budget.k_max;
+            for (int j = 0; j < h; ++j) l.heads.push_back(j);
+        }
+        return p;
+    }
+
     // Sizes every activation and scratch buffer once, for batches of max_batch x max_seq under `plan` (and any
     // plan with no more passes, each over no more heads), by running it on a dummy batch; afterwards a training
-    // step allocates nothing, growth events included. The weights, gradients (left zero) and dropout RNG are
-    // unchanged. Call it after set_dropout. The cost is memory: each reserved pass holds full-width buffers.
+    // step allocates nothing, growth events included (loop steps in the subspace: runs over up to the budget's h
+    // heads). The weights, gradients (left zero) and dropout RNG are unchanged. Call it after set_dropout and
+    // set_loop_subspace. The cost is memory: each reserved pass holds full-width buffers.
     void reserve(const loop_plan& plan) {
         const std::size_t n = std::size_t(max_batch_) * max_seq_;
         const batch dummy{max_batch_, max_seq_, std::vector<std::int32_t>(n, 0), std::vector<std::int32_t>(n, 0)};
@@ -195,6 +211,10 @@ public:
         const auto state = state_to_host();
         forward(dummy, plan);
         backward();
+        if (const auto sub = subspace_budget_plan()) {  // the runs' buffers, which plans over all heads never use
+            forward(dummy, *sub);
+            backward();
+        }
         sum_squares(Backend{}, grads_.data(), std::int64_t(grads_.size()));  // the clipping reduction's scratch
         zero_grad();
         dropout_rng_.set_state(rng_state);
@@ -248,42 +268,77 @@ public:
 
         stages_.clear();
         entropy_passes_.clear();
-        const T* h = emb_.data();
-        std::size_t n_attn = 0, n_ffn = 0;
-        extra_loss_ = 0.0;
+        passes_.clear();
+        planned_.clear();
         for_each_pass(variant_, plan, NH, [&](const pass_site& site, const layer_loop& lp, pass_spec spec) {
+            planned_.push_back({site, &lp, std::move(spec)});
+        });
+        const T* h = emb_.data();
+        std::size_t n_attn = 0, n_ffn = 0, n_runs = 0;
+        extra_loss_ = 0.0;
+        const accum_t<T>* rc = rope_cos_.data();
+        const accum_t<T>* rs = rope_sin_.data();
+        for (std::size_t i = 0; i < planned_.size();) {
+            const pass_site site = planned_[i].site;
+            const layer_loop& lp = *planned_[i].lp;
             const int l = site.layer;
-            auto& r = attention_record_at(n_attn);
-            const bool after_same_layer = !stages_.empty() && stages_.back().kind == stage::attention &&
-                                          stages_.back().layer == l;  // a loop step: may share its packed weights
-            r.packed_source = after_same_layer ? &attn_records_[n_attn - 1] : nullptr;
-            r.heads = std::move(spec.heads);
-            r.gains = std::move(spec.gains);
+            const auto aw = attention_weights_of(l);
             // Eq. 4 on the passes the entropy report takes: each layer's first pass, and the last loop step of
             // a looped layer (its last block repeat); the other passes skip it.
-            const bool first_pass = site.repeat == 0 && site.step == 0;
-            const bool last_loop = site.repeat == lp.block_repeat - 1 && site.step == lp.k && site.step > 0;
-            r.want_entropy = first_pass || last_loop;
-            const bool hooked = variant_.transforms(site, lp);
-            const auto aw = attention_weights_of(l);
-            const accum_t<T>* rc = rope_cos_.data();
-            const accum_t<T>* rs = rope_sin_.data();
-            if (hooked)
-                extra_loss_ += attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_,
-                                                      variant_hook{*this, site});
-            else
-                attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_);
-            stages_.push_back({stage::attention, l, n_attn++, site, hooked});
-            h = r.out.data();
-            if (first_pass) entropy_passes_.push_back({l, n_attn - 1, true});
-            if (last_loop) entropy_passes_.push_back({l, n_attn - 1, false});
-            if (site.step == lp.k) {  // the block's FFN follows its last attention pass
+            auto entropy_wanted = [&](const pass_site& at) {
+                const bool first_pass = at.repeat == 0 && at.step == 0;
+                const bool last_loop = at.repeat == lp.block_repeat - 1 && at.step == lp.k && at.step > 0;
+                return std::pair{first_pass, last_loop};
+            };
+            auto take_record = [&](std::size_t j) -> attention_record<T, Backend>& {
+                auto& r = attention_record_at(n_attn);
+                r.heads = std::move(planned_[j].spec.heads);
+                r.gains = std::move(planned_[j].spec.gains);
+                const auto [first_pass, last_loop] = entropy_wanted(planned_[j].site);
+                r.want_entropy = first_pass || last_loop;
+                if (first_pass) entropy_passes_.push_back({l, n_attn, true});
+                if (last_loop) entropy_passes_.push_back({l, n_attn, false});
+                passes_.push_back({planned_[j].site, n_attn});
+                ++n_attn;
+                return r;
+            };
+            const std::size_t run_steps = subspace_run_length(i, p);
+            pass_site last = site;
+            if (run_steps > 0) {  // loop steps over the same heads, computed in their subspace (loop_subspace.hpp)
+                if constexpr (has_subspace_ops<Backend>) {
+                    run_steps_.clear();
+                    const std::size_t first = n_attn;
+                    for (std::size_t j = i; j < i + run_steps; ++j) run_steps_.push_back(&take_record(j));
+                    auto& run = subspace_run_at(n_runs);
+                    subspace_run_forward(be, run, std::span<attention_record<T, Backend>* const>(run_steps_),
+                                         subspace_scratch_, aw, h, d_, rc, rs);
+                    stages_.push_back({stage::subspace, l, n_runs++, site, false, first, run_steps});
+                    h = run.out.data();
+                    last = planned_[i + run_steps - 1].site;
+                }
+                i += run_steps;
+            } else {
+                const bool after_same_layer = !stages_.empty() && stages_.back().kind == stage::attention &&
+                                              stages_.back().layer == l;  // a loop step: may share its packed weights
+                auto& r = take_record(i);
+                r.packed_source = after_same_layer ? &attn_records_[n_attn - 2] : nullptr;
+                const bool hooked = variant_.transforms(site, lp);
+                if (hooked)
+                    extra_loss_ += attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_,
+                                                          variant_hook{*this, site});
+                else
+                    attention_pass_forward(be, r, attn_scratch_, aw, h, d_, rc, rs, p, dropout_rng_);
+                stages_.push_back({stage::attention, l, n_attn - 1, site, hooked});
+                h = r.out.data();
+                ++i;
+            }
+            if (last.step == lp.k) {  // the block's FFN follows its last attention pass
                 auto& f = ffn_record_at(n_ffn);
                 ffn_forward(be, f, ffn_scratch_, ffn_weights_of(l), h, d_, p, dropout_rng_);
-                stages_.push_back({stage::ffn, l, n_ffn++, site, false});
+                stages_.push_back({stage::ffn, l, n_ffn++, last, false});
                 h = f.out.data();
             }
-        });
+        }
 
         final_in_ = h;
         detail::grow(final_rstd_, N);
@@ -370,6 +425,8 @@ public:
                 attention_pass_backward(be, dres_.data(), attention_grads_of(it->layer), attn_records_[it->record],
                                         attention_weights_of(it->layer), attn_scratch_, d_, rope_cos_.data(),
                                         rope_sin_.data(), active_dropout_);
+            else if (it->kind == stage::subspace)
+                subspace_backward(*it);
             else
                 ffn_backward(be, dres_.data(), ffn_grads_of(it->layer), ffn_records_[it->record],
                              ffn_weights_of(it->layer), ffn_scratch_, d_, active_dropout_);
@@ -434,9 +491,20 @@ public:
     };
     std::vector<attention_pass> attention_passes() const {
         std::vector<attention_pass> out;
-        for (const auto& st : stages_)
-            if (st.kind == stage::attention) out.push_back({st.site, &attn_records_[st.record]});
+        for (const auto& [site, record] : passes_) out.push_back({site, &attn_records_[record]});
         return out;
+    }
+
+    // Loop steps of a layer over the same heads computed as one run in those heads' subspace (loop_subspace.hpp):
+    // the same function with fewer products and no full-width normalisation per step, rounded differently. Taken
+    // for every run where loop_subspace_applies (K ≥ 2 steps over at most half the width) and the backend has the
+    // ops, without dropout and without a head-output transform. On by default on the CPU; off on the GPU until it
+    // has been measured there (docs/BENCHMARKS.md). Set it before reserve(), which sizes the runs' buffers.
+    void set_loop_subspace(bool on) { loop_subspace_ = on && has_subspace_ops<Backend>; }
+    bool loop_subspace() const { return loop_subspace_; }
+    // The runs of loop steps the last forward() computed in the subspace.
+    int subspace_runs() const {
+        return int(std::count_if(stages_.begin(), stages_.end(), [](const stage& s) { return s.kind == stage::subspace; }));
     }
 
     // Training FLOPs of one step of B sequences of `seq` tokens under `plan` (spec Sec. 6), the variant's and
@@ -447,12 +515,46 @@ public:
 
 private:
     struct stage {
-        enum kind_t { attention, ffn } kind;
+        enum kind_t { attention, ffn, subspace } kind;
         int layer;
-        std::size_t record;
+        std::size_t record;  // into attn_records_, ffn_records_ or runs_
         pass_site site;
         bool hooked;  // the variant transforms this pass's head outputs
+        std::size_t first_step = 0, steps = 0;  // a subspace run's attention records
     };
+
+    // One pass of the plan, as for_each_pass gives it.
+    struct planned_pass {
+        pass_site site;
+        const layer_loop* lp;
+        pass_spec spec;
+    };
+    // The number of loop steps from planned_[i] on that form a subspace run, or 0.
+    std::size_t subspace_run_length(std::size_t i, double dropout) const {
+        const planned_pass& first = planned_[i];
+        if (!loop_subspace_ || dropout > 0.0 || first.site.step == 0 || variant_.transforms(first.site, *first.lp))
+            return 0;
+        std::size_t j = i + 1;
+        while (j < planned_.size() && planned_[j].site.layer == first.site.layer &&
+               planned_[j].site.repeat == first.site.repeat && planned_[j].site.step == planned_[j - 1].site.step + 1 &&
+               planned_[j].spec.heads == first.spec.heads && !variant_.transforms(planned_[j].site, *planned_[j].lp))
+            ++j;
+        return loop_subspace_applies(int(j - i), int(first.spec.heads.size()), HD, C) ? j - i : 0;
+    }
+    void subspace_backward(const stage& st) {
+        if constexpr (has_subspace_ops<Backend>) {
+            run_steps_.clear();
+            for (std::size_t k = 0; k < st.steps; ++k) run_steps_.push_back(&attn_records_[st.first_step + k]);
+            subspace_run_backward(Backend{}, dres_.data(), attention_grads_of(st.layer), runs_[st.record],
+                                  std::span<attention_record<T, Backend>* const>(run_steps_),
+                                  attention_weights_of(st.layer), subspace_scratch_, d_, rope_cos_.data(),
+                                  rope_sin_.data());
+        }
+    }
+    subspace_run<T, Backend>& subspace_run_at(std::size_t i) {
+        if (runs_.size() <= i) runs_.resize(i + 1);
+        return runs_[i];
+    }
 
     // The pass hook of attention.hpp bound to the variant: builds the pass_context the variant sees.
     struct variant_hook {
@@ -574,6 +676,12 @@ private:
     buffer<std::int32_t> tokens_, targets_;       // (B, T)
     buffer<T> emb_, emb_mask_;                    // (B, T, C)
     std::deque<attention_record<T, Backend>> attn_records_;
+    std::deque<subspace_run<T, Backend>> runs_;
+    subspace_scratch<T, Backend> subspace_scratch_;
+    bool loop_subspace_ = Backend::host_memory && has_subspace_ops<Backend>;
+    std::vector<planned_pass> planned_;                       // the passes of the plan at hand
+    std::vector<attention_record<T, Backend>*> run_steps_;    // a run's records, for the run's calls
+    std::vector<std::pair<pass_site, std::size_t>> passes_;  // every attention pass's site and record, in order
     std::deque<ffn_record<T, Backend>> ffn_records_;
     std::vector<stage> stages_;
     attention_scratch<T, Backend> attn_scratch_;

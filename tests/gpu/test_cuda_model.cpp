@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "../../examples/variants/loop_gain.hpp"
@@ -89,6 +90,24 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         CHECK(ent <= 1e-5);
         CHECK(test::rel_error(lgg, lgc) <= 1e-5);
 
+        // The loop steps in the subspace (loop_subspace.hpp; on by default on the CPU, off on the GPU): the same
+        // runs taken on the GPU, the same loss and gradients.
+        {
+            tiny_model<float, cuda> ms(B, T_, 7);
+            ms.set_loop_subspace(true);
+            const double ls = ms.forward(b, plan);
+            ms.backward();
+            CHECK(ms.subspace_runs() == mc.subspace_runs());
+            CHECK(mg.subspace_runs() == 0);
+            const auto gs = ms.gradients_to_host();
+            const double sub_err = test::rel_error(std::vector<double>(gs.begin(), gs.end()),
+                                                   std::vector<double>(gc.begin(), gc.end()));
+            std::printf("  %-24s %d subspace runs: loss rel error %.2e, gradients %.2e\n", name, ms.subspace_runs(),
+                        std::abs(ls - lc) / std::abs(lc), sub_err);
+            CHECK(std::abs(ls - lc) / std::abs(lc) <= 1e-5);
+            CHECK_MESSAGE(sub_err <= 1e-4, name << ": gradients with subspace runs differ by " << sub_err);
+        }
+
         // A training step's forward, whose cross-entropy writes its gradient in the same pass as the loss: the
         // rows whole (0: one chunk at this size), then in chunks of 10 of the 87 (the last one 7), where the LM
         // head's backward runs within the forward chunk by chunk.
@@ -157,8 +176,9 @@ struct run_result {
 // `graphs`: the trainer records steps and replays them (its default); `between(t)` runs after step t.
 template <class T, class Backend>
 run_result<T, Backend> train(int steps = 10, bool reserve = false, bool graphs = true,
-                             const std::function<void(int)>& between = {}) {
+                             const std::function<void(int)>& between = {}, std::optional<bool> subspace = {}) {
     tiny_model<T, Backend> m(4, 16, 11);
+    if (subspace) m.set_loop_subspace(*subspace);
     if (reserve) m.reserve(m.budget_plan());
     growth_options o = growth_options::from_budget(tiny_bytes.loops);
     o.t_start = 3;
@@ -218,6 +238,20 @@ TEST_CASE("10 steps with growth: the GPU follows the CPU, repeats itself exactly
                 (long long)reserved.allocations_in_steps);
     CHECK(reserved.allocations_in_steps == 0);
     CHECK(reserved.losses == g1.losses);
+
+    // With the loop steps in the subspace (the CPU run above took them too): the same decisions, losses close to
+    // the CPU's, bit for bit twice, and reserve() sizes the runs as well.
+    const auto s1 = train<float, cuda>(10, true, true, {}, true);
+    const auto s2 = train<float, cuda>(10, true, true, {}, true);
+    double worst_sub = 0.0;
+    for (std::size_t i = 0; i < c.losses.size(); ++i)
+        worst_sub = std::max(worst_sub, std::abs(s1.losses[i] - c.losses[i]) / std::abs(c.losses[i]));
+    std::printf("  subspace runs on the GPU: worst loss rel error %.2e, allocations with reserve %lld\n", worst_sub,
+                (long long)s1.allocations_in_steps);
+    CHECK(worst_sub <= 1e-4);
+    CHECK(s1.events == c.events);
+    CHECK(s1.losses == s2.losses);
+    CHECK(s1.allocations_in_steps == 0);
 }
 
 namespace {
@@ -257,6 +291,21 @@ TEST_CASE("bf16 mixed precision: the loss is within 2e-2 of fp32, and training l
     const double l32 = m32.forward(b, plan), l16 = m16.forward(b, plan);
     std::printf("  forward loss fp32 %.6f  bf16 %.6f\n", l32, l16);
     CHECK(std::abs(l16 - l32) / l32 <= 2e-2);
+    tiny_model<bf16, cuda> s16(B, T_, 5);  // the loop steps in the subspace, in bf16
+    s16.set_loop_subspace(true);
+    const double ls16 = s16.forward(b, plan, 1.0 / m32.last_loss().count);
+    s16.backward(1.0 / m32.last_loss().count);
+    m32.backward();
+    std::printf("  bf16 with subspace runs (%d): loss %.6f\n", s16.subspace_runs(), ls16);
+    CHECK(s16.subspace_runs() == 3);
+    CHECK(std::abs(ls16 - l32) / l32 <= 2e-2);
+    const auto g32 = m32.gradients_to_host();
+    const auto g16 = s16.gradients_to_host();
+    std::vector<double> a32(g32.begin(), g32.end()), a16;
+    for (const auto& x : g16) a16.push_back(double(float(x)));
+    const double gerr = test::rel_error(a16, a32);
+    std::printf("  bf16 with subspace runs: gradients rel error %.2e against fp32\n", gerr);
+    CHECK(gerr <= 5e-2);
 
     const auto r16 = train<bf16, cuda>(30);
     const auto r32 = train<float, cuda>(30);

@@ -13,6 +13,7 @@
 #include "sgt/backend/cpu/matmul.hpp"
 #include "sgt/backend/cpu/rmsnorm.hpp"
 #include "sgt/backend/cpu/rope.hpp"
+#include "sgt/backend/cpu/subspace.hpp"
 #include "sgt/backend/cpu/swiglu.hpp"
 #include "sgt/backend/backend.hpp"
 

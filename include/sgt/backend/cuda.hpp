@@ -160,6 +160,23 @@ template <class T>
 void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T* qkv, const T* w, int B, int T_,
                    int n, int HD, int i0, double ds_add);
 
+// subspace.cuh (loop steps in the looped heads' subspace, loop_subspace.hpp; s and ds in accum_t<T>)
+template <class T> void row_sum_squares(cuda, accum_t<T>* s, const T* x, int N, int C);
+template <class T> void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int N, int C);
+template <class T>
+void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps);
+template <class T>
+void subspace_normalize_backward(cuda, T* da, accum_t<T>* ds, const T* dout, const T* a, const accum_t<T>* s, int N,
+                                 int W, int C, double eps);
+template <class T>
+void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
+                     int N, int m);
+template <class T>
+void subspace_update_backward(cuda, T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u, int N, int m);
+template <class T> void scale_columns(cuda, T* out, const T* w, const T* g, int rows, int cols);
+template <class T>
+void scale_columns_backward(cuda, T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols);
+
 // swiglu.cuh
 template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld);
 template <class T>

@@ -16,6 +16,7 @@
 #include "sgt/backend/cuda/matmul.cuh"
 #include "sgt/backend/cuda/rmsnorm.cuh"
 #include "sgt/backend/cuda/rope.cuh"
+#include "sgt/backend/cuda/subspace.cuh"
 #include "sgt/backend/cuda/swiglu.cuh"
 
 namespace sgt {
@@ -71,7 +72,17 @@ namespace sgt {
     template void decode_passes<T>(cuda, T*, T*, T*, T*, T*, std::span<const decode_slot<T>>, const T*, const T*, \
                                    const T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
                                    int, int, double, accum_t<T>*);                                            \
-    template bool decode_passes_one_kernel<T>(cuda, int, int, int, int);
+    template bool decode_passes_one_kernel<T>(cuda, int, int, int, int);                                       \
+    template void row_sum_squares<T>(cuda, accum_t<T>*, const T*, int, int);                                     \
+    template void row_sum_squares_backward<T>(cuda, T*, const accum_t<T>*, const T*, int, int);                  \
+    template void subspace_normalize<T>(cuda, T*, const T*, const accum_t<T>*, int, int, int, double);           \
+    template void subspace_normalize_backward<T>(cuda, T*, accum_t<T>*, const T*, const T*, const accum_t<T>*, int, \
+                                                 int, int, double);                                              \
+    template void subspace_update<T>(cuda, accum_t<T>*, T*, const accum_t<T>*, const T*, const T*, const T*, int,  \
+                                     int);                                                                       \
+    template void subspace_update_backward<T>(cuda, T*, T*, T*, const accum_t<T>*, const T*, const T*, int, int); \
+    template void scale_columns<T>(cuda, T*, const T*, const T*, int, int);                                      \
+    template void scale_columns_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)

@@ -1,0 +1,200 @@
+// sgt/loop_subspace.hpp: a run of loop steps (Eq. 6) of one layer over the same heads S, computed in the subspace
+// of S's heads: the same function as running those steps one by one through attention.hpp, with less work.
+//
+// A loop step adds W_O o' to the residual stream x (o' = the gains times the attention outputs of S's heads,
+// m = |S|·HD numbers a token), and all that the next step reads of x is RMSNorm(x; γ) W_QKVᵀ. With
+//     a = x diag(γ) W_QKVᵀ  (N, 3m),   s = ‖x‖²  (N),   u = x W_O  (N, m),
+// a step's q, k, v are a / sqrt(s/C + eps) (then RoPE), and its update of x changes them by
+//     a ← a + o' Mᵀ,   u ← u + o' G,   s ← s + o'·(2u + o' G),    M = W_QKV diag(γ) W_O  (3m, m),   G = W_Oᵀ W_O  (m, m)
+// (u on the right the value before the update). So a run of K steps reads its input x₀ once (for a, s and u), keeps
+// 5m numbers a token per step instead of C, and writes x_K = x₀ + (Σ_k o'_k) W_Oᵀ once at its end. Per token and
+// step the products shrink from 8·C·m multiply-adds (W_QKV and W_O over the full width) to 4·m² (M and G); the run
+// pays 5·C·m once more (a and u of x₀, the final W_O), so it is worth it from K = 2 when m ≤ C/2, the condition
+// loop_subspace_applies checks. The RMSNorm of every step and its backward, full-width passes over x, are gone.
+//
+// Exact in real arithmetic; in floating point it rounds differently (x is not formed between the steps), which
+// tests/test_loop_subspace.cpp bounds against the step-by-step form in double. The model (model.hpp) takes this
+// form for every eligible run when model::set_loop_subspace is on; attention.hpp stays the definition of a pass.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sgt/attention.hpp"
+#include "sgt/backend/common.hpp"
+#include "sgt/core/buffers.hpp"
+#include "sgt/core/precision.hpp"
+
+namespace sgt {
+
+// The row ops this form needs beyond the backend contract (backend/cpu/subspace.hpp has their definitions and
+// shapes). Optional: a backend without them runs every loop step through attention.hpp.
+template <class B>
+concept has_subspace_ops = requires(float* x, const float* c, float* a, const float* ca) {
+    row_sum_squares(B{}, a, c, 1, 1);
+    row_sum_squares_backward(B{}, x, ca, c, 1, 1);
+    subspace_normalize(B{}, x, c, ca, 1, 1, 1, double{});
+    subspace_normalize_backward(B{}, x, a, c, c, ca, 1, 1, 1, double{});
+    subspace_update(B{}, a, x, ca, c, c, c, 1, 1);
+    subspace_update_backward(B{}, x, x, x, ca, c, c, 1, 1);
+    scale_columns(B{}, x, c, c, 1, 1);
+    scale_columns_backward(B{}, x, x, c, c, c, 1, 1);
+};
+
+// Whether a run of `steps` loop steps over n heads is worth computing in the subspace (see the header).
+inline bool loop_subspace_applies(int steps, int n, int HD, int C) { return steps >= 2 && 2 * n * HD <= C; }
+
+// What a run keeps for its backward (its steps' q, k, v, attention records and outputs are in their
+// attention_records). Buffers only grow.
+template <class T, class Backend>
+struct subspace_run {
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+    using A = accum_t<T>;
+
+    int steps = 0;
+    std::vector<int> heads;     // S
+    const T* in = nullptr;      // (N, C) x₀, owned by the stage before
+    buffer<T> w_qkv, w_o;       // (3m, C), (C, m)  S's rows of W_Q, W_K, W_V and columns of W_O (gathered)
+    buffer<T> w_qkv_g;          // (3m, C)          W_QKV diag(γ)
+    buffer<T> m_mat, g_mat;     // (3m, m), (m, m)  M and G
+    buffer<T> a;                // (K, N, 3m)       a before step k = 1..K
+    buffer<A> s;                // (K, N)           s before step k
+    buffer<T> u;                // (K, N, m)        u before step k (u after the update that follows step k − 1)
+    buffer<T> o_sum;            // (N, m)           Σ_k o'_k
+    buffer<T> out;              // (N, C)           x_K
+};
+
+// Scratch shared by the runs.
+template <class T, class Backend>
+struct subspace_scratch {
+    template <class U>
+    using buffer = typename Backend::template buffer<U>;
+    buffer<T> t, d_sum, d_o, du, w;  // (N, m)
+    buffer<T> da, dqkv;              // (N, 3m)
+    buffer<accum_t<T>> ds;           // (N)
+    buffer<T> dm, dg;                // (3m, m), (m, m)
+    buffer<T> dw_qkv_g, dw_qkv, dw_o;  // (3m, C), (3m, C), (C, m)
+};
+
+// The forward of a run over `steps` (their heads, gains and want_entropy set by the caller; each gets q, k, v, its
+// attention record, o' and, where asked, its entropies, as a pass of attention.hpp would). run.out is x_K.
+template <class T, class Backend>
+void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<attention_record<T, Backend>* const> steps,
+                          subspace_scratch<T, Backend>& sc, const attention_weights<T>& w, const T* in,
+                          const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin) {
+    const int K = int(steps.size()), m = steps[0]->n() * d.HD, C = d.C;
+    const std::int64_t N = d.tokens(), m3 = 3 * std::int64_t(m);
+    run.steps = K;
+    run.heads = steps[0]->heads;
+    run.in = in;
+    detail::grow(run.w_qkv, m3 * C);
+    detail::grow(run.w_o, std::int64_t(C) * m);
+    detail::grow(run.w_qkv_g, m3 * C);
+    detail::grow(run.m_mat, m3 * m);
+    detail::grow(run.g_mat, std::int64_t(m) * m);
+    detail::grow(run.a, K * N * m3);
+    detail::grow(run.s, K * N);
+    detail::grow(run.u, K * N * m);
+    detail::grow(run.o_sum, N * m);
+    detail::grow(run.out, N * C);
+    detail::grow(sc.t, N * m);
+    auto a = [&](int k) { return run.a.data() + (k - 1) * N * m3; };  // a before step k
+    auto s = [&](int k) { return run.s.data() + (k - 1) * N; };
+    auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
+
+    detail::gather_pass_weights(be, run.w_qkv.data(), run.w_o.data(), w, run.heads, d);
+    scale_columns(be, run.w_qkv_g.data(), run.w_qkv.data(), w.norm, int(m3), C);
+    // M = W_QKV diag(γ) W_O and G = W_Oᵀ W_O, as the input- and weight-gradient forms of a product
+    matmul_backward(be, run.m_mat.data(), static_cast<T*>(nullptr), run.w_qkv_g.data(), static_cast<const T*>(nullptr),
+                    run.w_o.data(), int(m3), m, C, overwrite{.din = true});
+    matmul_backward(be, static_cast<T*>(nullptr), run.g_mat.data(), run.w_o.data(), run.w_o.data(),
+                    static_cast<const T*>(nullptr), C, m, m, overwrite{.dw = true});
+
+    row_sum_squares(be, s(1), in, int(N), C);
+    matmul_forward(be, a(1), in, run.w_qkv_g.data(), int(N), C, int(m3));
+    matmul_backward(be, u(1), static_cast<T*>(nullptr), in, static_cast<const T*>(nullptr), run.w_o.data(), int(N), m,
+                    C, overwrite{.din = true});  // u = x W_O
+    for (int k = 1; k <= K; ++k) {
+        auto& r = *steps[std::size_t(k - 1)];
+        detail::grow_pass_core(be, r, d);
+        r.in = nullptr;  // the step's input is not formed (nor its rstd or output)
+        subspace_normalize(be, r.qkv.data(), a(k), s(k), int(N), int(m3), C, d.eps);
+        detail::pass_core_forward(be, r, d, rope_cos, rope_sin);
+        if (k == 1)
+            copy(be, run.o_sum.data(), r.o.data(), N * m);
+        else
+            accumulate(be, run.o_sum.data(), r.o.data(), N * m);
+        if (k == K) break;
+        matmul_forward(be, a(k + 1), r.o.data(), run.m_mat.data(), int(N), m, int(m3), false, a(k));
+        matmul_forward(be, sc.t.data(), r.o.data(), run.g_mat.data(), int(N), m, m);  // t = o' G (G symmetric)
+        subspace_update(be, s(k + 1), u(k + 1), s(k), u(k), r.o.data(), sc.t.data(), int(N), m);
+    }
+    matmul_forward(be, run.out.data(), run.o_sum.data(), run.w_o.data(), int(N), m, C, false, in);
+}
+
+// dres (N, C): on entry ∂L/∂x_K, on exit ∂L/∂x₀. Weight gradients (W_Q, W_K, W_V and W_O's rows and columns of S,
+// and γ) accumulate into g.
+template <class T, class Backend>
+void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, subspace_run<T, Backend>& run,
+                           std::span<attention_record<T, Backend>* const> steps, const attention_weights<T>& w,
+                           subspace_scratch<T, Backend>& sc, const pass_dims& d, const accum_t<T>* rope_cos,
+                           const accum_t<T>* rope_sin) {
+    const int K = run.steps, m = steps[0]->n() * d.HD, C = d.C;
+    const std::int64_t N = d.tokens(), m3 = 3 * std::int64_t(m);
+    for (auto* b : {&sc.t, &sc.d_sum, &sc.d_o, &sc.du, &sc.w}) detail::grow(*b, N * m);
+    detail::grow(sc.da, N * m3);
+    detail::grow(sc.dqkv, N * m3);
+    detail::grow(sc.ds, N);
+    detail::grow(sc.dm, m3 * m);
+    detail::grow(sc.dg, std::int64_t(m) * m);
+    detail::grow(sc.dw_qkv_g, m3 * C);
+    detail::grow(sc.dw_qkv, m3 * C);
+    detail::grow(sc.dw_o, std::int64_t(C) * m);
+    auto a = [&](int k) { return run.a.data() + (k - 1) * N * m3; };
+    auto s = [&](int k) { return run.s.data() + (k - 1) * N; };
+    auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
+    const T* none = nullptr;
+    T* skip = nullptr;
+
+    // x_K = x₀ + (Σ o') W_Oᵀ: ∂L/∂Σo' = dres W_O, ∂L/∂W_O = dresᵀ Σo' (the scratch written)
+    matmul_backward(be, sc.d_sum.data(), sc.dw_o.data(), dres, run.o_sum.data(), run.w_o.data(), int(N), m, C,
+                    overwrite{.din = true, .dw = true});
+    fill_zero(be, sc.da.data(), N * m3);  // ∂L/∂a, ∂L/∂s and ∂L/∂u of the step at hand, carried back
+    fill_zero(be, sc.ds.data(), N);
+    fill_zero(be, sc.du.data(), N * m);
+    fill_zero(be, sc.dm.data(), m3 * m);
+    fill_zero(be, sc.dg.data(), std::int64_t(m) * m);
+    for (int k = K; k >= 1; --k) {
+        auto& r = *steps[std::size_t(k - 1)];
+        copy(be, sc.d_o.data(), sc.d_sum.data(), N * m);
+        if (k < K) {  // the update after step k, which gave a, s and u of step k + 1
+            matmul_backward(be, sc.d_o.data(), sc.dm.data(), sc.da.data(), r.o.data(), run.m_mat.data(), int(N), m,
+                            int(m3));                                                             // a += o' Mᵀ
+            matmul_backward(be, sc.d_o.data(), skip, sc.du.data(), none, run.g_mat.data(), int(N), m, m);  // u += o' G
+            subspace_update_backward(be, sc.d_o.data(), sc.du.data(), sc.w.data(), sc.ds.data(), r.o.data(), u(k + 1),
+                                     int(N), m);
+            matmul_backward(be, skip, sc.dg.data(), sc.w.data(), r.o.data(), none, int(N), m, m);  // ∂L/∂G (transposed)
+        }
+        detail::pass_core_backward(be, sc.dqkv.data(), sc.d_o.data(), r, d, rope_cos, rope_sin);
+        subspace_normalize_backward(be, sc.da.data(), sc.ds.data(), sc.dqkv.data(), a(k), s(k), int(N), int(m3), C,
+                                    d.eps);
+    }
+
+    // x₀ gave a = x₀ diag(γ) W_QKVᵀ, u = x₀ W_O and s = ‖x₀‖², besides x_K's identity path (already in dres)
+    matmul_backward(be, dres, sc.dw_qkv_g.data(), sc.da.data(), run.in, run.w_qkv_g.data(), int(N), C, int(m3),
+                    overwrite{.dw = true});
+    matmul_forward(be, dres, sc.du.data(), run.w_o.data(), int(N), m, C, true);
+    matmul_backward(be, skip, sc.dw_o.data(), run.in, sc.du.data(), none, int(N), m, C);
+    row_sum_squares_backward(be, dres, sc.ds.data(), run.in, int(N), C);
+    // M = W_QKV diag(γ) W_O and G = W_Oᵀ W_O (∂L/∂G enters symmetrised: W_O (dG + dGᵀ))
+    matmul_forward(be, sc.dw_qkv_g.data(), sc.dm.data(), run.w_o.data(), int(m3), m, C, true);
+    matmul_backward(be, skip, sc.dw_o.data(), run.w_qkv_g.data(), sc.dm.data(), none, int(m3), m, C);
+    matmul_forward(be, sc.dw_o.data(), run.w_o.data(), sc.dg.data(), C, m, m, true);
+    matmul_backward(be, sc.dw_o.data(), skip, run.w_o.data(), none, sc.dg.data(), C, m, m);
+    scale_columns_backward(be, sc.dw_qkv.data(), g.norm, sc.dw_qkv_g.data(), run.w_qkv.data(), w.norm, int(m3), C);
+    detail::scatter_pass_grads(be, g, sc.dw_qkv.data(), sc.dw_o.data(), run.heads, d);
+}
+
+}  // namespace sgt
