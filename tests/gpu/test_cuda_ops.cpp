@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 #include <span>
+#include <tuple>
 
 #include "support.hpp"
 
@@ -355,6 +356,81 @@ std::vector<adamw_run> make_runs(std::int64_t n, std::span<const std::int64_t> l
         at += len + (i % 7 == 6 ? lengths[0] : 0);
     }
     return runs;
+}
+
+TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp) match the CPU", T, float, bf16) {
+    using A = accum_t<T>;
+    sgt::rng r(31);
+    // (rows, width C, m = heads x HD): odd sizes, gpt2's (768, 2 heads of 64), and rows past a block's 8 warps.
+    for (auto [N, C, m] : {std::tuple{37, 67, 8}, std::tuple{5, 768, 128}, std::tuple{1000, 96, 16}}) {
+        const int W = 3 * m;
+        const std::string size = fmt::format(" N{} C{} m{}", N, C, m);
+        auto vec = [&](std::size_t n, double scale = 1.0) { return test::rounded<T>(test::random_vector(r, n, scale)); };
+        auto acc = [&](std::size_t n, double scale) { return test::rounded<A>(test::random_vector(r, n, scale)); };
+        const auto x = vec(std::size_t(N) * C), dx0 = vec(x.size());
+        auto gx = test::to_device<T>(x);
+
+        std::vector<double> s(N);
+        row_sum_squares(host, s.data(), x.data(), N, C);
+        auto gs = test::poisoned<A>(s.size());
+        row_sum_squares(dev, gs.data(), gx.data(), N, C);
+        test::check_error<T>("row_sum_squares" + size, test::rel_error(test::to_host(gs), s));
+        const auto s_a = test::to_host(gs);  // as the device holds it, for the ops below
+        auto ds = acc(std::size_t(N), 0.1);
+        std::vector<double> dx = dx0;
+        row_sum_squares_backward(host, dx.data(), ds.data(), x.data(), N, C);
+        auto gdx = test::to_device<T>(dx0), gds = test::to_device<A>(ds);
+        row_sum_squares_backward(dev, gdx.data(), gds.data(), gx.data(), N, C);
+        test::check_error<T>("row_sum_squares_backward" + size, test::rel_error(test::to_host(gdx), dx));
+
+        const auto a = vec(std::size_t(N) * W), dout = vec(a.size()), da0 = vec(a.size());
+        auto ga = test::to_device<T>(a), gsa = test::to_device<A>(s_a), gdout = test::to_device<T>(dout);
+        std::vector<double> out(a.size());
+        subspace_normalize(host, out.data(), a.data(), s_a.data(), N, W, C, 1e-5);
+        auto gout = test::poisoned<T>(out.size());
+        subspace_normalize(dev, gout.data(), ga.data(), gsa.data(), N, W, C, 1e-5);
+        test::check_error<T>("subspace_normalize" + size, test::rel_error(test::to_host(gout), out));
+        std::vector<double> da = da0, dsn = ds;
+        subspace_normalize_backward(host, da.data(), dsn.data(), dout.data(), a.data(), s_a.data(), N, W, C, 1e-5);
+        auto gda = test::to_device<T>(da0), gdsn = test::to_device<A>(ds);
+        subspace_normalize_backward(dev, gda.data(), gdsn.data(), gdout.data(), ga.data(), gsa.data(), N, W, C, 1e-5);
+        test::check_error<T>("subspace_normalize_backward da" + size, test::rel_error(test::to_host(gda), da));
+        test::check_error<T>("subspace_normalize_backward ds" + size, test::rel_error(test::to_host(gdsn), dsn));
+
+        const auto u = vec(std::size_t(N) * m), o = vec(u.size()), t = vec(u.size(), 0.3);
+        auto gu = test::to_device<T>(u), go = test::to_device<T>(o), gt = test::to_device<T>(t);
+        std::vector<double> s_out(N), u_out(u.size());
+        subspace_update(host, s_out.data(), u_out.data(), s_a.data(), u.data(), o.data(), t.data(), N, m);
+        auto gs_out = test::poisoned<A>(s_out.size());
+        auto gu_out = test::poisoned<T>(u_out.size());
+        subspace_update(dev, gs_out.data(), gu_out.data(), gsa.data(), gu.data(), go.data(), gt.data(), N, m);
+        test::check_error<T>("subspace_update s" + size, test::rel_error(test::to_host(gs_out), s_out));
+        test::check_error<T>("subspace_update u" + size, test::rel_error(test::to_host(gu_out), u_out));
+        const auto d_o0 = vec(u.size()), du0 = vec(u.size());
+        std::vector<double> d_o = d_o0, du = du0, w(u.size());
+        subspace_update_backward(host, d_o.data(), du.data(), w.data(), ds.data(), o.data(), u.data(), N, m);
+        auto gd_o = test::to_device<T>(d_o0), gdu = test::to_device<T>(du0);
+        auto gw = test::poisoned<T>(w.size());
+        subspace_update_backward(dev, gd_o.data(), gdu.data(), gw.data(), gds.data(), go.data(), gu.data(), N, m);
+        test::check_error<T>("subspace_update_backward d_o" + size, test::rel_error(test::to_host(gd_o), d_o));
+        test::check_error<T>("subspace_update_backward du" + size, test::rel_error(test::to_host(gdu), du));
+        test::check_error<T>("subspace_update_backward w" + size, test::rel_error(test::to_host(gw), w));
+
+        const auto wm = vec(std::size_t(W) * C), g = vec(std::size_t(C)), dwm = vec(wm.size()), dg0 = vec(g.size());
+        auto gwm = test::to_device<T>(wm), gg = test::to_device<T>(g), gdwm = test::to_device<T>(dwm);
+        std::vector<double> scaled(wm.size());
+        scale_columns(host, scaled.data(), wm.data(), g.data(), W, C);
+        auto gscaled = test::poisoned<T>(scaled.size());
+        scale_columns(dev, gscaled.data(), gwm.data(), gg.data(), W, C);
+        test::check_error<T>("scale_columns" + size, test::rel_error(test::to_host(gscaled), scaled));
+        std::vector<double> dw(wm.size()), dg = dg0;
+        scale_columns_backward(host, dw.data(), dg.data(), dwm.data(), wm.data(), g.data(), W, C);
+        auto gdw = test::poisoned<T>(dw.size());
+        auto gdg = test::to_device<T>(dg0);
+        scale_columns_backward(dev, gdw.data(), gdg.data(), gdwm.data(), gwm.data(), gg.data(), W, C);
+        test::check_error<T>("scale_columns_backward dw" + size, test::rel_error(test::to_host(gdw), dw));
+        test::check_error<T>("scale_columns_backward dg" + size, test::rel_error(test::to_host(gdg), dg));
+    }
 }
 
 TEST_CASE("AdamW over many runs, clipped by the global norm, matches the CPU in fp32 and in mixed precision") {
