@@ -227,6 +227,7 @@ struct run_options {
     adamw_options optim{};
     double dropout = 0.0;
     std::int64_t logits_chunk = 0;  // rows of logits at a time (model::set_logits_chunk; 0: automatic)
+    std::string loop_subspace = "auto";  // model::set_loop_subspace: on, off, or the backend's default
     std::uint64_t seed = 1;
     int eval_interval = 100;
     std::string run_name;   // the "run" field of the log's records (default: the schedule's name)
@@ -426,6 +427,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     }
     m.set_dropout(o.dropout);
     m.set_logits_chunk(o.logits_chunk);
+    if (o.loop_subspace != "auto") m.set_loop_subspace(o.loop_subspace == "on");
     try {  // the first step's activations, so that a batch too large for the memory is refused before anything else
         m.reserve(schedule.plan());
     } catch (const sgt::error& e) {
@@ -841,6 +843,11 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
     app.add_option("--logits-chunk", o.logits_chunk,
                    "rows of logits the LM head and cross-entropy form at a time (0: as many as fit in 1 GiB)")
         ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--loop-subspace", o.loop_subspace,
+                   "loop steps over the same heads computed in their subspace (loop_subspace.hpp): on, off, or auto "
+                   "(on for the CPU, off for the GPU)")
+        ->check(CLI::IsMember({"auto", "on", "off"}))
         ->capture_default_str();
     app.add_option("--t-start", g.t_start, "first growth decision (SGT) or layer choice (Block Loop) at this step")
         ->check(CLI::PositiveNumber)

@@ -181,18 +181,17 @@ void pass_core_forward(Backend be, attention_record<T, Backend>& r, const pass_d
     }
 }
 
-// Its backward: d_o (∂L/∂o', scaled in place by the gains) → dqkv = ∂L/∂ of the projections before RoPE, with
-// `extra` (a head-output transform's own ∂L/∂qkv, or null) added.
+// Its backward but for RoPE's: d_o (∂L/∂o', scaled in place by the gains) → dqkv = ∂L/∂ of the RoPE'd q, k, v
+// (r.qkv), with `extra` (a head-output transform's own ∂L/∂qkv, or null) added. rope_backward(dqkv) follows.
 template <class T, class Backend>
 void pass_core_backward(Backend be, T* dqkv, T* d_o, attention_record<T, Backend>& r, const pass_dims& d,
-                        const accum_t<T>* rope_cos, const accum_t<T>* rope_sin, const T* extra = nullptr) {
-    const int n = r.n(), nhd = n * d.HD;
+                        const T* extra = nullptr) {
+    const int n = r.n();
     if (r.has_gains())  // constant gains: ∂L/∂o scaled, no gain gradient
         head_gain_backward(be, static_cast<T*>(nullptr), d_o, static_cast<const T*>(nullptr), r.gain.data(),
                            d.tokens(), n, d.HD, false);
     attention_backward(be, dqkv, d_o, r.qkv.data(), r.probs.data(), d.B, d.T, n, d.HD);
-    if (extra) accumulate(be, dqkv, extra, d.tokens() * 3 * nhd);
-    rope_backward(be, dqkv, rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
+    if (extra) accumulate(be, dqkv, extra, d.tokens() * 3 * n * d.HD);
 }
 }  // namespace detail
 
@@ -267,8 +266,8 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
     matmul_backward(be, s.d_o.data(), direct ? g.wo : s.dw_o.data(), dy, r.o.data(), r.wo, int(N), nhd, d.C,
                     overwrite{.din = true, .dw = packed_first});
     const bool hook_dqkv = hook.backward(r, s.d_o.data(), s.dqkv_hook);
-    detail::pass_core_backward(be, s.dqkv.data(), s.d_o.data(), r, d, rope_cos, rope_sin,
-                               hook_dqkv ? s.dqkv_hook.data() : nullptr);
+    detail::pass_core_backward(be, s.dqkv.data(), s.d_o.data(), r, d, hook_dqkv ? s.dqkv_hook.data() : nullptr);
+    rope_backward(be, s.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));
 
     rmsnorm_forward(be, s.a.data(), r.rstd.data(), r.in, w.norm, int(N), d.C, d.eps);  // a again, bit for bit
     matmul_backward(be, s.da.data(), direct ? g.wq : s.dw_qkv.data(), s.dqkv.data(), s.a.data(), r.wqkv, int(N), d.C,

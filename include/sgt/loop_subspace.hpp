@@ -10,7 +10,8 @@
 // 5m numbers a token per step instead of C, and writes x_K = x₀ + (Σ_k o'_k) W_Oᵀ once at its end. Per token and
 // step the products shrink from 8·C·m multiply-adds (W_QKV and W_O over the full width) to 4·m² (M and G); the run
 // pays 5·C·m once more (a and u of x₀, the final W_O), so it is worth it from K = 2 when m ≤ C/2, the condition
-// loop_subspace_applies checks. The RMSNorm of every step and its backward, full-width passes over x, are gone.
+// loop_subspace_applies checks. The RMSNorm of every step and its backward, full-width passes over x, are gone,
+// and a step keeps m + 1 numbers a token for its backward (u and s) where a pass keeps C + 1 (its output and rstd).
 //
 // Exact in real arithmetic; in floating point it rounds differently (x is not formed between the steps), which
 // tests/test_loop_subspace.cpp bounds against the step-by-step form in double. The model (model.hpp) takes this
@@ -35,7 +36,7 @@ concept has_subspace_ops = requires(float* x, const float* c, float* a, const fl
     row_sum_squares(B{}, a, c, 1, 1);
     row_sum_squares_backward(B{}, x, ca, c, 1, 1);
     subspace_normalize(B{}, x, c, ca, 1, 1, 1, double{});
-    subspace_normalize_backward(B{}, x, a, c, c, ca, 1, 1, 1, double{});
+    subspace_normalize_backward(B{}, a, x, c, ca, 1, 1, 1, double{});
     subspace_update(B{}, a, x, ca, c, c, c, 1, 1);
     subspace_update_backward(B{}, x, x, x, ca, c, c, 1, 1);
     scale_columns(B{}, x, c, c, 1, 1);
@@ -59,8 +60,7 @@ struct subspace_run {
     buffer<T> w_qkv, w_o;       // (3m, C), (C, m)  S's rows of W_Q, W_K, W_V and columns of W_O (gathered)
     buffer<T> w_qkv_g;          // (3m, C)          W_QKV diag(γ)
     buffer<T> m_mat, g_mat;     // (3m, m), (m, m)  M and G
-    buffer<T> a;                // (K, N, 3m)       a before step k = 1..K
-    buffer<A> s;                // (K, N)           s before step k
+    buffer<A> s;                // (K, N)           s before step k = 1..K
     buffer<T> u;                // (K, N, m)        u before step k (u after the update that follows step k − 1)
     buffer<T> o_sum;            // (N, m)           Σ_k o'_k
     buffer<T> out;              // (N, C)           x_K
@@ -71,6 +71,8 @@ template <class T, class Backend>
 struct subspace_scratch {
     template <class U>
     using buffer = typename Backend::template buffer<U>;
+    buffer<T> a;                     // (2, N, 3m): a of the step at hand and of the next (the backward needs
+                                     //   neither: see subspace_run_backward)
     buffer<T> t, d_sum, d_o, du, w;  // (N, m)
     buffer<T> da, dqkv;              // (N, 3m)
     buffer<accum_t<T>> ds;           // (N)
@@ -94,13 +96,13 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
     detail::grow(run.w_qkv_g, m3 * C);
     detail::grow(run.m_mat, m3 * m);
     detail::grow(run.g_mat, std::int64_t(m) * m);
-    detail::grow(run.a, K * N * m3);
     detail::grow(run.s, K * N);
     detail::grow(run.u, K * N * m);
     detail::grow(run.o_sum, N * m);
     detail::grow(run.out, N * C);
     detail::grow(sc.t, N * m);
-    auto a = [&](int k) { return run.a.data() + (k - 1) * N * m3; };  // a before step k
+    detail::grow(sc.a, 2 * N * m3);
+    auto a = [&](int k) { return sc.a.data() + (k % 2) * N * m3; };  // a before step k
     auto s = [&](int k) { return run.s.data() + (k - 1) * N; };
     auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
 
@@ -152,7 +154,6 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     detail::grow(sc.dw_qkv_g, m3 * C);
     detail::grow(sc.dw_qkv, m3 * C);
     detail::grow(sc.dw_o, std::int64_t(C) * m);
-    auto a = [&](int k) { return run.a.data() + (k - 1) * N * m3; };
     auto s = [&](int k) { return run.s.data() + (k - 1) * N; };
     auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
     const T* none = nullptr;
@@ -177,9 +178,12 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
                                      int(N), m);
             matmul_backward(be, skip, sc.dg.data(), sc.w.data(), r.o.data(), none, int(N), m, m);  // ∂L/∂G (transposed)
         }
-        detail::pass_core_backward(be, sc.dqkv.data(), sc.d_o.data(), r, d, rope_cos, rope_sin);
-        subspace_normalize_backward(be, sc.da.data(), sc.ds.data(), sc.dqkv.data(), a(k), s(k), int(N), int(m3), C,
-                                    d.eps);
+        // ∂L/∂ of the RoPE'd q, k, v; then ∂L/∂s through this step's 1/rms, which RoPE (a rotation) leaves as it
+        // is when taken from the RoPE'd values, so that a need not be kept; then ∂L/∂a = RoPE⁻¹(r · ∂L/∂qkv).
+        detail::pass_core_backward(be, sc.dqkv.data(), sc.d_o.data(), r, d);
+        subspace_normalize_backward(be, sc.ds.data(), sc.dqkv.data(), r.qkv.data(), s(k), int(N), int(m3), C, d.eps);
+        rope_backward(be, sc.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * r.n(), d.HD, m3);
+        accumulate(be, sc.da.data(), sc.dqkv.data(), N * m3);
     }
 
     // x₀ gave a = x₀ diag(γ) W_QKVᵀ, u = x₀ W_O and s = ‖x₀‖², besides x_K's identity path (already in dres)

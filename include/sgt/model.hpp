@@ -201,8 +201,8 @@ public:
 
     // Sizes every activation and scratch buffer once, for batches of max_batch x max_seq under `plan` (and any
     // plan with no more passes, each over no more heads), by running it on a dummy batch; afterwards a training
-    // step allocates nothing, growth events included (loop steps in the subspace: runs over up to the budget's h
-    // heads). The weights, gradients (left zero) and dropout RNG are unchanged. Call it after set_dropout and
+    // step allocates nothing, growth events included (where `plan` loops K ≥ 2 times, also the subspace runs of
+    // subspace_budget_plan, over up to the budget's h heads). The weights, gradients (left zero) and dropout RNG are unchanged. Call it after set_dropout and
     // set_loop_subspace. The cost is memory: each reserved pass holds full-width buffers.
     void reserve(const loop_plan& plan) {
         const std::size_t n = std::size_t(max_batch_) * max_seq_;
@@ -211,7 +211,9 @@ public:
         const auto state = state_to_host();
         forward(dummy, plan);
         backward();
-        if (const auto sub = subspace_budget_plan()) {  // the runs' buffers, which plans over all heads never use
+        // The runs' buffers (a plan over all heads has none), when `plan` has loops that runs could come from.
+        const bool loops = std::any_of(plan.layers.begin(), plan.layers.end(), [](const layer_loop& l) { return l.k >= 2; });
+        if (const auto sub = subspace_budget_plan(); sub && loops) {
             forward(dummy, *sub);
             backward();
         }

@@ -166,8 +166,8 @@ template <class T> void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* 
 template <class T>
 void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps);
 template <class T>
-void subspace_normalize_backward(cuda, T* da, accum_t<T>* ds, const T* dout, const T* a, const accum_t<T>* s, int N,
-                                 int W, int C, double eps);
+void subspace_normalize_backward(cuda, accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N, int W, int C,
+                                 double eps);
 template <class T>
 void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
                      int N, int m);

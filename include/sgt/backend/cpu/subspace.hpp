@@ -49,18 +49,20 @@ void subspace_normalize(cpu, T* out, const T* a, const accum_t<T>* s, int N, int
     });
 }
 
-// Its backward, from dout (N, W): da += r · dout;  ds += −r³ / (2C) · Σ_w a ⊙ dout.
+// Its backward, in place: from dout = ∂L/∂out (N, W), ds += −r² / (2C) · Σ_w out ⊙ dout (∂L/∂s through r), and
+// dout ← r · dout (∂L/∂a). `out` and dout may be in any basis that is an orthogonal transform of the one above
+// (both RoPE'd, as the model saves them): the sum is the same, and the scaling commutes with the transform.
 template <class T>
-void subspace_normalize_backward(cpu, T* da, accum_t<T>* ds, const T* dout, const T* a, const accum_t<T>* s, int N,
-                                 int W, int C, double eps) {
+void subspace_normalize_backward(cpu, accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N, int W, int C,
+                                 double eps) {
     parallel_blocks(N, detail::subspace_grain(N, W), [&](std::int64_t b, std::int64_t e) {
         for (std::int64_t n = b; n < e; ++n) {
-            const auto dy = detail::const_vector_map<T>(dout + n * W, W);
+            auto dy = detail::vector_map<T>(dout + n * W, W);
             const double r = double(detail::subspace_rstd(s[n], C, eps));
-            const double dot = (detail::const_vector_map<T>(a + n * W, W).template cast<double>().array() *
+            const double dot = (detail::const_vector_map<T>(out + n * W, W).template cast<double>().array() *
                                 dy.template cast<double>().array()).sum();
-            detail::vector_map<T>(da + n * W, W) += T(r) * dy;
-            ds[n] += accum_t<T>(-r * r * r / (2.0 * C) * dot);
+            ds[n] += accum_t<T>(-r * r / (2.0 * C) * dot);
+            dy *= T(r);
         }
     });
 }

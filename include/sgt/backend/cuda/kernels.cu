@@ -76,8 +76,8 @@ namespace sgt {
     template void row_sum_squares<T>(cuda, accum_t<T>*, const T*, int, int);                                     \
     template void row_sum_squares_backward<T>(cuda, T*, const accum_t<T>*, const T*, int, int);                  \
     template void subspace_normalize<T>(cuda, T*, const T*, const accum_t<T>*, int, int, int, double);           \
-    template void subspace_normalize_backward<T>(cuda, T*, accum_t<T>*, const T*, const T*, const accum_t<T>*, int, \
-                                                 int, int, double);                                              \
+    template void subspace_normalize_backward<T>(cuda, accum_t<T>*, T*, const T*, const accum_t<T>*, int, int, int, \
+                                                 double);                                                        \
     template void subspace_update<T>(cuda, accum_t<T>*, T*, const accum_t<T>*, const T*, const T*, const T*, int,  \
                                      int);                                                                       \
     template void subspace_update_backward<T>(cuda, T*, T*, T*, const accum_t<T>*, const T*, const T*, int, int); \
