@@ -9,8 +9,10 @@
 // (u on the right the value before the update). So a run of K steps reads its input x₀ once (for a, s and u), keeps
 // 5m numbers a token per step instead of C, and writes x_K = x₀ + (Σ_k o'_k) W_Oᵀ once at its end. Per token and
 // step the products shrink from 8·C·m multiply-adds (W_QKV and W_O over the full width) to 4·m² (M and G); the run
-// pays 5·C·m once more (a and u of x₀, the final W_O), so it is worth it from K = 2 when m ≤ C/2, the condition
-// loop_subspace_applies checks. The RMSNorm of every step and its backward, full-width passes over x, are gone,
+// pays 5·C·m once more (a and u of x₀, the final W_O). In arithmetic it pays from K = 2 up to m ≈ 3C/4; in memory
+// traffic a step moves about 19m numbers a token (a, u, t and the products' operands) where a pass moves about
+// 5C + 4m, so loop_subspace_applies asks K ≥ 2 and 3m ≤ C: a run carries no more numbers than x itself (measured on
+// the CPU at m = C/3 and m = C/2: docs/BENCHMARKS.md). The RMSNorm of every step and its backward, full-width passes over x, are gone,
 // and a step keeps m + 1 numbers a token for its backward (u and s) where a pass keeps C + 1 (its output and rstd).
 //
 // Exact in real arithmetic; in floating point it rounds differently (x is not formed between the steps), which
@@ -44,7 +46,7 @@ concept has_subspace_ops = requires(float* x, const float* c, float* a, const fl
 };
 
 // Whether a run of `steps` loop steps over n heads is worth computing in the subspace (see the header).
-inline bool loop_subspace_applies(int steps, int n, int HD, int C) { return steps >= 2 && 2 * n * HD <= C; }
+inline bool loop_subspace_applies(int steps, int n, int HD, int C) { return steps >= 2 && 3 * n * HD <= C; }
 
 // What a run keeps for its backward (its steps' q, k, v, attention records and outputs are in their
 // attention_records). Buffers only grow.

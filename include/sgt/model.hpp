@@ -186,9 +186,9 @@ public:
     }
 
     // The largest structure whose loop steps run in the subspace (set_loop_subspace): the last L layers loop K_max
-    // times over h heads (at most half the width), as SGT's growth makes them; none when no run would apply.
+    // times over h heads (at most a third of the width), as SGT's growth makes them; none when no run would apply.
     std::optional<loop_plan> subspace_budget_plan() const {
-        const int h = std::min(budget.h, C / (2 * HD));
+        const int h = std::min(budget.h, C / (3 * HD));
         if (!loop_subspace_ || h < 1 || !loop_subspace_applies(budget.k_max, h, HD, C)) return std::nullopt;
         loop_plan p = loop_plan::vanilla(NL);
         for (int i = 0; i < budget.L; ++i) {
@@ -499,8 +499,8 @@ public:
 
     // Loop steps of a layer over the same heads computed as one run in those heads' subspace (loop_subspace.hpp):
     // the same function with fewer products and no full-width normalisation per step, rounded differently. Taken
-    // for every run where loop_subspace_applies (K ≥ 2 steps over at most half the width) and the backend has the
-    // ops, without dropout and without a head-output transform. On by default on the CPU; off on the GPU until it
+    // for every run where loop_subspace_applies (K ≥ 2 steps over at most a third of the width) and the backend has
+    // the ops, without dropout and without a head-output transform. On by default on the CPU; off on the GPU until it
     // has been measured there (docs/BENCHMARKS.md). Set it before reserve(), which sizes the runs' buffers.
     void set_loop_subspace(bool on) { loop_subspace_ = on && has_subspace_ops<Backend>; }
     bool loop_subspace() const { return loop_subspace_; }
