@@ -6,14 +6,15 @@
 //     a = x diag(γ) W_QKVᵀ  (N, 3m),   s = ‖x‖²  (N),   u = x W_O  (N, m),
 // a step's q, k, v are a / sqrt(s/C + eps) (then RoPE), and its update of x changes them by
 //     a ← a + o' Mᵀ,   u ← u + o' G,   s ← s + o'·(2u + o' G),    M = W_QKV diag(γ) W_O  (3m, m),   G = W_Oᵀ W_O  (m, m)
-// (u on the right the value before the update). So a run of K steps reads its input x₀ once (for a, s and u), keeps
-// 5m numbers a token per step instead of C, and writes x_K = x₀ + (Σ_k o'_k) W_Oᵀ once at its end. Per token and
+// (u on the right the value before the update). So a run of K steps reads its input x₀ once (for a, s and u) and
+// writes x_K = x₀ + (Σ_k o'_k) W_Oᵀ once at its end; in between it works in 4m + 1 numbers a token (a, u, s), and a
+// step keeps m + 1 of them for its backward (u and s) where a pass keeps C + 1 (its output and rstd). Per token and
 // step the products shrink from 8·C·m multiply-adds (W_QKV and W_O over the full width) to 4·m² (M and G); the run
-// pays 5·C·m once more (a and u of x₀, the final W_O). In arithmetic it pays from K = 2 up to m ≈ 3C/4; in memory
-// traffic a step moves about 19m numbers a token (a, u, t and the products' operands) where a pass moves about
-// 5C + 4m, so loop_subspace_applies asks K ≥ 2 and 3m ≤ C: a run carries no more numbers than x itself (measured on
-// the CPU at m = C/3 and m = C/2: docs/BENCHMARKS.md). The RMSNorm of every step and its backward, full-width passes over x, are gone,
-// and a step keeps m + 1 numbers a token for its backward (u and s) where a pass keeps C + 1 (its output and rstd).
+// pays 5·C·m once more (a and u of x₀, the final W_O), and the RMSNorm of every step, with its backward, becomes a
+// scaling of 3m numbers. In arithmetic that pays from K = 2 up to m ≈ 3C/4; in memory traffic a step moves about
+// 19m numbers a token (a, u, t and the products' operands) where a pass moves about 5C + 4m, so
+// loop_subspace_applies asks K ≥ 2 and 3m ≤ C: a run carries no more numbers than x itself (measured on the CPU at
+// m = C/3 and m = C/2: docs/BENCHMARKS.md).
 //
 // Exact in real arithmetic; in floating point it rounds differently (x is not formed between the steps), which
 // tests/test_loop_subspace.cpp bounds against the step-by-step form in double. The model (model.hpp) takes this

@@ -175,28 +175,14 @@ public:
 
     // The largest structure of the loop budget: the last L layers loop K_max times over all heads. Every
     // plan a growth operator of this budget produces has no more passes, each over no more heads.
-    static loop_plan budget_plan() {
-        loop_plan p = loop_plan::vanilla(NL);
-        for (int i = 0; i < budget.L; ++i) {
-            auto& l = p.layers[NL - 1 - i];
-            l.k = budget.k_max;
-            for (int h = 0; h < NH; ++h) l.heads.push_back(h);
-        }
-        return p;
-    }
+    static loop_plan budget_plan() { return budget_plan_over(NH); }
 
     // The largest structure whose loop steps run in the subspace (set_loop_subspace): the last L layers loop K_max
     // times over h heads (at most a third of the width), as SGT's growth makes them; none when no run would apply.
     std::optional<loop_plan> subspace_budget_plan() const {
         const int h = std::min(budget.h, C / (3 * HD));
         if (!loop_subspace_ || h < 1 || !loop_subspace_applies(budget.k_max, h, HD, C)) return std::nullopt;
-        loop_plan p = loop_plan::vanilla(NL);
-        for (int i = 0; i < budget.L; ++i) {
-            auto& l = p.layers[NL - 1 - i];
-            l.k = budget.k_max;
-            for (int j = 0; j < h; ++j) l.heads.push_back(j);
-        }
-        return p;
+        return budget_plan_over(h);
     }
 
     // Sizes every activation and scratch buffer once, for batches of max_batch x max_seq under `plan` (and any
@@ -525,10 +511,21 @@ private:
         std::size_t first_step = 0, steps = 0;  // a subspace run's attention records
     };
 
+    // The last L layers loop K_max times over heads 0..n-1.
+    static loop_plan budget_plan_over(int n) {
+        loop_plan p = loop_plan::vanilla(NL);
+        for (int i = 0; i < budget.L; ++i) {
+            auto& l = p.layers[NL - 1 - i];
+            l.k = budget.k_max;
+            for (int h = 0; h < n; ++h) l.heads.push_back(h);
+        }
+        return p;
+    }
+
     // One pass of the plan, as for_each_pass gives it.
     struct planned_pass {
         pass_site site;
-        const layer_loop* lp;
+        const layer_loop* lp;  // into the plan of enqueue_forward, valid during that call
         pass_spec spec;
     };
     // The number of loop steps from planned_[i] on that form a subspace run, or 0.
