@@ -361,8 +361,10 @@ std::vector<adamw_run> make_runs(std::int64_t n, std::span<const std::int64_t> l
 TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp) match the CPU", T, float, bf16) {
     using A = accum_t<T>;
     sgt::rng r(31);
-    // (rows, width C, m = heads x HD): odd sizes, gpt2's (768, 2 heads of 64), and rows past a block's 8 warps.
-    for (auto [N, C, m] : {std::tuple{37, 67, 8}, std::tuple{5, 768, 128}, std::tuple{1000, 96, 16}}) {
+    // (rows, width C, m = heads x HD): odd sizes (rows of single elements: C = 67, m = 5), gpt2's (768, 2 heads of
+    // 64), and rows past a block's 8 warps; the others move 16-byte packs.
+    for (auto [N, C, m] : {std::tuple{37, 67, 8}, std::tuple{7, 50, 5}, std::tuple{5, 768, 128},
+                           std::tuple{1000, 96, 16}}) {
         const int W = 3 * m;
         const std::string size = fmt::format(" N{} C{} m{}", N, C, m);
         auto vec = [&](std::size_t n, double scale = 1.0) { return test::rounded<T>(test::random_vector(r, n, scale)); };

@@ -1,7 +1,8 @@
 // sgt/backend/cuda/subspace.cuh: the row operations of loop steps in the looped heads' subspace on the device
 // (backend/cpu/subspace.hpp has their definitions; loop_subspace.hpp the algebra). A warp per row (reductions in
-// accum_t<T>, then the row's elements by its lanes), a block of 32 columns for the column sums of
-// scale_columns_backward; no atomics, so the results do not depend on scheduling.
+// accum_t<T>), its lanes moving 16-byte packs where the row length and the pointers allow and single elements
+// otherwise; a block of 32 columns for the column sums of scale_columns_backward; no atomics, so the results do
+// not depend on scheduling.
 #pragma once
 
 #include <cstdint>
@@ -20,84 +21,152 @@ __device__ inline A subspace_rstd_of(A s, int C, double eps) {
     return A(1) / sqrt(max(s, A(0)) / A(C) + A(eps));
 }
 
-template <class T>
+// Row n of a warp-per-row kernel, or -1 past the last row; lane in [0, 32).
+__device__ inline int subspace_row(int N) {
+    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32;
+    return n < N ? n : -1;
+}
+// Calls f(j) for the packs of W elements a lane takes of a row of `len` (a multiple of W): j = lane·W, + 32·W, ...
+template <int W, class F>
+__device__ inline void for_lane_packs(int len, F&& f) {
+    for (int j = int(threadIdx.x % 32) * W; j < len; j += 32 * W) f(j);
+}
+template <int W, class T>
+__device__ inline pack<T, W> load_pack(const T* p) {
+    return *reinterpret_cast<const pack<T, W>*>(p);
+}
+template <int W, class T>
+__device__ inline void store_pack(T* p, const pack<T, W>& v) {
+    *reinterpret_cast<pack<T, W>*>(p) = v;
+}
+
+template <int W, class T>
 __global__ void row_sum_squares_kernel(accum_t<T>* s, const T* x, int N, int C) {
     using A = accum_t<T>;
-    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
+    const int n = subspace_row(N);
+    if (n < 0) return;
     const T* row = x + std::int64_t(n) * C;
     A ss = 0;
-    for (int c = lane; c < C; c += 32) ss += load(row[c]) * load(row[c]);
+    for_lane_packs<W>(C, [&](int c) {
+        const auto p = load_pack<W>(row + c);
+#pragma unroll
+        for (int k = 0; k < W; ++k) ss += load(p.v[k]) * load(p.v[k]);
+    });
     ss = warp_sum(ss);
-    if (lane == 0) s[n] = ss;
+    if (threadIdx.x % 32 == 0) s[n] = ss;
 }
 
-template <class T>
+template <int W, class T>
 __global__ void row_sum_squares_backward_kernel(T* dx, const accum_t<T>* ds, const T* x, int N, int C) {
-    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
+    const int n = subspace_row(N);
+    if (n < 0) return;
     const std::int64_t at = std::int64_t(n) * C;
     const accum_t<T> g = 2 * ds[n];
-    for (int c = lane; c < C; c += 32) dx[at + c] = store<T>(load(dx[at + c]) + g * load(x[at + c]));
+    for_lane_packs<W>(C, [&](int c) {
+        auto d = load_pack<W>(dx + at + c);
+        const auto xv = load_pack<W>(x + at + c);
+#pragma unroll
+        for (int k = 0; k < W; ++k) d.v[k] = store<T>(load(d.v[k]) + g * load(xv.v[k]));
+        store_pack(dx + at + c, d);
+    });
 }
 
-template <class T>
-__global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps) {
-    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
-    const std::int64_t at = std::int64_t(n) * W;
+template <int W, class T>
+__global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* s, int N, int len, int C, double eps) {
+    const int n = subspace_row(N);
+    if (n < 0) return;
+    const std::int64_t at = std::int64_t(n) * len;
     const accum_t<T> r = subspace_rstd_of(s[n], C, eps);
-    for (int j = lane; j < W; j += 32) out[at + j] = store<T>(load(a[at + j]) * r);
+    for_lane_packs<W>(len, [&](int j) {
+        auto v = load_pack<W>(a + at + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) v.v[k] = store<T>(load(v.v[k]) * r);
+        store_pack(out + at + j, v);
+    });
 }
 
-template <class T>
+template <int W, class T>
 __global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N,
-                                                   int W, int C, double eps) {
+                                                   int len, int C, double eps) {
     using A = accum_t<T>;
-    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
-    const std::int64_t at = std::int64_t(n) * W;
+    const int n = subspace_row(N);
+    if (n < 0) return;
+    const std::int64_t at = std::int64_t(n) * len;
     const A r = subspace_rstd_of(s[n], C, eps);
     A dot = 0;
-    for (int j = lane; j < W; j += 32) {
-        const A dy = load(dout[at + j]);
-        dot += load(out[at + j]) * dy;
-        dout[at + j] = store<T>(r * dy);
-    }
+    for_lane_packs<W>(len, [&](int j) {
+        auto dy = load_pack<W>(dout + at + j);
+        const auto y = load_pack<W>(out + at + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const A d = load(dy.v[k]);
+            dot += load(y.v[k]) * d;
+            dy.v[k] = store<T>(r * d);
+        }
+        store_pack(dout + at + j, dy);
+    });
     dot = warp_sum(dot);
-    if (lane == 0) ds[n] += -r * r / (2 * A(C)) * dot;
+    if (threadIdx.x % 32 == 0) ds[n] += -r * r / (2 * A(C)) * dot;
 }
 
-template <class T>
+template <int W, class T>
 __global__ void subspace_update_kernel(accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o,
                                        const T* t, int N, int m) {
     using A = accum_t<T>;
-    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
+    const int n = subspace_row(N);
+    if (n < 0) return;
     const std::int64_t at = std::int64_t(n) * m;
     A dot = 0;
-    for (int j = lane; j < m; j += 32) {
-        const A u = load(u_in[at + j]), tj = load(t[at + j]);
-        dot += load(o[at + j]) * (2 * u + tj);
-        u_out[at + j] = store<T>(u + tj);
-    }
+    for_lane_packs<W>(m, [&](int j) {
+        auto u = load_pack<W>(u_in + at + j);
+        const auto tv = load_pack<W>(t + at + j), ov = load_pack<W>(o + at + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const A uk = load(u.v[k]), tk = load(tv.v[k]);
+            dot += load(ov.v[k]) * (2 * uk + tk);
+            u.v[k] = store<T>(uk + tk);
+        }
+        store_pack(u_out + at + j, u);
+    });
     dot = warp_sum(dot);
-    if (lane == 0) s_out[n] = s_in[n] + dot;
+    if (threadIdx.x % 32 == 0) s_out[n] = s_in[n] + dot;
 }
 
-template <class T>
+template <int W, class T>
 __global__ void subspace_update_backward_kernel(T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u,
                                                 int N, int m) {
     using A = accum_t<T>;
-    const int n = blockIdx.x * subspace_rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
+    const int n = subspace_row(N);
+    if (n < 0) return;
+    const std::int64_t at = std::int64_t(n) * m;
     const A g = ds[n];
-    for (std::int64_t i = std::int64_t(n) * m + lane, end = std::int64_t(n + 1) * m; i < end; i += 32) {
-        const A oi = load(o[i]), dui = load(du[i]);
-        w[i] = store<T>(dui + g * oi);
-        d_o[i] = store<T>(load(d_o[i]) + 2 * g * load(u[i]));
-        du[i] = store<T>(dui + 2 * g * oi);
-    }
+    for_lane_packs<W>(m, [&](int j) {
+        const auto ov = load_pack<W>(o + at + j), uv = load_pack<W>(u + at + j);
+        auto dov = load_pack<W>(d_o + at + j), duv = load_pack<W>(du + at + j);
+        pack<T, W> wv;
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const A oi = load(ov.v[k]), dui = load(duv.v[k]);
+            wv.v[k] = store<T>(dui + g * oi);
+            dov.v[k] = store<T>(load(dov.v[k]) + 2 * g * load(uv.v[k]));
+            duv.v[k] = store<T>(dui + 2 * g * oi);
+        }
+        store_pack(w + at + j, wv);
+        store_pack(d_o + at + j, dov);
+        store_pack(du + at + j, duv);
+    });
+}
+
+// Whether rows of `len` elements at these pointers can move in 16-byte packs.
+template <class T, class... P>
+bool subspace_packs(int len, P... ptrs) {
+    return len % pack_width<T> == 0 && (aligned16(ptrs) && ...);
+}
+// A warp-per-row kernel over N rows: its form with packs where `packed`, else its form with single elements.
+template <class... Params, class... Args>
+void launch_rows(int N, bool packed, void (*with_packs)(Params...), void (*single)(Params...), Args... args) {
+    (packed ? with_packs : single)<<<subspace_row_blocks(N), threads_per_block, 0, stream()>>>(
+        static_cast<Params>(args)...);
 }
 
 template <class T>
@@ -139,24 +208,27 @@ __global__ void scale_columns_backward_kernel(T* dw, T* dg, const T* dout, const
 template <class T>
 void row_sum_squares(cuda, accum_t<T>* s, const T* x, int N, int C) {
     if (N <= 0) return;
-    detail::row_sum_squares_kernel<<<detail::subspace_row_blocks(N), detail::threads_per_block, 0, detail::stream()>>>(
-        s, x, N, C);
+    constexpr int W = detail::pack_width<T>;
+    detail::launch_rows(N, detail::subspace_packs<T>(C, x), detail::row_sum_squares_kernel<W, T>,
+                        detail::row_sum_squares_kernel<1, T>, s, x, N, C);
     SGT_CUDA_LAUNCHED(row_sum_squares_kernel);
 }
 
 template <class T>
 void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int N, int C) {
     if (N <= 0) return;
-    detail::row_sum_squares_backward_kernel<<<detail::subspace_row_blocks(N), detail::threads_per_block, 0,
-                                              detail::stream()>>>(dx, ds, x, N, C);
+    constexpr int W = detail::pack_width<T>;
+    detail::launch_rows(N, detail::subspace_packs<T>(C, dx, x), detail::row_sum_squares_backward_kernel<W, T>,
+                        detail::row_sum_squares_backward_kernel<1, T>, dx, ds, x, N, C);
     SGT_CUDA_LAUNCHED(row_sum_squares_backward_kernel);
 }
 
 template <class T>
 void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps) {
     if (N <= 0) return;
-    detail::subspace_normalize_kernel<<<detail::subspace_row_blocks(N), detail::threads_per_block, 0,
-                                        detail::stream()>>>(out, a, s, N, W, C, eps);
+    constexpr int P = detail::pack_width<T>;
+    detail::launch_rows(N, detail::subspace_packs<T>(W, out, a), detail::subspace_normalize_kernel<P, T>,
+                        detail::subspace_normalize_kernel<1, T>, out, a, s, N, W, C, eps);
     SGT_CUDA_LAUNCHED(subspace_normalize_kernel);
 }
 
@@ -164,8 +236,9 @@ template <class T>
 void subspace_normalize_backward(cuda, accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N, int W, int C,
                                  double eps) {
     if (N <= 0) return;
-    detail::subspace_normalize_backward_kernel<<<detail::subspace_row_blocks(N), detail::threads_per_block, 0,
-                                                 detail::stream()>>>(ds, dout, out, s, N, W, C, eps);
+    constexpr int P = detail::pack_width<T>;
+    detail::launch_rows(N, detail::subspace_packs<T>(W, dout, out), detail::subspace_normalize_backward_kernel<P, T>,
+                        detail::subspace_normalize_backward_kernel<1, T>, ds, dout, out, s, N, W, C, eps);
     SGT_CUDA_LAUNCHED(subspace_normalize_backward_kernel);
 }
 
@@ -173,16 +246,18 @@ template <class T>
 void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
                      int N, int m) {
     if (N <= 0) return;
-    detail::subspace_update_kernel<<<detail::subspace_row_blocks(N), detail::threads_per_block, 0, detail::stream()>>>(
-        s_out, u_out, s_in, u_in, o, t, N, m);
+    constexpr int W = detail::pack_width<T>;
+    detail::launch_rows(N, detail::subspace_packs<T>(m, u_out, u_in, o, t), detail::subspace_update_kernel<W, T>,
+                        detail::subspace_update_kernel<1, T>, s_out, u_out, s_in, u_in, o, t, N, m);
     SGT_CUDA_LAUNCHED(subspace_update_kernel);
 }
 
 template <class T>
 void subspace_update_backward(cuda, T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u, int N, int m) {
     if (N <= 0) return;
-    detail::subspace_update_backward_kernel<<<detail::subspace_row_blocks(N), detail::threads_per_block, 0,
-                                              detail::stream()>>>(d_o, du, w, ds, o, u, N, m);
+    constexpr int W = detail::pack_width<T>;
+    detail::launch_rows(N, detail::subspace_packs<T>(m, d_o, du, w, o, u), detail::subspace_update_backward_kernel<W, T>,
+                        detail::subspace_update_backward_kernel<1, T>, d_o, du, w, ds, o, u, N, m);
     SGT_CUDA_LAUNCHED(subspace_update_backward_kernel);
 }
 
