@@ -23,7 +23,6 @@
 
 #include <cstdint>
 #include <span>
-#include <vector>
 
 #include "sgt/attention.hpp"
 #include "sgt/backend/common.hpp"
@@ -57,8 +56,6 @@ struct subspace_run {
     using buffer = typename Backend::template buffer<U>;
     using A = accum_t<T>;
 
-    int steps = 0;
-    std::vector<int> heads;     // S
     const T* in = nullptr;      // (N, C) x₀, owned by the stage before
     buffer<T> w_qkv, w_o;       // (3m, C), (C, m)  S's rows of W_Q, W_K, W_V and columns of W_O (gathered)
     buffer<T> w_qkv_g;          // (3m, C)          W_QKV diag(γ)
@@ -91,8 +88,8 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
                           const pass_dims& d, const accum_t<T>* rope_cos, const accum_t<T>* rope_sin) {
     const int K = int(steps.size()), m = steps[0]->n() * d.HD, C = d.C;
     const std::int64_t N = d.tokens(), m3 = 3 * std::int64_t(m);
-    run.steps = K;
-    run.heads = steps[0]->heads;
+    const T* none = nullptr;
+    T* skip = nullptr;
     run.in = in;
     detail::grow(run.w_qkv, m3 * C);
     detail::grow(run.w_o, std::int64_t(C) * m);
@@ -109,18 +106,16 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
     auto s = [&](int k) { return run.s.data() + (k - 1) * N; };
     auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
 
-    detail::gather_pass_weights(be, run.w_qkv.data(), run.w_o.data(), w, run.heads, d);
+    detail::gather_pass_weights(be, run.w_qkv.data(), run.w_o.data(), w, steps[0]->heads, d);
     scale_columns(be, run.w_qkv_g.data(), run.w_qkv.data(), w.norm, int(m3), C);
     // M = W_QKV diag(γ) W_O and G = W_Oᵀ W_O, as the input- and weight-gradient forms of a product
-    matmul_backward(be, run.m_mat.data(), static_cast<T*>(nullptr), run.w_qkv_g.data(), static_cast<const T*>(nullptr),
-                    run.w_o.data(), int(m3), m, C, overwrite{.din = true});
-    matmul_backward(be, static_cast<T*>(nullptr), run.g_mat.data(), run.w_o.data(), run.w_o.data(),
-                    static_cast<const T*>(nullptr), C, m, m, overwrite{.dw = true});
+    matmul_backward(be, run.m_mat.data(), skip, run.w_qkv_g.data(), none, run.w_o.data(), int(m3), m, C,
+                    overwrite{.din = true});
+    matmul_backward(be, skip, run.g_mat.data(), run.w_o.data(), run.w_o.data(), none, C, m, m, overwrite{.dw = true});
 
     row_sum_squares(be, s(1), in, int(N), C);
     matmul_forward(be, a(1), in, run.w_qkv_g.data(), int(N), C, int(m3));
-    matmul_backward(be, u(1), static_cast<T*>(nullptr), in, static_cast<const T*>(nullptr), run.w_o.data(), int(N), m,
-                    C, overwrite{.din = true});  // u = x W_O
+    matmul_backward(be, u(1), skip, in, none, run.w_o.data(), int(N), m, C, overwrite{.din = true});  // u = x W_O
     for (int k = 1; k <= K; ++k) {
         auto& r = *steps[std::size_t(k - 1)];
         detail::grow_pass_core(be, r, d);
@@ -139,14 +134,14 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
     matmul_forward(be, run.out.data(), run.o_sum.data(), run.w_o.data(), int(N), m, C, false, in);
 }
 
-// dres (N, C): on entry ∂L/∂x_K, on exit ∂L/∂x₀. Weight gradients (W_Q, W_K, W_V and W_O's rows and columns of S,
+// The backward of the run over the same `steps`. dres (N, C): on entry ∂L/∂x_K, on exit ∂L/∂x₀. Weight gradients (W_Q, W_K, W_V and W_O's rows and columns of S,
 // and γ) accumulate into g.
 template <class T, class Backend>
 void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, subspace_run<T, Backend>& run,
                            std::span<attention_record<T, Backend>* const> steps, const attention_weights<T>& w,
                            subspace_scratch<T, Backend>& sc, const pass_dims& d, const accum_t<T>* rope_cos,
                            const accum_t<T>* rope_sin) {
-    const int K = run.steps, m = steps[0]->n() * d.HD, C = d.C;
+    const int K = int(steps.size()), m = steps[0]->n() * d.HD, C = d.C;
     const std::int64_t N = d.tokens(), m3 = 3 * std::int64_t(m);
     for (auto* b : {&sc.t, &sc.d_sum, &sc.d_o, &sc.du, &sc.w}) detail::grow(*b, N * m);
     detail::grow(sc.da, N * m3);
@@ -201,7 +196,7 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     matmul_forward(be, sc.dw_o.data(), run.w_o.data(), sc.dg.data(), C, m, m, true);
     matmul_backward(be, sc.dw_o.data(), skip, run.w_o.data(), none, sc.dg.data(), C, m, m);
     scale_columns_backward(be, sc.dw_qkv.data(), g.norm, sc.dw_qkv_g.data(), run.w_qkv.data(), w.norm, int(m3), C);
-    detail::scatter_pass_grads(be, g, sc.dw_qkv.data(), sc.dw_o.data(), run.heads, d);
+    detail::scatter_pass_grads(be, g, sc.dw_qkv.data(), sc.dw_o.data(), steps[0]->heads, d);
 }
 
 }  // namespace sgt

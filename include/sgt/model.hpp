@@ -188,8 +188,9 @@ public:
     // Sizes every activation and scratch buffer once, for batches of max_batch x max_seq under `plan` (and any
     // plan with no more passes, each over no more heads), by running it on a dummy batch; afterwards a training
     // step allocates nothing, growth events included (where `plan` loops K ≥ 2 times, also the subspace runs of
-    // subspace_budget_plan, over up to the budget's h heads). The weights, gradients (left zero) and dropout RNG are unchanged. Call it after set_dropout and
-    // set_loop_subspace. The cost is memory: each reserved pass holds full-width buffers.
+    // subspace_budget_plan, over up to the budget's h heads). The weights, gradients (left zero) and dropout RNG
+    // are unchanged. Call it after set_dropout and set_loop_subspace. The cost is memory: each reserved pass holds
+    // full-width buffers.
     void reserve(const loop_plan& plan) {
         const std::size_t n = std::size_t(max_batch_) * max_seq_;
         const batch dummy{max_batch_, max_seq_, std::vector<std::int32_t>(n, 0), std::vector<std::int32_t>(n, 0)};
@@ -271,18 +272,16 @@ public:
             const layer_loop& lp = *planned_[i].lp;
             const int l = site.layer;
             const auto aw = attention_weights_of(l);
-            // Eq. 4 on the passes the entropy report takes: each layer's first pass, and the last loop step of
-            // a looped layer (its last block repeat); the other passes skip it.
-            auto entropy_wanted = [&](const pass_site& at) {
-                const bool first_pass = at.repeat == 0 && at.step == 0;
-                const bool last_loop = at.repeat == lp.block_repeat - 1 && at.step == lp.k && at.step > 0;
-                return std::pair{first_pass, last_loop};
-            };
+            // The next attention record, for planned pass j (of this layer).
             auto take_record = [&](std::size_t j) -> attention_record<T, Backend>& {
                 auto& r = attention_record_at(n_attn);
                 r.heads = std::move(planned_[j].spec.heads);
                 r.gains = std::move(planned_[j].spec.gains);
-                const auto [first_pass, last_loop] = entropy_wanted(planned_[j].site);
+                // Eq. 4 on the passes the entropy report takes: each layer's first pass, and the last loop step of
+                // a looped layer (its last block repeat); the other passes skip it.
+                const pass_site& at = planned_[j].site;
+                const bool first_pass = at.repeat == 0 && at.step == 0;
+                const bool last_loop = at.repeat == lp.block_repeat - 1 && at.step == lp.k && at.step > 0;
                 r.want_entropy = first_pass || last_loop;
                 if (first_pass) entropy_passes_.push_back({l, n_attn, true});
                 if (last_loop) entropy_passes_.push_back({l, n_attn, false});
