@@ -160,28 +160,30 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     // x_K = x₀ + (Σ o') W_Oᵀ: ∂L/∂Σo' = dres W_O, ∂L/∂W_O = dresᵀ Σo' (the scratch written)
     matmul_backward(be, sc.d_sum.data(), sc.dw_o.data(), dres, run.o_sum.data(), run.w_o.data(), int(N), m, C,
                     overwrite{.din = true, .dw = true});
-    fill_zero(be, sc.da.data(), N * m3);  // ∂L/∂a, ∂L/∂s and ∂L/∂u of the step at hand, carried back
+    // ∂L/∂a, ∂L/∂s and ∂L/∂u of the step at hand, carried back: step K writes ∂L/∂a, and ∂L/∂u(K) is zero (no
+    // update reads u after step K); ∂L/∂M and ∂L/∂G are written by the last update (k = K − 1), added to after.
     fill_zero(be, sc.ds.data(), N);
     fill_zero(be, sc.du.data(), N * m);
-    fill_zero(be, sc.dm.data(), m3 * m);
-    fill_zero(be, sc.dg.data(), std::int64_t(m) * m);
     for (int k = K; k >= 1; --k) {
         auto& r = *steps[std::size_t(k - 1)];
-        copy(be, sc.d_o.data(), sc.d_sum.data(), N * m);
+        T* const d_o = k == 1 ? sc.d_sum.data() : sc.d_o.data();  // ∂L/∂o'_k: ∂L/∂Σo' plus what the update adds
+        if (k > 1) copy(be, d_o, sc.d_sum.data(), N * m);
         if (k < K) {  // the update after step k, which gave a, s and u of step k + 1
-            matmul_backward(be, sc.d_o.data(), sc.dm.data(), sc.da.data(), r.o.data(), run.m_mat.data(), int(N), m,
-                            int(m3));                                                             // a += o' Mᵀ
-            matmul_backward(be, sc.d_o.data(), skip, sc.du.data(), none, run.g_mat.data(), int(N), m, m);  // u += o' G
-            subspace_update_backward(be, sc.d_o.data(), sc.du.data(), sc.w.data(), sc.ds.data(), r.o.data(), u(k + 1),
-                                     int(N), m);
-            matmul_backward(be, skip, sc.dg.data(), sc.w.data(), r.o.data(), none, int(N), m, m);  // ∂L/∂G (transposed)
+            const overwrite first{.dw = k == K - 1};
+            matmul_backward(be, d_o, sc.dm.data(), sc.da.data(), r.o.data(), run.m_mat.data(), int(N), m, int(m3),
+                            first);                                                                 // a += o' Mᵀ
+            if (k < K - 1)
+                matmul_backward(be, d_o, skip, sc.du.data(), none, run.g_mat.data(), int(N), m, m);  // u += o' G
+            subspace_update_backward(be, d_o, sc.du.data(), sc.w.data(), sc.ds.data(), r.o.data(), u(k + 1), int(N), m);
+            matmul_backward(be, skip, sc.dg.data(), sc.w.data(), r.o.data(), none, int(N), m, m, first);  // ∂L/∂G (transposed)
         }
         // ∂L/∂ of the RoPE'd q, k, v; then ∂L/∂s through this step's 1/rms, which RoPE (a rotation) leaves as it
         // is when taken from the RoPE'd values, so that a need not be kept; then ∂L/∂a = RoPE⁻¹(r · ∂L/∂qkv).
-        detail::pass_core_backward(be, sc.dqkv.data(), sc.d_o.data(), r, d);
-        subspace_normalize_backward(be, sc.ds.data(), sc.dqkv.data(), r.qkv.data(), s(k), int(N), int(m3), C, d.eps);
-        rope_backward(be, sc.dqkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * r.n(), d.HD, m3);
-        accumulate(be, sc.da.data(), sc.dqkv.data(), N * m3);
+        T* const dqkv = k == K ? sc.da.data() : sc.dqkv.data();
+        detail::pass_core_backward(be, dqkv, d_o, r, d);
+        subspace_normalize_backward(be, sc.ds.data(), dqkv, r.qkv.data(), s(k), int(N), int(m3), C, d.eps);
+        rope_backward(be, dqkv, rope_cos, rope_sin, d.B, d.T, 2 * r.n(), d.HD, m3);
+        if (k < K) accumulate(be, sc.da.data(), dqkv, N * m3);
     }
 
     // x₀ gave a = x₀ diag(γ) W_QKVᵀ, u = x₀ W_O and s = ‖x₀‖², besides x_K's identity path (already in dres)
