@@ -134,8 +134,8 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
     matmul_forward(be, run.out.data(), run.o_sum.data(), run.w_o.data(), int(N), m, C, false, in);
 }
 
-// The backward of the run over the same `steps`. dres (N, C): on entry ∂L/∂x_K, on exit ∂L/∂x₀. Weight gradients (W_Q, W_K, W_V and W_O's rows and columns of S,
-// and γ) accumulate into g.
+// The backward of the run over the same `steps`. dres (N, C): on entry ∂L/∂x_K, on exit ∂L/∂x₀. Weight gradients
+// (W_Q, W_K, W_V and W_O's rows and columns of S, and γ) accumulate into g.
 template <class T, class Backend>
 void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, subspace_run<T, Backend>& run,
                            std::span<attention_record<T, Backend>* const> steps, const attention_weights<T>& w,
