@@ -6,6 +6,9 @@
 # the after build to torch.compile and each variant's step-time overhead over vanilla; the JSON lines go to
 # $OUT/compare.jsonl (or ./compare.jsonl). A step time moves by up to 0.7 ms between jobs on an H200
 # (docs/BENCHMARKS.md): compare builds within one run of this script, not across runs.
+# SGT_BEFORE_ARGS and SGT_AFTER_ARGS add bench_cuda_step arguments to one side, so that one build can be compared
+# with itself under another setting, e.g. loop steps one by one against subspace runs:
+#   SGT_AFTER_ARGS=--loop-subspace bench/compare_cuda.sh BIN BIN "gpt2 gpt2_2k" 2
 set -uo pipefail
 before=$1
 after=$2
@@ -19,9 +22,10 @@ flags=(--variants vanilla,sgt,block --precision bf16 --steps 20 --warmup 5)
 for p in $presets; do
     for r in $(seq "$rounds"); do
         for side in before after; do
-            dir=$before
-            [ $side = after ] && dir=$after
-            "$dir/bench_cuda_step" --preset "$p" "${flags[@]}" 2> /dev/null | grep '^{' |
+            dir=$before args=${SGT_BEFORE_ARGS:-}
+            [ $side = after ] && dir=$after args=${SGT_AFTER_ARGS:-}
+            read -ra side_flags <<< "$args"
+            "$dir/bench_cuda_step" --preset "$p" "${flags[@]}" "${side_flags[@]}" 2> /dev/null | grep '^{' |
                 sed "s/^{/{\"side\":\"$side\",\"round\":$r,/" >> "$log"
         done
     done

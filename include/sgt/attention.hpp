@@ -162,13 +162,15 @@ void grow_pass_core(Backend be, attention_record<T, Backend>& r, const pass_dims
     grow(r.gain, n);  // also when unused, so that model::reserve sizes it for a later fade
 }
 
-// The core of a pass, from r.qkv holding the projections (normed input) W_QKVᵀ: RoPE on q and k, the attention
-// of Eq. 1-3 (and Eq. 4's entropy where r.want_entropy), the heads' gains. Leaves o' in r.o.
+// The core of a pass, from r.qkv holding the projections (normed input) W_QKVᵀ: RoPE on q and k (unless the tables
+// are null: q and k come rotated), the attention of Eq. 1-3 (and Eq. 4's entropy where r.want_entropy), the heads'
+// gains. Leaves o' in r.o.
 template <class T, class Backend>
 void pass_core_forward(Backend be, attention_record<T, Backend>& r, const pass_dims& d, const accum_t<T>* rope_cos,
                        const accum_t<T>* rope_sin) {
     const int n = r.n(), nhd = n * d.HD;
-    rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
+    if (rope_cos)
+        rope_forward(be, r.qkv.data(), rope_cos, rope_sin, d.B, d.T, 2 * n, d.HD, 3 * std::int64_t(nhd));  // q and k
     attention_forward(be, r.o.data(), r.probs.data(), r.want_entropy ? r.entropy.data() : nullptr, r.qkv.data(), d.B,
                       d.T, n, d.HD);
     if (r.has_gains()) {

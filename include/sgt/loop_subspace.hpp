@@ -27,6 +27,7 @@
 #include "sgt/attention.hpp"
 #include "sgt/backend/common.hpp"
 #include "sgt/core/buffers.hpp"
+#include "sgt/core/error.hpp"
 #include "sgt/core/precision.hpp"
 
 namespace sgt {
@@ -37,8 +38,8 @@ template <class B>
 concept has_subspace_ops = requires(float* x, const float* c, float* a, const float* ca) {
     row_sum_squares(B{}, a, c, 1, 1);
     row_sum_squares_backward(B{}, x, ca, c, 1, 1);
-    subspace_normalize(B{}, x, c, ca, 1, 1, 1, double{});
-    subspace_normalize_backward(B{}, a, x, c, ca, 1, 1, 1, double{});
+    subspace_normalize(B{}, x, c, ca, 1, 1, 1, double{}, rope_rows<float>{});
+    subspace_normalize_backward(B{}, a, x, x, c, ca, 1, 1, 1, double{}, rope_rows<float>{}, bool{});
     subspace_update(B{}, a, x, ca, c, c, c, 1, 1);
     subspace_update_backward(B{}, x, x, x, ca, c, c, 1, 1);
     scale_columns(B{}, x, c, c, 1, 1);
@@ -90,6 +91,8 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
     const std::int64_t N = d.tokens(), m3 = 3 * std::int64_t(m);
     const T* none = nullptr;
     T* skip = nullptr;
+    require(K >= 2, "subspace_run_forward: a run takes at least 2 loop steps (loop_subspace_applies), found {}", K);
+    const rope_rows<accum_t<T>> rope{rope_cos, rope_sin, d.T, 2 * steps[0]->n(), d.HD};  // q and k
     run.in = in;
     detail::grow(run.w_qkv, m3 * C);
     detail::grow(run.w_o, std::int64_t(C) * m);
@@ -120,11 +123,11 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
         auto& r = *steps[std::size_t(k - 1)];
         detail::grow_pass_core(be, r, d);
         r.in = nullptr;  // the step's input is not formed (nor its rstd or output)
-        subspace_normalize(be, r.qkv.data(), a(k), s(k), int(N), int(m3), C, d.eps);
-        detail::pass_core_forward(be, r, d, rope_cos, rope_sin);
-        if (k == 1)
-            copy(be, run.o_sum.data(), r.o.data(), N * m);
-        else
+        subspace_normalize(be, r.qkv.data(), a(k), s(k), int(N), int(m3), C, d.eps, rope);  // q, k, v, RoPE'd
+        detail::pass_core_forward(be, r, d, nullptr, nullptr);
+        if (k == 2)
+            add(be, run.o_sum.data(), steps[0]->o.data(), r.o.data(), N * m);
+        else if (k > 2)
             accumulate(be, run.o_sum.data(), r.o.data(), N * m);
         if (k == K) break;
         matmul_forward(be, a(k + 1), r.o.data(), run.m_mat.data(), int(N), m, int(m3), false, a(k));
@@ -156,6 +159,7 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
     const T* none = nullptr;
     T* skip = nullptr;
+    const rope_rows<accum_t<T>> rope{rope_cos, rope_sin, d.T, 2 * steps[0]->n(), d.HD};
 
     // x_K = x₀ + (Σ o') W_Oᵀ: ∂L/∂Σo' = dres W_O, ∂L/∂W_O = dresᵀ Σo' (the scratch written)
     matmul_backward(be, sc.d_sum.data(), sc.dw_o.data(), dres, run.o_sum.data(), run.w_o.data(), int(N), m, C,
@@ -178,12 +182,12 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
             matmul_backward(be, skip, sc.dg.data(), sc.w.data(), r.o.data(), none, int(N), m, m, first);  // ∂L/∂G (transposed)
         }
         // ∂L/∂ of the RoPE'd q, k, v; then ∂L/∂s through this step's 1/rms, which RoPE (a rotation) leaves as it
-        // is when taken from the RoPE'd values, so that a need not be kept; then ∂L/∂a = RoPE⁻¹(r · ∂L/∂qkv).
+        // is when taken from the RoPE'd values, so that a need not be kept; then ∂L/∂a += RoPE⁻¹(r · ∂L/∂qkv)
+        // (step K writes it in place).
         T* const dqkv = k == K ? sc.da.data() : sc.dqkv.data();
         detail::pass_core_backward(be, dqkv, d_o, r, d);
-        subspace_normalize_backward(be, sc.ds.data(), dqkv, r.qkv.data(), s(k), int(N), int(m3), C, d.eps);
-        rope_backward(be, dqkv, rope_cos, rope_sin, d.B, d.T, 2 * r.n(), d.HD, m3);
-        if (k < K) accumulate(be, sc.da.data(), dqkv, N * m3);
+        subspace_normalize_backward(be, sc.ds.data(), sc.da.data(), dqkv, r.qkv.data(), s(k), int(N), int(m3), C, d.eps,
+                                    rope, k < K);
     }
 
     // x₀ gave a = x₀ diag(γ) W_QKVᵀ, u = x₀ W_O and s = ‖x₀‖², besides x_K's identity path (already in dres)

@@ -361,11 +361,13 @@ std::vector<adamw_run> make_runs(std::int64_t n, std::span<const std::int64_t> l
 TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp) match the CPU", T, float, bf16) {
     using A = accum_t<T>;
     sgt::rng r(31);
-    // (rows, width C, m = heads x HD): odd sizes (rows of single elements: C = 67, m = 5), gpt2's (768, 2 heads of
-    // 64), and rows past a block's 8 warps; the others move 16-byte packs.
-    for (auto [N, C, m] : {std::tuple{37, 67, 8}, std::tuple{7, 50, 5}, std::tuple{5, 768, 128},
-                           std::tuple{1000, 96, 16}}) {
-        const int W = 3 * m;
+    // (rows, width C, heads n, head size HD; m = n·HD): odd sizes (rows of single elements: C = 67, m = 5, and
+    // C = 67 with half-heads of 2 values: rotated pairs one by one), gpt2's (768, 2 heads of 64), and rows past a
+    // block's 8 warps; the others move 16-byte packs. q and k are rotated as RoPE at position row mod 5, but for
+    // the head size 5 (none).
+    for (auto [N, C, n, HD] : {std::tuple{37, 67, 2, 4}, std::tuple{7, 50, 1, 5}, std::tuple{5, 768, 2, 64},
+                               std::tuple{1000, 96, 1, 16}}) {
+        const int m = n * HD, W = 3 * m, T_ = 5;
         const std::string size = fmt::format(" N{} C{} m{}", N, C, m);
         auto vec = [&](std::size_t n, double scale = 1.0) { return test::rounded<T>(test::random_vector(r, n, scale)); };
         auto acc = [&](std::size_t n, double scale) { return test::rounded<A>(test::random_vector(r, n, scale)); };
@@ -385,21 +387,36 @@ TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp
         row_sum_squares_backward(dev, gdx.data(), gds.data(), gx.data(), N, C);
         test::check_error<T>("row_sum_squares_backward" + size, test::rel_error(test::to_host(gdx), dx));
 
-        const auto a = vec(std::size_t(N) * W), dout = vec(a.size());
-        auto ga = test::to_device<T>(a), gsa = test::to_device<A>(s_a), gdout = test::to_device<T>(dout);
+        // RoPE tables in double on the host, rounded to A on the device
+        std::vector<double> cos_t(std::size_t(T_) * std::max(HD / 2, 1)), sin_t(cos_t.size());
+        rope_tables(host, cos_t.data(), sin_t.data(), T_, HD, 10000.0);
+        auto gcos = test::to_device<A>(test::rounded<A>(cos_t)), gsin = test::to_device<A>(test::rounded<A>(sin_t));
+        const int rotated = HD % 2 == 0 ? 2 * n : 0;
+        const rope_rows<double> rope{cos_t.data(), sin_t.data(), T_, rotated, HD};
+        const rope_rows<A> grope{gcos.data(), gsin.data(), T_, rotated, HD};
+        const auto a = vec(std::size_t(N) * W), dout = vec(a.size()), da0 = vec(a.size());
+        auto ga = test::to_device<T>(a), gsa = test::to_device<A>(s_a);
         std::vector<double> out(a.size());
-        subspace_normalize(host, out.data(), a.data(), s_a.data(), N, W, C, 1e-5);
+        subspace_normalize(host, out.data(), a.data(), s_a.data(), N, W, C, 1e-5, rope);
         auto gout = test::poisoned<T>(out.size());
-        subspace_normalize(dev, gout.data(), ga.data(), gsa.data(), N, W, C, 1e-5);
+        subspace_normalize(dev, gout.data(), ga.data(), gsa.data(), N, W, C, 1e-5, grope);
         test::check_error<T>("subspace_normalize" + size, test::rel_error(test::to_host(gout), out));
-        // The backward from `out` as the device computed it (rounded to T), as the model runs it.
+        // The backward from `out` as the device computed it (rounded to T), as the model runs it: in place (∂L/∂a
+        // written over ∂L/∂out) and added into another ∂L/∂a.
         const auto out_t = test::to_host(gout);
-        std::vector<double> dscaled = dout, dsn = ds;
-        subspace_normalize_backward(host, dsn.data(), dscaled.data(), out_t.data(), s_a.data(), N, W, C, 1e-5);
-        auto gdsn = test::to_device<A>(ds);
-        subspace_normalize_backward(dev, gdsn.data(), gdout.data(), gout.data(), gsa.data(), N, W, C, 1e-5);
-        test::check_error<T>("subspace_normalize_backward dout" + size, test::rel_error(test::to_host(gdout), dscaled));
-        test::check_error<T>("subspace_normalize_backward ds" + size, test::rel_error(test::to_host(gdsn), dsn));
+        for (const bool add : {false, true}) {
+            const std::string form = add ? " (added)" : " (in place)";
+            std::vector<double> dscaled = dout, dsn = ds, da = add ? da0 : dout;
+            subspace_normalize_backward(host, dsn.data(), da.data(), dscaled.data(), out_t.data(), s_a.data(), N, W, C,
+                                        1e-5, rope, add);
+            auto gdout = test::to_device<T>(dout), gda = test::to_device<T>(da0), gdsn = test::to_device<A>(ds);
+            T* const gtarget = add ? gda.data() : gdout.data();
+            subspace_normalize_backward(dev, gdsn.data(), gtarget, gdout.data(), gout.data(), gsa.data(), N, W, C, 1e-5,
+                                        grope, add);
+            test::check_error<T>("subspace_normalize_backward da" + form + size,
+                                 test::rel_error(test::to_host(add ? gda : gdout), da));
+            test::check_error<T>("subspace_normalize_backward ds" + form + size, test::rel_error(test::to_host(gdsn), dsn));
+        }
 
         const auto u = vec(std::size_t(N) * m), o = vec(u.size()), t = vec(u.size(), 0.3);
         auto gu = test::to_device<T>(u), go = test::to_device<T>(o), gt = test::to_device<T>(t);

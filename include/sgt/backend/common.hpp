@@ -34,6 +34,16 @@ struct decode_slot {
     const T* gains = nullptr;
 };
 
+// The rotary position embedding of rows (B·T, ·) of packed head vectors: the first `heads` vectors of HD values of
+// row n (the q and k of a q, k, v row) are rotated at position n mod T, with the tables of rope_tables (T, HD/2) in
+// the backend's accumulation type A. heads = 0: no rotation.
+template <class A>
+struct rope_rows {
+    const A* cos = nullptr;
+    const A* sin = nullptr;
+    int T = 1, heads = 0, HD = 0;
+};
+
 // Which gradient outputs of matmul_backward are overwritten instead of accumulated into (+=): a scratch that
 // would otherwise be zeroed first, e.g. `matmul_backward(be, dx, dw, ..., overwrite{.din = true})`.
 struct overwrite {

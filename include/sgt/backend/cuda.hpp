@@ -164,10 +164,11 @@ void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T
 template <class T> void row_sum_squares(cuda, accum_t<T>* s, const T* x, int N, int C);
 template <class T> void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int N, int C);
 template <class T>
-void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps);
+void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps,
+                        rope_rows<accum_t<T>> rope);
 template <class T>
-void subspace_normalize_backward(cuda, accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N, int W, int C,
-                                 double eps);
+void subspace_normalize_backward(cuda, accum_t<T>* ds, T* da, T* dout, const T* out, const accum_t<T>* s, int N, int W,
+                                 int C, double eps, rope_rows<accum_t<T>> rope, bool add);
 template <class T>
 void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
                      int N, int m);

@@ -18,6 +18,7 @@
 #include "sgt/backend/cpu/heads.hpp"
 #include "sgt/backend/cpu/matmul.hpp"
 #include "sgt/backend/cpu/rmsnorm.hpp"
+#include "sgt/backend/cpu/rope.hpp"
 #include "sgt/backend/cpu/swiglu.hpp"
 
 namespace sgt {
@@ -31,16 +32,8 @@ void rope_forward_at(cpu, T* x, const T* cos_table, const T* sin_table, const st
     for (int b = 0; b < B; ++b)
         for (int t = 0; t < T_; ++t) {
             const std::int64_t pos = std::int64_t(start[b]) + t;
-            const T* c = cos_table + pos * half;
-            const T* s = sin_table + pos * half;
-            for (int h = 0; h < n_heads; ++h) {
-                T* v = x + (std::int64_t(b) * T_ + t) * row_stride + std::int64_t(h) * HD;
-                for (int j = 0; j < half; ++j) {
-                    const T x1 = v[j], x2 = v[j + half];
-                    v[j] = x1 * c[j] - x2 * s[j];
-                    v[j + half] = x2 * c[j] + x1 * s[j];
-                }
-            }
+            detail::rope_row(x + (std::int64_t(b) * T_ + t) * row_stride, cos_table + pos * half, sin_table + pos * half,
+                             n_heads, HD, false);
         }
 }
 

@@ -1,13 +1,16 @@
 // sgt/backend/cpu/subspace.hpp: the row operations of a loop run computed in the looped heads' subspace
-// (loop_subspace.hpp has the algebra): squared row norms s, the normalisation of projections a by s, the update of
-// s and u = x W_O by a pass's head outputs, and the column scaling W diag(γ) of the norm's weight folded into W.
+// (loop_subspace.hpp has the algebra): squared row norms s, the normalisation of projections a by s with RoPE after
+// it, the update of s and u = x W_O by a pass's head outputs, and the column scaling W diag(γ) of the norm's weight
+// folded into W.
 // Rows of s are accum_t<T>, as the normalisation's sums are elsewhere.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+#include "sgt/backend/common.hpp"
 #include "sgt/backend/cpu/backend.hpp"
+#include "sgt/backend/cpu/rope.hpp"
 
 namespace sgt {
 
@@ -38,23 +41,32 @@ void row_sum_squares_backward(cpu, T* dx, const accum_t<T>* ds, const T* x, int 
     });
 }
 
-// out (N, W) = a · r, r = 1 / sqrt(s / C + eps) per row: the RMS normalisation of a row whose projections a and
-// squared norm s are known (a = x diag(γ) Wᵀ, so that out = RMSNorm(x; γ) Wᵀ).
+// out (N, W) = rope(a · r), r = 1 / sqrt(s / C + eps) per row: the RMS normalisation of a row whose projections a
+// and squared norm s are known (a = x diag(γ) Wᵀ, so that out = RMSNorm(x; γ) Wᵀ), then the rotation of its first
+// rope.heads head vectors (the q and k of a q, k, v row; none where rope.heads = 0).
 template <class T>
-void subspace_normalize(cpu, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps) {
+void subspace_normalize(cpu, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps,
+                        rope_rows<accum_t<T>> rope) {
+    const int half = rope.HD / 2;
     parallel_blocks(N, detail::subspace_grain(N, W), [&](std::int64_t b, std::int64_t e) {
-        for (std::int64_t n = b; n < e; ++n)
+        for (std::int64_t n = b; n < e; ++n) {
             detail::vector_map<T>(out + n * W, W) =
                 T(detail::subspace_rstd(s[n], C, eps)) * detail::const_vector_map<T>(a + n * W, W);
+            if (rope.heads > 0) {
+                const std::int64_t t = n % rope.T;
+                detail::rope_row(out + n * W, rope.cos + t * half, rope.sin + t * half, rope.heads, rope.HD, false);
+            }
+        }
     });
 }
 
-// Its backward, in place: from dout = ∂L/∂out (N, W), ds += −r² / (2C) · Σ_w out ⊙ dout (∂L/∂s through r), and
-// dout ← r · dout (∂L/∂a). `out` and dout may be in any basis that is an orthogonal transform of the one above
-// (both RoPE'd, as the model saves them): the sum is the same, and the scaling commutes with the transform.
+// Its backward from dout = ∂L/∂out (N, W), with `out` as the forward wrote it: ds += −r² / (2C) · Σ_w out ⊙ dout
+// (∂L/∂s through r; the rotation, orthogonal, leaves the sum as it is) and da = or += rope⁻¹(r · dout) (∂L/∂a;
+// `add` chooses). da may be dout itself (then add is false); otherwise dout is left unspecified.
 template <class T>
-void subspace_normalize_backward(cpu, accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N, int W, int C,
-                                 double eps) {
+void subspace_normalize_backward(cpu, accum_t<T>* ds, T* da, T* dout, const T* out, const accum_t<T>* s, int N, int W,
+                                 int C, double eps, rope_rows<accum_t<T>> rope, bool add) {
+    const int half = rope.HD / 2;
     parallel_blocks(N, detail::subspace_grain(N, W), [&](std::int64_t b, std::int64_t e) {
         for (std::int64_t n = b; n < e; ++n) {
             auto dy = detail::vector_map<T>(dout + n * W, W);
@@ -63,6 +75,14 @@ void subspace_normalize_backward(cpu, accum_t<T>* ds, T* dout, const T* out, con
                                 dy.template cast<double>().array()).sum();
             ds[n] += accum_t<T>(-r * r / (2.0 * C) * dot);
             dy *= T(r);
+            if (rope.heads > 0) {
+                const std::int64_t t = n % rope.T;
+                detail::rope_row(dout + n * W, rope.cos + t * half, rope.sin + t * half, rope.heads, rope.HD, true);
+            }
+            if (add)
+                detail::vector_map<T>(da + n * W, W) += dy;
+            else if (da != dout)
+                detail::vector_map<T>(da + n * W, W) = dy;
         }
     });
 }

@@ -71,39 +71,86 @@ __global__ void row_sum_squares_backward_kernel(T* dx, const accum_t<T>* ds, con
     });
 }
 
+// Calls f(i, i2, t) for the W-element packs of a row of `len` a lane takes, once per pack of the rotated part
+// (the first rope.heads head vectors: i the pack's start in the first half of its head, i2 = i + HD/2 its partner,
+// t its position in the tables' rows, j + t the rotation of i + j) and f(i, -1, ...) for each pack past it.
+template <int W, class A, class F>
+__device__ inline void for_rope_packs(int len, const rope_rows<A>& rope, int n, F&& f) {
+    const int half = rope.HD / 2, per_head = half / W, rotated = rope.heads * rope.HD;
+    const std::int64_t t = std::int64_t(n % rope.T) * half;
+    for (int p = int(threadIdx.x % 32); p < rope.heads * per_head; p += 32) {
+        const int i = (p / per_head) * rope.HD + (p % per_head) * W;
+        f(i, i + half, t + (p % per_head) * W);
+    }
+    for (int i = rotated + int(threadIdx.x % 32) * W; i < len; i += 32 * W) f(i, -1, std::int64_t(0));
+}
+
 template <int W, class T>
-__global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* s, int N, int len, int C, double eps) {
+__global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* s, int N, int len, int C, double eps,
+                                          rope_rows<accum_t<T>> rope) {
+    using A = accum_t<T>;
     const int n = subspace_row(N);
     if (n < 0) return;
     const std::int64_t at = std::int64_t(n) * len;
-    const accum_t<T> r = subspace_rstd_of(s[n], C, eps);
-    for_lane_packs<W>(len, [&](int j) {
-        auto v = load_pack<W>(a + at + j);
+    const A r = subspace_rstd_of(s[n], C, eps);
+    for_rope_packs<W>(len, rope, n, [&](int i, int i2, std::int64_t t) {
+        auto v = load_pack<W>(a + at + i);
+        if (i2 < 0) {
 #pragma unroll
-        for (int k = 0; k < W; ++k) v.v[k] = store<T>(load(v.v[k]) * r);
-        store_pack(out + at + j, v);
+            for (int k = 0; k < W; ++k) v.v[k] = store<T>(load(v.v[k]) * r);
+        } else {  // the rotation of pairs (i + k, i2 + k) after the scaling
+            auto v2 = load_pack<W>(a + at + i2);
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                const A x1 = load(v.v[k]) * r, x2 = load(v2.v[k]) * r, c = rope.cos[t + k], sn = rope.sin[t + k];
+                v.v[k] = store<T>(x1 * c - x2 * sn);
+                v2.v[k] = store<T>(x2 * c + x1 * sn);
+            }
+            store_pack(out + at + i2, v2);
+        }
+        store_pack(out + at + i, v);
     });
 }
 
 template <int W, class T>
-__global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N,
-                                                   int len, int C, double eps) {
+__global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const T* dout, const T* out,
+                                                   const accum_t<T>* s, int N, int len, int C, double eps,
+                                                   rope_rows<accum_t<T>> rope, bool add) {
     using A = accum_t<T>;
     const int n = subspace_row(N);
     if (n < 0) return;
     const std::int64_t at = std::int64_t(n) * len;
     const A r = subspace_rstd_of(s[n], C, eps);
     A dot = 0;
-    for_lane_packs<W>(len, [&](int j) {
-        auto dy = load_pack<W>(dout + at + j);
-        const auto y = load_pack<W>(out + at + j);
+    // da (+)= the values g (W of them, at i): read before da is written, since da may be dout
+    auto put = [&](int i, const A* g) {
+        pack<T, W> d;
+        if (add) d = load_pack<W>(da + at + i);
 #pragma unroll
-        for (int k = 0; k < W; ++k) {
-            const A d = load(dy.v[k]);
-            dot += load(y.v[k]) * d;
-            dy.v[k] = store<T>(r * d);
+        for (int k = 0; k < W; ++k) d.v[k] = store<T>(add ? load(d.v[k]) + g[k] : g[k]);
+        store_pack(da + at + i, d);
+    };
+    for_rope_packs<W>(len, rope, n, [&](int i, int i2, std::int64_t t) {
+        const auto dy = load_pack<W>(dout + at + i), y = load_pack<W>(out + at + i);
+        A g[W], g2[W];
+        if (i2 < 0) {
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                dot += load(y.v[k]) * load(dy.v[k]);
+                g[k] = r * load(dy.v[k]);
+            }
+        } else {  // the inverse rotation of pairs (i + k, i2 + k) after the scaling
+            const auto dy2 = load_pack<W>(dout + at + i2), y2 = load_pack<W>(out + at + i2);
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                const A d1 = load(dy.v[k]), d2 = load(dy2.v[k]), c = rope.cos[t + k], sn = rope.sin[t + k];
+                dot += load(y.v[k]) * d1 + load(y2.v[k]) * d2;
+                g[k] = r * (d1 * c + d2 * sn);
+                g2[k] = r * (d2 * c - d1 * sn);
+            }
+            put(i2, g2);
         }
-        store_pack(dout + at + j, dy);
+        put(i, g);
     });
     dot = warp_sum(dot);
     if (threadIdx.x % 32 == 0) ds[n] += -r * r / (2 * A(C)) * dot;
@@ -224,21 +271,24 @@ void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int
 }
 
 template <class T>
-void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps) {
+void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps,
+                        rope_rows<accum_t<T>> rope) {
     if (N <= 0) return;
     constexpr int P = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(W, out, a), detail::subspace_normalize_kernel<P, T>,
-                        detail::subspace_normalize_kernel<1, T>, out, a, s, N, W, C, eps);
+    detail::launch_rows(N, detail::subspace_packs<T>(W, out, a) && (rope.HD / 2) % P == 0,
+                        detail::subspace_normalize_kernel<P, T>, detail::subspace_normalize_kernel<1, T>, out, a, s, N,
+                        W, C, eps, rope);
     SGT_CUDA_LAUNCHED(subspace_normalize_kernel);
 }
 
 template <class T>
-void subspace_normalize_backward(cuda, accum_t<T>* ds, T* dout, const T* out, const accum_t<T>* s, int N, int W, int C,
-                                 double eps) {
+void subspace_normalize_backward(cuda, accum_t<T>* ds, T* da, T* dout, const T* out, const accum_t<T>* s, int N, int W,
+                                 int C, double eps, rope_rows<accum_t<T>> rope, bool add) {
     if (N <= 0) return;
     constexpr int P = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(W, dout, out), detail::subspace_normalize_backward_kernel<P, T>,
-                        detail::subspace_normalize_backward_kernel<1, T>, ds, dout, out, s, N, W, C, eps);
+    detail::launch_rows(N, detail::subspace_packs<T>(W, da, dout, out) && (rope.HD / 2) % P == 0,
+                        detail::subspace_normalize_backward_kernel<P, T>,
+                        detail::subspace_normalize_backward_kernel<1, T>, ds, da, dout, out, s, N, W, C, eps, rope, add);
     SGT_CUDA_LAUNCHED(subspace_normalize_backward_kernel);
 }
 
