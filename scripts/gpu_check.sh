@@ -12,7 +12,11 @@
 #      (nvjet_sm90 kernels), so every read of their output is reported as uninitialised (a lone product into a
 #      fresh buffer and a read of it: 36,000 reports, none once the buffer is cleared first; docs/BENCHMARKS.md,
 #      2026-12-04); the bf16 cases (named "...<bf16>" or "bf16 ...") have memcheck, racecheck and synccheck;
-#   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run).
+#   3. with `bench`: bench/run_cuda.sh (our step next to PyTorch's, same GPU, same run);
+#      with `profile`: Nsight Compute over one eager training step (bench_cuda_step with SGT_PROFILE_ARGS, default
+#      "--preset gpt2 --variants sgt"), and where SGT_PROFILE_AFTER_ARGS is set a second one with those, then
+#      tools/ncu_summary.py's tables of where the time goes (both side by side), e.g. steps against subspace runs:
+#      SGT_SANITIZER_TOOLS=none SGT_PROFILE_AFTER_ARGS="--preset gpt2 --variants sgt --loop-subspace" ... profile
 # (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
 set -uo pipefail
@@ -30,7 +34,9 @@ for t in "${tests[@]}"; do
     "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions" || true
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
-for tool in ${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}; do
+tools=${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}
+[ "$tools" = none ] && tools=""
+for tool in $tools; do
     for t in "${tests[@]}"; do
         echo "== compute-sanitizer $tool ($t)"
         start=$SECONDS
@@ -52,6 +58,24 @@ for tool in ${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}; do
 done
 if [ "${2:-}" = bench ]; then
     bash "$(dirname "$0")/../bench/run_cuda.sh" "$bin" | tee "$out/bench.jsonl" || status=1
+fi
+if [ "${2:-}" = profile ]; then
+    profiles=()
+    for side in before after; do
+        args=${SGT_PROFILE_ARGS:---preset gpt2 --variants sgt}
+        if [ $side = after ]; then
+            [ -n "${SGT_PROFILE_AFTER_ARGS:-}" ] || break
+            args=$SGT_PROFILE_AFTER_ARGS
+        fi
+        read -ra flags <<< "$args"
+        echo "== ncu: bench_cuda_step ${flags[*]} (one eager step)"
+        ncu --csv --print-units base --cache-control none --clock-control none \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            "$bin/bench_cuda_step" "${flags[@]}" --precision bf16 --steps 1 --warmup 0 --no-graphs \
+            > "$out/ncu_$side.csv" 2> "$out/ncu_$side.err" || { tail -3 "$out/ncu_$side.err"; status=1; }
+        profiles+=("$out/ncu_$side.csv")
+    done
+    python3 "$(dirname "$0")/../tools/ncu_summary.py" "${profiles[@]}" | tee "$out/ncu_summary.md" || status=1
 fi
 echo "gpu_check status $status"
 exit $status
