@@ -69,7 +69,8 @@ def load(path):
     for r in reader:
         unit = r["Metric Unit"]
         if unit not in UNITS:
-            sys.exit(f"ncu_summary: {path}: unit '{unit}' of {r['Metric Name']} not known (expected one of {list(UNITS)})")
+            sys.exit(f"ncu_summary: {path}: unit '{unit}' of {r['Metric Name']} not known "
+                     f"(expected one of {list(UNITS)})")
         value = float(r["Metric Value"].replace(",", "")) * UNITS[unit]
         k = launches.setdefault(r["ID"], {"name": r["Kernel Name"], "seconds": 0.0, "bytes": None})
         metric = r["Metric Name"]

@@ -415,7 +415,8 @@ TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp
                                         grope, add);
             test::check_error<T>("subspace_normalize_backward da" + form + size,
                                  test::rel_error(test::to_host(add ? gda : gdout), da));
-            test::check_error<T>("subspace_normalize_backward ds" + form + size, test::rel_error(test::to_host(gdsn), dsn));
+            test::check_error<T>("subspace_normalize_backward ds" + form + size,
+                                 test::rel_error(test::to_host(gdsn), dsn));
         }
 
         const auto u = vec(std::size_t(N) * m), o = vec(u.size()), t = vec(u.size(), 0.3);

@@ -32,8 +32,8 @@ void rope_forward_at(cpu, T* x, const T* cos_table, const T* sin_table, const st
     for (int b = 0; b < B; ++b)
         for (int t = 0; t < T_; ++t) {
             const std::int64_t pos = std::int64_t(start[b]) + t;
-            detail::rope_row(x + (std::int64_t(b) * T_ + t) * row_stride, cos_table + pos * half, sin_table + pos * half,
-                             n_heads, HD, false);
+            T* row = x + (std::int64_t(b) * T_ + t) * row_stride;
+            detail::rope_row(row, cos_table + pos * half, sin_table + pos * half, n_heads, HD, false);
         }
 }
 

@@ -288,7 +288,8 @@ void subspace_normalize_backward(cuda, accum_t<T>* ds, T* da, T* dout, const T* 
     constexpr int P = detail::pack_width<T>;
     detail::launch_rows(N, detail::subspace_packs<T>(W, da, dout, out) && (rope.HD / 2) % P == 0,
                         detail::subspace_normalize_backward_kernel<P, T>,
-                        detail::subspace_normalize_backward_kernel<1, T>, ds, da, dout, out, s, N, W, C, eps, rope, add);
+                        detail::subspace_normalize_backward_kernel<1, T>, ds, da, dout, out, s, N, W, C, eps, rope,
+                        add);
     SGT_CUDA_LAUNCHED(subspace_normalize_backward_kernel);
 }
 
