@@ -402,19 +402,22 @@ TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp
         subspace_normalize(dev, gout.data(), ga.data(), gsa.data(), N, W, C, 1e-5, grope);
         test::check_error<T>("subspace_normalize" + size, test::rel_error(test::to_host(gout), out));
         // The backward from `out` as the device computed it (rounded to T), as the model runs it: in place (∂L/∂a
-        // written over ∂L/∂out) and added into another ∂L/∂a.
+        // written over ∂L/∂out), added into another ∂L/∂a, and written into another (poisoned before).
         const auto out_t = test::to_host(gout);
-        for (const bool add : {false, true}) {
-            const std::string form = add ? " (added)" : " (in place)";
-            std::vector<double> dscaled = dout, dsn = ds, da = add ? da0 : dout;
-            subspace_normalize_backward(host, dsn.data(), da.data(), dscaled.data(), out_t.data(), s_a.data(), N, W, C,
-                                        1e-5, rope, add);
-            auto gdout = test::to_device<T>(dout), gda = test::to_device<T>(da0), gdsn = test::to_device<A>(ds);
-            T* const gtarget = add ? gda.data() : gdout.data();
+        for (const int form_id : {0, 1, 2}) {
+            const bool in_place = form_id == 0, add = form_id == 1;
+            const std::string form = in_place ? " (in place)" : add ? " (added)" : " (written)";
+            std::vector<double> dscaled = dout, dsn = ds, da = in_place ? dout : da0;
+            subspace_normalize_backward(host, dsn.data(), in_place ? dscaled.data() : da.data(), dscaled.data(),
+                                        out_t.data(), s_a.data(), N, W, C, 1e-5, rope, add);
+            if (in_place) da = dscaled;
+            auto gdout = test::to_device<T>(dout), gdsn = test::to_device<A>(ds);
+            auto gda = add ? test::to_device<T>(da0) : test::poisoned<T>(da0.size());
+            T* const gtarget = in_place ? gdout.data() : gda.data();
             subspace_normalize_backward(dev, gdsn.data(), gtarget, gdout.data(), gout.data(), gsa.data(), N, W, C, 1e-5,
                                         grope, add);
             test::check_error<T>("subspace_normalize_backward da" + form + size,
-                                 test::rel_error(test::to_host(add ? gda : gdout), da));
+                                 test::rel_error(test::to_host(in_place ? gdout : gda), da));
             test::check_error<T>("subspace_normalize_backward ds" + form + size,
                                  test::rel_error(test::to_host(gdsn), dsn));
         }
