@@ -71,9 +71,10 @@ __global__ void row_sum_squares_backward_kernel(T* dx, const accum_t<T>* ds, con
     });
 }
 
-// Calls f(i, i2, t) for the W-element packs of a row of `len` a lane takes, once per pack of the rotated part
-// (the first rope.heads head vectors: i the pack's start in the first half of its head, i2 = i + HD/2 its partner,
-// t its position in the tables' rows, j + t the rotation of i + j) and f(i, -1, ...) for each pack past it.
+// Calls f(i, i2, t) for the W-element packs of a row of `len` (row n) that a lane takes: once per pack of the rotated
+// part (the first rope.heads head vectors; i the pack's start in the first half of its head, i2 = i + HD/2 its
+// partner, t the index in the tables of the angle of pair (i, i2), t + k that of pair (i + k, i2 + k)), then
+// f(i, -1, 0) for each pack past it.
 template <int W, class A, class F>
 __device__ inline void for_rope_packs(int len, const rope_rows<A>& rope, int n, F&& f) {
     const int half = rope.HD / 2, per_head = half / W, rotated = rope.heads * rope.HD;
