@@ -47,11 +47,14 @@ def kind_of(name):
     return "the rest (embedding, casts, copies, sums)"
 
 
-def short(name, width=72):
+def short(name):
     """The kernel's name without its arguments and the namespaces before it."""
     name = re.sub(r"\(.*$", "", name)
     name = re.sub(r"^void\s+", "", name)
-    name = re.sub(r"^(?:[A-Za-z_0-9]+::)+", "", name)
+    return re.sub(r"^(?:[A-Za-z_0-9]+::)+", "", name)
+
+
+def shown(name, width=72):
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
@@ -86,7 +89,7 @@ def load(path):
 def by_kind(launches, steps):
     ms, count = defaultdict(float), defaultdict(int)
     for k in launches.values():
-        kind = kind_of(short(k["name"], 10**6))
+        kind = kind_of(short(k["name"]))
         ms[kind] += k["seconds"] * 1e3 / steps
         count[kind] += 1
     return ms, count
@@ -143,7 +146,7 @@ def main():
             if e["measured"] and e["seconds"] > 0:
                 tbs = e["bytes"] / e["seconds"] / 1e12
                 bw = f"{tbs:.2f} ({100 * tbs / a.copy_tbs:.0f}%)"
-            print(f"| `{name}` | {kind_of(name)} | {e['n'] / a.steps:g} | {ms:.3f} | {100 * ms / total:.1f}% | "
+            print(f"| `{shown(name)}` | {kind_of(name)} | {e['n'] / a.steps:g} | {ms:.3f} | {100 * ms / total:.1f}% | "
                   f"{1e6 * e['seconds'] / e['n']:.1f} | {bw} |")
 
 
