@@ -17,6 +17,7 @@
 #include <initializer_list>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/rope.cuh"  // rotate_pair
 
 namespace sgt {
 
@@ -65,10 +66,12 @@ __global__ void rope_kv_write_kernel(T* qkv, T* k_cache, T* v_cache, const accum
         T* q = qkv + bt * 3 * nhd + std::int64_t(i) * HD;
         T* k = q + nhd;
         const T* v = k + nhd;
-        const A q1 = load(q[j]), q2 = load(q[j + half]), k1 = load(k[j]), k2 = load(k[j + half]);
-        q[j] = store<T>(q1 * c - q2 * s);
-        q[j + half] = store<T>(q2 * c + q1 * s);
-        const T r1 = store<T>(k1 * c - k2 * s), r2 = store<T>(k2 * c + k1 * s);
+        A q1 = load(q[j]), q2 = load(q[j + half]), k1 = load(k[j]), k2 = load(k[j + half]);
+        rotate_pair(q1, q2, c, s);
+        rotate_pair(k1, k2, c, s);
+        q[j] = store<T>(q1);
+        q[j + half] = store<T>(q2);
+        const T r1 = store<T>(k1), r2 = store<T>(k2);
         k[j] = r1;
         k[j + half] = r2;
         const std::int64_t dst = ((std::int64_t(b) * n + i) * ctx + pos) * HD;

@@ -41,6 +41,7 @@
 #include <span>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/rope.cuh"  // rotate_pair
 
 namespace sgt {
 
@@ -390,9 +391,10 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
             T t0 = store<T>(v0), t1 = store<T>(v1);
             if (sec < 2 && lane < B) {  // RoPE on q and k, as rope_kv_write_kernel
                 const A cs = rot[(x * pass_max_rows + lane) * 2], sn = rot[(x * pass_max_rows + lane) * 2 + 1];
-                const A a0 = load(t0), a1 = load(t1);
-                t0 = store<T>(a0 * cs - a1 * sn);
-                t1 = store<T>(a1 * cs + a0 * sn);
+                A a0 = load(t0), a1 = load(t1);
+                rotate_pair(a0, a1, cs, sn);
+                t0 = store<T>(a0);
+                t1 = store<T>(a1);
             }
             if (sec == 0) {  // q: lane b·blocks + r writes sequence b's into block r
                 const int b = lane / blocks, r = lane % blocks;

@@ -22,6 +22,7 @@
 #include <initializer_list>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/rope.cuh"  // rotate_pair
 
 namespace sgt {
 
@@ -172,9 +173,10 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
                 const std::int64_t pos = p.start[r];
                 if (sec < 2) {  // RoPE on q and k, as rope_kv_write_kernel
                     const A c = p.cos_table[pos * half + j], s = p.sin_table[pos * half + j];
-                    const A a0 = load(v0), a1 = load(v1);
-                    v0 = store<T>(a0 * c - a1 * s);
-                    v1 = store<T>(a1 * c + a0 * s);
+                    A a0 = load(v0), a1 = load(v1);
+                    rotate_pair(a0, a1, c, s);
+                    v0 = store<T>(a0);
+                    v1 = store<T>(a1);
                 }
                 T* row = p.out + std::int64_t(r) * 3 * p.n * p.HD + std::int64_t(sec * p.n + head) * p.HD;
                 row[j] = v0;

@@ -21,6 +21,16 @@ void rope_tables(cuda, A* cos_table, A* sin_table, int T_, int HD, double base) 
 }
 
 namespace detail {
+// The rotation of one RoPE pair: (x1, x2) = (x[j], x[j + HD/2]) of a head vector, turned by the angle whose cosine
+// and sine are c and s (−s for the inverse): (x1·c − x2·s, x2·c + x1·s). Every CUDA kernel that rotates q or k calls
+// it (the CPU's is backend/cpu/rope.hpp's rope_row).
+template <class A>
+__device__ __forceinline__ void rotate_pair(A& x1, A& x2, A c, A s) {
+    const A r1 = x1 * c - x2 * s;
+    x2 = x2 * c + x1 * s;
+    x1 = r1;
+}
+
 // Thread i rotates pairs (j, j + HD/2) for W consecutive j of one head vector (W = 1, or a 16-byte pack).
 template <int W, class T>
 __global__ void rope_kernel(T* x, const accum_t<T>* cos_table, const accum_t<T>* sin_table, int B, int T_,
@@ -42,10 +52,10 @@ __global__ void rope_kernel(T* x, const accum_t<T>* cos_table, const accum_t<T>*
         P a = p1, b = p2;
 #pragma unroll
         for (int k = 0; k < W; ++k) {
-            const A c = cos_table[t * half + j + k], s = sin_table[t * half + j + k];
-            const A x1 = load(a.v[k]), x2 = load(b.v[k]);
-            a.v[k] = store<T>(x1 * c - sign * x2 * s);
-            b.v[k] = store<T>(x2 * c + sign * x1 * s);
+            A x1 = load(a.v[k]), x2 = load(b.v[k]);
+            rotate_pair(x1, x2, cos_table[t * half + j + k], sign * sin_table[t * half + j + k]);
+            a.v[k] = store<T>(x1);
+            b.v[k] = store<T>(x2);
         }
         p1 = a;
         p2 = b;

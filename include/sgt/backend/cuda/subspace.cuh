@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/rope.cuh"  // rotate_pair
 
 namespace sgt {
 
@@ -103,9 +104,10 @@ __global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* 
             auto v2 = load_pack<W>(a + at + i2);
 #pragma unroll
             for (int k = 0; k < W; ++k) {
-                const A x1 = load(v.v[k]) * r, x2 = load(v2.v[k]) * r, c = rope.cos[t + k], sn = rope.sin[t + k];
-                v.v[k] = store<T>(x1 * c - x2 * sn);
-                v2.v[k] = store<T>(x2 * c + x1 * sn);
+                A x1 = load(v.v[k]) * r, x2 = load(v2.v[k]) * r;
+                rotate_pair(x1, x2, rope.cos[t + k], rope.sin[t + k]);
+                v.v[k] = store<T>(x1);
+                v2.v[k] = store<T>(x2);
             }
             store_pack(out + at + i2, v2);
         }
@@ -144,10 +146,11 @@ __global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const 
             const auto dy2 = load_pack<W>(dout + at + i2), y2 = load_pack<W>(out + at + i2);
 #pragma unroll
             for (int k = 0; k < W; ++k) {
-                const A d1 = load(dy.v[k]), d2 = load(dy2.v[k]), c = rope.cos[t + k], sn = rope.sin[t + k];
+                A d1 = load(dy.v[k]), d2 = load(dy2.v[k]);
                 dot += load(y.v[k]) * d1 + load(y2.v[k]) * d2;
-                g[k] = r * (d1 * c + d2 * sn);
-                g2[k] = r * (d2 * c - d1 * sn);
+                rotate_pair(d1, d2, rope.cos[t + k], -rope.sin[t + k]);  // the inverse
+                g[k] = r * d1;
+                g2[k] = r * d2;
             }
             put(i2, g2);
         }
