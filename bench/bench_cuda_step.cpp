@@ -35,7 +35,7 @@ constexpr model_config gpt2_4k = with_max_seq(presets::gpt2, 4096);
 bool use_graphs = true;  // --no-graphs: every step eager (trainer::set_graphs)
 bool one_nccl_rank = false;  // --nccl-rank: the data-parallel step of one NCCL rank (what several GPUs add)
 std::int64_t logits_chunk = 0;  // --logits-chunk: model::set_logits_chunk
-bool loop_subspace = false;     // --loop-subspace: model::set_loop_subspace (off on the GPU by default)
+std::string loop_subspace = "on";  // --loop-subspace on|off: model::set_loop_subspace
 
 struct event_timer {
     cudaEvent_t start{}, stop{};
@@ -69,7 +69,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
     {
         model<T, Cfg, cuda> m(B, S, 1);
         m.set_logits_chunk(logits_chunk);
-        m.set_loop_subspace(loop_subspace);
+        m.set_loop_subspace(loop_subspace == "on");
         const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
         static_schedule sched(plan, Cfg.shape.heads, variant);
         trainer tr(m, sched, cosine_schedule{.lr_max = 1e-4, .warmup = 1, .total = steps + warmup + 1},
@@ -265,8 +265,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_flag("--nccl-rank", one_nccl_rank,
                  "train as the one rank of an NCCL data-parallel group (the cost of the gradient sum and its stream)");
-    app.add_flag("--loop-subspace", loop_subspace,
-                 "loop steps over the same heads in their subspace (model::set_loop_subspace; off by default here)");
+    app.add_option("--loop-subspace", loop_subspace,
+                   "loop steps over the same heads in their subspace (model::set_loop_subspace): on or off")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     use_graphs = !no_graphs;
     try {

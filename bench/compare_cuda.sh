@@ -8,7 +8,7 @@
 # (docs/BENCHMARKS.md): compare builds within one run of this script, not across runs.
 # SGT_BEFORE_ARGS and SGT_AFTER_ARGS add bench_cuda_step arguments to one side, so that one build can be compared
 # with itself under another setting, e.g. loop steps one by one against subspace runs:
-#   SGT_AFTER_ARGS=--loop-subspace bench/compare_cuda.sh BIN BIN "gpt2 gpt2_2k" 2
+#   SGT_BEFORE_ARGS="--loop-subspace off" bench/compare_cuda.sh BIN BIN "gpt2 gpt2_2k" 2
 set -uo pipefail
 before=$1
 after=$2

@@ -846,7 +846,7 @@ inline void add_common_options(CLI::App& app, run_options& o, growth_flags& g, s
         ->capture_default_str();
     app.add_option("--loop-subspace", o.loop_subspace,
                    "loop steps over the same heads computed in their subspace (loop_subspace.hpp): on, off, or auto "
-                   "(on for the CPU, off for the GPU)")
+                   "(on where the backend has the ops: the CPU and the GPU)")
         ->check(CLI::IsMember({"auto", "on", "off"}))
         ->capture_default_str();
     app.add_option("--t-start", g.t_start, "first growth decision (SGT) or layer choice (Block Loop) at this step")

@@ -16,7 +16,8 @@
 #      with `profile`: Nsight Compute over one eager training step (bench_cuda_step with SGT_PROFILE_ARGS, default
 #      "--preset gpt2 --variants sgt"), and where SGT_PROFILE_AFTER_ARGS is set a second one with those, then
 #      tools/ncu_summary.py's tables of where the time goes (both side by side), e.g. steps against subspace runs:
-#      SGT_SANITIZER_TOOLS=none SGT_PROFILE_AFTER_ARGS="--preset gpt2 --variants sgt --loop-subspace" ... profile
+#      SGT_SANITIZER_TOOLS=none SGT_PROFILE_ARGS="--preset gpt2 --variants sgt --loop-subspace off" \
+#      SGT_PROFILE_AFTER_ARGS="--preset gpt2 --variants sgt" ... profile
 # (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
 set -uo pipefail

@@ -485,8 +485,8 @@ public:
     // Loop steps of a layer over the same heads computed as one run in those heads' subspace (loop_subspace.hpp):
     // the same function with fewer products and no full-width normalisation per step, rounded differently. Taken
     // for every run where loop_subspace_applies (K ≥ 2 steps over at most a third of the width) and the backend has
-    // the ops, without dropout and without a head-output transform. On by default on the CPU; off on the GPU until it
-    // has been measured there (docs/BENCHMARKS.md). Set it before reserve(), which sizes the runs' buffers.
+    // the ops, without dropout and without a head-output transform. On by default wherever the backend has the ops
+    // (docs/BENCHMARKS.md measures both backends). Set it before reserve(), which sizes the runs' buffers.
     void set_loop_subspace(bool on) { loop_subspace_ = on && has_subspace_ops<Backend>; }
     bool loop_subspace() const { return loop_subspace_; }
     // The runs of loop steps the last forward() computed in the subspace.
@@ -676,7 +676,7 @@ private:
     std::deque<attention_record<T, Backend>> attn_records_;
     std::deque<subspace_run<T, Backend>> runs_;
     subspace_scratch<T, Backend> subspace_scratch_;
-    bool loop_subspace_ = Backend::host_memory && has_subspace_ops<Backend>;
+    bool loop_subspace_ = has_subspace_ops<Backend>;
     std::vector<planned_pass> planned_;                       // the passes of the plan at hand
     std::vector<attention_record<T, Backend>*> run_steps_;    // a run's records, for the run's calls
     std::vector<std::pair<pass_site, std::size_t>> passes_;  // every attention pass's site and record, in order

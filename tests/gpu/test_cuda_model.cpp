@@ -60,6 +60,7 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
     for (const auto& [name, plan] : plans) {
         tiny_model<float, cpu> mc(B, T_, 7);
         tiny_model<float, cuda> mg(B, T_, 7);
+        mg.set_loop_subspace(false);  // the steps one by one here; the runs below
         REQUIRE(mg.parameters_to_host() == mc.parameters_to_host());  // the same initial weights
         const double lc = mc.forward(b, plan), lg = mg.forward(b, plan);
         const auto logits_c = mc.logits(), logits_g = mg.logits();
@@ -91,8 +92,8 @@ TEST_CASE("the tiny model on the GPU matches the CPU in fp32: loss, every gradie
         CHECK(ent <= 1e-5);
         CHECK(test::rel_error(lgg, lgc) <= 1e-5);
 
-        // The loop steps in the subspace (loop_subspace.hpp; on by default on the CPU, off on the GPU): the same
-        // runs taken on the GPU, the same loss and gradients.
+        // The loop steps in the subspace (loop_subspace.hpp; on by default on both backends): the same runs taken
+        // on the GPU, the same loss and gradients.
         {
             tiny_model<float, cuda> ms(B, T_, 7);
             ms.set_loop_subspace(true);
@@ -243,7 +244,7 @@ TEST_CASE("10 steps with growth: the GPU follows the CPU, repeats itself exactly
     CHECK(reserved.losses == g1.losses);
 
     // With the loop steps in the subspace, which this width takes over one head (3m ≤ C): growth over h = 1 head,
-    // the CPU (where runs are the default) against the GPU: the same decisions, losses close, bit for bit twice,
+    // the CPU against the GPU (runs are the default on both): the same decisions, losses close, bit for bit twice,
     // and reserve() sizes the runs as well.
     constexpr model_config one_head{.shape = tiny_bytes.shape, .loops = {.h = 1, .L = 3, .k_max = 3}};
     const auto cs = train<float, cpu, one_head>(10, true);
@@ -303,6 +304,7 @@ TEST_CASE("bf16 mixed precision: the loss is within 2e-2 of fp32, and training l
     const loop_plan one = loops(3, {1});
     tiny_model<float, cuda> o32(B, T_, 5);
     tiny_model<bf16, cuda> s16(B, T_, 5);
+    o32.set_loop_subspace(false);
     s16.set_loop_subspace(true);
     const double lo32 = o32.forward(b, one);
     o32.backward();
