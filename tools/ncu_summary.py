@@ -10,7 +10,7 @@ Prints markdown: a table of the kinds of work (kernels, ms and share of the kern
 the change) and a table of the kernels that take the most time (launches, ms, mean µs and, where the DRAM bytes
 were collected, the bandwidth reached against the device's copy rate, --copy-tbs: 4.2 TB/s measured on the H200
 of docs/BENCHMARKS.md). Times are divided by --steps (the steps the profiled program ran). Lines of the profiled
-program's own output in the file are skipped. Units are read from the file (nsecond ... second, byte ... Gbyte).
+program's own output in the file are skipped. Units are read from the file (nsecond or ns ... second, byte ... Gbyte).
 Standard library only.
 """
 
@@ -36,7 +36,9 @@ KINDS = [
     ("decode", r"decode|kv_cache|few_rows"),
     ("packing heads (gathers, scatters)", r"permute_heads|scatter_add_head|gather"),
 ]
+# Nsight Compute names its base units "nsecond" and "byte"; newer ones (2025 and later) write "ns".
 UNITS = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
+         "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
          "byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12}
 
 
