@@ -25,7 +25,10 @@ from collections import defaultdict
 KINDS = [
     ("matrix products (cuBLASLt)", r"nvjet|gemm|cutlass|xmma|splitK|cublas"),
     ("last-row entropy", r"entropy_kernel"),
-    ("attention core", r"cudnn|fmha|flash|sdpa|causal_softmax|backward_q_kernel|backward_kv_kernel|^forward_kernel"),
+    # cuDNN's deterministic backward adds two kernels named without "cudnn" once the namespace is cut: the dO·O
+    # row sums and the product into dQ
+    ("attention core", r"cudnn|fmha|flash|sdpa|causal_softmax|backward_q_kernel|backward_kv_kernel|^forward_kernel"
+                       r"|^matmul_dq|^compute_dot_do_o"),
     ("loop runs in the subspace (row ops)", r"row_sum_squares|subspace_|scale_columns"),
     ("RMSNorm", r"rmsnorm"),
     ("RoPE", r"rope"),

@@ -62,6 +62,16 @@ expect "$work/two.md" "DRAM TB/s (of 8.2)"
 python3 "$tool" "$work/after.csv" --top 3 --copy-tbs 8.2 > "$work/after.md" 2>&1
 expect "$work/after.md" "| 2 | 0.010 | 6.2% | 5.0 | 8.20 (100%) |"
 
+# cuDNN's deterministic backward: its dQ product and dO·O sums count as attention, not as "the rest"
+{
+  echo "$header"
+  row 0 'void cudnn::matmul_dq<1, 64>(const void *, const void *, void *, unsigned int)' gpu__time_duration.sum us 30
+  row 1 'void cudnn::compute_dot_do_o_specialized<1, 64>(const void *, void *)' gpu__time_duration.sum us 10
+} > "$work/dq.csv"
+python3 "$tool" "$work/dq.csv" > "$work/dq.md" 2>&1 || fail "cuDNN's dQ kernels: rc $?"
+expect "$work/dq.md" "| attention core | 2 | 0.040 | 100.0% |"
+expect "$work/dq.md" "| \`matmul_dq<1, 64>\` | attention core | 1 | 0.030 | 75.0% |"
+
 echo "not a profile" > "$work/empty.csv"
 out=$(python3 "$tool" "$work/empty.csv" 2>&1) && fail "a file without CSV rows was accepted"
 [[ $out == *"holds no CSV rows of Nsight Compute"* ]] || fail "message for a file without rows: $out"
