@@ -39,7 +39,7 @@ KINDS = [
     ("decode", r"decode|kv_cache|few_rows"),
     ("packing heads (gathers, scatters)", r"permute_heads|scatter_add_head|gather"),
 ]
-# Nsight Compute names its base units "nsecond" and "byte"; newer ones (2025 and later) write "ns".
+# Nsight Compute names its base units "nsecond" and "byte"; some versions write "ns" (the H100 of 2026-12-05).
 UNITS = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
          "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
          "byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12}
