@@ -20,15 +20,14 @@ import re
 import sys
 from collections import defaultdict
 
-# Kinds of work by kernel name, first match wins: cuBLASLt's products (nvjet, cutlass, xmma, gemm, their split-K
-# reductions), the attention core (cuDNN's or ours), then our own kernels by their names in backend/cuda/.
+# Kinds of work by kernel name (with its namespaces, without its arguments), first match wins: cuBLASLt's products
+# (nvjet, cutlass, xmma, gemm, their split-K reductions), the attention core (cuDNN's, whose helper kernels are
+# known by their namespace, or ours), then our own kernels by their names in backend/cuda/.
 KINDS = [
     ("matrix products (cuBLASLt)", r"nvjet|gemm|cutlass|xmma|splitK|cublas"),
     ("last-row entropy", r"entropy_kernel"),
-    # cuDNN's deterministic backward adds two kernels named without "cudnn" once the namespace is cut: the dO·O
-    # row sums and the product into dQ
-    ("attention core", r"cudnn|fmha|flash|sdpa|causal_softmax|backward_q_kernel|backward_kv_kernel|^forward_kernel"
-                       r"|^matmul_dq|^compute_dot_do_o"),
+    ("attention core", r"cudnn|fmha|flash|sdpa|causal_softmax|backward_q_kernel|backward_kv_kernel"
+                       r"|(^|::)forward_kernel"),
     ("loop runs in the subspace (row ops)", r"row_sum_squares|subspace_|scale_columns"),
     ("RMSNorm", r"rmsnorm"),
     ("RoPE", r"rope"),
@@ -45,18 +44,22 @@ UNITS = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
          "byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12}
 
 
-def kind_of(name):
-    for kind, pattern in KINDS:
-        if re.search(pattern, name):
-            return kind
-    return "the rest (embedding, casts, copies, sums)"
+def qualified(name):
+    """The kernel's name without its arguments (and without "void")."""
+    return re.sub(r"^void\s+", "", re.sub(r"\(.*$", "", name))
 
 
 def short(name):
     """The kernel's name without its arguments and the namespaces before it."""
-    name = re.sub(r"\(.*$", "", name)
-    name = re.sub(r"^void\s+", "", name)
-    return re.sub(r"^(?:[A-Za-z_0-9]+::)+", "", name)
+    return re.sub(r"^(?:[A-Za-z_0-9]+::)+", "", qualified(name))
+
+
+def kind_of(name):
+    """The kind of work of a kernel, from its name as ncu writes it."""
+    for kind, pattern in KINDS:
+        if re.search(pattern, qualified(name)):
+            return kind
+    return "the rest (embedding, casts, copies, sums)"
 
 
 def shown(name, width=72):
@@ -94,7 +97,7 @@ def load(path):
 def by_kind(launches, steps):
     ms, count = defaultdict(float), defaultdict(int)
     for k in launches.values():
-        kind = kind_of(short(k["name"]))
+        kind = kind_of(k["name"])
         ms[kind] += k["seconds"] * 1e3 / steps
         count[kind] += 1
     return ms, count
@@ -135,6 +138,7 @@ def main():
         per = defaultdict(lambda: {"seconds": 0.0, "bytes": 0.0, "n": 0, "measured": True})
         for k in launches.values():
             e = per[short(k["name"])]
+            e["kind"] = kind_of(k["name"])
             e["seconds"] += k["seconds"]
             e["n"] += 1
             if k["bytes"] is None:
@@ -151,7 +155,7 @@ def main():
             if e["measured"] and e["seconds"] > 0:
                 tbs = e["bytes"] / e["seconds"] / 1e12
                 bw = f"{tbs:.2f} ({100 * tbs / a.copy_tbs:.0f}%)"
-            print(f"| `{shown(name)}` | {kind_of(name)} | {e['n'] / a.steps:g} | {ms:.3f} | {100 * ms / total:.1f}% | "
+            print(f"| `{shown(name)}` | {e['kind']} | {e['n'] / a.steps:g} | {ms:.3f} | {100 * ms / total:.1f}% | "
                   f"{1e6 * e['seconds'] / e['n']:.1f} | {bw} |")
 
 

@@ -62,7 +62,8 @@ expect "$work/two.md" "DRAM TB/s (of 8.2)"
 python3 "$tool" "$work/after.csv" --top 3 --copy-tbs 8.2 > "$work/after.md" 2>&1
 expect "$work/after.md" "| 2 | 0.010 | 6.2% | 5.0 | 8.20 (100%) |"
 
-# cuDNN's deterministic backward: its dQ product and dO·O sums count as attention, not as "the rest"
+# cuDNN's deterministic backward: its dQ product and dO·O sums (cudnn:: kernels named without "cudnn") count as
+# attention, not as "the rest"
 {
   echo "$header"
   row 0 'void cudnn::matmul_dq<1, 64>(const void *, const void *, void *, unsigned int)' gpu__time_duration.sum us 30
