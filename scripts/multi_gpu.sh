@@ -12,10 +12,10 @@
 #      issue 14's goal: >= 90% at 8), and rank 0's peak device memory with and without --zero1 (one rank and
 #      several alike replay their step as a CUDA graph, NCCL's collectives included; docs/BENCHMARKS.md);
 # and at N ranks:
-#   3. a rank killed: N ranks started by hand (RANK, WORLD_SIZE, LOCAL_RANK, SGT_RENDEZVOUS), checkpoints every 10
-#      steps, rank 1 killed (SIGKILL) after the checkpoint of step 10: the others exit with an error (rank 0's
-#      names rank 1) within SGT_DIST_TIMEOUT (60 s here); --nproc N --resume continues from that checkpoint as the uninterrupted
-#      run, bit for bit.
+#   3. a rank killed: N ranks started by hand (RANK, WORLD_SIZE, LOCAL_RANK, SGT_RENDEZVOUS), $SGT_FAULT_STEPS
+#      (1000) steps with checkpoints every 10, rank 1 killed (SIGKILL) after the checkpoint of step 10: the others
+#      exit with an error (rank 0's names rank 1) within SGT_DIST_TIMEOUT (60 s here); --nproc N --resume continues
+#      from that checkpoint as the uninterrupted run, bit for bit.
 # Logs and a summary (summary.txt, scaling.jsonl) go to $OUT (or ./multi-gpu). Exit status 0 when every check
 # passes.
 set -uo pipefail
@@ -107,7 +107,8 @@ EOF
 
 # 3. A rank killed, then the resume. Both runs take the same flags (the learning-rate schedule depends on --steps),
 # enough steps that the kill lands mid-run.
-ft=(--quiet --preset char_micro --batch 24 --steps 1000 --eval-interval 100000 --variant sgt --t-start 10 --dt 10
+fault_steps=${SGT_FAULT_STEPS:-1000}
+ft=(--quiet --preset char_micro --batch 24 --steps "$fault_steps" --eval-interval 100000 --variant sgt --t-start 10 --dt 10
     --checkpoint-every 10 --precision fp32)
 "$train" "${ft[@]}" --nproc "$N" --checkpoint-dir ck_whole --log whole.jsonl > whole.out 2>&1 || bad "fault: the uninterrupted run: $(tail -2 whole.out)"
 pids=()
@@ -139,7 +140,7 @@ note "fault: rank 1 killed after step $(steps fault.jsonl | tail -1 | cut -d' ' 
   bad "fault: the resume: $(tail -2 resumed.out)"
 first=$(steps resumed.jsonl | head -1 | cut -d' ' -f1)
 if [ -n "$first" ] && [ "$(steps whole.jsonl | awk -v f="$first" '$1 >= f')" == "$(steps resumed.jsonl)" ]; then
-  note "fault: resumed at step $first from the last checkpoint, steps $first-1000 as the uninterrupted run, bit for bit"
+  note "fault: resumed at step $first from the last checkpoint, steps $first-$fault_steps as the uninterrupted run, bit for bit"
 else
   bad "fault: the run resumed at step ${first:-?} differs from the uninterrupted one"
 fi
