@@ -108,8 +108,8 @@ EOF
 # 3. A rank killed, then the resume. Both runs take the same flags (the learning-rate schedule depends on --steps),
 # enough steps that the kill lands mid-run.
 fault_steps=${SGT_FAULT_STEPS:-1000}
-ft=(--quiet --preset char_micro --batch 24 --steps "$fault_steps" --eval-interval 100000 --variant sgt --t-start 10 --dt 10
-    --checkpoint-every 10 --precision fp32)
+ft=(--quiet --preset char_micro --batch 24 --steps "$fault_steps" --eval-interval 100000 --variant sgt --t-start 10
+    --dt 10 --checkpoint-every 10 --precision fp32)
 "$train" "${ft[@]}" --nproc "$N" --checkpoint-dir ck_whole --log whole.jsonl > whole.out 2>&1 || bad "fault: the uninterrupted run: $(tail -2 whole.out)"
 pids=()
 for ((r = 0; r < N; ++r)); do

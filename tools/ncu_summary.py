@@ -56,8 +56,9 @@ def short(name):
 
 def kind_of(name):
     """The kind of work of a kernel, from its name as ncu writes it."""
+    name = qualified(name)
     for kind, pattern in KINDS:
-        if re.search(pattern, qualified(name)):
+        if re.search(pattern, name):
             return kind
     return "the rest (embedding, casts, copies, sums)"
 
