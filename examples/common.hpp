@@ -636,7 +636,7 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     }
 
     progress_bar bar(o.steps, o.quiet);
-    double last_val = std::nan("");
+    std::optional<double> last_val;  // the latest validation loss; none before the run's first evaluation
     double smoothed = 0.0;
     const int first_step = tr.steps() + 1;
     const double resumed_seconds = tr.seconds();
@@ -693,7 +693,8 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
         if (sample_step && rank == 0) sample(t);
         const double tok_s = double(t - first_step + 1) * tokens_per_step / (tr.seconds() - resumed_seconds);
         bar.update(t, smoothed, tok_s,
-                   fmt::format("val {:.4f} | {:.2f} GFLOP | entropy {:.3f}", last_val, tr.flops().total() / 1e9,
+                   fmt::format("val {} | {:.2f} GFLOP | entropy {:.3f}",
+                               last_val ? fmt::format("{:.4f}", *last_val) : std::string("–"), tr.flops().total() / 1e9,
                                r.last_entropy));
         // Several processes: they stop at the same step (a signal may reach them apart), and wait for rank 0's own
         // work of this step (evaluation, sample, checkpoint) without the group's timeout, which is for a rank that
