@@ -1,8 +1,8 @@
 // sgt/backend/cuda/subspace.cuh: the row operations of loop steps in the looped heads' subspace on the device
 // (backend/cpu/subspace.hpp has their definitions; loop_subspace.hpp the algebra). A warp per row (reductions in
 // accum_t<T>), its lanes moving 16-byte packs where the row length and the pointers allow and single elements
-// otherwise; a block of 32 columns for the column sums of scale_columns_backward; no atomics, so the results do
-// not depend on scheduling.
+// otherwise; a block of 32 columns for the column sums of scale_columns_backward; 32 x 32 tiles for the transpose;
+// no atomics, so the results do not depend on scheduling.
 #pragma once
 
 #include <cstdint>
@@ -87,21 +87,18 @@ __device__ inline void for_rope_packs(int len, const rope_rows<A>& rope, int n, 
     for (int i = rotated + int(threadIdx.x % 32) * W; i < len; i += 32 * W) f(i, -1, std::int64_t(0));
 }
 
+// a (len = 3m, row n of z at z_row) scaled by r and rotated into out_row (the normalisation of subspace_step_forward).
 template <int W, class T>
-__global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* s, int N, int len, int C, double eps,
-                                          rope_rows<accum_t<T>> rope) {
+__device__ inline void subspace_normalize_row(T* out_row, const T* a_row, accum_t<T> r, int len, int n,
+                                              const rope_rows<accum_t<T>>& rope) {
     using A = accum_t<T>;
-    const int n = subspace_row(N);
-    if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * len;
-    const A r = subspace_rstd_of(s[n], C, eps);
     for_rope_packs<W>(len, rope, n, [&](int i, int i2, std::int64_t t) {
-        auto v = load_pack<W>(a + at + i);
+        auto v = load_pack<W>(a_row + i);
         if (i2 < 0) {
 #pragma unroll
             for (int k = 0; k < W; ++k) v.v[k] = store<T>(load(v.v[k]) * r);
         } else {  // the rotation of pairs (i + k, i2 + k) after the scaling
-            auto v2 = load_pack<W>(a + at + i2);
+            auto v2 = load_pack<W>(a_row + i2);
 #pragma unroll
             for (int k = 0; k < W; ++k) {
                 A x1 = load(v.v[k]) * r, x2 = load(v2.v[k]) * r;
@@ -109,32 +106,67 @@ __global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* 
                 v.v[k] = store<T>(x1);
                 v2.v[k] = store<T>(x2);
             }
-            store_pack(out + at + i2, v2);
+            store_pack(out_row + i2, v2);
         }
-        store_pack(out + at + i, v);
+        store_pack(out_row + i, v);
     });
 }
 
 template <int W, class T>
-__global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const T* dout, const T* out,
-                                                   const accum_t<T>* s, int N, int len, int C, double eps,
-                                                   rope_rows<accum_t<T>> rope, bool add) {
+__global__ void subspace_step_forward_kernel(T* qkv, accum_t<T>* s, T* u_keep, const T* z, int N, int m, int C,
+                                             double eps, rope_rows<accum_t<T>> rope, subspace_prev<T> prev) {
     using A = accum_t<T>;
     const int n = subspace_row(N);
     if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * len;
-    const A r = subspace_rstd_of(s[n], C, eps);
+    const int len = 3 * m;
+    const std::int64_t zr = std::int64_t(n) * 4 * m + len, ur = std::int64_t(n) * m;  // zr: u's start in z
+    A sn;
+    if (prev.o) {  // s from the update before the step; o' of that step into the sum
+        A dot = 0;
+        for_lane_packs<W>(m, [&](int j) {
+            const auto u = load_pack<W>(z + zr + j), up = load_pack<W>(prev.u_prev + ur + j),
+                       o = load_pack<W>(prev.o + ur + j);
+            pack<T, W> sum = o;
+            if (!prev.first) sum = load_pack<W>(prev.sum + ur + j);
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                dot += load(o.v[k]) * (load(up.v[k]) + load(u.v[k]));
+                if (!prev.first) sum.v[k] = store<T>(load(sum.v[k]) + load(o.v[k]));
+            }
+            store_pack(prev.sum + ur + j, sum);
+            store_pack(u_keep + ur + j, u);
+        });
+        sn = prev.s_prev[n] + warp_sum(dot);
+        if (threadIdx.x % 32 == 0) s[n] = sn;
+    } else {
+        for_lane_packs<W>(m, [&](int j) { store_pack(u_keep + ur + j, load_pack<W>(z + zr + j)); });
+        sn = s[n];
+    }
+    subspace_normalize_row<W>(qkv + std::int64_t(n) * len, z + std::int64_t(n) * 4 * m, subspace_rstd_of(sn, C, eps),
+                              len, n, rope);
+}
+
+template <int W, class T>
+__global__ void subspace_step_backward_kernel(accum_t<T>* ds, T* dz, const T* dqkv, const T* qkv, const accum_t<T>* s,
+                                              const T* o, int N, int m, int C, double eps,
+                                              rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev) {
+    using A = accum_t<T>;
+    const int n = subspace_row(N);
+    if (n < 0) return;
+    const int len = 3 * m;
+    const std::int64_t qr = std::int64_t(n) * len, ar = std::int64_t(n) * 4 * m, ur = std::int64_t(n) * m;
+    const A r = subspace_rstd_of(s[n], C, eps), ds_next = ds[n];
     A dot = 0;
-    // da (+)= the values g (W of them, at i): read before da is written, since da may be dout
+    // da (+)= the values g (W of them, at i of the row)
     auto put = [&](int i, const A* g) {
         pack<T, W> d;
-        if (add) d = load_pack<W>(da + at + i);
+        if (add) d = load_pack<W>(dz + ar + i);
 #pragma unroll
         for (int k = 0; k < W; ++k) d.v[k] = store<T>(add ? load(d.v[k]) + g[k] : g[k]);
-        store_pack(da + at + i, d);
+        store_pack(dz + ar + i, d);
     };
     for_rope_packs<W>(len, rope, n, [&](int i, int i2, std::int64_t t) {
-        const auto dy = load_pack<W>(dout + at + i), y = load_pack<W>(out + at + i);
+        const auto dy = load_pack<W>(dqkv + qr + i), y = load_pack<W>(qkv + qr + i);
         A g[W], g2[W];
         if (i2 < 0) {
 #pragma unroll
@@ -143,7 +175,7 @@ __global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const 
                 g[k] = r * load(dy.v[k]);
             }
         } else {  // the inverse rotation of pairs (i + k, i2 + k) after the scaling
-            const auto dy2 = load_pack<W>(dout + at + i2), y2 = load_pack<W>(out + at + i2);
+            const auto dy2 = load_pack<W>(dqkv + qr + i2), y2 = load_pack<W>(qkv + qr + i2);
 #pragma unroll
             for (int k = 0; k < W; ++k) {
                 A d1 = load(dy.v[k]), d2 = load(dy2.v[k]);
@@ -156,56 +188,50 @@ __global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const 
         }
         put(i, g);
     });
-    dot = warp_sum(dot);
-    if (threadIdx.x % 32 == 0) ds[n] += -r * r / (2 * A(C)) * dot;
+    const A ds_here = ds_next - r * r / (2 * A(C)) * warp_sum(dot);
+    if (threadIdx.x % 32 == 0) ds[n] = ds_here;
+    // du: the terms through s, and ∂L/∂o' of the step before
+    for_lane_packs<W>(m, [&](int j) {
+        pack<T, W> du;
+        A acc[W];
+        if (add) du = load_pack<W>(dz + ar + len + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) acc[k] = add ? load(du.v[k]) : A(0);
+        if (o) {
+            const auto ov = load_pack<W>(o + ur + j);
+#pragma unroll
+            for (int k = 0; k < W; ++k) acc[k] += ds_next * load(ov.v[k]);
+        }
+        if (prev.o) {
+            const auto ov = load_pack<W>(prev.o + ur + j), up = load_pack<W>(prev.u_prev + ur + j),
+                       uv = load_pack<W>(prev.u + ur + j), dsum = load_pack<W>(prev.d_sum + ur + j);
+            pack<T, W> d_o;
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                acc[k] += ds_here * load(ov.v[k]);
+                d_o.v[k] = store<T>(load(dsum.v[k]) + ds_here * (load(up.v[k]) + load(uv.v[k])));
+            }
+            store_pack(prev.d_o + ur + j, d_o);
+        }
+#pragma unroll
+        for (int k = 0; k < W; ++k) du.v[k] = store<T>(acc[k]);
+        store_pack(dz + ar + len + j, du);
+    });
 }
 
-template <int W, class T>
-__global__ void subspace_update_kernel(accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o,
-                                       const T* t, int N, int m) {
-    using A = accum_t<T>;
-    const int n = subspace_row(N);
-    if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * m;
-    A dot = 0;
-    for_lane_packs<W>(m, [&](int j) {
-        auto u = load_pack<W>(u_in + at + j);
-        const auto tv = load_pack<W>(t + at + j), ov = load_pack<W>(o + at + j);
-#pragma unroll
-        for (int k = 0; k < W; ++k) {
-            const A uk = load(u.v[k]), tk = load(tv.v[k]);
-            dot += load(ov.v[k]) * (2 * uk + tk);
-            u.v[k] = store<T>(uk + tk);
+// out (cols, rows) (+)= in (rows, cols)ᵀ through a 32 x 32 tile in shared memory (in read and out written along rows).
+template <class T>
+__global__ void transpose_kernel(T* out, const T* in, int rows, int cols, bool accumulate) {
+    __shared__ accum_t<T> tile[32][33];
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32, x = threadIdx.x % 32;
+    for (int i = threadIdx.x / 32; i < 32; i += blockDim.x / 32)
+        if (r0 + i < rows && c0 + x < cols) tile[i][x] = load(in[std::int64_t(r0 + i) * cols + c0 + x]);
+    __syncthreads();
+    for (int i = threadIdx.x / 32; i < 32; i += blockDim.x / 32)
+        if (c0 + i < cols && r0 + x < rows) {
+            T& y = out[std::int64_t(c0 + i) * rows + r0 + x];
+            y = store<T>(accumulate ? load(y) + tile[x][i] : tile[x][i]);
         }
-        store_pack(u_out + at + j, u);
-    });
-    dot = warp_sum(dot);
-    if (threadIdx.x % 32 == 0) s_out[n] = s_in[n] + dot;
-}
-
-template <int W, class T>
-__global__ void subspace_update_backward_kernel(T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u,
-                                                int N, int m) {
-    using A = accum_t<T>;
-    const int n = subspace_row(N);
-    if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * m;
-    const A g = ds[n];
-    for_lane_packs<W>(m, [&](int j) {
-        const auto ov = load_pack<W>(o + at + j), uv = load_pack<W>(u + at + j);
-        auto dov = load_pack<W>(d_o + at + j), duv = load_pack<W>(du + at + j);
-        pack<T, W> wv;
-#pragma unroll
-        for (int k = 0; k < W; ++k) {
-            const A oi = load(ov.v[k]), dui = load(duv.v[k]);
-            wv.v[k] = store<T>(dui + g * oi);
-            dov.v[k] = store<T>(load(dov.v[k]) + 2 * g * load(uv.v[k]));
-            duv.v[k] = store<T>(dui + 2 * g * oi);
-        }
-        store_pack(w + at + j, wv);
-        store_pack(d_o + at + j, dov);
-        store_pack(du + at + j, duv);
-    });
 }
 
 // Whether rows of `len` elements at these pointers can move in 16-byte packs.
@@ -275,45 +301,37 @@ void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int
 }
 
 template <class T>
-void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps,
-                        rope_rows<accum_t<T>> rope) {
+void subspace_step_forward(cuda, T* qkv, accum_t<T>* s, T* u_keep, const T* z, int N, int m, int C, double eps,
+                           rope_rows<accum_t<T>> rope, subspace_prev<T> prev) {
     if (N <= 0) return;
     constexpr int P = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(W, out, a) && (rope.HD / 2) % P == 0,
-                        detail::subspace_normalize_kernel<P, T>, detail::subspace_normalize_kernel<1, T>, out, a, s, N,
-                        W, C, eps, rope);
-    SGT_CUDA_LAUNCHED(subspace_normalize_kernel);
+    const bool packed = detail::subspace_packs<T>(m, qkv, u_keep, z, prev.u_prev, prev.o, prev.sum) &&
+                        (rope.HD / 2) % P == 0;
+    detail::launch_rows(N, packed, detail::subspace_step_forward_kernel<P, T>,
+                        detail::subspace_step_forward_kernel<1, T>, qkv, s, u_keep, z, N, m, C, eps, rope, prev);
+    SGT_CUDA_LAUNCHED(subspace_step_forward_kernel);
 }
 
 template <class T>
-void subspace_normalize_backward(cuda, accum_t<T>* ds, T* da, T* dout, const T* out, const accum_t<T>* s, int N, int W,
-                                 int C, double eps, rope_rows<accum_t<T>> rope, bool add) {
+void subspace_step_backward(cuda, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, const accum_t<T>* s, const T* o, int N,
+                            int m, int C, double eps, rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev) {
     if (N <= 0) return;
     constexpr int P = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(W, da, dout, out) && (rope.HD / 2) % P == 0,
-                        detail::subspace_normalize_backward_kernel<P, T>,
-                        detail::subspace_normalize_backward_kernel<1, T>, ds, da, dout, out, s, N, W, C, eps, rope,
-                        add);
-    SGT_CUDA_LAUNCHED(subspace_normalize_backward_kernel);
+    const bool packed = detail::subspace_packs<T>(m, dz, dqkv, qkv, o, prev.u_prev, prev.u, prev.o, prev.d_sum,
+                                                  prev.d_o) &&
+                        (rope.HD / 2) % P == 0;
+    detail::launch_rows(N, packed, detail::subspace_step_backward_kernel<P, T>,
+                        detail::subspace_step_backward_kernel<1, T>, ds, dz, static_cast<const T*>(dqkv), qkv, s, o, N,
+                        m, C, eps, rope, add, prev);
+    SGT_CUDA_LAUNCHED(subspace_step_backward_kernel);
 }
 
 template <class T>
-void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
-                     int N, int m) {
-    if (N <= 0) return;
-    constexpr int W = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(m, u_out, u_in, o, t), detail::subspace_update_kernel<W, T>,
-                        detail::subspace_update_kernel<1, T>, s_out, u_out, s_in, u_in, o, t, N, m);
-    SGT_CUDA_LAUNCHED(subspace_update_kernel);
-}
-
-template <class T>
-void subspace_update_backward(cuda, T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u, int N, int m) {
-    if (N <= 0) return;
-    constexpr int W = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(m, d_o, du, w, o, u), detail::subspace_update_backward_kernel<W, T>,
-                        detail::subspace_update_backward_kernel<1, T>, d_o, du, w, ds, o, u, N, m);
-    SGT_CUDA_LAUNCHED(subspace_update_backward_kernel);
+void transpose(cuda, T* out, const T* in, int rows, int cols, bool accumulate) {
+    if (rows <= 0 || cols <= 0) return;
+    const dim3 grid(unsigned((cols + 31) / 32), unsigned((rows + 31) / 32));
+    detail::transpose_kernel<<<grid, 256, 0, detail::stream()>>>(out, in, rows, cols, accumulate);
+    SGT_CUDA_LAUNCHED(transpose_kernel);
 }
 
 template <class T>
