@@ -155,19 +155,23 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     // x_K = x₀ + (Σ o') W_Oᵀ: ∂L/∂Σo' = dres W_O, ∂L/∂W_O = dresᵀ Σo' (the scratch written)
     matmul_backward(be, sc.d_sum.data(), sc.dw_o.data(), dres, run.o_sum.data(), run.w_o.data(), int(N), m, C,
                     overwrite{.din = true, .dw = true});
-    // Carried back through the steps: ∂L/∂z in sc.dz and ∂L/∂s in sc.ds (zero after step K: nothing reads its
-    // update). Step k + 1's row op wrote ∂L/∂o'_k into sc.d_o (its Σo' and s terms) and completed ∂L/∂z of step
-    // k + 1, which the update after step k (z ← z + o' Pᵀ) takes back to o'_k and to P.
-    fill_zero(be, sc.ds.data(), N);
+    // Carried back through the steps: ∂L/∂z in sc.dz and ∂L/∂s in sc.ds (written by step K's row op: nothing reads
+    // its update). Step k + 1's row op wrote ∂L/∂o'_k into sc.d_o (its Σo' and s terms) and completed ∂L/∂z of step
+    // k + 1, which the update after step k (z ← z + o' Pᵀ) takes back to o'_k and to P. Step K's ∂L/∂o' is ∂L/∂Σo'
+    // (read in place where no gains scale it).
     for (int k = K; k >= 1; --k) {
         auto& r = *steps[std::size_t(k - 1)];
+        T* d_o = sc.d_o.data();
         if (k == K) {
-            copy(be, sc.d_o.data(), sc.d_sum.data(), N * m);
+            if (r.has_gains())
+                copy(be, d_o, sc.d_sum.data(), N * m);
+            else
+                d_o = sc.d_sum.data();
         } else {
-            matmul_backward(be, sc.d_o.data(), sc.dp.data(), sc.dz.data(), o(k), run.p.data(), int(N), m, int(m4),
+            matmul_backward(be, d_o, sc.dp.data(), sc.dz.data(), o(k), run.p.data(), int(N), m, int(m4),
                             overwrite{.dw = k == K - 1});
         }
-        detail::pass_core_backward(be, sc.dqkv.data(), sc.d_o.data(), r, d);
+        detail::pass_core_backward(be, sc.dqkv.data(), d_o, r, d);
         subspace_prev_grad<T> prev;
         if (k > 1) prev = {u(k - 1), u(k), o(k - 1), sc.d_sum.data(), sc.d_o.data()};
         subspace_step_backward(be, sc.ds.data(), sc.dz.data(), sc.dqkv.data(), r.qkv.data(), s(k),

@@ -76,12 +76,13 @@ void subspace_step_forward(cpu, T* qkv, accum_t<T>* s, T* u_keep, const T* z, in
     });
 }
 
-// Its backward from dqkv = ∂L/∂qkv (N, 3m; left unspecified), with qkv as the forward wrote it. ds (N): on entry
-// ∂L/∂s of step k + 1 (0 at the run's last step), on exit that of step k, having gained −r² / (2C) · Σ qkv ⊙ dqkv
-// (through r; the rotation, orthogonal, leaves the sum as it is). dz = [da | du] (N, 4m), written or, with `add`,
-// added to: da = rope⁻¹(r · dqkv); du = the terms through s: (ds on entry) · o where o, step k's o' (which the update
-// after step k read), is given, and (ds on exit) · prev.o where prev.o is given. Then prev.d_o = prev.d_sum + (ds on
-// exit) · (prev.u_prev + prev.u): ∂L/∂o' of step k − 1 through s and Σo'.
+// Its backward from dqkv = ∂L/∂qkv (N, 3m; left unspecified), with qkv as the forward wrote it. With `add`, ds (N)
+// and dz = [da | du] (N, 4m) hold on entry what the later steps gave (∂L/∂s and ∂L/∂z of step k + 1) and are added
+// to; without (the run's last step), they are written. ds gains −r² / (2C) · Σ qkv ⊙ dqkv (through r; the rotation,
+// orthogonal, leaves the sum as it is): ∂L/∂s of step k. da gains rope⁻¹(r · dqkv); du the terms through s:
+// (ds on entry) · o where o, step k's o' (which the update after step k read), is given, and (ds on exit) · prev.o
+// where prev.o is given. Then prev.d_o = prev.d_sum + (ds on exit) · (prev.u_prev + prev.u): ∂L/∂o' of step k − 1
+// through s and Σo'.
 template <class T>
 void subspace_step_backward(cpu, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, const accum_t<T>* s, const T* o, int N,
                             int m, int C, double eps, rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev) {
@@ -92,8 +93,8 @@ void subspace_step_backward(cpu, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, c
             const double r = double(detail::subspace_rstd(s[n], C, eps));
             const double dot = (detail::const_vector_map<T>(qkv + n * W, W).template cast<double>().array() *
                                 dy.template cast<double>().array()).sum();
-            const T ds_next = T(ds[n]);
-            ds[n] += accum_t<T>(-r * r / (2.0 * C) * dot);
+            const T ds_next = add ? T(ds[n]) : T(0);
+            ds[n] = accum_t<T>(double(ds_next) - r * r / (2.0 * C) * dot);
             const T ds_here = T(ds[n]);
             dy *= T(r);
             if (rope.heads > 0) {

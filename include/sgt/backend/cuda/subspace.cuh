@@ -155,7 +155,7 @@ __global__ void subspace_step_backward_kernel(accum_t<T>* ds, T* dz, const T* dq
     if (n < 0) return;
     const int len = 3 * m;
     const std::int64_t qr = std::int64_t(n) * len, ar = std::int64_t(n) * 4 * m, ur = std::int64_t(n) * m;
-    const A r = subspace_rstd_of(s[n], C, eps), ds_next = ds[n];
+    const A r = subspace_rstd_of(s[n], C, eps), ds_next = add ? ds[n] : A(0);
     A dot = 0;
     // da (+)= the values g (W of them, at i of the row)
     auto put = [&](int i, const A* g) {
