@@ -13,9 +13,10 @@
 // C + 1 (its output and rstd). Per token and step the products shrink from 8·C·m multiply-adds (W_QKV and W_O over
 // the full width) to 4·m² (P); the run pays 5·C·m once more (z of x₀, the final W_O), and the RMSNorm of every step,
 // with its backward, becomes a scaling of 3m numbers (RoPE, the update of s and the sum of the o' in the same pass
-// over the rows). In arithmetic that pays from K = 2 up to m ≈ 3C/4; in memory traffic a step moves about 19m
-// numbers a token where a pass moves about 5C + 4m, so loop_subspace_applies asks K ≥ 2 and 3m ≤ C: a run carries
-// no more numbers than x itself (measured on the CPU at m = C/3 and m = C/2: docs/BENCHMARKS.md).
+// over the rows). In arithmetic that pays from K = 2 up to m ≈ 3C/4; in memory traffic a step moves about 20m
+// numbers a token (z twice; q, k, v, u and o' a few times) where a pass moves about 5C + 4m, so
+// loop_subspace_applies asks K ≥ 2 and 3m ≤ C: a run carries no more numbers than x itself (measured on the CPU at
+// m = C/3 and m = C/2: docs/BENCHMARKS.md).
 //
 // Exact in real arithmetic; in floating point it rounds differently (x is not formed between the steps), which
 // tests/test_loop_subspace.cpp bounds against the step-by-step form in double. The model (model.hpp) takes this
