@@ -43,9 +43,8 @@ concept has_subspace_ops = requires(float* x, const float* c, float* a, const fl
     subspace_step_forward(B{}, x, a, x, c, 1, 1, 1, double{}, rope_rows<float>{}, subspace_prev<float>{});
     subspace_step_backward(B{}, a, x, x, c, ca, c, 1, 1, 1, double{}, rope_rows<float>{}, bool{},
                            subspace_prev_grad<float>{});
-    scale_columns(B{}, x, c, c, 1, 1);
-    scale_columns_backward(B{}, x, x, c, c, c, 1, 1);
-    transpose(B{}, x, c, 1, 1, bool{});
+    gather_run_weights(B{}, x, x, x, attention_weights<float>{}, std::span<const int>{}, 1, 1, 1);
+    scatter_run_grads(B{}, attention_grads<float>{}, x, x, c, c, std::span<const int>{}, 1, 1, 1);
 };
 
 // Whether a run of `steps` loop steps over n heads is worth computing in the subspace (see the header).
@@ -81,7 +80,7 @@ struct subspace_scratch {
     buffer<T> dqkv;                  // (N, 3m)
     buffer<accum_t<T>> ds;           // (N)
     buffer<T> dp;                    // (4m, m)
-    buffer<T> dw, dw_qkv, dw_o;      // (4m, C), (3m, C), (C, m)
+    buffer<T> dw, dw_o;              // (4m, C), (C, m)
 };
 
 // The forward of a run over `steps` (their heads, gains and want_entropy set by the caller; each gets q, k, v, its
@@ -109,9 +108,7 @@ void subspace_run_forward(Backend be, subspace_run<T, Backend>& run, std::span<a
     auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
 
     // W = [W_QKV diag(γ); W_Oᵀ] and P = W W_O
-    detail::gather_pass_weights(be, run.w_qkv.data(), run.w_o.data(), w, steps[0]->heads, d);
-    scale_columns(be, run.w.data(), run.w_qkv.data(), w.norm, int(m3), C);
-    transpose(be, run.w.data() + m3 * C, run.w_o.data(), C, m, false);
+    gather_run_weights(be, run.w_qkv.data(), run.w_o.data(), run.w.data(), w, steps[0]->heads, d.HD, C, d.NH);
     matmul_forward(be, run.p.data(), run.w.data(), run.w.data() + m3 * C, int(m4), C, m);
 
     row_sum_squares(be, s(1), in, int(N), C);
@@ -145,7 +142,6 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     detail::grow(sc.ds, N);
     detail::grow(sc.dp, m4 * m);
     detail::grow(sc.dw, m4 * C);
-    detail::grow(sc.dw_qkv, m3 * C);
     detail::grow(sc.dw_o, std::int64_t(C) * m);
     auto s = [&](int k) { return run.s.data() + (k - 1) * N; };
     auto u = [&](int k) { return run.u.data() + (k - 1) * N * m; };
@@ -183,13 +179,11 @@ void subspace_run_backward(Backend be, T* dres, const attention_grads<T>& g, sub
     matmul_backward(be, dres, sc.dw.data(), sc.dz.data(), run.in, run.w.data(), int(N), C, int(m4),
                     overwrite{.dw = true});
     row_sum_squares_backward(be, dres, sc.ds.data(), run.in, int(N), C);
-    // P = W W_O: ∂L/∂W += ∂L/∂P W_Oᵀ, ∂L/∂W_O += Wᵀ ∂L/∂P; then W's last m rows (W_Oᵀ) go to W_O, its first 3m
-    // through diag(γ) to W_QKV and γ
+    // P = W W_O: ∂L/∂W += ∂L/∂P W_Oᵀ, ∂L/∂W_O += Wᵀ ∂L/∂P; then W's first 3m rows go through diag(γ) to W_QKV and
+    // γ, its last m (W_Oᵀ) to W_O
     matmul_forward(be, sc.dw.data(), sc.dp.data(), run.w_o.data(), int(m4), m, C, true);
     matmul_backward(be, skip, sc.dw_o.data(), run.w.data(), sc.dp.data(), static_cast<const T*>(nullptr), int(m4), m, C);
-    transpose(be, sc.dw_o.data(), sc.dw.data() + m3 * C, m, C, true);
-    scale_columns_backward(be, sc.dw_qkv.data(), g.norm, sc.dw.data(), run.w_qkv.data(), w.norm, int(m3), C);
-    detail::scatter_pass_grads(be, g, sc.dw_qkv.data(), sc.dw_o.data(), steps[0]->heads, d);
+    scatter_run_grads(be, g, sc.dw.data(), sc.dw_o.data(), run.w_qkv.data(), w.norm, steps[0]->heads, d.HD, C, d.NH);
 }
 
 }  // namespace sgt

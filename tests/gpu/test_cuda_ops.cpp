@@ -454,32 +454,42 @@ TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp
                 test::check_error<T>("subspace_step_backward d_o" + form + size,
                                      test::rel_error(test::to_host(gd_o), d_o));
         }
-        // The transposes of the run's weights: W_O's columns (C, m) into rows, and a gradient (m, C) added back.
-        const auto wo = vec(std::size_t(C) * m), dwo0 = vec(wo.size()), dwt = vec(wo.size());
-        std::vector<double> wt(wo.size()), dwo = dwo0;
-        transpose(host, wt.data(), wo.data(), C, m, false);
-        transpose(host, dwo.data(), dwt.data(), m, C, true);
-        auto gwt = test::poisoned<T>(wt.size()), gdwo = test::to_device<T>(dwo0);
-        auto gwo = test::to_device<T>(wo), gdwt = test::to_device<T>(dwt);
-        transpose(dev, gwt.data(), gwo.data(), C, m, false);
-        transpose(dev, gdwo.data(), gdwt.data(), m, C, true);
-        test::check_error<T>("transpose" + size, test::rel_error(test::to_host(gwt), wt));
-        test::check_error<T>("transpose, added" + size, test::rel_error(test::to_host(gdwo), dwo));
-
-        const auto wm = vec(std::size_t(W) * C), g = vec(std::size_t(C)), dwm = vec(wm.size()), dg0 = vec(g.size());
-        auto gwm = test::to_device<T>(wm), gg = test::to_device<T>(g), gdwm = test::to_device<T>(dwm);
-        std::vector<double> scaled(wm.size());
-        scale_columns(host, scaled.data(), wm.data(), g.data(), W, C);
-        auto gscaled = test::poisoned<T>(scaled.size());
-        scale_columns(dev, gscaled.data(), gwm.data(), gg.data(), W, C);
-        test::check_error<T>("scale_columns" + size, test::rel_error(test::to_host(gscaled), scaled));
-        std::vector<double> dw(wm.size()), dg = dg0;
-        scale_columns_backward(host, dw.data(), dg.data(), dwm.data(), wm.data(), g.data(), W, C);
-        auto gdw = test::poisoned<T>(dw.size());
-        auto gdg = test::to_device<T>(dg0);
-        scale_columns_backward(dev, gdw.data(), gdg.data(), gdwm.data(), gwm.data(), gg.data(), W, C);
-        test::check_error<T>("scale_columns_backward dw" + size, test::rel_error(test::to_host(gdw), dw));
-        test::check_error<T>("scale_columns_backward dg" + size, test::rel_error(test::to_host(gdg), dg));
+        // A run's weights over heads 1, 3, ... of NH = 2n + 1 (W_Q, W_K, W_V (NH·HD, C), W_O (C, NH·HD)), and their
+        // gradients added into the layer's.
+        const int NH = 2 * n + 1;
+        std::vector<int> heads;
+        for (int i = 0; i < n; ++i) heads.push_back(2 * i + 1);
+        const std::size_t full = std::size_t(NH) * HD * C, packed = std::size_t(m) * C;
+        const auto wq = vec(full), wk = vec(full), wv = vec(full), wo = vec(full), gamma = vec(std::size_t(C));
+        std::vector<double> w_qkv(3 * packed), w_o(packed), w(4 * packed);
+        gather_run_weights(host, w_qkv.data(), w_o.data(), w.data(),
+                           attention_weights<double>{gamma.data(), wq.data(), wk.data(), wv.data(), wo.data()}, heads,
+                           HD, C, NH);
+        auto gwq = test::to_device<T>(wq), gwk = test::to_device<T>(wk), gwv = test::to_device<T>(wv),
+             gwo = test::to_device<T>(wo), ggamma = test::to_device<T>(gamma);
+        auto gw_qkv = test::poisoned<T>(w_qkv.size()), gw_o = test::poisoned<T>(w_o.size()),
+             gw = test::poisoned<T>(w.size());
+        gather_run_weights(dev, gw_qkv.data(), gw_o.data(), gw.data(),
+                           attention_weights<T>{ggamma.data(), gwq.data(), gwk.data(), gwv.data(), gwo.data()}, heads,
+                           HD, C, NH);
+        test::check_error<T>("gather_run_weights w_qkv" + size, test::rel_error(test::to_host(gw_qkv), w_qkv));
+        test::check_error<T>("gather_run_weights w_o" + size, test::rel_error(test::to_host(gw_o), w_o));
+        test::check_error<T>("gather_run_weights w" + size, test::rel_error(test::to_host(gw), w));
+        const auto dw0 = vec(w.size()), dw_o0 = vec(w_o.size()), dq0 = vec(full), dk0 = vec(full), dv0 = vec(full),
+                   do0 = vec(full), dg0 = vec(std::size_t(C));
+        std::vector<double> dw = dw0, dw_o = dw_o0, dq = dq0, dk = dk0, dv = dv0, dout_w = do0, dg = dg0;
+        scatter_run_grads(host, attention_grads<double>{dg.data(), dq.data(), dk.data(), dv.data(), dout_w.data()},
+                          dw.data(), dw_o.data(), w_qkv.data(), gamma.data(), heads, HD, C, NH);
+        auto gdw = test::to_device<T>(dw0), gdw_o = test::to_device<T>(dw_o0), gdq = test::to_device<T>(dq0),
+             gdk = test::to_device<T>(dk0), gdv = test::to_device<T>(dv0), gdo = test::to_device<T>(do0),
+             gdg = test::to_device<T>(dg0);
+        scatter_run_grads(dev, attention_grads<T>{gdg.data(), gdq.data(), gdk.data(), gdv.data(), gdo.data()},
+                          gdw.data(), gdw_o.data(), gw_qkv.data(), ggamma.data(), heads, HD, C, NH);
+        test::check_error<T>("scatter_run_grads W_Q" + size, test::rel_error(test::to_host(gdq), dq));
+        test::check_error<T>("scatter_run_grads W_K" + size, test::rel_error(test::to_host(gdk), dk));
+        test::check_error<T>("scatter_run_grads W_V" + size, test::rel_error(test::to_host(gdv), dv));
+        test::check_error<T>("scatter_run_grads W_O" + size, test::rel_error(test::to_host(gdo), dout_w));
+        test::check_error<T>("scatter_run_grads gamma" + size, test::rel_error(test::to_host(gdg), dg));
     }
 }
 

@@ -46,6 +46,22 @@ struct rope_rows {
     int T = 1, heads = 0, HD = 0;
 };
 
+// A layer's attention weights (W_Q, W_K, W_V: (NH·HD, C), rows = heads × HD; W_O: (C, NH·HD), columns = heads × HD;
+// the norm's γ (C)), and their gradients.
+template <class T>
+struct attention_weights {
+    const T* norm;  // (C)       RMSNorm_attn
+    const T* wq;    // (C, C)    rows = heads × HD
+    const T* wk;    // (C, C)
+    const T* wv;    // (C, C)
+    const T* wo;    // (C, C)    columns = heads × HD
+};
+
+template <class T>
+struct attention_grads {
+    T *norm, *wq, *wk, *wv, *wo;
+};
+
 // The update that led to loop step k of a subspace run (loop_subspace.hpp), as a step's row ops read it; absent
 // (o = nullptr) at the run's first step. Forward: s of step k is s_prev + Σ o ⊙ (u_prev + u), with u that of step k,
 // and o (step k − 1's output o') is added into sum (copied into it where `first`).

@@ -169,10 +169,12 @@ void subspace_step_forward(cuda, T* qkv, accum_t<T>* s, T* u_keep, const T* z, i
 template <class T>
 void subspace_step_backward(cuda, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, const accum_t<T>* s, const T* o, int N,
                             int m, int C, double eps, rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev);
-template <class T> void transpose(cuda, T* out, const T* in, int rows, int cols, bool accumulate);
-template <class T> void scale_columns(cuda, T* out, const T* w, const T* g, int rows, int cols);
 template <class T>
-void scale_columns_backward(cuda, T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols);
+void gather_run_weights(cuda, T* w_qkv, T* w_o, T* w, attention_weights<T> a, std::span<const int> heads, int HD, int C,
+                        int NH);
+template <class T>
+void scatter_run_grads(cuda, attention_grads<T> g, T* dw, T* dw_o, const T* w_qkv, const T* gamma,
+                       std::span<const int> heads, int HD, int C, int NH);
 
 // swiglu.cuh
 template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld);

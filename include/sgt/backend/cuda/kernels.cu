@@ -79,9 +79,9 @@ namespace sgt {
                                            rope_rows<accum_t<T>>, subspace_prev<T>);                            \
     template void subspace_step_backward<T>(cuda, accum_t<T>*, T*, T*, const T*, const accum_t<T>*, const T*, int,  \
                                             int, int, double, rope_rows<accum_t<T>>, bool, subspace_prev_grad<T>); \
-    template void transpose<T>(cuda, T*, const T*, int, int, bool);                                              \
-    template void scale_columns<T>(cuda, T*, const T*, const T*, int, int);                                      \
-    template void scale_columns_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int);
+    template void gather_run_weights<T>(cuda, T*, T*, T*, attention_weights<T>, std::span<const int>, int, int, int); \
+    template void scatter_run_grads<T>(cuda, attention_grads<T>, T*, T*, const T*, const T*, std::span<const int>, int, \
+                                       int, int, int);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)

@@ -1,13 +1,14 @@
 // sgt/backend/cuda/subspace.cuh: the row operations of loop steps in the looped heads' subspace on the device
 // (backend/cpu/subspace.hpp has their definitions; loop_subspace.hpp the algebra). A warp per row (reductions in
 // accum_t<T>), its lanes moving 16-byte packs where the row length and the pointers allow and single elements
-// otherwise; a block of 32 columns for the column sums of scale_columns_backward; 32 x 32 tiles for the transpose;
-// no atomics, so the results do not depend on scheduling.
+// otherwise; a block of 32 columns for the column sums of scatter_run_grads; no atomics, so the results do not
+// depend on scheduling.
 #pragma once
 
 #include <cstdint>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/heads.cuh"  // head_list
 #include "sgt/backend/cuda/rope.cuh"  // rotate_pair
 
 namespace sgt {
@@ -219,21 +220,6 @@ __global__ void subspace_step_backward_kernel(accum_t<T>* ds, T* dz, const T* dq
     });
 }
 
-// out (cols, rows) (+)= in (rows, cols)ᵀ through a 32 x 32 tile in shared memory (in read and out written along rows).
-template <class T>
-__global__ void transpose_kernel(T* out, const T* in, int rows, int cols, bool accumulate) {
-    __shared__ accum_t<T> tile[32][33];
-    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32, x = threadIdx.x % 32;
-    for (int i = threadIdx.x / 32; i < 32; i += blockDim.x / 32)
-        if (r0 + i < rows && c0 + x < cols) tile[i][x] = load(in[std::int64_t(r0 + i) * cols + c0 + x]);
-    __syncthreads();
-    for (int i = threadIdx.x / 32; i < 32; i += blockDim.x / 32)
-        if (c0 + i < cols && r0 + x < rows) {
-            T& y = out[std::int64_t(c0 + i) * rows + r0 + x];
-            y = store<T>(accumulate ? load(y) + tile[x][i] : tile[x][i]);
-        }
-}
-
 // Whether rows of `len` elements at these pointers can move in 16-byte packs.
 template <class T, class... P>
 bool subspace_packs(int len, P... ptrs) {
@@ -246,38 +232,65 @@ void launch_rows(int N, bool packed, void (*with_packs)(Params...), void (*singl
         static_cast<Params>(args)...);
 }
 
+// A run's weights (gather_run_weights), one element of w_qkv and w's first 3m rows, or of w_o and w's last m rows,
+// per index: a (head, row) of W_Q, W_K or W_V times γ, or a (row, head column) of W_O, written twice.
 template <class T>
-__global__ void scale_columns_kernel(T* out, const T* w, const T* g, int rows, int cols) {
-    const std::int64_t total = std::int64_t(rows) * cols;
+__global__ void gather_run_weights_kernel(T* w_qkv, T* w_o, T* w, attention_weights<T> a, head_list l, int HD, int C,
+                                          int NH) {
+    const int m = l.n * HD;
+    const std::int64_t top = 3 * std::int64_t(m) * C, total = top + std::int64_t(C) * m;
     for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
-         i += std::int64_t(gridDim.x) * blockDim.x)
-        out[i] = store<T>(load(w[i]) * load(g[i % cols]));
+         i += std::int64_t(gridDim.x) * blockDim.x) {
+        if (i < top) {
+            const int r = int(i / C), c = int(i % C), which = r / m, k = r % m;
+            const T* src = which == 0 ? a.wq : which == 1 ? a.wk : a.wv;
+            const T v = src[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+            w_qkv[i] = v;
+            w[i] = store<T>(load(v) * load(a.norm[c]));
+        } else {
+            const std::int64_t j = i - top;
+            const int c = int(j / m), k = int(j % m);
+            const T v = a.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD];
+            w_o[j] = v;
+            w[top + std::int64_t(k) * C + c] = v;
+        }
+    }
 }
 
-// A block per 32 columns: lane c of warp k takes column c of rows k, k + 32, ... (dw written, the products summed),
-// then the 32 warps' sums are added in warp order into dg: no atomics, the same order every run.
-constexpr int scale_columns_warps = 32;
+// A run's gradients (scatter_run_grads): a block per 32 columns c of the width. Lane c of warp k takes rows k, k + 32,
+// ... of dw's first 3m (the product with w_qkv summed for γ, dw diag(γ) added to the head's row of W_Q, W_K or W_V),
+// then rows k, k + 32, ... of its last m (added with dw_o's row c into W_O's row c); the 32 warps' sums for γ are
+// added in warp order: no atomics, the same order every run.
+constexpr int run_grads_warps = 32;
 template <class T>
-__global__ void scale_columns_backward_kernel(T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols) {
+__global__ void scatter_run_grads_kernel(attention_grads<T> g, const T* dw, const T* dw_o, const T* w_qkv,
+                                         const T* gamma, head_list l, int HD, int C, int NH) {
     using A = accum_t<T>;
-    __shared__ A partial[scale_columns_warps][33];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, c = blockIdx.x * 32 + lane;
+    __shared__ A partial[run_grads_warps][33];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, c = blockIdx.x * 32 + lane, m = l.n * HD;
     A sum = 0;
-    if (c < cols) {
-        const A gc = load(g[c]);
-        for (int r = warp; r < rows; r += scale_columns_warps) {
-            const std::int64_t i = std::int64_t(r) * cols + c;
-            const A d = load(dout[i]);
-            dw[i] = store<T>(d * gc);
-            sum += d * load(w[i]);
+    if (c < C) {
+        const A gc = load(gamma[c]);
+        for (int r = warp; r < 3 * m; r += run_grads_warps) {
+            const std::int64_t i = std::int64_t(r) * C + c;
+            const A d = load(dw[i]);
+            sum += d * load(w_qkv[i]);
+            const int which = r / m, k = r % m;
+            T* dst = which == 0 ? g.wq : which == 1 ? g.wk : g.wv;
+            T& y = dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+            y = store<T>(load(y) + d * gc);
+        }
+        for (int k = warp; k < m; k += run_grads_warps) {
+            T& y = g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD];
+            y = store<T>(load(y) + load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]));
         }
     }
     partial[warp][lane] = sum;
     __syncthreads();
-    if (warp == 0 && c < cols) {
+    if (warp == 0 && c < C) {
         A total = 0;
-        for (int k = 0; k < scale_columns_warps; ++k) total += partial[k][lane];
-        dg[c] = store<T>(load(dg[c]) + total);
+        for (int k = 0; k < run_grads_warps; ++k) total += partial[k][lane];
+        g.norm[c] = store<T>(load(g.norm[c]) + total);
     }
 }
 }  // namespace detail
@@ -327,27 +340,24 @@ void subspace_step_backward(cuda, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, 
 }
 
 template <class T>
-void transpose(cuda, T* out, const T* in, int rows, int cols, bool accumulate) {
-    if (rows <= 0 || cols <= 0) return;
-    const dim3 grid(unsigned((cols + 31) / 32), unsigned((rows + 31) / 32));
-    detail::transpose_kernel<<<grid, 256, 0, detail::stream()>>>(out, in, rows, cols, accumulate);
-    SGT_CUDA_LAUNCHED(transpose_kernel);
+void gather_run_weights(cuda, T* w_qkv, T* w_o, T* w, attention_weights<T> a, std::span<const int> heads, int HD, int C,
+                        int NH) {
+    const auto l = detail::make_head_list(heads);
+    const std::int64_t total = 4 * std::int64_t(l.n) * HD * C;
+    if (total <= 0) return;
+    detail::gather_run_weights_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(
+        w_qkv, w_o, w, a, l, HD, C, NH);
+    SGT_CUDA_LAUNCHED(gather_run_weights_kernel);
 }
 
 template <class T>
-void scale_columns(cuda, T* out, const T* w, const T* g, int rows, int cols) {
-    if (rows <= 0 || cols <= 0) return;
-    detail::scale_columns_kernel<<<detail::blocks_for(std::int64_t(rows) * cols, 4), detail::threads_per_block, 0,
-                                   detail::stream()>>>(out, w, g, rows, cols);
-    SGT_CUDA_LAUNCHED(scale_columns_kernel);
-}
-
-template <class T>
-void scale_columns_backward(cuda, T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols) {
-    if (rows <= 0 || cols <= 0) return;
-    detail::scale_columns_backward_kernel<<<(cols + 31) / 32, 32 * detail::scale_columns_warps, 0, detail::stream()>>>(
-        dw, dg, dout, w, g, rows, cols);
-    SGT_CUDA_LAUNCHED(scale_columns_backward_kernel);
+void scatter_run_grads(cuda, attention_grads<T> g, T* dw, T* dw_o, const T* w_qkv, const T* gamma,
+                       std::span<const int> heads, int HD, int C, int NH) {
+    const auto l = detail::make_head_list(heads);
+    if (l.n <= 0 || C <= 0) return;
+    detail::scatter_run_grads_kernel<<<(C + 31) / 32, 32 * detail::run_grads_warps, 0, detail::stream()>>>(
+        g, dw, dw_o, w_qkv, gamma, l, HD, C, NH);
+    SGT_CUDA_LAUNCHED(scatter_run_grads_kernel);
 }
 
 }  // namespace sgt
