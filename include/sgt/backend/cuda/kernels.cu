@@ -81,7 +81,7 @@ namespace sgt {
                                             int, int, double, rope_rows<accum_t<T>>, bool, subspace_prev_grad<T>); \
     template void gather_run_weights<T>(cuda, T*, T*, T*, attention_weights<T>, std::span<const int>, int, int, int); \
     template void scatter_run_grads<T>(cuda, attention_grads<T>, T*, T*, const T*, const T*, std::span<const int>, int, \
-                                       int, int, int);
+                                       int, int);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)
