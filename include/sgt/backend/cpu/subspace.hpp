@@ -1,7 +1,8 @@
 // sgt/backend/cpu/subspace.hpp: the row operations of a loop run computed in the looped heads' subspace
 // (loop_subspace.hpp has the algebra): squared row norms s; a loop step's q, k, v from the run's state (the update of
-// s by the step before, the normalisation of the projections a by s, RoPE after it); the column scaling W diag(γ)
-// of the norm's weight folded into W; a transpose.
+// s by the step before, the normalisation of the projections a by s, RoPE after it); the gathering of a run's
+// weights (the norm's γ folded into W_QKV as W_QKV diag(γ), W_O transposed) and the scattering of their gradients,
+// with the column scaling and the transpose they are made of.
 // Rows of s are accum_t<T>, as the normalisation's sums are elsewhere.
 #pragma once
 
