@@ -145,18 +145,6 @@ void scale_columns(cpu, T* out, const T* w, const T* g, int rows, int cols) {
     });
 }
 
-// Its backward from dout (rows, cols): dw = dout diag(g) (overwritten), dg += Σ_rows dout ⊙ w (rows in order).
-template <class T>
-void scale_columns_backward(cpu, T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols) {
-    const auto gm = detail::const_vector_map<T>(g, cols).array();
-    auto dgm = detail::vector_map<T>(dg, cols);
-    for (std::int64_t r = 0; r < rows; ++r) {
-        const auto dy = detail::const_vector_map<T>(dout + r * cols, cols).array();
-        detail::vector_map<T>(dw + r * cols, cols).array() = dy * gm;
-        dgm.array() += dy * detail::const_vector_map<T>(w + r * cols, cols).array();
-    }
-}
-
 // The weights of a subspace run over `heads` (ascending) of a layer (NH heads of HD): w_qkv (3m, C) their rows of
 // W_Q, W_K, W_V (packed as gather_pass_weights packs them), w_o (C, m) their columns of W_O, and
 // w (4m, C) = [w_qkv diag(γ); w_oᵀ].
