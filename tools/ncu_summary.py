@@ -36,7 +36,7 @@ KINDS = [
     ("AdamW (with the clip)", r"adamw"),
     ("head gains and gates", r"head_gain|gate_"),
     ("decode", r"decode|kv_cache|few_rows"),
-    ("packing heads (gathers, scatters)", r"permute_heads|scatter_add_head|gather"),
+    ("packing heads (gathers, scatters)", r"permute_heads|scatter_add_head|scatter_run|gather"),
 ]
 # Nsight Compute names its base units "nsecond" and "byte"; some versions write "ns" (the H100 of 2026-12-05).
 UNITS = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,

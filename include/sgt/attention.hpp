@@ -26,19 +26,7 @@
 
 namespace sgt {
 
-template <class T>
-struct attention_weights {
-    const T* norm;  // (C)       RMSNorm_attn
-    const T* wq;    // (C, C)    rows = heads × HD
-    const T* wk;    // (C, C)
-    const T* wv;    // (C, C)
-    const T* wo;    // (C, C)    columns = heads × HD
-};
-
-template <class T>
-struct attention_grads {
-    T *norm, *wq, *wk, *wv, *wo;
-};
+// attention_weights and attention_grads (a layer's attention weights and their gradients): backend/common.hpp
 
 // What one pass keeps for its backward. Buffers only grow, so after the first step nothing is allocated.
 template <class T, class Backend>

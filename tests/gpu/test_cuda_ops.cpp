@@ -394,67 +394,102 @@ TEST_CASE_TEMPLATE("the row ops of loop steps in the subspace (loop_subspace.hpp
         const int rotated = HD % 2 == 0 ? 2 * n : 0;
         const rope_rows<double> rope{cos_t.data(), sin_t.data(), T_, rotated, HD};
         const rope_rows<A> grope{gcos.data(), gsin.data(), T_, rotated, HD};
-        const auto a = vec(std::size_t(N) * W), dout = vec(a.size()), da0 = vec(a.size());
-        auto ga = test::to_device<T>(a), gsa = test::to_device<A>(s_a);
-        std::vector<double> out(a.size());
-        subspace_normalize(host, out.data(), a.data(), s_a.data(), N, W, C, 1e-5, rope);
-        auto gout = test::poisoned<T>(out.size());
-        subspace_normalize(dev, gout.data(), ga.data(), gsa.data(), N, W, C, 1e-5, grope);
-        test::check_error<T>("subspace_normalize" + size, test::rel_error(test::to_host(gout), out));
-        // The backward from `out` as the device computed it (rounded to T), as the model runs it: in place (∂L/∂a
-        // written over ∂L/∂out), added into another ∂L/∂a, and written into another (poisoned before).
-        const auto out_t = test::to_host(gout);
+        // A step's row ops from the state z = [a | u] (rows of 4m): the first step of a run (s read) and a later
+        // one (s from the update before it, o' copied into the sum at step 2 and added to it after).
+        const auto z = vec(std::size_t(N) * 4 * m), u_prev = vec(std::size_t(N) * m), o_prev = vec(u_prev.size()),
+                   sum0 = vec(u_prev.size());
+        auto gz = test::to_device<T>(z), gu_prev = test::to_device<T>(u_prev), go_prev = test::to_device<T>(o_prev),
+             gsa = test::to_device<A>(s_a);
+        std::vector<double> s_k(N);  // s of the later step, as the device computed it (for the backward)
+        std::vector<double> qkv_t;   // q, k, v of the later step, as the device computed them
         for (const int form_id : {0, 1, 2}) {
-            const bool in_place = form_id == 0, add = form_id == 1;
-            const std::string form = in_place ? " (in place)" : add ? " (added)" : " (written)";
-            std::vector<double> dscaled = dout, dsn = ds, da = in_place ? dout : da0;
-            subspace_normalize_backward(host, dsn.data(), in_place ? dscaled.data() : da.data(), dscaled.data(),
-                                        out_t.data(), s_a.data(), N, W, C, 1e-5, rope, add);
-            if (in_place) da = dscaled;
-            auto gdout = test::to_device<T>(dout), gdsn = test::to_device<A>(ds);
-            auto gda = add ? test::to_device<T>(da0) : test::poisoned<T>(da0.size());
-            T* const gtarget = in_place ? gdout.data() : gda.data();
-            subspace_normalize_backward(dev, gdsn.data(), gtarget, gdout.data(), gout.data(), gsa.data(), N, W, C, 1e-5,
-                                        grope, add);
-            test::check_error<T>("subspace_normalize_backward da" + form + size,
-                                 test::rel_error(test::to_host(in_place ? gdout : gda), da));
-            test::check_error<T>("subspace_normalize_backward ds" + form + size,
-                                 test::rel_error(test::to_host(gdsn), dsn));
+            const bool later = form_id > 0, first = form_id == 1;
+            const std::string form = !later ? " (first step)" : first ? " (step 2)" : " (a later step)";
+            std::vector<double> qkv(std::size_t(N) * W), sk = later ? std::vector<double>(N) : s_a, uk(u_prev.size()),
+                sum = sum0;
+            subspace_prev<double> prev;
+            if (later) prev = {s_a.data(), u_prev.data(), o_prev.data(), sum.data(), first};
+            subspace_step_forward(host, qkv.data(), sk.data(), uk.data(), z.data(), N, m, C, 1e-5, rope, prev);
+            auto gqkv = test::poisoned<T>(qkv.size()), guk = test::poisoned<T>(uk.size());
+            auto gsk = later ? test::poisoned<A>(sk.size()) : test::to_device<A>(s_a);
+            auto gsum = test::to_device<T>(sum0);
+            subspace_prev<T> gprev;
+            if (later) gprev = {gsa.data(), gu_prev.data(), go_prev.data(), gsum.data(), first};
+            subspace_step_forward(dev, gqkv.data(), gsk.data(), guk.data(), gz.data(), N, m, C, 1e-5, grope, gprev);
+            test::check_error<T>("subspace_step_forward qkv" + form + size, test::rel_error(test::to_host(gqkv), qkv));
+            test::check_error<T>("subspace_step_forward u" + form + size, test::rel_error(test::to_host(guk), uk));
+            if (later) {
+                test::check_error<T>("subspace_step_forward s" + form + size, test::rel_error(test::to_host(gsk), sk));
+                test::check_error<T>("subspace_step_forward sum" + form + size,
+                                     test::rel_error(test::to_host(gsum), sum));
+                s_k = test::to_host(gsk);
+                qkv_t = test::to_host(gqkv);
+            }
         }
-
-        const auto u = vec(std::size_t(N) * m), o = vec(u.size()), t = vec(u.size(), 0.3);
-        auto gu = test::to_device<T>(u), go = test::to_device<T>(o), gt = test::to_device<T>(t);
-        std::vector<double> s_out(N), u_out(u.size());
-        subspace_update(host, s_out.data(), u_out.data(), s_a.data(), u.data(), o.data(), t.data(), N, m);
-        auto gs_out = test::poisoned<A>(s_out.size());
-        auto gu_out = test::poisoned<T>(u_out.size());
-        subspace_update(dev, gs_out.data(), gu_out.data(), gsa.data(), gu.data(), go.data(), gt.data(), N, m);
-        test::check_error<T>("subspace_update s" + size, test::rel_error(test::to_host(gs_out), s_out));
-        test::check_error<T>("subspace_update u" + size, test::rel_error(test::to_host(gu_out), u_out));
-        const auto d_o0 = vec(u.size()), du0 = vec(u.size());
-        std::vector<double> d_o = d_o0, du = du0, w(u.size());
-        subspace_update_backward(host, d_o.data(), du.data(), w.data(), ds.data(), o.data(), u.data(), N, m);
-        auto gd_o = test::to_device<T>(d_o0), gdu = test::to_device<T>(du0);
-        auto gw = test::poisoned<T>(w.size());
-        subspace_update_backward(dev, gd_o.data(), gdu.data(), gw.data(), gds.data(), go.data(), gu.data(), N, m);
-        test::check_error<T>("subspace_update_backward d_o" + size, test::rel_error(test::to_host(gd_o), d_o));
-        test::check_error<T>("subspace_update_backward du" + size, test::rel_error(test::to_host(gdu), du));
-        test::check_error<T>("subspace_update_backward w" + size, test::rel_error(test::to_host(gw), w));
-
-        const auto wm = vec(std::size_t(W) * C), g = vec(std::size_t(C)), dwm = vec(wm.size()), dg0 = vec(g.size());
-        auto gwm = test::to_device<T>(wm), gg = test::to_device<T>(g), gdwm = test::to_device<T>(dwm);
-        std::vector<double> scaled(wm.size());
-        scale_columns(host, scaled.data(), wm.data(), g.data(), W, C);
-        auto gscaled = test::poisoned<T>(scaled.size());
-        scale_columns(dev, gscaled.data(), gwm.data(), gg.data(), W, C);
-        test::check_error<T>("scale_columns" + size, test::rel_error(test::to_host(gscaled), scaled));
-        std::vector<double> dw(wm.size()), dg = dg0;
-        scale_columns_backward(host, dw.data(), dg.data(), dwm.data(), wm.data(), g.data(), W, C);
-        auto gdw = test::poisoned<T>(dw.size());
-        auto gdg = test::to_device<T>(dg0);
-        scale_columns_backward(dev, gdw.data(), gdg.data(), gdwm.data(), gwm.data(), gg.data(), W, C);
-        test::check_error<T>("scale_columns_backward dw" + size, test::rel_error(test::to_host(gdw), dw));
-        test::check_error<T>("scale_columns_backward dg" + size, test::rel_error(test::to_host(gdg), dg));
+        // The backward of that later step from its q, k, v and s as the device holds them, in the model's three
+        // forms: a run's last step (dz written, the step before's terms), a middle one (dz added to; the terms of
+        // the updates before and after it) and its first (the update after it only).
+        const auto dqkv = vec(std::size_t(N) * W), dz0 = vec(z.size()), o_k = vec(u_prev.size()),
+                   u_k = vec(u_prev.size()), d_sum = vec(u_prev.size()), d_o0 = vec(u_prev.size());
+        auto gqkv_t = test::to_device<T>(qkv_t), gs_k = test::to_device<A>(s_k), go_k = test::to_device<T>(o_k),
+             gu_k = test::to_device<T>(u_k), gd_sum = test::to_device<T>(d_sum);
+        for (const int form_id : {0, 1, 2}) {
+            const bool last = form_id == 0, has_prev = form_id < 2;
+            const std::string form = last ? " (last step)" : has_prev ? " (middle step)" : " (first step)";
+            std::vector<double> dq = dqkv, dsk = ds, dz = dz0, d_o = d_o0;
+            subspace_prev_grad<double> prev;
+            if (has_prev) prev = {u_prev.data(), u_k.data(), o_prev.data(), d_sum.data(), d_o.data()};
+            subspace_step_backward(host, dsk.data(), dz.data(), dq.data(), qkv_t.data(), s_k.data(),
+                                   last ? nullptr : o_k.data(), N, m, C, 1e-5, rope, !last, prev);
+            auto gdq = test::to_device<T>(dqkv), gdsk = test::to_device<A>(ds);
+            auto gdz = last ? test::poisoned<T>(dz0.size()) : test::to_device<T>(dz0);
+            auto gd_o = test::poisoned<T>(d_o0.size());
+            subspace_prev_grad<T> gprev;
+            if (has_prev) gprev = {gu_prev.data(), gu_k.data(), go_prev.data(), gd_sum.data(), gd_o.data()};
+            subspace_step_backward(dev, gdsk.data(), gdz.data(), gdq.data(), gqkv_t.data(), gs_k.data(),
+                                   last ? nullptr : go_k.data(), N, m, C, 1e-5, grope, !last, gprev);
+            test::check_error<T>("subspace_step_backward dz" + form + size, test::rel_error(test::to_host(gdz), dz));
+            test::check_error<T>("subspace_step_backward ds" + form + size, test::rel_error(test::to_host(gdsk), dsk));
+            if (has_prev)
+                test::check_error<T>("subspace_step_backward d_o" + form + size,
+                                     test::rel_error(test::to_host(gd_o), d_o));
+        }
+        // A run's weights over heads 1, 3, ... of NH = 2n + 1 (W_Q, W_K, W_V (NH·HD, C), W_O (C, NH·HD)), and their
+        // gradients added into the layer's.
+        const int NH = 2 * n + 1;
+        std::vector<int> heads;
+        for (int i = 0; i < n; ++i) heads.push_back(2 * i + 1);
+        const std::size_t full = std::size_t(NH) * HD * C, packed = std::size_t(m) * C;
+        const auto wq = vec(full), wk = vec(full), wv = vec(full), wo = vec(full), gamma = vec(std::size_t(C));
+        std::vector<double> w_qkv(3 * packed), w_o(packed), w(4 * packed);
+        gather_run_weights(host, w_qkv.data(), w_o.data(), w.data(),
+                           attention_weights<double>{gamma.data(), wq.data(), wk.data(), wv.data(), wo.data()}, heads,
+                           HD, C, NH);
+        auto gwq = test::to_device<T>(wq), gwk = test::to_device<T>(wk), gwv = test::to_device<T>(wv),
+             gwo = test::to_device<T>(wo), ggamma = test::to_device<T>(gamma);
+        auto gw_qkv = test::poisoned<T>(w_qkv.size()), gw_o = test::poisoned<T>(w_o.size()),
+             gw = test::poisoned<T>(w.size());
+        gather_run_weights(dev, gw_qkv.data(), gw_o.data(), gw.data(),
+                           attention_weights<T>{ggamma.data(), gwq.data(), gwk.data(), gwv.data(), gwo.data()}, heads,
+                           HD, C, NH);
+        test::check_error<T>("gather_run_weights w_qkv" + size, test::rel_error(test::to_host(gw_qkv), w_qkv));
+        test::check_error<T>("gather_run_weights w_o" + size, test::rel_error(test::to_host(gw_o), w_o));
+        test::check_error<T>("gather_run_weights w" + size, test::rel_error(test::to_host(gw), w));
+        const auto dw0 = vec(w.size()), dw_o0 = vec(w_o.size()), dq0 = vec(full), dk0 = vec(full), dv0 = vec(full),
+                   do0 = vec(full), dg0 = vec(std::size_t(C));
+        std::vector<double> dw = dw0, dw_o = dw_o0, dq = dq0, dk = dk0, dv = dv0, dout_w = do0, dg = dg0;
+        scatter_run_grads(host, attention_grads<double>{dg.data(), dq.data(), dk.data(), dv.data(), dout_w.data()},
+                          dw.data(), dw_o.data(), w_qkv.data(), gamma.data(), heads, HD, C, NH);
+        auto gdw = test::to_device<T>(dw0), gdw_o = test::to_device<T>(dw_o0), gdq = test::to_device<T>(dq0),
+             gdk = test::to_device<T>(dk0), gdv = test::to_device<T>(dv0), gdo = test::to_device<T>(do0),
+             gdg = test::to_device<T>(dg0);
+        scatter_run_grads(dev, attention_grads<T>{gdg.data(), gdq.data(), gdk.data(), gdv.data(), gdo.data()},
+                          gdw.data(), gdw_o.data(), gw_qkv.data(), ggamma.data(), heads, HD, C, NH);
+        test::check_error<T>("scatter_run_grads W_Q" + size, test::rel_error(test::to_host(gdq), dq));
+        test::check_error<T>("scatter_run_grads W_K" + size, test::rel_error(test::to_host(gdk), dk));
+        test::check_error<T>("scatter_run_grads W_V" + size, test::rel_error(test::to_host(gdv), dv));
+        test::check_error<T>("scatter_run_grads W_O" + size, test::rel_error(test::to_host(gdo), dout_w));
+        test::check_error<T>("scatter_run_grads gamma" + size, test::rel_error(test::to_host(gdg), dg));
     }
 }
 

@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "sgt/core/precision.hpp"
+
 namespace sgt {
 
 struct cpu;  // backend/cpu/backend.hpp: the default backend of the templates
@@ -42,6 +44,44 @@ struct rope_rows {
     const A* cos = nullptr;
     const A* sin = nullptr;
     int T = 1, heads = 0, HD = 0;
+};
+
+// A layer's attention weights (W_Q, W_K, W_V: (NH·HD, C), rows = heads × HD; W_O: (C, NH·HD), columns = heads × HD;
+// the norm's γ (C)), and their gradients.
+template <class T>
+struct attention_weights {
+    const T* norm;  // (C)       RMSNorm_attn
+    const T* wq;    // (C, C)    rows = heads × HD
+    const T* wk;    // (C, C)
+    const T* wv;    // (C, C)
+    const T* wo;    // (C, C)    columns = heads × HD
+};
+
+template <class T>
+struct attention_grads {
+    T *norm, *wq, *wk, *wv, *wo;
+};
+
+// The update that led to loop step k of a subspace run (loop_subspace.hpp), as a step's row ops read it; absent
+// (o = nullptr) at the run's first step. Forward: s of step k is s_prev + Σ o ⊙ (u_prev + u), with u that of step k,
+// and o (step k − 1's output o') is added into sum (copied into it where `first`).
+template <class T>
+struct subspace_prev {
+    const accum_t<T>* s_prev = nullptr;  // (N)
+    const T* u_prev = nullptr;           // (N, m)
+    const T* o = nullptr;                // (N, m)
+    T* sum = nullptr;                    // (N, m)
+    bool first = false;
+};
+// Its backward: ∂L/∂o of step k − 1 written into d_o as d_sum + ∂L/∂s · (u_prev + u) (∂L/∂s of step k, final),
+// and that ∂L/∂s times o added to ∂L/∂u of step k.
+template <class T>
+struct subspace_prev_grad {
+    const T* u_prev = nullptr;  // (N, m)
+    const T* u = nullptr;       // (N, m)
+    const T* o = nullptr;       // (N, m)
+    const T* d_sum = nullptr;   // (N, m)
+    T* d_o = nullptr;           // (N, m)
 };
 
 // Which gradient outputs of matmul_backward are overwritten instead of accumulated into (+=): a scratch that

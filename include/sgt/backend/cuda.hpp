@@ -164,19 +164,17 @@ void gate_backward(cuda, T* dqkv, T* dw, T* dc, const T* ds, const T* s, const T
 template <class T> void row_sum_squares(cuda, accum_t<T>* s, const T* x, int N, int C);
 template <class T> void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int N, int C);
 template <class T>
-void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps,
-                        rope_rows<accum_t<T>> rope);
+void subspace_step_forward(cuda, T* qkv, accum_t<T>* s, T* u_keep, const T* z, int N, int m, int C, double eps,
+                           rope_rows<accum_t<T>> rope, subspace_prev<T> prev);
 template <class T>
-void subspace_normalize_backward(cuda, accum_t<T>* ds, T* da, T* dout, const T* out, const accum_t<T>* s, int N, int W,
-                                 int C, double eps, rope_rows<accum_t<T>> rope, bool add);
+void subspace_step_backward(cuda, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, const accum_t<T>* s, const T* o, int N,
+                            int m, int C, double eps, rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev);
 template <class T>
-void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
-                     int N, int m);
+void gather_run_weights(cuda, T* w_qkv, T* w_o, T* w, attention_weights<T> a, std::span<const int> heads, int HD, int C,
+                        int NH);
 template <class T>
-void subspace_update_backward(cuda, T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u, int N, int m);
-template <class T> void scale_columns(cuda, T* out, const T* w, const T* g, int rows, int cols);
-template <class T>
-void scale_columns_backward(cuda, T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols);
+void scatter_run_grads(cuda, attention_grads<T> g, T* dw, T* dw_o, const T* w_qkv, const T* gamma,
+                       std::span<const int> heads, int HD, int C, int NH);
 
 // swiglu.cuh
 template <class T> void swiglu_forward(cuda, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld);

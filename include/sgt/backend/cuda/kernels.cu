@@ -75,15 +75,13 @@ namespace sgt {
     template bool decode_passes_one_kernel<T>(cuda, int, int, int, int);                                       \
     template void row_sum_squares<T>(cuda, accum_t<T>*, const T*, int, int);                                     \
     template void row_sum_squares_backward<T>(cuda, T*, const accum_t<T>*, const T*, int, int);                  \
-    template void subspace_normalize<T>(cuda, T*, const T*, const accum_t<T>*, int, int, int, double,            \
-                                        rope_rows<accum_t<T>>);                                                  \
-    template void subspace_normalize_backward<T>(cuda, accum_t<T>*, T*, T*, const T*, const accum_t<T>*, int, int,   \
-                                                 int, double, rope_rows<accum_t<T>>, bool);                      \
-    template void subspace_update<T>(cuda, accum_t<T>*, T*, const accum_t<T>*, const T*, const T*, const T*, int,  \
-                                     int);                                                                       \
-    template void subspace_update_backward<T>(cuda, T*, T*, T*, const accum_t<T>*, const T*, const T*, int, int); \
-    template void scale_columns<T>(cuda, T*, const T*, const T*, int, int);                                      \
-    template void scale_columns_backward<T>(cuda, T*, T*, const T*, const T*, const T*, int, int);
+    template void subspace_step_forward<T>(cuda, T*, accum_t<T>*, T*, const T*, int, int, int, double,            \
+                                           rope_rows<accum_t<T>>, subspace_prev<T>);                            \
+    template void subspace_step_backward<T>(cuda, accum_t<T>*, T*, T*, const T*, const accum_t<T>*, const T*, int,  \
+                                            int, int, double, rope_rows<accum_t<T>>, bool, subspace_prev_grad<T>); \
+    template void gather_run_weights<T>(cuda, T*, T*, T*, attention_weights<T>, std::span<const int>, int, int, int); \
+    template void scatter_run_grads<T>(cuda, attention_grads<T>, T*, T*, const T*, const T*, std::span<const int>, int, \
+                                       int, int);
 
 SGT_CUDA_INSTANTIATE(float)
 SGT_CUDA_INSTANTIATE(double)

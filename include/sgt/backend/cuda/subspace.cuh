@@ -1,13 +1,14 @@
 // sgt/backend/cuda/subspace.cuh: the row operations of loop steps in the looped heads' subspace on the device
 // (backend/cpu/subspace.hpp has their definitions; loop_subspace.hpp the algebra). A warp per row (reductions in
 // accum_t<T>), its lanes moving 16-byte packs where the row length and the pointers allow and single elements
-// otherwise; a block of 32 columns for the column sums of scale_columns_backward; no atomics, so the results do
-// not depend on scheduling.
+// otherwise; a block of 32 columns for the column sums of scatter_run_grads; no atomics, so the results do not
+// depend on scheduling.
 #pragma once
 
 #include <cstdint>
 
 #include "sgt/backend/cuda/backend.cuh"
+#include "sgt/backend/cuda/heads.cuh"  // head_list
 #include "sgt/backend/cuda/rope.cuh"  // rotate_pair
 
 namespace sgt {
@@ -87,21 +88,18 @@ __device__ inline void for_rope_packs(int len, const rope_rows<A>& rope, int n, 
     for (int i = rotated + int(threadIdx.x % 32) * W; i < len; i += 32 * W) f(i, -1, std::int64_t(0));
 }
 
+// a (len = 3m, row n of z at z_row) scaled by r and rotated into out_row (the normalisation of subspace_step_forward).
 template <int W, class T>
-__global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* s, int N, int len, int C, double eps,
-                                          rope_rows<accum_t<T>> rope) {
+__device__ inline void subspace_normalize_row(T* out_row, const T* a_row, accum_t<T> r, int len, int n,
+                                              const rope_rows<accum_t<T>>& rope) {
     using A = accum_t<T>;
-    const int n = subspace_row(N);
-    if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * len;
-    const A r = subspace_rstd_of(s[n], C, eps);
     for_rope_packs<W>(len, rope, n, [&](int i, int i2, std::int64_t t) {
-        auto v = load_pack<W>(a + at + i);
+        auto v = load_pack<W>(a_row + i);
         if (i2 < 0) {
 #pragma unroll
             for (int k = 0; k < W; ++k) v.v[k] = store<T>(load(v.v[k]) * r);
         } else {  // the rotation of pairs (i + k, i2 + k) after the scaling
-            auto v2 = load_pack<W>(a + at + i2);
+            auto v2 = load_pack<W>(a_row + i2);
 #pragma unroll
             for (int k = 0; k < W; ++k) {
                 A x1 = load(v.v[k]) * r, x2 = load(v2.v[k]) * r;
@@ -109,32 +107,67 @@ __global__ void subspace_normalize_kernel(T* out, const T* a, const accum_t<T>* 
                 v.v[k] = store<T>(x1);
                 v2.v[k] = store<T>(x2);
             }
-            store_pack(out + at + i2, v2);
+            store_pack(out_row + i2, v2);
         }
-        store_pack(out + at + i, v);
+        store_pack(out_row + i, v);
     });
 }
 
 template <int W, class T>
-__global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const T* dout, const T* out,
-                                                   const accum_t<T>* s, int N, int len, int C, double eps,
-                                                   rope_rows<accum_t<T>> rope, bool add) {
+__global__ void subspace_step_forward_kernel(T* qkv, accum_t<T>* s, T* u_keep, const T* z, int N, int m, int C,
+                                             double eps, rope_rows<accum_t<T>> rope, subspace_prev<T> prev) {
     using A = accum_t<T>;
     const int n = subspace_row(N);
     if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * len;
-    const A r = subspace_rstd_of(s[n], C, eps);
+    const int len = 3 * m;
+    const std::int64_t zr = std::int64_t(n) * 4 * m + len, ur = std::int64_t(n) * m;  // zr: u's start in z
+    A sn;
+    if (prev.o) {  // s from the update before the step; o' of that step into the sum
+        A dot = 0;
+        for_lane_packs<W>(m, [&](int j) {
+            const auto u = load_pack<W>(z + zr + j), up = load_pack<W>(prev.u_prev + ur + j),
+                       o = load_pack<W>(prev.o + ur + j);
+            pack<T, W> sum = o;
+            if (!prev.first) sum = load_pack<W>(prev.sum + ur + j);
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                dot += load(o.v[k]) * (load(up.v[k]) + load(u.v[k]));
+                if (!prev.first) sum.v[k] = store<T>(load(sum.v[k]) + load(o.v[k]));
+            }
+            store_pack(prev.sum + ur + j, sum);
+            store_pack(u_keep + ur + j, u);
+        });
+        sn = prev.s_prev[n] + warp_sum(dot);
+        if (threadIdx.x % 32 == 0) s[n] = sn;
+    } else {
+        for_lane_packs<W>(m, [&](int j) { store_pack(u_keep + ur + j, load_pack<W>(z + zr + j)); });
+        sn = s[n];
+    }
+    subspace_normalize_row<W>(qkv + std::int64_t(n) * len, z + std::int64_t(n) * 4 * m, subspace_rstd_of(sn, C, eps),
+                              len, n, rope);
+}
+
+template <int W, class T>
+__global__ void subspace_step_backward_kernel(accum_t<T>* ds, T* dz, const T* dqkv, const T* qkv, const accum_t<T>* s,
+                                              const T* o, int N, int m, int C, double eps,
+                                              rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev) {
+    using A = accum_t<T>;
+    const int n = subspace_row(N);
+    if (n < 0) return;
+    const int len = 3 * m;
+    const std::int64_t qr = std::int64_t(n) * len, ar = std::int64_t(n) * 4 * m, ur = std::int64_t(n) * m;
+    const A r = subspace_rstd_of(s[n], C, eps), ds_next = add ? ds[n] : A(0);
     A dot = 0;
-    // da (+)= the values g (W of them, at i): read before da is written, since da may be dout
+    // da (+)= the values g (W of them, at i of the row)
     auto put = [&](int i, const A* g) {
         pack<T, W> d;
-        if (add) d = load_pack<W>(da + at + i);
+        if (add) d = load_pack<W>(dz + ar + i);
 #pragma unroll
         for (int k = 0; k < W; ++k) d.v[k] = store<T>(add ? load(d.v[k]) + g[k] : g[k]);
-        store_pack(da + at + i, d);
+        store_pack(dz + ar + i, d);
     };
     for_rope_packs<W>(len, rope, n, [&](int i, int i2, std::int64_t t) {
-        const auto dy = load_pack<W>(dout + at + i), y = load_pack<W>(out + at + i);
+        const auto dy = load_pack<W>(dqkv + qr + i), y = load_pack<W>(qkv + qr + i);
         A g[W], g2[W];
         if (i2 < 0) {
 #pragma unroll
@@ -143,7 +176,7 @@ __global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const 
                 g[k] = r * load(dy.v[k]);
             }
         } else {  // the inverse rotation of pairs (i + k, i2 + k) after the scaling
-            const auto dy2 = load_pack<W>(dout + at + i2), y2 = load_pack<W>(out + at + i2);
+            const auto dy2 = load_pack<W>(dqkv + qr + i2), y2 = load_pack<W>(qkv + qr + i2);
 #pragma unroll
             for (int k = 0; k < W; ++k) {
                 A d1 = load(dy.v[k]), d2 = load(dy2.v[k]);
@@ -156,55 +189,34 @@ __global__ void subspace_normalize_backward_kernel(accum_t<T>* ds, T* da, const 
         }
         put(i, g);
     });
-    dot = warp_sum(dot);
-    if (threadIdx.x % 32 == 0) ds[n] += -r * r / (2 * A(C)) * dot;
-}
-
-template <int W, class T>
-__global__ void subspace_update_kernel(accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o,
-                                       const T* t, int N, int m) {
-    using A = accum_t<T>;
-    const int n = subspace_row(N);
-    if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * m;
-    A dot = 0;
+    const A ds_here = ds_next - r * r / (2 * A(C)) * warp_sum(dot);
+    if (threadIdx.x % 32 == 0) ds[n] = ds_here;
+    // du: the terms through s, and ∂L/∂o' of the step before
     for_lane_packs<W>(m, [&](int j) {
-        auto u = load_pack<W>(u_in + at + j);
-        const auto tv = load_pack<W>(t + at + j), ov = load_pack<W>(o + at + j);
+        pack<T, W> du;
+        A acc[W];
+        if (add) du = load_pack<W>(dz + ar + len + j);
 #pragma unroll
-        for (int k = 0; k < W; ++k) {
-            const A uk = load(u.v[k]), tk = load(tv.v[k]);
-            dot += load(ov.v[k]) * (2 * uk + tk);
-            u.v[k] = store<T>(uk + tk);
-        }
-        store_pack(u_out + at + j, u);
-    });
-    dot = warp_sum(dot);
-    if (threadIdx.x % 32 == 0) s_out[n] = s_in[n] + dot;
-}
-
-template <int W, class T>
-__global__ void subspace_update_backward_kernel(T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u,
-                                                int N, int m) {
-    using A = accum_t<T>;
-    const int n = subspace_row(N);
-    if (n < 0) return;
-    const std::int64_t at = std::int64_t(n) * m;
-    const A g = ds[n];
-    for_lane_packs<W>(m, [&](int j) {
-        const auto ov = load_pack<W>(o + at + j), uv = load_pack<W>(u + at + j);
-        auto dov = load_pack<W>(d_o + at + j), duv = load_pack<W>(du + at + j);
-        pack<T, W> wv;
+        for (int k = 0; k < W; ++k) acc[k] = add ? load(du.v[k]) : A(0);
+        if (o) {
+            const auto ov = load_pack<W>(o + ur + j);
 #pragma unroll
-        for (int k = 0; k < W; ++k) {
-            const A oi = load(ov.v[k]), dui = load(duv.v[k]);
-            wv.v[k] = store<T>(dui + g * oi);
-            dov.v[k] = store<T>(load(dov.v[k]) + 2 * g * load(uv.v[k]));
-            duv.v[k] = store<T>(dui + 2 * g * oi);
+            for (int k = 0; k < W; ++k) acc[k] += ds_next * load(ov.v[k]);
         }
-        store_pack(w + at + j, wv);
-        store_pack(d_o + at + j, dov);
-        store_pack(du + at + j, duv);
+        if (prev.o) {
+            const auto ov = load_pack<W>(prev.o + ur + j), up = load_pack<W>(prev.u_prev + ur + j),
+                       uv = load_pack<W>(prev.u + ur + j), dsum = load_pack<W>(prev.d_sum + ur + j);
+            pack<T, W> d_o;
+#pragma unroll
+            for (int k = 0; k < W; ++k) {
+                acc[k] += ds_here * load(ov.v[k]);
+                d_o.v[k] = store<T>(load(dsum.v[k]) + ds_here * (load(up.v[k]) + load(uv.v[k])));
+            }
+            store_pack(prev.d_o + ur + j, d_o);
+        }
+#pragma unroll
+        for (int k = 0; k < W; ++k) du.v[k] = store<T>(acc[k]);
+        store_pack(dz + ar + len + j, du);
     });
 }
 
@@ -220,38 +232,65 @@ void launch_rows(int N, bool packed, void (*with_packs)(Params...), void (*singl
         static_cast<Params>(args)...);
 }
 
+// A run's weights (gather_run_weights), one element of w_qkv and w's first 3m rows, or of w_o and w's last m rows,
+// per index: a (head, row) of W_Q, W_K or W_V times γ, or a (row, head column) of W_O, written twice.
 template <class T>
-__global__ void scale_columns_kernel(T* out, const T* w, const T* g, int rows, int cols) {
-    const std::int64_t total = std::int64_t(rows) * cols;
+__global__ void gather_run_weights_kernel(T* w_qkv, T* w_o, T* w, attention_weights<T> a, head_list l, int HD, int C,
+                                          int NH) {
+    const int m = l.n * HD;
+    const std::int64_t top = 3 * std::int64_t(m) * C, total = top + std::int64_t(C) * m;
     for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
-         i += std::int64_t(gridDim.x) * blockDim.x)
-        out[i] = store<T>(load(w[i]) * load(g[i % cols]));
+         i += std::int64_t(gridDim.x) * blockDim.x) {
+        if (i < top) {
+            const int r = int(i / C), c = int(i % C), which = r / m, k = r % m;
+            const T* src = which == 0 ? a.wq : which == 1 ? a.wk : a.wv;
+            const T v = src[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+            w_qkv[i] = v;
+            w[i] = store<T>(load(v) * load(a.norm[c]));
+        } else {
+            const std::int64_t j = i - top;
+            const int c = int(j / m), k = int(j % m);
+            const T v = a.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD];
+            w_o[j] = v;
+            w[top + std::int64_t(k) * C + c] = v;
+        }
+    }
 }
 
-// A block per 32 columns: lane c of warp k takes column c of rows k, k + 32, ... (dw written, the products summed),
-// then the 32 warps' sums are added in warp order into dg: no atomics, the same order every run.
-constexpr int scale_columns_warps = 32;
+// A run's gradients (scatter_run_grads): a block per 32 columns c of the width. Lane c of warp k takes rows k, k + 32,
+// ... of dw's first 3m (the product with w_qkv summed for γ, dw diag(γ) added to the head's row of W_Q, W_K or W_V),
+// then rows k, k + 32, ... of its last m (added with dw_o's row c into W_O's row c); the 32 warps' sums for γ are
+// added in warp order: no atomics, the same order every run.
+constexpr int run_grads_warps = 32;
 template <class T>
-__global__ void scale_columns_backward_kernel(T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols) {
+__global__ void scatter_run_grads_kernel(attention_grads<T> g, const T* dw, const T* dw_o, const T* w_qkv,
+                                         const T* gamma, head_list l, int HD, int C, int NH) {
     using A = accum_t<T>;
-    __shared__ A partial[scale_columns_warps][33];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, c = blockIdx.x * 32 + lane;
+    __shared__ A partial[run_grads_warps][33];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, c = blockIdx.x * 32 + lane, m = l.n * HD;
     A sum = 0;
-    if (c < cols) {
-        const A gc = load(g[c]);
-        for (int r = warp; r < rows; r += scale_columns_warps) {
-            const std::int64_t i = std::int64_t(r) * cols + c;
-            const A d = load(dout[i]);
-            dw[i] = store<T>(d * gc);
-            sum += d * load(w[i]);
+    if (c < C) {
+        const A gc = load(gamma[c]);
+        for (int r = warp; r < 3 * m; r += run_grads_warps) {
+            const std::int64_t i = std::int64_t(r) * C + c;
+            const A d = load(dw[i]);
+            sum += d * load(w_qkv[i]);
+            const int which = r / m, k = r % m;
+            T* dst = which == 0 ? g.wq : which == 1 ? g.wk : g.wv;
+            T& y = dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+            y = store<T>(load(y) + d * gc);
+        }
+        for (int k = warp; k < m; k += run_grads_warps) {
+            T& y = g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD];
+            y = store<T>(load(y) + load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]));
         }
     }
     partial[warp][lane] = sum;
     __syncthreads();
-    if (warp == 0 && c < cols) {
+    if (warp == 0 && c < C) {
         A total = 0;
-        for (int k = 0; k < scale_columns_warps; ++k) total += partial[k][lane];
-        dg[c] = store<T>(load(dg[c]) + total);
+        for (int k = 0; k < run_grads_warps; ++k) total += partial[k][lane];
+        g.norm[c] = store<T>(load(g.norm[c]) + total);
     }
 }
 }  // namespace detail
@@ -275,61 +314,50 @@ void row_sum_squares_backward(cuda, T* dx, const accum_t<T>* ds, const T* x, int
 }
 
 template <class T>
-void subspace_normalize(cuda, T* out, const T* a, const accum_t<T>* s, int N, int W, int C, double eps,
-                        rope_rows<accum_t<T>> rope) {
+void subspace_step_forward(cuda, T* qkv, accum_t<T>* s, T* u_keep, const T* z, int N, int m, int C, double eps,
+                           rope_rows<accum_t<T>> rope, subspace_prev<T> prev) {
     if (N <= 0) return;
     constexpr int P = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(W, out, a) && (rope.HD / 2) % P == 0,
-                        detail::subspace_normalize_kernel<P, T>, detail::subspace_normalize_kernel<1, T>, out, a, s, N,
-                        W, C, eps, rope);
-    SGT_CUDA_LAUNCHED(subspace_normalize_kernel);
+    const bool packed = detail::subspace_packs<T>(m, qkv, u_keep, z, prev.u_prev, prev.o, prev.sum) &&
+                        (rope.HD / 2) % P == 0;
+    detail::launch_rows(N, packed, detail::subspace_step_forward_kernel<P, T>,
+                        detail::subspace_step_forward_kernel<1, T>, qkv, s, u_keep, z, N, m, C, eps, rope, prev);
+    SGT_CUDA_LAUNCHED(subspace_step_forward_kernel);
 }
 
 template <class T>
-void subspace_normalize_backward(cuda, accum_t<T>* ds, T* da, T* dout, const T* out, const accum_t<T>* s, int N, int W,
-                                 int C, double eps, rope_rows<accum_t<T>> rope, bool add) {
+void subspace_step_backward(cuda, accum_t<T>* ds, T* dz, T* dqkv, const T* qkv, const accum_t<T>* s, const T* o, int N,
+                            int m, int C, double eps, rope_rows<accum_t<T>> rope, bool add, subspace_prev_grad<T> prev) {
     if (N <= 0) return;
     constexpr int P = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(W, da, dout, out) && (rope.HD / 2) % P == 0,
-                        detail::subspace_normalize_backward_kernel<P, T>,
-                        detail::subspace_normalize_backward_kernel<1, T>, ds, da, dout, out, s, N, W, C, eps, rope,
-                        add);
-    SGT_CUDA_LAUNCHED(subspace_normalize_backward_kernel);
+    const bool packed = detail::subspace_packs<T>(m, dz, dqkv, qkv, o, prev.u_prev, prev.u, prev.o, prev.d_sum,
+                                                  prev.d_o) &&
+                        (rope.HD / 2) % P == 0;
+    detail::launch_rows(N, packed, detail::subspace_step_backward_kernel<P, T>,
+                        detail::subspace_step_backward_kernel<1, T>, ds, dz, static_cast<const T*>(dqkv), qkv, s, o, N,
+                        m, C, eps, rope, add, prev);
+    SGT_CUDA_LAUNCHED(subspace_step_backward_kernel);
 }
 
 template <class T>
-void subspace_update(cuda, accum_t<T>* s_out, T* u_out, const accum_t<T>* s_in, const T* u_in, const T* o, const T* t,
-                     int N, int m) {
-    if (N <= 0) return;
-    constexpr int W = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(m, u_out, u_in, o, t), detail::subspace_update_kernel<W, T>,
-                        detail::subspace_update_kernel<1, T>, s_out, u_out, s_in, u_in, o, t, N, m);
-    SGT_CUDA_LAUNCHED(subspace_update_kernel);
+void gather_run_weights(cuda, T* w_qkv, T* w_o, T* w, attention_weights<T> a, std::span<const int> heads, int HD, int C,
+                        int NH) {
+    const auto l = detail::make_head_list(heads);
+    const std::int64_t total = 4 * std::int64_t(l.n) * HD * C;
+    if (total <= 0) return;
+    detail::gather_run_weights_kernel<<<detail::blocks_for(total, 4), detail::threads_per_block, 0, detail::stream()>>>(
+        w_qkv, w_o, w, a, l, HD, C, NH);
+    SGT_CUDA_LAUNCHED(gather_run_weights_kernel);
 }
 
 template <class T>
-void subspace_update_backward(cuda, T* d_o, T* du, T* w, const accum_t<T>* ds, const T* o, const T* u, int N, int m) {
-    if (N <= 0) return;
-    constexpr int W = detail::pack_width<T>;
-    detail::launch_rows(N, detail::subspace_packs<T>(m, d_o, du, w, o, u), detail::subspace_update_backward_kernel<W, T>,
-                        detail::subspace_update_backward_kernel<1, T>, d_o, du, w, ds, o, u, N, m);
-    SGT_CUDA_LAUNCHED(subspace_update_backward_kernel);
-}
-
-template <class T>
-void scale_columns(cuda, T* out, const T* w, const T* g, int rows, int cols) {
-    if (rows <= 0 || cols <= 0) return;
-    detail::scale_columns_kernel<<<detail::blocks_for(std::int64_t(rows) * cols, 4), detail::threads_per_block, 0,
-                                   detail::stream()>>>(out, w, g, rows, cols);
-    SGT_CUDA_LAUNCHED(scale_columns_kernel);
-}
-
-template <class T>
-void scale_columns_backward(cuda, T* dw, T* dg, const T* dout, const T* w, const T* g, int rows, int cols) {
-    if (rows <= 0 || cols <= 0) return;
-    detail::scale_columns_backward_kernel<<<(cols + 31) / 32, 32 * detail::scale_columns_warps, 0, detail::stream()>>>(
-        dw, dg, dout, w, g, rows, cols);
-    SGT_CUDA_LAUNCHED(scale_columns_backward_kernel);
+void scatter_run_grads(cuda, attention_grads<T> g, T* dw, T* dw_o, const T* w_qkv, const T* gamma,
+                       std::span<const int> heads, int HD, int C, int NH) {
+    const auto l = detail::make_head_list(heads);
+    if (l.n <= 0 || C <= 0) return;
+    detail::scatter_run_grads_kernel<<<(C + 31) / 32, 32 * detail::run_grads_warps, 0, detail::stream()>>>(
+        g, dw, dw_o, w_qkv, gamma, l, HD, C, NH);
+    SGT_CUDA_LAUNCHED(scatter_run_grads_kernel);
 }
 
 }  // namespace sgt
