@@ -1,7 +1,7 @@
 // sgt/backend/cuda/subspace.cuh: the row operations of loop steps in the looped heads' subspace on the device
 // (backend/cpu/subspace.hpp has their definitions; loop_subspace.hpp the algebra). A warp per row (reductions in
 // accum_t<T>), its lanes moving 16-byte packs where the row length and the pointers allow and single elements
-// otherwise; a block of 32 columns for the column sums of scatter_run_grads; no atomics, so the results do not
+// otherwise; a block of 8 columns for the column sums of scatter_run_grads; no atomics, so the results do not
 // depend on scheduling.
 #pragma once
 
@@ -257,39 +257,66 @@ __global__ void gather_run_weights_kernel(T* w_qkv, T* w_o, T* w, attention_weig
     }
 }
 
-// A run's gradients (scatter_run_grads): a block per 32 columns c of the width. Lane c of warp k takes rows k, k + 32,
-// ... of dw's first 3m (the product with w_qkv summed for γ, dw diag(γ) added to the head's row of W_Q, W_K or W_V),
-// then rows k, k + 32, ... of its last m (added with dw_o's row c into W_O's row c); the 32 warps' sums for γ are
-// added in warp order: no atomics, the same order every run.
-constexpr int run_grads_warps = 32;
+// A run's gradients (scatter_run_grads): a block per 8 columns c of the width, its 256 threads as 32 groups of 8
+// (thread t: column t % 8, group t / 8). Group k takes rows k, k + 32, ... of dw's first 3m (the product with w_qkv
+// summed for γ, dw diag(γ) added to the head's row of W_Q, W_K or W_V), then rows k, k + 32, ... of its last m
+// (added with dw_o's row c into W_O's row c), loading run_grads_batch rows before it stores any, since the work is
+// latency-bound (1.6 MB at gpt2); the 32 groups' sums for γ are added in group order: no atomics, the same order
+// every run.
+constexpr int run_grads_cols = 8, run_grads_groups = 32, run_grads_batch = 4;
 template <class T>
 __global__ void scatter_run_grads_kernel(attention_grads<T> g, const T* dw, const T* dw_o, const T* w_qkv,
                                          const T* gamma, head_list l, int HD, int C, int NH) {
     using A = accum_t<T>;
-    __shared__ A partial[run_grads_warps][33];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, c = blockIdx.x * 32 + lane, m = l.n * HD;
+    constexpr int G = run_grads_groups, R = run_grads_batch;
+    __shared__ A partial[G][run_grads_cols];
+    const int col = threadIdx.x % run_grads_cols, group = threadIdx.x / run_grads_cols;
+    const int c = blockIdx.x * run_grads_cols + col, m = l.n * HD;
     A sum = 0;
     if (c < C) {
         const A gc = load(gamma[c]);
-        for (int r = warp; r < 3 * m; r += run_grads_warps) {
-            const std::int64_t i = std::int64_t(r) * C + c;
-            const A d = load(dw[i]);
-            sum += d * load(w_qkv[i]);
+        auto target = [&](int r) -> T& {  // W_Q, W_K or W_V's element of dw's row r < 3m, column c
             const int which = r / m, k = r % m;
             T* dst = which == 0 ? g.wq : which == 1 ? g.wk : g.wv;
-            T& y = dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
-            y = store<T>(load(y) + d * gc);
+            return dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+        };
+        for (int r0 = group; r0 < 3 * m; r0 += G * R) {
+            A d[R], y[R];
+#pragma unroll
+            for (int b = 0; b < R; ++b) {
+                const int r = r0 + b * G;
+                if (r < 3 * m) {
+                    const std::int64_t i = std::int64_t(r) * C + c;
+                    d[b] = load(dw[i]);
+                    sum += d[b] * load(w_qkv[i]);
+                    y[b] = load(target(r));
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < R; ++b)
+                if (const int r = r0 + b * G; r < 3 * m) target(r) = store<T>(y[b] + d[b] * gc);
         }
-        for (int k = warp; k < m; k += run_grads_warps) {
-            T& y = g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD];
-            y = store<T>(load(y) + load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]));
+        for (int k0 = group; k0 < m; k0 += G * R) {
+            A add[R], y[R];
+            auto target_o = [&](int k) -> T& { return g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD]; };
+#pragma unroll
+            for (int b = 0; b < R; ++b) {
+                const int k = k0 + b * G;
+                if (k < m) {
+                    add[b] = load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]);
+                    y[b] = load(target_o(k));
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < R; ++b)
+                if (const int k = k0 + b * G; k < m) target_o(k) = store<T>(y[b] + add[b]);
         }
     }
-    partial[warp][lane] = sum;
+    partial[group][col] = sum;
     __syncthreads();
-    if (warp == 0 && c < C) {
+    if (group == 0 && c < C) {
         A total = 0;
-        for (int k = 0; k < run_grads_warps; ++k) total += partial[k][lane];
+        for (int k = 0; k < G; ++k) total += partial[k][col];
         g.norm[c] = store<T>(load(g.norm[c]) + total);
     }
 }
@@ -355,7 +382,8 @@ void scatter_run_grads(cuda, attention_grads<T> g, T* dw, T* dw_o, const T* w_qk
                        std::span<const int> heads, int HD, int C, int NH) {
     const auto l = detail::make_head_list(heads);
     if (l.n <= 0 || C <= 0) return;
-    detail::scatter_run_grads_kernel<<<(C + 31) / 32, 32 * detail::run_grads_warps, 0, detail::stream()>>>(
+    detail::scatter_run_grads_kernel<<<(C + detail::run_grads_cols - 1) / detail::run_grads_cols,
+                                       detail::run_grads_cols * detail::run_grads_groups, 0, detail::stream()>>>(
         g, dw, dw_o, w_qkv, gamma, l, HD, C, NH);
     SGT_CUDA_LAUNCHED(scatter_run_grads_kernel);
 }
