@@ -273,44 +273,41 @@ __global__ void scatter_run_grads_kernel(attention_grads<T> g, const T* dw, cons
     const int col = threadIdx.x % run_grads_cols, group = threadIdx.x / run_grads_cols;
     const int c = blockIdx.x * run_grads_cols + col, m = l.n * HD;
     A sum = 0;
+    // Adds delta(r) to the element dst(r) for rows r = group, group + G, ... < rows, loading R rows (dst's and
+    // delta's reads) before it stores any.
+    auto add_rows = [&](int rows, auto&& dst, auto&& delta) {
+        for (int r0 = group; r0 < rows; r0 += G * R) {
+            T* p[R];
+            A y[R];
+#pragma unroll
+            for (int b = 0; b < R; ++b)
+                if (const int r = r0 + b * G; r < rows) {
+                    p[b] = &dst(r);
+                    y[b] = load(*p[b]) + delta(r);
+                }
+#pragma unroll
+            for (int b = 0; b < R; ++b)
+                if (r0 + b * G < rows) *p[b] = store<T>(y[b]);
+        }
+    };
     if (c < C) {
         const A gc = load(gamma[c]);
-        auto target = [&](int r) -> T& {  // W_Q, W_K or W_V's element of dw's row r < 3m, column c
-            const int which = r / m, k = r % m;
-            T* dst = which == 0 ? g.wq : which == 1 ? g.wk : g.wv;
-            return dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
-        };
-        for (int r0 = group; r0 < 3 * m; r0 += G * R) {
-            A d[R], y[R];
-#pragma unroll
-            for (int b = 0; b < R; ++b) {
-                const int r = r0 + b * G;
-                if (r < 3 * m) {
-                    const std::int64_t i = std::int64_t(r) * C + c;
-                    d[b] = load(dw[i]);
-                    sum += d[b] * load(w_qkv[i]);
-                    y[b] = load(target(r));
-                }
-            }
-#pragma unroll
-            for (int b = 0; b < R; ++b)
-                if (const int r = r0 + b * G; r < 3 * m) target(r) = store<T>(y[b] + d[b] * gc);
-        }
-        for (int k0 = group; k0 < m; k0 += G * R) {
-            A add[R], y[R];
-            auto target_o = [&](int k) -> T& { return g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD]; };
-#pragma unroll
-            for (int b = 0; b < R; ++b) {
-                const int k = k0 + b * G;
-                if (k < m) {
-                    add[b] = load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]);
-                    y[b] = load(target_o(k));
-                }
-            }
-#pragma unroll
-            for (int b = 0; b < R; ++b)
-                if (const int k = k0 + b * G; k < m) target_o(k) = store<T>(y[b] + add[b]);
-        }
+        add_rows(
+            3 * m,
+            [&](int r) -> T& {  // W_Q, W_K or W_V's element of dw's row r < 3m, column c
+                const int which = r / m, k = r % m;
+                T* dst = which == 0 ? g.wq : which == 1 ? g.wk : g.wv;
+                return dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+            },
+            [&](int r) {
+                const std::int64_t i = std::int64_t(r) * C + c;
+                const A d = load(dw[i]);
+                sum += d * load(w_qkv[i]);
+                return d * gc;
+            });
+        add_rows(
+            m, [&](int k) -> T& { return g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD]; },
+            [&](int k) { return load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]); });
     }
     partial[group][col] = sum;
     __syncthreads();
