@@ -163,6 +163,41 @@ TEST_CASE_TEMPLATE("decode leaf ops on the GPU match the CPU across the key chun
     CHECK(same(w_v, d_v));
 }
 
+TEST_CASE_TEMPLATE("decode attention on the GPU matches the CPU at head sizes 64 to 256 and over many chunks", T, float,
+                   bf16) {
+    // Head sizes whose rows take more packs than a thread's first loads (128, 256: the loops past them), the merge
+    // with more groups than one and with one (64, 256), and more chunks than the merge has threads (9,000 keys of
+    // 64 are 141 chunks).
+    struct shape {
+        int B, n, HD, ctx;
+        std::vector<std::int32_t> pos;
+    };
+    for (const shape& sh : {shape{2, 2, 64, 9000, {8999, 4000}}, shape{1, 3, 128, 700, {699}},
+                            shape{2, 1, 256, 300, {0, 299}}}) {
+        const int B = sh.B, n = sh.n, HD = sh.HD, ctx = sh.ctx;
+        CAPTURE(HD);
+        rng r(7);
+        const auto k = test::rounded<T>(test::random_vector(r, std::size_t(B) * n * ctx * HD));
+        const auto v = test::rounded<T>(test::random_vector(r, k.size()));
+        const auto qkv = test::rounded<T>(test::random_vector(r, std::size_t(B) * 3 * n * HD));
+        std::vector<double> out_ref(std::size_t(B) * n * HD);
+        decode_attention(cpu{}, out_ref.data(), qkv.data(), k.data(), v.data(), sh.pos.data(), B, n, HD, ctx,
+                         static_cast<double*>(nullptr));
+        auto d_qkv = test::to_device<T>(qkv), d_k = test::to_device<T>(k), d_v = test::to_device<T>(v);
+        device_buffer<std::int32_t> d_pos(sh.pos.size());
+        copy_from_host(cuda{}, d_pos.data(), sh.pos.data(), std::int64_t(sh.pos.size()));
+        device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
+        for (const int keys : {64, 128, 256, 0}) {
+            CAPTURE(keys);
+            set_decode_block_keys(cuda{}, keys);
+            auto d_out = test::poisoned<T>(out_ref.size());
+            decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx,
+                             ws.data());
+            test::check_error<T>("decode attention", test::rel_error(test::to_host(d_out), out_ref));
+        }
+    }
+}
+
 TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU match the CPU, fused or composed", T,
                    float, bf16) {
     // 1 to 4 rows take the fused kernel (decode_products.cuh, few_rows_max; an instance for 1 row and one for up to

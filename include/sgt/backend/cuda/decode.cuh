@@ -102,20 +102,50 @@ int decode_pack_width(int HD, std::initializer_list<const void*> ptrs) {
 }
 
 // Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
-// without gains). The partials are other blocks' writes, read past L1.
+// without gains). The partials are other blocks' writes, read past L1. The merge is the tail of the kernel, so
+// its loads are issued together, not one chunk after another: thread t combines the (max, sum) pairs of chunks
+// t, t + threads, ... online, the warps' pairs are combined by shuffles and the block's four in warp order; then
+// item (g, d) sums dimension d over the chunks g, g + G, ... (G = threads / HD groups of a head row) and the
+// groups' sums are added in group order. Same order every run.
 template <class T>
 __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po, int used, const T* gain, int bh,
                              int HD, int splits) {
     using A = accum_t<T>;
+    constexpr int warps = decode_threads / 32;
+    __shared__ A s_m[warps], s_l[warps], s_sum[decode_max_hd];  // G·HD ≤ max(threads, HD) ≤ decode_max_hd
+    static_assert(decode_threads <= decode_max_hd);
+    const int t = threadIdx.x;
     const A* m = ml + std::int64_t(bh) * splits * 2;
-    A M = -INFINITY;
-    for (int s = 0; s < used; ++s) M = max(M, __ldcg(m + 2 * s));
-    A L = 0;
-    for (int s = 0; s < used; ++s) L += __ldcg(m + 2 * s + 1) * exp(__ldcg(m + 2 * s) - M);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    auto combine = [](A& M, A& L, A m2, A l2) {  // (M, L) ← the pair of both parts, L = Σ l e^{m − M}
+        const A M2 = max(M, m2);
+        if (M2 == A(-INFINITY)) return;  // both empty
+        L = L * exp(M - M2) + l2 * exp(m2 - M2);
+        M = M2;
+    };
+    A M = -INFINITY, L = 0;
+    for (int s = t; s < used; s += decode_threads) combine(M, L, __ldcg(m + 2 * s), __ldcg(m + 2 * s + 1));
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+        const A m2 = __shfl_xor_sync(0xffffffffu, M, o), l2 = __shfl_xor_sync(0xffffffffu, L, o);
+        combine(M, L, m2, l2);
+    }
+    if (t % 32 == 0) s_m[t / 32] = M, s_l[t / 32] = L;
+    __syncthreads();
+    M = s_m[0], L = s_l[0];
+    for (int w = 1; w < warps; ++w) combine(M, L, s_m[w], s_l[w]);
+    const int G = max(1, decode_threads / HD);
+    const A* p = po + std::int64_t(bh) * splits * HD;
+    for (int item = t; item < G * HD; item += decode_threads) {
+        const int g = item / HD, d = item % HD;
         A o = 0;
-        for (int s = 0; s < used; ++s)
-            o += __ldcg(po + (std::int64_t(bh) * splits + s) * HD + d) * exp(__ldcg(m + 2 * s) - M);
+#pragma unroll 8
+        for (int s = g; s < used; s += G) o += __ldcg(p + std::int64_t(s) * HD + d) * exp(__ldcg(m + 2 * s) - M);
+        s_sum[item] = o;
+    }
+    __syncthreads();
+    for (int d = t; d < HD; d += decode_threads) {
+        A o = 0;
+        for (int g = 0; g < G; ++g) o += s_sum[g * HD + d];
         out[std::int64_t(bh) * HD + d] = store<T>(gain ? load(gain[bh]) * load(store<T>(o / L)) : o / L);
     }
 }
@@ -166,20 +196,44 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     __shared__ A s_q[decode_max_hd], s_p[chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
     __shared__ A s_m, s_l;
+    // With one sub-chunk (the shapes with few blocks, where a block's chain of loads sets the time), thread t's
+    // first KE key packs (keys t / 2 + c·decode_chunk, packs t % 2, t % 2 + 2, ...) and first VN value packs
+    // (below) are requested before q, so that the block's keys and values are in flight together; with more (many
+    // blocks, the cache streamed) those registers cost more blocks an SM than they save.
+    constexpr int KE = Sub == 1 ? 4 : 0, VN = Sub == 1 ? 4 : 0;
+    const P* kr[Sub];
+    P kx[Sub][KE > 0 ? KE : 1];
+#pragma unroll
+    for (int c = 0; c < Sub; ++c) {
+        const int j = t / 2 + c * decode_chunk;
+        kr[c] = reinterpret_cast<const P*>(k + std::int64_t(j < keys ? j : 0) * HD);
+#pragma unroll
+        for (int r = 0; r < KE; ++r)
+            if (const int e = t % 2 + 2 * r; e < packs) kx[c][r] = kr[c][e];
+    }
+    const int G = decode_threads / packs;  // values: thread t is pack e = t % packs of row g = t / packs
+    const int ve = t % packs, vg = t / packs;
+    P vx[VN > 0 ? VN : 1];
+#pragma unroll
+    for (int r = 0; r < VN; ++r)
+        if (const int j = vg + r * G; vg < G && j < keys)
+            vx[r] = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[ve];
     for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
     __syncthreads();
 
-    // Scores: keys t / 2 + c·decode_chunk (c < Sub), packs t % 2, t % 2 + 2, ...
+    // Scores
     {
-        const P* kr[Sub];
         A dot[Sub];
 #pragma unroll
-        for (int c = 0; c < Sub; ++c) {
-            const int j = t / 2 + c * decode_chunk;
-            kr[c] = reinterpret_cast<const P*>(k + std::int64_t(j < keys ? j : 0) * HD);
-            dot[c] = 0;
-        }
-        for (int e = t % 2; e < packs; e += 2) {
+        for (int c = 0; c < Sub; ++c) dot[c] = 0;
+#pragma unroll
+        for (int r = 0; r < KE; ++r)
+            if (const int e = t % 2 + 2 * r; e < packs)
+#pragma unroll
+                for (int c = 0; c < Sub; ++c)
+#pragma unroll
+                    for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(kx[c][r].v[w]);
+        for (int e = t % 2 + 2 * KE; e < packs; e += 2) {
             P x[Sub];
 #pragma unroll
             for (int c = 0; c < Sub; ++c) x[c] = kr[c][e];
@@ -211,13 +265,19 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     }
     __syncthreads();
 
-    // Values: thread t is pack e = t % packs of row g = t / packs; rows take every G-th key.
-    const int G = decode_threads / packs;
-    const int e = t % packs, g = t / packs;
+    // Values: rows take every G-th key, the first VN from registers.
+    const int e = ve, g = vg;
     if (g < G) {
         A acc[W] = {};
+#pragma unroll
+        for (int r = 0; r < VN; ++r)
+            if (const int j = g + r * G; j < keys) {
+                const A p = s_p[j];
+#pragma unroll
+                for (int w = 0; w < W; ++w) acc[w] += p * load(vx[r].v[w]);
+            }
 #pragma unroll 4
-        for (int j = g; j < keys; j += G) {
+        for (int j = g + VN * G; j < keys; j += G) {
             const A p = s_p[j];
             const P x = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[e];
 #pragma unroll
