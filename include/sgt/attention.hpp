@@ -113,30 +113,6 @@ struct no_head_transform {
     }
 };
 
-// The packed weights of a pass over `heads` (ascending): rows of W_Q, W_K, W_V into w_qkv (3·n·HD, C), columns of
-// W_O into w_o (C, n·HD).
-template <class T, class Backend>
-void gather_pass_weights(Backend be, T* w_qkv, T* w_o, const attention_weights<T>& w, const std::vector<int>& heads,
-                         const pass_dims& d) {
-    const std::span<const int> h(heads);
-    const std::int64_t block = std::int64_t(h.size()) * d.HD * d.C;
-    gather_head_rows(be, w_qkv, w.wq, h, d.HD, d.C);
-    gather_head_rows(be, w_qkv + block, w.wk, h, d.HD, d.C);
-    gather_head_rows(be, w_qkv + 2 * block, w.wv, h, d.HD, d.C);
-    gather_head_cols(be, w_o, w.wo, h, d.HD, d.C, d.NH);
-}
-// Their gradients in packed form, added to the rows and columns of those heads.
-template <class T, class Backend>
-void scatter_pass_grads(Backend be, const attention_grads<T>& g, const T* dw_qkv, const T* dw_o,
-                        const std::vector<int>& heads, const pass_dims& d) {
-    const std::span<const int> h(heads);
-    const std::int64_t block = std::int64_t(h.size()) * d.HD * d.C;
-    scatter_add_head_rows(be, g.wq, dw_qkv, h, d.HD, d.C);
-    scatter_add_head_rows(be, g.wk, dw_qkv + block, h, d.HD, d.C);
-    scatter_add_head_rows(be, g.wv, dw_qkv + 2 * block, h, d.HD, d.C);
-    scatter_add_head_cols(be, g.wo, dw_o, h, d.HD, d.C, d.NH);
-}
-
 // The buffers of a pass's core (below), grown for its heads.
 template <class T, class Backend>
 void grow_pass_core(Backend be, attention_record<T, Backend>& r, const pass_dims& d) {
@@ -218,7 +194,7 @@ double attention_pass_forward(Backend be, attention_record<T, Backend>& r, atten
         r.wo = prev->wo;
         r.shares_previous = prev->shared_by_next = true;
     } else {
-        detail::gather_pass_weights(be, r.w_qkv.data(), r.w_o.data(), w, r.heads, d);
+        detail::gather_head_weights(be, r.w_qkv.data(), r.w_o.data(), w, r.heads, d.HD, d.C, d.NH);
         r.wqkv = r.w_qkv.data();
         r.wo = r.w_o.data();
     }
@@ -262,7 +238,8 @@ void attention_pass_backward(Backend be, T* dres, const attention_grads<T>& g, a
     rmsnorm_forward(be, s.a.data(), r.rstd.data(), r.in, w.norm, int(N), d.C, d.eps);  // a again, bit for bit
     matmul_backward(be, s.da.data(), direct ? g.wq : s.dw_qkv.data(), s.dqkv.data(), s.a.data(), r.wqkv, int(N), d.C,
                     3 * nhd, overwrite{.din = true, .dw = packed_first});
-    if (!direct && !r.shares_previous) detail::scatter_pass_grads(be, g, s.dw_qkv.data(), s.dw_o.data(), r.heads, d);
+    if (!direct && !r.shares_previous)
+        detail::scatter_add_head_weights(be, g, s.dw_qkv.data(), s.dw_o.data(), r.heads, d.HD, d.C, d.NH);
 
     rmsnorm_backward(be, dres, g.norm, s.da.data(), r.in, w.norm, r.rstd.data(), int(N), d.C);
 }

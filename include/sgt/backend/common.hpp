@@ -62,6 +62,30 @@ struct attention_grads {
     T *norm, *wq, *wk, *wv, *wo;
 };
 
+namespace detail {
+// The packed weights of a pass over `heads` (ascending) of a layer (NH heads of HD, width C): their rows of W_Q,
+// W_K, W_V into w_qkv (3·n·HD, C), their columns of W_O into w_o (C, n·HD); through a backend's head ops.
+template <class Backend, class T>
+void gather_head_weights(Backend be, T* w_qkv, T* w_o, const attention_weights<T>& w, std::span<const int> heads,
+                         int HD, int C, int NH) {
+    const std::int64_t block = std::int64_t(heads.size()) * HD * C;
+    gather_head_rows(be, w_qkv, w.wq, heads, HD, C);
+    gather_head_rows(be, w_qkv + block, w.wk, heads, HD, C);
+    gather_head_rows(be, w_qkv + 2 * block, w.wv, heads, HD, C);
+    gather_head_cols(be, w_o, w.wo, heads, HD, C, NH);
+}
+// Their gradients in packed form, added to the rows and columns of those heads.
+template <class Backend, class T>
+void scatter_add_head_weights(Backend be, const attention_grads<T>& g, const T* dw_qkv, const T* dw_o,
+                              std::span<const int> heads, int HD, int C, int NH) {
+    const std::int64_t block = std::int64_t(heads.size()) * HD * C;
+    scatter_add_head_rows(be, g.wq, dw_qkv, heads, HD, C);
+    scatter_add_head_rows(be, g.wk, dw_qkv + block, heads, HD, C);
+    scatter_add_head_rows(be, g.wv, dw_qkv + 2 * block, heads, HD, C);
+    scatter_add_head_cols(be, g.wo, dw_o, heads, HD, C, NH);
+}
+}  // namespace detail
+
 // The update that led to loop step k of a subspace run (loop_subspace.hpp), as a step's row ops read it; absent
 // (o = nullptr) at the run's first step. Forward: s of step k is s_prev + Σ o ⊙ (u_prev + u), with u that of step k,
 // and o (step k − 1's output o') is added into sum (copied into it where `first`).

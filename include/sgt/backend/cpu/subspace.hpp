@@ -146,17 +146,14 @@ void scale_columns(cpu, T* out, const T* w, const T* g, int rows, int cols) {
 }
 
 // The weights of a subspace run over `heads` (ascending) of a layer (NH heads of HD): w_qkv (3m, C) their rows of
-// W_Q, W_K, W_V (packed as gather_pass_weights packs them), w_o (C, m) their columns of W_O, and
+// W_Q, W_K, W_V (packed as detail::gather_head_weights packs them), w_o (C, m) their columns of W_O, and
 // w (4m, C) = [w_qkv diag(γ); w_oᵀ].
 template <class T>
 void gather_run_weights(cpu, T* w_qkv, T* w_o, T* w, attention_weights<T> a, std::span<const int> heads, int HD, int C,
                         int NH) {
     const int m = int(heads.size()) * HD;
     const std::int64_t block = std::int64_t(m) * C;
-    gather_head_rows(cpu{}, w_qkv, a.wq, heads, HD, C);
-    gather_head_rows(cpu{}, w_qkv + block, a.wk, heads, HD, C);
-    gather_head_rows(cpu{}, w_qkv + 2 * block, a.wv, heads, HD, C);
-    gather_head_cols(cpu{}, w_o, a.wo, heads, HD, C, NH);
+    detail::gather_head_weights(cpu{}, w_qkv, w_o, a, heads, HD, C, NH);
     scale_columns(cpu{}, w, w_qkv, a.norm, 3 * m, C);
     transpose(cpu{}, w + 3 * block, w_o, C, m, false);
 }
@@ -176,11 +173,8 @@ void scatter_run_grads(cpu, attention_grads<T> g, T* dw, T* dw_o, const T* w_qkv
         dg.array() += dy.array() * detail::const_vector_map<T>(w_qkv + r * C, C).array();
         dy.array() *= gm;
     }
-    scatter_add_head_rows(cpu{}, g.wq, dw, heads, HD, C);
-    scatter_add_head_rows(cpu{}, g.wk, dw + block, heads, HD, C);
-    scatter_add_head_rows(cpu{}, g.wv, dw + 2 * block, heads, HD, C);
     transpose(cpu{}, dw_o, dw + 3 * block, m, C, true);
-    scatter_add_head_cols(cpu{}, g.wo, dw_o, heads, HD, C, NH);
+    detail::scatter_add_head_weights(cpu{}, g, dw, dw_o, heads, HD, C, NH);
 }
 
 }  // namespace sgt
