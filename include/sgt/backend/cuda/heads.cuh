@@ -16,6 +16,11 @@ constexpr int max_heads = 256;
 struct head_list {
     int h[max_heads];
     int n;
+    // Where element k of the packed heads (each head a block of `size` elements, in list order) lies in the layout
+    // of all heads: a packed row of W_QKV (size HD, or HD·C over whole rows) or column of W_O (size HD).
+    __host__ __device__ std::int64_t at(std::int64_t k, std::int64_t size) const {
+        return std::int64_t(h[k / size]) * size + k % size;
+    }
 };
 inline head_list make_head_list(std::span<const int> heads) {
     require(heads.size() <= std::size_t(max_heads), "cuda backend: {} heads in one pass, at most {} supported",
@@ -33,7 +38,7 @@ void gather_head_rows(cuda, T* dst, const T* src, std::span<const int> heads, in
     const auto l = detail::make_head_list(heads);
     const std::int64_t block = std::int64_t(HD) * C;
     detail::for_each_index(dst, l.n * block, [=] __device__(std::int64_t i) {
-        return src[std::int64_t(l.h[i / block]) * block + i % block];
+        return src[l.at(i, block)];
     });
 }
 
@@ -44,7 +49,7 @@ void gather_head_cols(cuda, T* dst, const T* src, std::span<const int> heads, in
     const std::int64_t w = std::int64_t(l.n) * HD;
     detail::for_each_index(dst, C * w, [=] __device__(std::int64_t i) {
         const std::int64_t r = i / w, c = i % w;
-        return src[r * NH * HD + l.h[c / HD] * HD + c % HD];
+        return src[r * NH * HD + l.at(c, HD)];
     });
 }
 
@@ -53,7 +58,7 @@ template <class T>
 __global__ void scatter_add_head_rows_kernel(T* dst, const T* src, head_list l, std::int64_t block) {
     const std::int64_t total = l.n * block;
     for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
-        T& d = dst[std::int64_t(l.h[i / block]) * block + i % block];
+        T& d = dst[l.at(i, block)];
         d = store<T>(load(d) + load(src[i]));
     }
 }
@@ -62,7 +67,7 @@ __global__ void scatter_add_head_cols_kernel(T* dst, const T* src, head_list l, 
     const std::int64_t w = std::int64_t(l.n) * HD, total = C * w;
     for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
         const std::int64_t r = i / w, c = i % w;
-        T& d = dst[r * NH * HD + l.h[c / HD] * HD + c % HD];
+        T& d = dst[r * NH * HD + l.at(c, HD)];
         d = store<T>(load(d) + load(src[i]));
     }
 }

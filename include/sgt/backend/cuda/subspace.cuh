@@ -244,13 +244,13 @@ __global__ void gather_run_weights_kernel(T* w_qkv, T* w_o, T* w, attention_weig
         if (i < top) {
             const int r = int(i / C), c = int(i % C), which = r / m, k = r % m;
             const T* src = which == 0 ? a.wq : which == 1 ? a.wk : a.wv;
-            const T v = src[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+            const T v = src[l.at(k, HD) * C + c];
             w_qkv[i] = v;
             w[i] = store<T>(load(v) * load(a.norm[c]));
         } else {
             const std::int64_t j = i - top;
             const int c = int(j / m), k = int(j % m);
-            const T v = a.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD];
+            const T v = a.wo[std::int64_t(c) * NH * HD + l.at(k, HD)];
             w_o[j] = v;
             w[top + std::int64_t(k) * C + c] = v;
         }
@@ -297,7 +297,7 @@ __global__ void scatter_run_grads_kernel(attention_grads<T> g, const T* dw, cons
             [&](int r) -> T& {  // W_Q, W_K or W_V's element of dw's row r < 3m, column c
                 const int which = r / m, k = r % m;
                 T* dst = which == 0 ? g.wq : which == 1 ? g.wk : g.wv;
-                return dst[(std::int64_t(l.h[k / HD]) * HD + k % HD) * C + c];
+                return dst[l.at(k, HD) * C + c];
             },
             [&](int r) {
                 const std::int64_t i = std::int64_t(r) * C + c;
@@ -306,7 +306,7 @@ __global__ void scatter_run_grads_kernel(attention_grads<T> g, const T* dw, cons
                 return d * gc;
             });
         add_rows(
-            m, [&](int k) -> T& { return g.wo[std::int64_t(c) * NH * HD + l.h[k / HD] * HD + k % HD]; },
+            m, [&](int k) -> T& { return g.wo[std::int64_t(c) * NH * HD + l.at(k, HD)]; },
             [&](int k) { return load(dw_o[std::int64_t(c) * m + k]) + load(dw[std::int64_t(3 * m + k) * C + c]); });
     }
     partial[group][col] = sum;
