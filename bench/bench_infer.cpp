@@ -122,7 +122,7 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
 int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
-    std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on";
+    std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on", tc_weights = "default";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -148,9 +148,14 @@ int main(int argc, char** argv) {
                    "on, off or on,off: a run of decode attention passes over a few rows and heads as one cluster "
                    "kernel (decode_pass.cuh), or composed of the per-pass kernels")
         ->capture_default_str();
+    app.add_option("--tc-weights", tc_weights,
+                   "products of 5 to 32 rows with at most this many weights take the tensor-core few-row kernel "
+                   "(bf16): a count, 0 for none, or default; a list runs each")
+        ->capture_default_str();
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
     CLI11_PARSE(app, argc, argv);
+    const std::int64_t default_tc_weights = detail::context().few_rows_tc_weights;
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
         // Every combination of the lists, one JSON line each.
@@ -163,7 +168,8 @@ int main(int argc, char** argv) {
                             for (const auto& c : split_list(contexts))
                                 for (const auto& pk : split_list(pass_kernel))
                                     for (const auto& g : split_list(gate_closed.empty() ? std::string("-1") : gate_closed))
-                                        grid.push_back({f, dk, m, v, b, c, g, pk});
+                                        for (const auto& tc : split_list(tc_weights))
+                                            grid.push_back({f, dk, m, v, b, c, g, pk, tc});
         for (const auto& row : grid) {
             const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6], &pk = row[7];
             require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
@@ -172,6 +178,8 @@ int main(int argc, char** argv) {
             set_fuse_decode_passes(cuda{}, pk == "on");
             const int keys = std::stoi(row[1]), B = std::stoi(row[4]), ctx = std::stoi(row[5]);
             set_decode_block_keys(cuda{}, keys);
+            const std::int64_t tc = row[8] == "default" ? default_tc_weights : std::stoll(row[8]);
+            set_few_rows_tensor_cores(cuda{}, tc);
             const double gc = std::stod(g);
             require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
             auto run = [&]<model_config Cfg>() {
@@ -183,6 +191,7 @@ int main(int argc, char** argv) {
             nlohmann::json j = sgt_bench::with_infer_model(m, run);
             j["fused_products"] = f == "on";
             j["pass_kernel"] = pk == "on";
+            j["tc_weights"] = tc;
             j["decode_block_keys"] = keys;  // 0: chosen by the shape
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);

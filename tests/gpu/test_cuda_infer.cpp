@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 
 #include "support.hpp"
@@ -198,85 +199,118 @@ TEST_CASE_TEMPLATE("decode attention on the GPU matches the CPU at head sizes 64
     }
 }
 
+// A decode step's normed products of N rows (a plain product, one added to a residual, SwiGLU, q/k/v with RoPE
+// and the cache write) on the GPU under each of `modes` (a name and the setting it makes) against the CPU in
+// double, and the modes against the first: they differ only in the order of each dot product's sum.
+template <class T>
+void check_few_row_products(int N, int I, int O, int F, int n, int HD,
+                            const std::vector<std::pair<std::string, std::function<void()>>>& modes) {
+    CAPTURE(I);
+    CAPTURE(N);
+    const int ctx = 50;
+    rng r(std::uint64_t(10 * N + I));
+    const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * I));
+    auto norm = test::random_vector(r, std::size_t(I));
+    for (double& g : norm) g = 1.0 + 0.2 * g;
+    norm = test::rounded<T>(norm);
+    const auto w = test::rounded<T>(test::random_vector(r, std::size_t(O) * I));
+    const auto w3 = test::rounded<T>(test::random_vector(r, std::size_t(F) * I));
+    const auto w1 = test::rounded<T>(test::random_vector(r, std::size_t(F) * I));
+    const auto wqkv = test::rounded<T>(test::random_vector(r, std::size_t(3) * n * HD * I));
+    const auto res = test::rounded<T>(test::random_vector(r, std::size_t(N) * O));
+    const auto kc = test::rounded<T>(test::random_vector(r, std::size_t(N) * n * ctx * HD));
+    const auto vc = test::rounded<T>(test::random_vector(r, kc.size()));
+    std::vector<std::int32_t> pos;
+    for (int b = 0; b < N; ++b) pos.push_back(std::int32_t((7 * b + 3) % ctx));
+    rope_at rope(ctx, HD, pos);
+
+    // The CPU in double: the compositions (backend/cpu/decode.hpp).
+    std::vector<double> a(std::size_t(N) * I), rstd(static_cast<std::size_t>(N));
+    std::vector<double> gate(std::size_t(N) * F), up(gate.size());
+    std::vector<double> lin_ref(std::size_t(N) * O), acc_ref = res, act_ref(gate.size());
+    std::vector<double> qkv_ref(std::size_t(N) * 3 * n * HD), k_ref = kc, v_ref = vc;
+    normed_matmul_forward(cpu{}, lin_ref.data(), a.data(), rstd.data(), x.data(), norm.data(), w.data(), N, I, O,
+                          1e-5, false);
+    normed_matmul_forward(cpu{}, acc_ref.data(), a.data(), rstd.data(), x.data(), static_cast<const double*>(nullptr),
+                          w.data(), N, I, O, 0.0, true);
+    normed_swiglu_forward(cpu{}, act_ref.data(), a.data(), rstd.data(), gate.data(), up.data(), x.data(), norm.data(),
+                          w1.data(), w3.data(), N, I, F, 1e-5);
+    normed_qkv_write_at(cpu{}, qkv_ref.data(), k_ref.data(), v_ref.data(), a.data(), rstd.data(), x.data(),
+                        norm.data(), wqkv.data(), rope.cos.data(), rope.sin.data(), pos.data(), N, I, n, HD, ctx, 1e-5);
+
+    const auto d_x = test::to_device<T>(x), d_norm = test::to_device<T>(norm), d_w = test::to_device<T>(w);
+    const auto d_w1 = test::to_device<T>(w1), d_w3 = test::to_device<T>(w3), d_wqkv = test::to_device<T>(wqkv);
+    auto d_a = test::poisoned<T>(a.size()), d_rstd = test::poisoned<T>(rstd.size());
+    auto d_gate = test::poisoned<T>(gate.size()), d_up = test::poisoned<T>(up.size());
+    std::vector<std::vector<double>> outs;  // one per mode
+    for (const auto& [name, set] : modes) {
+        set();
+        auto lin = test::poisoned<T>(lin_ref.size()), act = test::poisoned<T>(act_ref.size());
+        auto qkv = test::poisoned<T>(qkv_ref.size());
+        auto acc = test::to_device<T>(res), k = test::to_device<T>(kc), v = test::to_device<T>(vc);
+        normed_matmul_forward(cuda{}, lin.data(), d_a.data(), d_rstd.data(), d_x.data(), d_norm.data(), d_w.data(), N,
+                              I, O, 1e-5, false);
+        normed_matmul_forward(cuda{}, acc.data(), d_a.data(), d_rstd.data(), d_x.data(),
+                              static_cast<const T*>(nullptr), d_w.data(), N, I, O, 0.0, true);
+        normed_swiglu_forward(cuda{}, act.data(), d_a.data(), d_rstd.data(), d_gate.data(), d_up.data(), d_x.data(),
+                              d_norm.data(), d_w1.data(), d_w3.data(), N, I, F, 1e-5);
+        normed_qkv_write_at(cuda{}, qkv.data(), k.data(), v.data(), d_a.data(), d_rstd.data(), d_x.data(),
+                            d_norm.data(), d_wqkv.data(), rope.d_cos.data(), rope.d_sin.data(), rope.d_pos.data(), N, I,
+                            n, HD, ctx, 1e-5);
+        const std::string how = " (" + name + ")";
+        test::check_error<T>("normed product" + how, test::rel_error(test::to_host(lin), lin_ref));
+        test::check_error<T>("product added to a residual" + how, test::rel_error(test::to_host(acc), acc_ref));
+        test::check_error<T>("normed SwiGLU" + how, test::rel_error(test::to_host(act), act_ref));
+        test::check_error<T>("normed q, k, v with RoPE" + how, test::rel_error(test::to_host(qkv), qkv_ref));
+        test::check_error<T>("keys written to the slot" + how, test::rel_error(test::to_host(k), k_ref));
+        test::check_error<T>("values written to the slot" + how, test::rel_error(test::to_host(v), v_ref));
+        std::vector<double> all;
+        for (const auto* b : {&lin, &acc, &act, &qkv, &k, &v}) {
+            const auto h = test::to_host(*b);
+            all.insert(all.end(), h.begin(), h.end());
+        }
+        outs.push_back(all);
+    }
+    for (std::size_t m = 1; m < modes.size(); ++m)
+        test::check_error<T>(modes[0].first + " against " + modes[m].first, test::rel_error(outs[0], outs[m]));
+}
+
 TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU match the CPU, fused or composed", T,
                    float, bf16) {
     // 1 to 4 rows take the fused kernel (decode_products.cuh, few_rows_max; an instance for 1 row and one for up to
-    // 4); 5 rows, and rows of 36 bf16 (not whole 16-byte packs), the composition.
+    // 4); 5 rows, and rows of 36 bf16 (not whole 16-byte packs), the composition (no tensor-core kernel here).
+    const std::int64_t tc_default = detail::context().few_rows_tc_weights;
+    set_few_rows_tensor_cores(cuda{}, 0);
     for (const int I : {40, 36})
-        for (const int N : {1, 2, 3, 4, 5}) {
-            CAPTURE(I);
-            CAPTURE(N);
-            const int O = 37, F = 53, n = 3, HD = 16, ctx = 50;
-            rng r(std::uint64_t(10 * N + I));
-            const auto x = test::rounded<T>(test::random_vector(r, std::size_t(N) * I));
-            auto norm = test::random_vector(r, std::size_t(I));
-            for (double& g : norm) g = 1.0 + 0.2 * g;
-            norm = test::rounded<T>(norm);
-            const auto w = test::rounded<T>(test::random_vector(r, std::size_t(O) * I));
-            const auto w3 = test::rounded<T>(test::random_vector(r, std::size_t(F) * I));
-            const auto w1 = test::rounded<T>(test::random_vector(r, std::size_t(F) * I));
-            const auto wqkv = test::rounded<T>(test::random_vector(r, std::size_t(3) * n * HD * I));
-            const auto res = test::rounded<T>(test::random_vector(r, std::size_t(N) * O));
-            const auto kc = test::rounded<T>(test::random_vector(r, std::size_t(N) * n * ctx * HD));
-            const auto vc = test::rounded<T>(test::random_vector(r, kc.size()));
-            std::vector<std::int32_t> pos;
-            for (int b = 0; b < N; ++b) pos.push_back(std::int32_t((7 * b + 3) % ctx));
-            rope_at rope(ctx, HD, pos);
+        for (const int N : {1, 2, 3, 4, 5})
+            check_few_row_products<T>(N, I, 37, 53, 3, 16,
+                                      {{"fused where it fits", [] { set_fuse_few_rows(cuda{}, true); }},
+                                       {"composed", [] { set_fuse_few_rows(cuda{}, false); }}});
+    set_fuse_few_rows(cuda{}, true);
+    set_few_rows_tensor_cores(cuda{}, tc_default);
+}
 
-            // The CPU in double: the compositions (backend/cpu/decode.hpp).
-            std::vector<double> a(std::size_t(N) * I), rstd(static_cast<std::size_t>(N));
-            std::vector<double> gate(std::size_t(N) * F), up(gate.size());
-            std::vector<double> lin_ref(std::size_t(N) * O), acc_ref = res, act_ref(gate.size());
-            std::vector<double> qkv_ref(std::size_t(N) * 3 * n * HD), k_ref = kc, v_ref = vc;
-            normed_matmul_forward(cpu{}, lin_ref.data(), a.data(), rstd.data(), x.data(), norm.data(), w.data(), N, I,
-                                  O, 1e-5, false);
-            normed_matmul_forward(cpu{}, acc_ref.data(), a.data(), rstd.data(), x.data(),
-                                  static_cast<const double*>(nullptr), w.data(), N, I, O, 0.0, true);
-            normed_swiglu_forward(cpu{}, act_ref.data(), a.data(), rstd.data(), gate.data(), up.data(), x.data(),
-                                  norm.data(), w1.data(), w3.data(), N, I, F, 1e-5);
-            normed_qkv_write_at(cpu{}, qkv_ref.data(), k_ref.data(), v_ref.data(), a.data(), rstd.data(), x.data(),
-                                norm.data(), wqkv.data(), rope.cos.data(), rope.sin.data(), pos.data(), N, I, n, HD,
-                                ctx,
-                                1e-5);
-
-            const auto d_x = test::to_device<T>(x), d_norm = test::to_device<T>(norm), d_w = test::to_device<T>(w);
-            const auto d_w1 = test::to_device<T>(w1), d_w3 = test::to_device<T>(w3), d_wqkv = test::to_device<T>(wqkv);
-            auto d_a = test::poisoned<T>(a.size()), d_rstd = test::poisoned<T>(rstd.size());
-            auto d_gate = test::poisoned<T>(gate.size()), d_up = test::poisoned<T>(up.size());
-            std::vector<std::vector<double>> outs;  // fused, then composed
-            for (const bool fused : {true, false}) {
-                set_fuse_few_rows(cuda{}, fused);
-                auto lin = test::poisoned<T>(lin_ref.size()), act = test::poisoned<T>(act_ref.size());
-                auto qkv = test::poisoned<T>(qkv_ref.size());
-                auto acc = test::to_device<T>(res), k = test::to_device<T>(kc), v = test::to_device<T>(vc);
-                normed_matmul_forward(cuda{}, lin.data(), d_a.data(), d_rstd.data(), d_x.data(), d_norm.data(),
-                                      d_w.data(), N, I, O, 1e-5, false);
-                normed_matmul_forward(cuda{}, acc.data(), d_a.data(), d_rstd.data(), d_x.data(),
-                                      static_cast<const T*>(nullptr), d_w.data(), N, I, O, 0.0, true);
-                normed_swiglu_forward(cuda{}, act.data(), d_a.data(), d_rstd.data(), d_gate.data(), d_up.data(),
-                                      d_x.data(), d_norm.data(), d_w1.data(), d_w3.data(), N, I, F, 1e-5);
-                normed_qkv_write_at(cuda{}, qkv.data(), k.data(), v.data(), d_a.data(), d_rstd.data(), d_x.data(),
-                                    d_norm.data(), d_wqkv.data(), rope.d_cos.data(), rope.d_sin.data(),
-                                    rope.d_pos.data(), N, I, n,
-                                    HD, ctx, 1e-5);
-                const std::string how = fused ? " (fused where it fits)" : " (composed)";
-                test::check_error<T>("normed product" + how, test::rel_error(test::to_host(lin), lin_ref));
-                test::check_error<T>("product added to a residual" + how, test::rel_error(test::to_host(acc), acc_ref));
-                test::check_error<T>("normed SwiGLU" + how, test::rel_error(test::to_host(act), act_ref));
-                test::check_error<T>("normed q, k, v with RoPE" + how, test::rel_error(test::to_host(qkv), qkv_ref));
-                test::check_error<T>("keys written to the slot" + how, test::rel_error(test::to_host(k), k_ref));
-                test::check_error<T>("values written to the slot" + how, test::rel_error(test::to_host(v), v_ref));
-                std::vector<double> all;
-                for (const auto* b : {&lin, &acc, &act, &qkv, &k, &v}) {
-                    const auto h = test::to_host(*b);
-                    all.insert(all.end(), h.begin(), h.end());
-                }
-                outs.push_back(all);
-            }
-            set_fuse_few_rows(cuda{}, true);
-            // The fused kernel and the composition differ only in the order of each dot product's sum.
-            test::check_error<T>("fused against composed", test::rel_error(outs[0], outs[1]));
+TEST_CASE("a decode step's thin products of 5 to 32 rows on the GPU's tensor cores match the CPU and the composition") {
+    // bf16, whole tiles of 16 outputs (48 outputs, 32 of SwiGLU, heads of 32: one tile a half-head) and 16 inputs:
+    // 5 to 16 rows take one 16-row tile, 17 to 32 two; 48 inputs give 3 of the block's 8 warps a step each, 784
+    // inputs 49 steps (every warp 6 or 7). 33 rows, a product of more weights than the limit and a product without
+    // a norm (added to a residual, as W_O's: one cuBLASLt call either way) take the composition.
+    const int O = 48, F = 32, n = 2, HD = 32;
+    const std::int64_t tc_default = detail::context().few_rows_tc_weights;
+    for (const int I : {48, 784})
+        for (const int N : {5, 13, 16, 17, 32, 33}) {
+            const std::int64_t weights = 3 * std::int64_t(n) * HD * I;  // the largest of the products: q/k/v's
+            set_few_rows_tensor_cores(cuda{}, weights);
+            CHECK(few_rows_on_tensor_cores<bf16>(cuda{}, N, I, weights) == (N <= 32));
+            check_few_row_products<bf16>(N, I, O, F, n, HD,
+                                         {{"tensor cores", [&] { set_few_rows_tensor_cores(cuda{}, weights); }},
+                                          {"composed", [] { set_few_rows_tensor_cores(cuda{}, 0); }}});
+            set_few_rows_tensor_cores(cuda{}, weights - 1);
+            CHECK_FALSE(few_rows_on_tensor_cores<bf16>(cuda{}, N, I, weights));
         }
+    set_few_rows_tensor_cores(cuda{}, tc_default);
+    CHECK_THROWS_WITH(set_few_rows_tensor_cores(cuda{}, -1),
+                      doctest::Contains("expected a weight count of at least 0, found -1"));
 }
 
 TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU, as one cluster kernel or composed", T,

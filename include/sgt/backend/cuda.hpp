@@ -125,6 +125,11 @@ template <class T>
 void normed_qkv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, T* a, T* rstd, const T* x, const T* norm,
                          const T* w_qkv, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
                          const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps);
+// Whether a normed product of N rows of I inputs against `weights` weight elements (with its norm, or SwiGLU or
+// q/k/v after it), its outputs in whole tiles of 16 and its buffers aligned to 32 bytes, takes the tensor-core
+// few-row kernel under this thread's settings.
+template <class T>
+bool few_rows_on_tensor_cores(cuda, int N, int I, std::int64_t weights);
 
 // decode_pass.cuh (a run of a decode step's attention passes over the same heads; scratch: qkv, o, a, rstd, workspace)
 template <class T>

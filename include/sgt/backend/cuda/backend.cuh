@@ -59,6 +59,20 @@ __device__ inline void allow_dependents() {
 }
 __device__ inline void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
+// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80 and later); the
+// thread that reads them waits for its own copies (async_copy_wait).
+__device__ inline void async_copy16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
+#endif
+}
+__device__ inline void async_copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 inline bool dependent_launch_supported() {
     static const bool ok = [] {
         int device = 0, major = 0;
@@ -77,6 +91,18 @@ inline int multiprocessors() {
         return n;
     }();
     return count;
+}
+
+// The shared memory a block may have with the opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize): 227 KB on
+// Hopper.
+inline std::size_t smem_optin_limit() {
+    static const std::size_t limit = [] {
+        int device = 0, bytes = 0;
+        SGT_CUDA_CHECK(cudaGetDevice(&device));
+        SGT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        return std::size_t(bytes);
+    }();
+    return limit;
 }
 
 template <class... Params, class... Args>

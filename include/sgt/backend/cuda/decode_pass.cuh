@@ -150,20 +150,6 @@ __device__ inline P load_cg(const P* ptr) {
     return out;
 }
 
-// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80 and later); the
-// thread that reads them waits for its own copies (async_copy_wait).
-__device__ inline void async_copy16(void* smem, const void* gmem) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
-#endif
-}
-__device__ inline void async_copy_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
-}
-
 // The cluster's barrier in two halves: arrive (this thread's writes, distributed shared memory included, become
 // visible to the cluster) and wait (the cluster's writes before its arrivals are visible here). Work between
 // them must not read what the barrier orders. Not the .aligned forms: a warp may reach them diverged.
@@ -599,17 +585,6 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
 #endif
 }
 
-// The shared memory a block may have (with the opt-in): 227 KB on Hopper.
-inline std::size_t pass_smem_limit() {
-    static const std::size_t limit = [] {
-        int device = 0, bytes = 0;
-        SGT_CUDA_CHECK(cudaGetDevice(&device));
-        SGT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-        return std::size_t(bytes);
-    }();
-    return limit;
-}
-
 // Blocks per cluster: 16 where the GPU can place such a cluster (Hopper, a non-portable size), else 8; 0 where
 // the kernel was built for an architecture without clusters (below sm_90).
 template <class T, int DL>
@@ -618,7 +593,7 @@ int pass_cluster_size() {
         auto* kernel = decode_pass_kernel<T, DL>;
         cudaFuncAttributes fa{};
         if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(pass_smem_limit())) !=
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_optin_limit())) !=
                 cudaSuccess) {
             (void)cudaGetLastError();
             return 0;
@@ -630,7 +605,7 @@ int pass_cluster_size() {
             cudaLaunchConfig_t cfg{};
             cfg.gridDim = dim3(16);
             cfg.blockDim = dim3(pass_threads);
-            cfg.dynamicSmemBytes = pass_smem_limit();
+            cfg.dynamicSmemBytes = smem_optin_limit();
             cfg.attrs = &a;
             cfg.numAttrs = 1;
             int clusters = 0;
@@ -696,7 +671,7 @@ bool decode_passes_one_kernel(cuda, int B, int C, int n, int HD) {
           n * HD <= pass_max_width && C % W == 0 && C / W <= pass_threads && (n * HD) % W == 0))
         return false;
     const std::size_t bytes = pass_smem_bytes<T>(B, C, n, HD);
-    return bytes > 0 && bytes <= pass_smem_limit();
+    return bytes > 0 && bytes <= smem_optin_limit();
 }
 
 template <class T>

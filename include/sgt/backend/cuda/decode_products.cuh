@@ -12,14 +12,19 @@
 // w1 and w3 (SwiGLU), or the rows j and j + HD/2 of one head's q, k or v (RoPE rotates that pair). The warp's
 // lanes walk the rows in 16-byte packs against every input row, sum by shuffles, and lane 0 writes the unit's
 // outputs, rounded to T before the epilogue as the separate ops would see them. So the results equal the
-// composition's but for the order of each dot product's sum. More rows than few_rows_max, unaligned rows, or
-// set_fuse_few_rows(false): the composition itself. The kernel is a programmatic dependent launch (backend.cuh):
-// it prefetches its first weight rows into L2 while the kernel before it ends.
+// composition's but for the order of each dot product's sum. The kernel is a programmatic dependent launch
+// (backend.cuh): it prefetches its first weight rows into L2 while the kernel before it ends. From 5 to 32 rows a
+// thin product with its norm (a loop pass's q, k and v over a few heads) takes a second kernel of the same plan on
+// the tensor cores (few_rows_tc_kernel, bf16); more rows, other products, unaligned rows, or
+// set_fuse_few_rows(false): the composition itself.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
+
+#include <mma.h>
 
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/rope.cuh"  // rotate_pair
@@ -58,6 +63,77 @@ struct few_rows_args {
     const std::int32_t* start;
     int n, HD, ctx;
 };
+
+// What follows a few-row product, for row r: unit u's sums d0 (and d1: the unit's second weight row) rounded to T
+// as the separate ops would see them, then written as the op after the product would write them. Plain: output
+// column u (plus `add`); SwiGLU: column u of the activation; q/k/v: elements j and j + HD/2 of head `head` of q,
+// k or v (sec), rotated for q and k, and for k and v also written into the cache slot at the row's position.
+template <few_rows_epilogue E, class T>
+__device__ inline void few_rows_store(const few_rows_args<T>& p, int r, int u, int sec, int head, int j,
+                                      accum_t<T> d0, accum_t<T> d1) {
+    using A = accum_t<T>;
+    if constexpr (E == few_rows_epilogue::plain) {
+        const std::int64_t at = std::int64_t(r) * p.O + u;
+        p.out[at] = store<T>(d0 + (p.add ? load(p.add[at]) : A(0)));
+    } else if constexpr (E == few_rows_epilogue::swiglu) {
+        const A g = load(store<T>(d0)), up = load(store<T>(d1));  // as swiglu_forward reads them
+        p.out[std::int64_t(r) * p.units + u] = store<T>(g / (A(1) + exp(-g)) * up);
+    } else {
+        const int half = p.HD / 2;
+        T v0 = store<T>(d0), v1 = store<T>(d1);
+        const std::int64_t pos = p.start[r];
+        if (sec < 2) {  // RoPE on q and k, as rope_kv_write_kernel
+            const A c = p.cos_table[pos * half + j], s = p.sin_table[pos * half + j];
+            A a0 = load(v0), a1 = load(v1);
+            rotate_pair(a0, a1, c, s);
+            v0 = store<T>(a0);
+            v1 = store<T>(a1);
+        }
+        T* row = p.out + std::int64_t(r) * 3 * p.n * p.HD + std::int64_t(sec * p.n + head) * p.HD;
+        row[j] = v0;
+        row[j + half] = v1;
+        if (sec > 0) {
+            T* slot = (sec == 1 ? p.k_cache : p.v_cache) + ((std::int64_t(r) * p.n + head) * p.ctx + pos) * p.HD;
+            slot[j] = v0;
+            slot[j + half] = v1;
+        }
+    }
+}
+
+// A few-row kernel's first step: rows 0..N of x (row r at x + r·x_ld) into shared memory (row r at xs + r·ld),
+// normalised by RMSNorm's arithmetic and rounding to T (one warp a row; norm: its weights) or copied as they are.
+// x may be xs itself (the rows already copied there): each lane rewrites only the packs it has read.
+template <class T, int W, bool Norm>
+__device__ inline void few_rows_stage(const few_rows_args<T>& p, const T* x_rows, int x_ld, const T* norm, T* xs,
+                                      int ld) {
+    using A = accum_t<T>;
+    using P = pack<T, W>;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32, packs = p.I / W;
+    for (int r = warp; r < p.N; r += warps) {
+        const P* x = reinterpret_cast<const P*>(x_rows + std::int64_t(r) * x_ld);
+        P* dst = reinterpret_cast<P*>(xs + std::int64_t(r) * ld);
+        if constexpr (Norm) {
+            const P* wn = reinterpret_cast<const P*>(norm);
+            A ss = 0;
+            for (int c = lane; c < packs; c += 32) {
+                const P xv = x[c];
+#pragma unroll
+                for (int k = 0; k < W; ++k) ss += load(xv.v[k]) * load(xv.v[k]);
+            }
+            ss = warp_sum(ss);
+            const A rs = load(store<T>(A(1.0 / sqrt(double(ss) / p.I + p.eps))));
+            for (int c = lane; c < packs; c += 32) {
+                const P xv = x[c], wv = wn[c];
+                P y;
+#pragma unroll
+                for (int k = 0; k < W; ++k) y.v[k] = store<T>(load(xv.v[k]) * rs * load(wv.v[k]));
+                dst[c] = y;
+            }
+        } else {
+            for (int c = lane; c < packs; c += 32) dst[c] = x[c];
+        }
+    }
+}
 
 // R: the most rows this instance takes, 1 or few_rows_max (a lane keeps R sums a unit). On an H200 at gpt2 size an
 // instance for one row made a batch-1 decode step 3% faster than the 4-row instance, and one for two rows made a
@@ -102,30 +178,7 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
     prefetch(first);
     wait_for_prior_grids();
     allow_dependents();
-    if constexpr (Norm) {  // rmsnorm_forward's arithmetic, one warp per row
-        const P* wn = reinterpret_cast<const P*>(p.norm);
-        for (int r = warp; r < p.N; r += few_rows_warps) {
-            const P* x = reinterpret_cast<const P*>(p.x + std::int64_t(r) * p.I);
-            A ss = 0;
-            for (int c = lane; c < packs; c += 32) {
-                const P xv = x[c];
-#pragma unroll
-                for (int k = 0; k < W; ++k) ss += load(xv.v[k]) * load(xv.v[k]);
-            }
-            ss = warp_sum(ss);
-            const A rs = load(store<T>(A(1.0 / sqrt(double(ss) / p.I + p.eps))));
-            for (int c = lane; c < packs; c += 32) {
-                const P xv = x[c], wv = wn[c];
-                P y;
-#pragma unroll
-                for (int k = 0; k < W; ++k) y.v[k] = store<T>(load(xv.v[k]) * rs * load(wv.v[k]));
-                reinterpret_cast<P*>(xs + std::int64_t(r) * p.I)[c] = y;
-            }
-        }
-    } else {
-        for (int i = threadIdx.x; i < p.N * packs; i += few_rows_threads)
-            reinterpret_cast<P*>(xs)[i] = reinterpret_cast<const P*>(p.x)[i];
-    }
+    few_rows_stage<T, W, Norm>(p, p.x, p.I, p.norm, xs, p.I);
     __syncthreads();
 
     for (int u = first; u < p.units; u += stride) {
@@ -162,48 +215,182 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             if (r >= p.N) break;
-            if constexpr (E == few_rows_epilogue::plain) {
-                const std::int64_t at = std::int64_t(r) * p.O + u;
-                p.out[at] = store<T>(d0[r] + (p.add ? load(p.add[at]) : A(0)));
-            } else if constexpr (E == few_rows_epilogue::swiglu) {
-                const A g = load(store<T>(d0[r])), up = load(store<T>(d1[r]));  // as swiglu_forward reads them
-                p.out[std::int64_t(r) * p.units + u] = store<T>(g / (A(1) + exp(-g)) * up);
-            } else {
-                T v0 = store<T>(d0[r]), v1 = store<T>(d1[r]);
-                const std::int64_t pos = p.start[r];
-                if (sec < 2) {  // RoPE on q and k, as rope_kv_write_kernel
-                    const A c = p.cos_table[pos * half + j], s = p.sin_table[pos * half + j];
-                    A a0 = load(v0), a1 = load(v1);
-                    rotate_pair(a0, a1, c, s);
-                    v0 = store<T>(a0);
-                    v1 = store<T>(a1);
-                }
-                T* row = p.out + std::int64_t(r) * 3 * p.n * p.HD + std::int64_t(sec * p.n + head) * p.HD;
-                row[j] = v0;
-                row[j + half] = v1;
-                if (sec > 0) {
-                    T* slot = (sec == 1 ? p.k_cache : p.v_cache) +
-                              ((std::int64_t(r) * p.n + head) * p.ctx + pos) * p.HD;
-                    slot[j] = v0;
-                    slot[j + half] = v1;
-                }
-            }
+            few_rows_store<E>(p, r, u, sec, head, j, d0[r], d1[r]);
         }
     }
 }
 
-// Whether N rows of I elements can take the fused kernel: few enough, the rows in whole 16-byte packs.
-template <class T>
-bool few_rows_fit(int N, int I, std::initializer_list<const void*> ptrs) {
-    constexpr int W = pack_width<T>;
-    bool ok = context().fuse_few_rows && N >= 1 && N <= few_rows_max && I % W == 0 &&
-              std::size_t(N) * I * sizeof(T) <= few_rows_smem_max;
-    for (const void* ptr : ptrs) ok = ok && (!ptr || aligned16(ptr));
-    return ok;
+// Tensor-core few-row products: 5 to few_rows_tc_max rows of a thin product (at most
+// set_few_rows_tensor_cores weights: SGT's loop-pass products over |S| heads) in bf16. On the CUDA cores 32 rows
+// cost a pass of arithmetic over the weights per row and were far slower than cuBLASLt ("Decode experiments not
+// kept"); here WMMA's 16 x 16 x 16 products take 16 rows at a time, so the kernel does in one launch what the
+// composition does in two or three (RMSNorm, the product, the epilogue op). A block takes output tiles of 16
+// columns (a unit: 16 weight rows, or 16 of w1 and the same 16 of w3, or 16 of a head's q, k or v with the 16 that
+// RoPE pairs them with). Its first unit's weights and the norm's are copied into shared memory while the kernel
+// before this one ends (they are not written by it); then its rows are copied there, all at once, and normalised
+// in place as few_rows_stage does, zero rows filling the last 16-row tile. Its warps split a unit's sum along the
+// inputs (16 at a time, warp w taking steps w, w + 8, ...), and after a barrier each thread adds one output's
+// partial sums in warp order and writes it as few_rows_store does. So the results are the composition's but for
+// the order of the sums, and the same run after run.
+constexpr int few_rows_tc_max = 32;  // rows: two tiles of 16
+constexpr int few_rows_tc_warps = 8, few_rows_tc_threads = 32 * few_rows_tc_warps;
+
+// Shared memory of the tensor-core kernel: a unit's NT weight tiles and MT·16 staged rows, each row of I + 8
+// elements (the 8 against bank conflicts of the fragment loads), then each warp's MT x NT accumulator tiles of
+// 16 x 16 floats and the norm's I weights.
+__host__ __device__ inline std::size_t few_rows_tc_rows_bytes(int rows, int I) {
+    return (std::size_t(rows) * (I + 8) * 2 + 127) / 128 * 128;
+}
+inline std::size_t few_rows_tc_smem(int MT, int NT, int I) {
+    return few_rows_tc_rows_bytes(16 * NT, I) + few_rows_tc_rows_bytes(16 * MT, I) +
+           std::size_t(few_rows_tc_warps) * MT * NT * 256 * sizeof(float) + std::size_t(I) * 2;
 }
 
+template <int MT, few_rows_epilogue E>
+__global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const few_rows_args<__nv_bfloat16> p) {
+    using T = __nv_bfloat16;
+    namespace wmma = nvcuda::wmma;
+    constexpr int NT = E == few_rows_epilogue::plain ? 1 : 2;  // weight tiles a unit
+    constexpr int W = pack_width<T>;
+    extern __shared__ __align__(128) unsigned char few_rows_tc_smem_[];
+    const int ld = p.I + 8, warp = threadIdx.x / 32, steps = p.I / 16, half = p.HD / 2, packs = p.I / W;
+    T* ws = reinterpret_cast<T*>(few_rows_tc_smem_);  // (NT·16, ld): the unit's weight rows
+    T* xs = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I));  // (MT·16, ld)
+    float* red = reinterpret_cast<float*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I) +
+                                          few_rows_tc_rows_bytes(16 * MT, p.I));
+    T* nw = reinterpret_cast<T*>(red + few_rows_tc_warps * MT * NT * 256);  // (I) the norm's weights
+    const int tiles = E == few_rows_epilogue::qkv ? 3 * p.n * (half / 16) : p.units / 16;
+    // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait), and for q/k/v
+    // its section, head and first pair index.
+    auto load_unit = [&](int u, int& sec, int& head, int& j0) {
+        const T* w[NT];
+        if constexpr (E == few_rows_epilogue::qkv) {
+            const int per_head = half / 16;
+            sec = u / (p.n * per_head);
+            head = (u / per_head) % p.n;
+            j0 = 16 * (u % per_head);
+            w[0] = p.w0 + (std::int64_t(sec * p.n + head) * p.HD + j0) * p.I;
+            w[1] = w[0] + std::int64_t(half) * p.I;
+        } else {
+            j0 = 16 * u;
+            w[0] = p.w0 + std::int64_t(j0) * p.I;
+            if constexpr (NT == 2) w[1] = p.w1 + std::int64_t(j0) * p.I;
+        }
+        for (int i = threadIdx.x; i < NT * 16 * packs; i += few_rows_tc_threads) {
+            const int row = i / packs, c = i % packs;  // row t·16 + r: row r of tile t
+            async_copy16(ws + std::int64_t(row) * ld + c * W, w[row / 16] + std::int64_t(row % 16) * p.I + c * W);
+        }
+    };
+    int sec = 0, head = 0, j0 = 0;
+    if (blockIdx.x < tiles) load_unit(blockIdx.x, sec, head, j0);
+    for (int c = threadIdx.x; c < packs; c += few_rows_tc_threads) async_copy16(nw + c * W, p.norm + c * W);
+    wait_for_prior_grids();
+    allow_dependents();
+    // The rows, written by the kernel before: every copy in flight at once, then normalised in place (a warp's
+    // rows one after another, from shared memory).
+    for (int i = threadIdx.x; i < p.N * packs; i += few_rows_tc_threads) {
+        const int r = i / packs, c = i % packs;
+        async_copy16(xs + std::int64_t(r) * ld + c * W, p.x + std::int64_t(r) * p.I + c * W);
+    }
+    for (int i = threadIdx.x; i < (MT * 16 - p.N) * p.I; i += few_rows_tc_threads)
+        xs[std::int64_t(p.N + i / p.I) * ld + i % p.I] = __float2bfloat16(0.0f);
+    async_copy_wait();
+    __syncthreads();
+    few_rows_stage<T, W, true>(p, xs, ld, nw, xs, ld);
+
+    for (int u = blockIdx.x; u < tiles; u += gridDim.x) {
+        if (u != blockIdx.x) load_unit(u, sec, head, j0);
+        async_copy_wait();
+        __syncthreads();  // the unit's weights and (first) the staged rows
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[MT][NT];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int t = 0; t < NT; ++t) wmma::fill_fragment(acc[m][t], 0.0f);
+        for (int k = warp; k < steps; k += few_rows_tc_warps) {
+            // B (16 inputs x 16 outputs) column-major is 16 rows of W: element (i, o) at ws[o·ld + i].
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b[NT];
+#pragma unroll
+            for (int t = 0; t < NT; ++t) wmma::load_matrix_sync(b[t], ws + std::int64_t(16 * t) * ld + 16 * k, ld);
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+                wmma::load_matrix_sync(a, xs + std::int64_t(16 * m) * ld + 16 * k, ld);
+#pragma unroll
+                for (int t = 0; t < NT; ++t) wmma::mma_sync(acc[m][t], a, b[t], acc[m][t]);
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+                wmma::store_matrix_sync(red + ((warp * MT + m) * NT + t) * 256, acc[m][t], 16, wmma::mem_row_major);
+        __syncthreads();  // every warp's sums; ws free for the next unit
+        for (int i = threadIdx.x; i < p.N * 16; i += few_rows_tc_threads) {
+            const int r = i / 16, c = i % 16, m = r / 16;
+            float d[2] = {0.0f, 0.0f};
+            for (int v = 0; v < few_rows_tc_warps; ++v)
+#pragma unroll
+                for (int t = 0; t < NT; ++t) d[t] += red[((v * MT + m) * NT + t) * 256 + (r % 16) * 16 + c];
+            if constexpr (E == few_rows_epilogue::qkv) few_rows_store<E>(p, r, 0, sec, head, j0 + c, d[0], d[1]);
+            else few_rows_store<E>(p, r, j0 + c, 0, 0, 0, d[0], d[1]);
+        }
+        __syncthreads();  // red is the next unit's
+    }
+}
+
+// Which kernel takes a product of N rows of I elements against `weights` weight elements whose outputs come in
+// whole tiles of 16 (tiles): the CUDA-core kernel (1 to few_rows_max rows), the tensor-core one (bf16, up to
+// few_rows_tc_max rows of a thin product that it fuses with an op before or after: a plain product without a norm
+// is one cuBLASLt call, and on an H100 char_small's W_O at batch 32 was faster so; docs/BENCHMARKS.md), or
+// neither (the composition).
+enum class few_rows_path { composed, cuda_cores, tensor_cores };
+
+template <class T>
+few_rows_path few_rows_choice(int N, int I, std::int64_t weights, bool tiles, bool fuses,
+                              std::initializer_list<const void*> ptrs) {
+    constexpr int W = pack_width<T>;
+    bool ok = context().fuse_few_rows && N >= 1 && I % W == 0;
+    for (const void* ptr : ptrs) ok = ok && (!ptr || aligned16(ptr));
+    if (!ok) return few_rows_path::composed;
+    if (N <= few_rows_max) {
+        const bool fits = std::size_t(N) * I * sizeof(T) <= few_rows_smem_max;
+        return fits ? few_rows_path::cuda_cores : few_rows_path::composed;
+    }
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        bool tc = N <= few_rows_tc_max && tiles && fuses && I % 16 == 0 && weights <= context().few_rows_tc_weights &&
+                  few_rows_tc_smem(2, 2, I) <= smem_optin_limit();
+        for (const void* ptr : ptrs) tc = tc && reinterpret_cast<std::uintptr_t>(ptr) % 32 == 0;  // WMMA's loads
+        if (tc) return few_rows_path::tensor_cores;
+    }
+    return few_rows_path::composed;
+}
+
+template <int MT, few_rows_epilogue E>
+void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p, int tiles) {
+    constexpr int NT = E == few_rows_epilogue::plain ? 1 : 2;
+    auto* kernel = few_rows_tc_kernel<MT, E>;
+    static const bool opted_in = [&] {  // this instance may have more than 48 KB
+        SGT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(smem_optin_limit())));
+        return true;
+    }();
+    (void)opted_in;
+    launch_dependent(kernel, std::min(tiles, 4 * multiprocessors()), few_rows_tc_threads,
+                     few_rows_tc_smem(MT, NT, p.I), p);
+}
+
+// The launch of a product that few_rows_choice gave a kernel.
 template <bool Norm, few_rows_epilogue E, class T>
-void launch_few_rows(const few_rows_args<T>& p) {
+void launch_few_rows(few_rows_path path, const few_rows_args<T>& p) {
+    if (path == few_rows_path::tensor_cores) {
+        if constexpr (std::is_same_v<T, __nv_bfloat16> && Norm) {  // few_rows_choice: a product with its norm
+            const int tiles = E == few_rows_epilogue::qkv ? 3 * p.n * (p.HD / 32) : p.units / 16;
+            if (p.N <= 16) launch_few_rows_tc<1, E>(p, tiles);
+            else launch_few_rows_tc<2, E>(p, tiles);
+        }
+        return;
+    }
     const int blocks = std::min((p.units + few_rows_warps - 1) / few_rows_warps, 4 * multiprocessors());
     const std::size_t smem = std::size_t(p.N) * p.I * sizeof(T);
     constexpr int W = pack_width<T>;
@@ -214,10 +401,16 @@ void launch_few_rows(const few_rows_args<T>& p) {
 }  // namespace detail
 
 template <class T>
+bool few_rows_on_tensor_cores(cuda, int N, int I, std::int64_t weights) {
+    return detail::few_rows_choice<T>(N, I, weights, true, true, {}) == detail::few_rows_path::tensor_cores;
+}
+
+template <class T>
 void normed_matmul_forward(cuda, T* out, T* a, T* rstd, const T* x, const T* norm, const T* w, int N, int I, int O,
                            double eps, bool accumulate) {
     if (N <= 0 || O <= 0) return;
-    if (!detail::few_rows_fit<T>(N, I, {x, norm, w})) {
+    const auto path = detail::few_rows_choice<T>(N, I, std::int64_t(O) * I, O % 16 == 0, norm != nullptr, {x, norm, w});
+    if (path == detail::few_rows_path::composed) {
         if (norm) {
             rmsnorm_forward(cuda{}, a, rstd, x, norm, N, I, eps);
             x = a;
@@ -228,15 +421,17 @@ void normed_matmul_forward(cuda, T* out, T* a, T* rstd, const T* x, const T* nor
     detail::few_rows_args<T> p{};
     p.x = x, p.norm = norm, p.eps = eps, p.N = N, p.I = I, p.w0 = w, p.units = O, p.out = out, p.O = O;
     p.add = accumulate ? out : nullptr;
-    if (norm) detail::launch_few_rows<true, detail::few_rows_epilogue::plain>(p);
-    else detail::launch_few_rows<false, detail::few_rows_epilogue::plain>(p);
+    if (norm) detail::launch_few_rows<true, detail::few_rows_epilogue::plain>(path, p);
+    else detail::launch_few_rows<false, detail::few_rows_epilogue::plain>(path, p);
 }
 
 template <class T>
 void normed_swiglu_forward(cuda, T* act, T* a, T* rstd, T* gate, T* up, const T* x, const T* norm, const T* w1,
                            const T* w3, int N, int C, int F, double eps) {
     if (N <= 0 || F <= 0) return;
-    if (!detail::few_rows_fit<T>(N, C, {x, norm, w1, w3})) {
+    const auto path = detail::few_rows_choice<T>(N, C, 2 * std::int64_t(F) * C, F % 16 == 0, true,
+                                                   {x, norm, w1, w3});
+    if (path == detail::few_rows_path::composed) {
         rmsnorm_forward(cuda{}, a, rstd, x, norm, N, C, eps);
         matmul_forward(cuda{}, gate, a, w1, N, C, F);
         matmul_forward(cuda{}, up, a, w3, N, C, F);
@@ -245,7 +440,7 @@ void normed_swiglu_forward(cuda, T* act, T* a, T* rstd, T* gate, T* up, const T*
     }
     detail::few_rows_args<T> p{};
     p.x = x, p.norm = norm, p.eps = eps, p.N = N, p.I = C, p.w0 = w1, p.w1 = w3, p.units = F, p.out = act;
-    detail::launch_few_rows<true, detail::few_rows_epilogue::swiglu>(p);
+    detail::launch_few_rows<true, detail::few_rows_epilogue::swiglu>(path, p);
 }
 
 template <class T>
@@ -253,7 +448,10 @@ void normed_qkv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, T* a, T* rstd, co
                          const T* w_qkv, const accum_t<T>* cos_table, const accum_t<T>* sin_table,
                          const std::int32_t* start, int B, int C, int n, int HD, int ctx, double eps) {
     if (B <= 0 || n <= 0) return;
-    if (HD % 2 != 0 || !detail::few_rows_fit<T>(B, C, {x, norm, w_qkv})) {
+    const auto path = HD % 2 != 0 ? detail::few_rows_path::composed
+                                  : detail::few_rows_choice<T>(B, C, 3 * std::int64_t(n) * HD * C, HD % 32 == 0, true,
+                                                               {x, norm, w_qkv});
+    if (path == detail::few_rows_path::composed) {
         normed_matmul_forward(cuda{}, qkv, a, rstd, x, norm, w_qkv, B, C, 3 * n * HD, eps, false);
         rope_kv_write_at(cuda{}, qkv, k_cache, v_cache, cos_table, sin_table, start, B, 1, n, HD, ctx);
         return;
@@ -262,7 +460,7 @@ void normed_qkv_write_at(cuda, T* qkv, T* k_cache, T* v_cache, T* a, T* rstd, co
     p.x = x, p.norm = norm, p.eps = eps, p.N = B, p.I = C, p.w0 = w_qkv, p.units = 3 * n * (HD / 2), p.out = qkv;
     p.k_cache = k_cache, p.v_cache = v_cache, p.cos_table = cos_table, p.sin_table = sin_table, p.start = start;
     p.n = n, p.HD = HD, p.ctx = ctx;
-    detail::launch_few_rows<true, detail::few_rows_epilogue::qkv>(p);
+    detail::launch_few_rows<true, detail::few_rows_epilogue::qkv>(path, p);
 }
 
 }  // namespace sgt

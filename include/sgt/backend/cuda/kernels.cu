@@ -73,6 +73,7 @@ namespace sgt {
                                    const T*, const accum_t<T>*, const accum_t<T>*, const std::int32_t*, int, int, int, \
                                    int, int, double, accum_t<T>*);                                            \
     template bool decode_passes_one_kernel<T>(cuda, int, int, int, int);                                       \
+    template bool few_rows_on_tensor_cores<T>(cuda, int, int, std::int64_t);                                   \
     template void row_sum_squares<T>(cuda, accum_t<T>*, const T*, int, int);                                     \
     template void row_sum_squares_backward<T>(cuda, T*, const accum_t<T>*, const T*, int, int);                  \
     template void subspace_step_forward<T>(cuda, T*, accum_t<T>*, T*, const T*, int, int, int, double,            \

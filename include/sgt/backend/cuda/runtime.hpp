@@ -196,6 +196,7 @@ struct cuda_context {
     attention_kernel attention = attention_kernel::automatic;
     bool deterministic = true;  // see set_deterministic
     bool fuse_few_rows = true;  // see set_fuse_few_rows
+    std::int64_t few_rows_tc_weights = 384 * 768;  // see set_few_rows_tensor_cores
     bool fuse_decode_passes = true;  // see set_fuse_decode_passes
     int decode_block_keys = 0;  // see set_decode_block_keys
 
@@ -283,6 +284,14 @@ inline void set_deterministic(cuda, bool on) { detail::context().deterministic =
 // Whether this thread's normed products of a few rows (decode_products.cuh: a decode step's) run as one fused
 // kernel each (the default) or as the training ops they are composed of (to compare the two).
 inline void set_fuse_few_rows(cuda, bool on) { detail::context().fuse_few_rows = on; }
+// The most weight elements of a product of 5 to 32 rows (a decode step's at batch 5 to 32) that this thread's
+// normed products take the tensor-core few-row kernel for (decode_products.cuh; bf16): by default 384 x 768, the
+// q/k/v product of a gpt2 loop pass over 2 heads; 0 for the composition alone.
+inline void set_few_rows_tensor_cores(cuda, std::int64_t max_weights) {
+    require(max_weights >= 0, "set_few_rows_tensor_cores: expected a weight count of at least 0, found {}",
+            max_weights);
+    detail::context().few_rows_tc_weights = max_weights;
+}
 // Whether this thread's runs of decode attention passes over a few rows and heads (decode_pass.cuh) run as one
 // cluster kernel each (the default) or as the ops they are composed of (to compare the two). Off, or with
 // set_fuse_few_rows(false), the composition.
