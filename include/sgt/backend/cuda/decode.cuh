@@ -309,12 +309,13 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     decode_merge(out, ml, po, used, gain, bh, HD, splits);
 }
 
-// The sub-chunks of a block: 2 (128 keys) where that still gives four blocks per multiprocessor over the whole
-// context, else 1; or set_decode_block_keys's choice (4 only there). Measured on an H200 (docs/BENCHMARKS.md):
-// 128 keys shortened a gpt2 decode step at batch 32 by 3-13%, and 64 stay faster at batch 1.
+// The sub-chunks of a block: 2 (128 keys) where that still gives three blocks per multiprocessor over the whole
+// context, else 1; or set_decode_block_keys's choice (4 only there). Measured (docs/BENCHMARKS.md): on an H200
+// 128 keys shortened a gpt2 decode step at batch 32 by 3-13%, and 64 stay faster at batch 1; on an H100 SGT's
+// 2-head loop passes at batch 32 and context 1024 (512 blocks of 128 keys, or 1,024 of 64) took 2% off the step.
 inline int decode_sub(std::int64_t heads, int ctx) {
     if (const int keys = context().decode_block_keys; keys > 0) return keys / decode_chunk;
-    return heads * decode_splits(ctx, 2) >= 4 * multiprocessors() ? 2 : 1;
+    return heads * decode_splits(ctx, 2) >= 3 * multiprocessors() ? 2 : 1;
 }
 
 }  // namespace detail
