@@ -25,6 +25,7 @@
 #include "sgt/cuda.hpp"
 
 using namespace sgt;
+using sgt_bench::parse_number;
 using sgt_bench::seconds_since;
 using sgt_bench::split_list;
 
@@ -176,11 +177,13 @@ int main(int argc, char** argv) {
             require(pk == "on" || pk == "off", "--pass-kernel: expected on or off, found '{}'", pk);
             set_fuse_few_rows(cuda{}, f == "on");
             set_fuse_decode_passes(cuda{}, pk == "on");
-            const int keys = std::stoi(row[1]), B = std::stoi(row[4]), ctx = std::stoi(row[5]);
+            const int keys = parse_number<int>(row[1], "--decode-keys"), B = parse_number<int>(row[4], "--batches");
+            const int ctx = parse_number<int>(row[5], "--contexts");
             set_decode_block_keys(cuda{}, keys);
-            const std::int64_t tc = row[8] == "default" ? default_tc_weights : std::stoll(row[8]);
+            const std::int64_t tc =
+                row[8] == "default" ? default_tc_weights : parse_number<std::int64_t>(row[8], "--tc-weights");
             set_few_rows_tensor_cores(cuda{}, tc);
-            const double gc = std::stod(g);
+            const double gc = parse_number<double>(g, "--gate-closed");
             require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
             auto run = [&]<model_config Cfg>() {
                 return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph,

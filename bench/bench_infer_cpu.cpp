@@ -21,6 +21,7 @@
 #include "sgt/sgt.hpp"
 
 using namespace sgt;
+using sgt_bench::parse_number;
 using sgt_bench::seconds_since;
 using sgt_bench::split_list;
 
@@ -89,14 +90,8 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
 std::vector<int> int_list(const std::string& s, const char* what) {
     std::vector<int> out;
     for (const auto& x : split_list(s)) {
-        std::size_t used = 0;
-        int v = 0;
-        try {
-            v = std::stoi(x, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        require(used == x.size() && v > 0, "{}: expected positive integers, found '{}'", what, x);
+        const int v = parse_number<int>(x, what);
+        require(v > 0, "{}: expected positive integers, found '{}'", what, x);
         out.push_back(v);
     }
     return out;

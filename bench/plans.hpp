@@ -3,7 +3,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <exception>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "sgt/core/error.hpp"
@@ -58,6 +61,23 @@ auto with_infer_model(const std::string& model, Run&& run) {
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// One element of an option's list as a number (int, std::int64_t or double), or an sgt::error that names the
+// option and what it found.
+template <class N>
+N parse_number(const std::string& x, const char* what) {
+    std::size_t used = 0;
+    N v{};
+    try {
+        if constexpr (std::is_same_v<N, int>) v = std::stoi(x, &used);
+        else if constexpr (std::is_same_v<N, std::int64_t>) v = std::stoll(x, &used);
+        else v = std::stod(x, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (x.empty() || used != x.size()) sgt::fail("{}: expected a number, found '{}'", what, x);
+    return v;
 }
 
 // "a,b,,c" -> {"a", "b", "c"}: the benchmarks' comma-separated option lists.

@@ -26,5 +26,6 @@ expect() {  # expect "message part" args...
 expect "--contexts: expected more than --decode-tokens (16) and at most 4096, found 8" --contexts 8
 expect "--models: expected gpt2 or char_small, found 'llama'" --models llama --contexts 40 --decode-tokens 4
 expect "--batches: expected positive integers, found '0'" --batches 0
+expect "--contexts: expected a number, found '1k'" --contexts 1k
 expect "unknown plan 'loop': expected vanilla, sgt or block" --variants loop --contexts 40 --decode-tokens 4
 echo "bench_infer_cpu: bad options refused"
