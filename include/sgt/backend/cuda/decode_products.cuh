@@ -52,7 +52,7 @@ struct few_rows_args {
     int N, I;
     const T* w0;  // (O, I) weights; SwiGLU: w1
     const T* w1;  // SwiGLU: w3
-    int units;    // output units (see above)
+    int units;    // outputs of width 1: columns of the product or activation, or q/k/v pairs (3·n·HD/2)
     T* out;       // plain (N, O); SwiGLU (N, F); qkv (N, 3, n, HD)
     const T* add; // plain: added to the product (out itself when accumulating), or null
     int O;
@@ -64,20 +64,50 @@ struct few_rows_args {
     int n, HD, ctx;
 };
 
-// What follows a few-row product, for row r: unit u's sums d0 (and d1: the unit's second weight row) rounded to T
-// as the separate ops would see them, then written as the op after the product would write them. Plain: output
-// column u (plus `add`); SwiGLU: column u of the activation; q/k/v: elements j and j + HD/2 of head `head` of q,
-// k or v (sec), rotated for q and k, and for k and v also written into the cache slot at the row's position.
+// Where output unit u of a product lies when a unit is `width` outputs (1 on the CUDA cores, 16 on the tensor
+// cores): its first output `col` (a column of the product or the activation; for q/k/v the pair index j within
+// head `head` of section `sec`: q, k or v) and its first weight row w0, with the row that pairs with it in w1:
+// SwiGLU's same row of w3, q/k/v's row HD/2 further (RoPE's partner), none for a plain product.
+template <class T>
+struct few_rows_unit {
+    const T* w0;
+    const T* w1;
+    int col, sec, head;
+};
+
 template <few_rows_epilogue E, class T>
-__device__ inline void few_rows_store(const few_rows_args<T>& p, int r, int u, int sec, int head, int j,
+__device__ inline few_rows_unit<T> few_rows_unit_at(const few_rows_args<T>& p, int u, int width) {
+    few_rows_unit<T> at{nullptr, nullptr, width * u, 0, 0};
+    if constexpr (E == few_rows_epilogue::qkv) {
+        const int half = p.HD / 2, per_head = half / width;
+        at.sec = u / (p.n * per_head);
+        at.head = (u / per_head) % p.n;
+        at.col = width * (u % per_head);
+        at.w0 = p.w0 + (std::int64_t(at.sec * p.n + at.head) * p.HD + at.col) * p.I;
+        at.w1 = at.w0 + std::int64_t(half) * p.I;
+    } else {
+        at.w0 = p.w0 + std::int64_t(at.col) * p.I;
+        if constexpr (E == few_rows_epilogue::swiglu) at.w1 = p.w1 + std::int64_t(at.col) * p.I;
+    }
+    return at;
+}
+
+// What follows a few-row product, for row r: output c of unit `at` (its sums d0 and d1, from w0 and w1) rounded to
+// T as the separate ops would see them, then written as the op after the product would write them. Plain: output
+// column at.col + c (plus `add`); SwiGLU: that column of the activation; q/k/v: elements j and j + HD/2 of its
+// head of q, k or v (j = at.col + c), rotated for q and k, and for k and v also written into the cache slot at the
+// row's position.
+template <few_rows_epilogue E, class T>
+__device__ inline void few_rows_store(const few_rows_args<T>& p, int r, const few_rows_unit<T>& at, int c,
                                       accum_t<T> d0, accum_t<T> d1) {
     using A = accum_t<T>;
+    const int j = at.col + c, sec = at.sec, head = at.head;
     if constexpr (E == few_rows_epilogue::plain) {
-        const std::int64_t at = std::int64_t(r) * p.O + u;
-        p.out[at] = store<T>(d0 + (p.add ? load(p.add[at]) : A(0)));
+        const std::int64_t o = std::int64_t(r) * p.O + j;
+        p.out[o] = store<T>(d0 + (p.add ? load(p.add[o]) : A(0)));
     } else if constexpr (E == few_rows_epilogue::swiglu) {
         const A g = load(store<T>(d0)), up = load(store<T>(d1));  // as swiglu_forward reads them
-        p.out[std::int64_t(r) * p.units + u] = store<T>(g / (A(1) + exp(-g)) * up);
+        p.out[std::int64_t(r) * p.units + j] = store<T>(g / (A(1) + exp(-g)) * up);
     } else {
         const int half = p.HD / 2;
         T v0 = store<T>(d0), v1 = store<T>(d1);
@@ -145,33 +175,15 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
     extern __shared__ __align__(16) unsigned char few_rows_smem[];
     T* xs = reinterpret_cast<T*>(few_rows_smem);  // (N, I), as the product reads its input
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, packs = p.I / W;
-    const int half = p.HD / 2, first = blockIdx.x * few_rows_warps + warp, stride = gridDim.x * few_rows_warps;
-    // The weight rows of output unit u (r1: the second row of a pair, or null).
-    auto rows = [&](int u, const T*& r0, const T*& r1, int& sec, int& head, int& j) {
-        if constexpr (E == few_rows_epilogue::plain) {
-            r0 = p.w0 + std::int64_t(u) * p.I;
-        } else if constexpr (E == few_rows_epilogue::swiglu) {
-            r0 = p.w0 + std::int64_t(u) * p.I;
-            r1 = p.w1 + std::int64_t(u) * p.I;
-        } else {  // unit (sec, head, j): rows j and j + HD/2 of head `head` of q, k or v
-            sec = u / (p.n * half);
-            head = (u / half) % p.n;
-            j = u % half;
-            r0 = p.w0 + (std::int64_t(sec * p.n + head) * p.HD + j) * p.I;
-            r1 = r0 + std::int64_t(half) * p.I;
-        }
-    };
+    const int first = blockIdx.x * few_rows_warps + warp, stride = gridDim.x * few_rows_warps;
     // Each lane pulls its share of a unit's rows into L2, in lines of 128 bytes.
     const int lines = int(std::int64_t(p.I) * sizeof(T) / 128);
     auto prefetch = [&](int u) {
         if (u >= p.units) return;
-        const T* r0 = nullptr;
-        const T* r1 = nullptr;
-        int sec = 0, head = 0, j = 0;
-        rows(u, r0, r1, sec, head, j);
+        const few_rows_unit<T> at = few_rows_unit_at<E>(p, u, 1);
         for (int l = lane; l < lines; l += 32) {
-            prefetch_l2(reinterpret_cast<const char*>(r0) + 128 * l);
-            if (r1) prefetch_l2(reinterpret_cast<const char*>(r1) + 128 * l);
+            prefetch_l2(reinterpret_cast<const char*>(at.w0) + 128 * l);
+            if (at.w1) prefetch_l2(reinterpret_cast<const char*>(at.w1) + 128 * l);
         }
     };
     // The weights are not written by the kernel before this one: their first rows are fetched while it ends.
@@ -182,18 +194,15 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
     __syncthreads();
 
     for (int u = first; u < p.units; u += stride) {
-        const T* r0 = nullptr;
-        const T* r1 = nullptr;
-        int sec = 0, head = 0, j = 0;
-        rows(u, r0, r1, sec, head, j);
+        const few_rows_unit<T> at = few_rows_unit_at<E>(p, u, 1);
         prefetch(u + stride);  // the next unit's rows load while this one's are summed
         constexpr bool two = E != few_rows_epilogue::plain;
         A d0[R] = {}, d1[R] = {};
 #pragma unroll 4
         for (int c = lane; c < packs; c += 32) {
-            const P a = reinterpret_cast<const P*>(r0)[c];
+            const P a = reinterpret_cast<const P*>(at.w0)[c];
             P b{};
-            if constexpr (two) b = reinterpret_cast<const P*>(r1)[c];
+            if constexpr (two) b = reinterpret_cast<const P*>(at.w1)[c];
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 if (r >= p.N) break;
@@ -215,7 +224,7 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             if (r >= p.N) break;
-            few_rows_store<E>(p, r, u, sec, head, j, d0[r], d1[r]);
+            few_rows_store<E>(p, r, at, 0, d0[r], d1[r]);
         }
     }
 }
@@ -233,6 +242,7 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
 // partial sums in warp order and writes it as few_rows_store does. So the results are the composition's but for
 // the order of the sums, and the same run after run.
 constexpr int few_rows_tc_max = 32;  // rows: two tiles of 16
+constexpr int few_rows_tc_width = 16;  // outputs a unit: one tile's columns
 constexpr int few_rows_tc_warps = 8, few_rows_tc_threads = 32 * few_rows_tc_warps;
 
 // Shared memory of the tensor-core kernel: a unit's NT weight tiles and MT·16 staged rows, each row of I + 8
@@ -253,36 +263,24 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     constexpr int NT = E == few_rows_epilogue::plain ? 1 : 2;  // weight tiles a unit
     constexpr int W = pack_width<T>;
     extern __shared__ __align__(128) unsigned char few_rows_tc_smem_[];
-    const int ld = p.I + 8, warp = threadIdx.x / 32, steps = p.I / 16, half = p.HD / 2, packs = p.I / W;
+    const int ld = p.I + 8, warp = threadIdx.x / 32, steps = p.I / 16, packs = p.I / W;
     T* ws = reinterpret_cast<T*>(few_rows_tc_smem_);  // (NT·16, ld): the unit's weight rows
     T* xs = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I));  // (MT·16, ld)
     float* red = reinterpret_cast<float*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I) +
                                           few_rows_tc_rows_bytes(16 * MT, p.I));
     T* nw = reinterpret_cast<T*>(red + few_rows_tc_warps * MT * NT * 256);  // (I) the norm's weights
-    const int tiles = E == few_rows_epilogue::qkv ? 3 * p.n * (half / 16) : p.units / 16;
-    // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait), and for q/k/v
-    // its section, head and first pair index.
-    auto load_unit = [&](int u, int& sec, int& head, int& j0) {
-        const T* w[NT];
-        if constexpr (E == few_rows_epilogue::qkv) {
-            const int per_head = half / 16;
-            sec = u / (p.n * per_head);
-            head = (u / per_head) % p.n;
-            j0 = 16 * (u % per_head);
-            w[0] = p.w0 + (std::int64_t(sec * p.n + head) * p.HD + j0) * p.I;
-            w[1] = w[0] + std::int64_t(half) * p.I;
-        } else {
-            j0 = 16 * u;
-            w[0] = p.w0 + std::int64_t(j0) * p.I;
-            if constexpr (NT == 2) w[1] = p.w1 + std::int64_t(j0) * p.I;
-        }
+    const int units = p.units / few_rows_tc_width;
+    // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait).
+    auto load_unit = [&](int u) {
+        const few_rows_unit<T> at = few_rows_unit_at<E>(p, u, few_rows_tc_width);
         for (int i = threadIdx.x; i < NT * 16 * packs; i += few_rows_tc_threads) {
             const int row = i / packs, c = i % packs;  // row t·16 + r: row r of tile t
-            async_copy16(ws + std::int64_t(row) * ld + c * W, w[row / 16] + std::int64_t(row % 16) * p.I + c * W);
+            async_copy16(ws + std::int64_t(row) * ld + c * W,
+                         (row < 16 ? at.w0 : at.w1) + std::int64_t(row % 16) * p.I + c * W);
         }
+        return at;
     };
-    int sec = 0, head = 0, j0 = 0;
-    if (blockIdx.x < tiles) load_unit(blockIdx.x, sec, head, j0);
+    few_rows_unit<T> at = load_unit(blockIdx.x);  // the grid has at most `units` blocks
     for (int c = threadIdx.x; c < packs; c += few_rows_tc_threads) async_copy16(nw + c * W, p.norm + c * W);
     wait_for_prior_grids();
     allow_dependents();
@@ -298,8 +296,8 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     __syncthreads();
     few_rows_stage<T, W, true>(p, xs, ld, nw, xs, ld);
 
-    for (int u = blockIdx.x; u < tiles; u += gridDim.x) {
-        if (u != blockIdx.x) load_unit(u, sec, head, j0);
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        if (u != blockIdx.x) at = load_unit(u);
         async_copy_wait();
         __syncthreads();  // the unit's weights and (first) the staged rows
         wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[MT][NT];
@@ -332,8 +330,7 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
             for (int v = 0; v < few_rows_tc_warps; ++v)
 #pragma unroll
                 for (int t = 0; t < NT; ++t) d[t] += red[((v * MT + m) * NT + t) * 256 + (r % 16) * 16 + c];
-            if constexpr (E == few_rows_epilogue::qkv) few_rows_store<E>(p, r, 0, sec, head, j0 + c, d[0], d[1]);
-            else few_rows_store<E>(p, r, j0 + c, 0, 0, 0, d[0], d[1]);
+            few_rows_store<E>(p, r, at, c, d[0], d[1]);
         }
         __syncthreads();  // red is the next unit's
     }
@@ -367,7 +364,7 @@ few_rows_path few_rows_choice(int N, int I, std::int64_t weights, bool tiles, bo
 }
 
 template <int MT, few_rows_epilogue E>
-void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p, int tiles) {
+void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p) {
     constexpr int NT = E == few_rows_epilogue::plain ? 1 : 2;
     auto* kernel = few_rows_tc_kernel<MT, E>;
     static const bool opted_in = [&] {  // this instance may have more than 48 KB
@@ -376,7 +373,7 @@ void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p, int tiles) {
         return true;
     }();
     (void)opted_in;
-    launch_dependent(kernel, std::min(tiles, 4 * multiprocessors()), few_rows_tc_threads,
+    launch_dependent(kernel, std::min(p.units / few_rows_tc_width, 4 * multiprocessors()), few_rows_tc_threads,
                      few_rows_tc_smem(MT, NT, p.I), p);
 }
 
@@ -384,10 +381,12 @@ void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p, int tiles) {
 template <bool Norm, few_rows_epilogue E, class T>
 void launch_few_rows(few_rows_path path, const few_rows_args<T>& p) {
     if (path == few_rows_path::tensor_cores) {
-        if constexpr (std::is_same_v<T, __nv_bfloat16> && Norm) {  // few_rows_choice: a product with its norm
-            const int tiles = E == few_rows_epilogue::qkv ? 3 * p.n * (p.HD / 32) : p.units / 16;
-            if (p.N <= 16) launch_few_rows_tc<1, E>(p, tiles);
-            else launch_few_rows_tc<2, E>(p, tiles);
+        // few_rows_choice gives this path to bf16 products with their norm only (`fuses`).
+        if constexpr (std::is_same_v<T, __nv_bfloat16> && Norm) {
+            if (p.N <= 16) launch_few_rows_tc<1, E>(p);
+            else launch_few_rows_tc<2, E>(p);
+        } else {
+            fail("launch_few_rows: the tensor-core kernel takes bf16 products with their norm only");
         }
         return;
     }
