@@ -1,5 +1,5 @@
 // sgt/backend/cuda/decode_pass.cuh: a run of a decode step's attention passes (backend/cpu/decode.hpp's
-// decode_passes) as one kernel of a thread-block cluster per two sequences, for a few sequences and heads.
+// decode_passes) as one kernel of a thread-block cluster, for one sequence and a few heads.
 //
 // Why: at batch 1 a loop pass of SGT over |S| = 2 heads of gpt2 moves about 1 MB (0.8 MB of weights, its cache
 // slot) but is three dependent steps: q, k, v from the residual; attention over the slot, which holds the new
@@ -25,10 +25,11 @@
 // ends (a programmatic dependent launch, backend.cuh), and the older keys of every slot into L2. The last pass
 // ends without a barrier. On an H200 at gpt2 size this took SGT's batch-1 decode overhead over vanilla from +31% /
 // +37% (composed) to +24.5% / +21.9% (contexts 1024 / 4096), a pass from about 12 us to 9 us; it is bound by the
-// latency of its instruction chains and barriers, not by bytes, and at 4 or 8 sequences in one cluster an earlier
-// form was slower than the composition, so a cluster takes 1 or 2 and a launch as many clusters as it needs: at 4
-// to 12 sequences 3-9% faster than the composition, at 16 and 32 3-12% slower, where the clusters no longer run
-// at once and the composition's tensor-core products are full (docs/BENCHMARKS.md).
+// latency of its instruction chains and barriers, not by bytes. It took up to 12 sequences (a cluster per two)
+// until the composition's q/k/v went to the tensor cores (decode_products.cuh): then 2 sequences were 2-5% faster
+// composed and 4 to 12 level, and the kernel for one sequence a cluster (pass_max_rows = 1) made batch-1 steps 2-3%
+// faster than the one for two, so it takes one sequence (docs/BENCHMARKS.md, 2026-12-06). The code keeps the
+// sequences of a cluster (pass_max_rows) and the clusters of a launch general.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -49,10 +50,9 @@ namespace detail {
 
 constexpr int pass_threads = 512, pass_warps = pass_threads / 32;
 constexpr int pass_max_slots = 8;    // passes per launch (a longer run takes several)
-constexpr int pass_max_rows = 2;     // sequences a cluster takes (at 4 and 8 one cluster was slower than the
-                                     // composition); more sequences, more clusters
-constexpr int pass_max_batch = 12;   // sequences a launch takes (measured faster than the composition at 4, 8
-                                     // and 12, slower at 16 and 32)
+constexpr int pass_max_rows = 1;     // sequences a cluster takes (more take more clusters)
+constexpr int pass_max_batch = 1;    // sequences a launch takes: since the composition's q/k/v took the tensor
+                                     // cores (decode_products.cuh), 2 to 12 were as fast or faster composed
 constexpr int pass_max_width = 256;  // n·HD: the heads a pass computes, times HD
 
 template <class T>
