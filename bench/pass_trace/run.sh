@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/pass_trace/run.sh [BUILD_DIR] [build|run|all]: builds trace.cu twice (without marks: the kernel's time;
 # TRACE=1: the cycles of each step of a pass) from a marked copy of decode_pass.cuh (make_traced.py), for sm_90a,
-# and runs them where a GPU is: rows 1 and 2, contexts 1024 and 4096, 3 passes (gpt2's SGT loop), and 1 pass.
+# and runs them where a GPU is: one sequence (the kernel's pass_max_rows), contexts 1024 and 4096, 3 passes (gpt2's
+# SGT loop), and 1 pass.
 # Needs nvcc, python3 and libfmt (the backend's errors); the GPU machine runs the built binaries with the
 # libfmt.so.9 beside them (LD_LIBRARY_PATH). A developer's diagnostic, not a test: docs/BENCHMARKS.md quotes it.
 set -euo pipefail
@@ -17,7 +18,7 @@ if [ "$what" != run ]; then
     echo "built $out/pass_time and $out/pass_trace"
 fi
 if [ "$what" != build ]; then
-    for a in "1 1024 3" "1 4096 3" "2 1024 3" "2 4096 3" "1 1024 1"; do
+    for a in "1 1024 3" "1 4096 3" "1 1024 1"; do
         # shellcheck disable=SC2086  # $a holds the arguments on purpose
         "$out/pass_time" $a
         # shellcheck disable=SC2086

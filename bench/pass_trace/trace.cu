@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     const int B = argc > 1 ? std::atoi(argv[1]) : 1, ctx = argc > 2 ? std::atoi(argv[2]) : 1024;
     const int S = argc > 3 ? std::atoi(argv[3]) : 3, C = 768, n = 2, HD = 64, pos = ctx - 24;
     if (B < 1 || B > detail::pass_max_rows || S < 1 || S > detail::pass_max_slots || ctx < 32) {
-        std::printf("usage: trace [rows 1-2] [context >= 32] [passes 1-8]\n");
+        std::printf("usage: trace [rows 1-%d] [context >= 32] [passes 1-%d]\n", detail::pass_max_rows,
+                    detail::pass_max_slots);
         return 2;
     }
     std::mt19937 g(1);
