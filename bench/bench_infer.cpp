@@ -146,8 +146,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
     app.add_option("--pass-kernel", pass_kernel,
-                   "on, off or on,off: a run of decode attention passes over a few rows and heads as one cluster "
-                   "kernel (decode_pass.cuh), or composed of the per-pass kernels")
+                   "on, off or on,off: a run of decode attention passes over one sequence and a few heads as one "
+                   "cluster kernel (decode_pass.cuh), or composed of the per-pass kernels")
         ->capture_default_str();
     app.add_option("--tc-weights", tc_weights,
                    "products of 5 to 32 rows with at most this many weights take the tensor-core few-row kernel "

@@ -14,8 +14,8 @@
 // the same buffers every time, so a GPU backend records it once as a graph and replays it (step_graph). Its
 // products go through the normed ops of backend/cpu/decode.hpp (a product with the norm before it and SwiGLU, or
 // RoPE and the cache write, after it), which a GPU runs as one kernel each for a few sequences, and its attention
-// passes through decode_passes: a looped layer's steps 1..K as one run, which a GPU runs as one kernel for one or
-// two sequences (backend/cuda/decode_pass.cuh).
+// passes through decode_passes: a looped layer's steps 1..K as one run, which a GPU runs as one kernel for one
+// sequence (backend/cuda/decode_pass.cuh).
 //
 // Learned head gates (gates.hpp, GATES.md Sec. 3.1), after set_gates(): on the first pass of each gated layer the
 // gate scores every head at every position from its query and the prefix mean of its keys (kept across decode

@@ -144,11 +144,11 @@ void decode_attention(cpu, T* out, const T* qkv, const T* k_cache, const T* v_ca
 // (norm (C), w_qkv (3·n·HD, C), w_o (C, n·HD)): pass p appends its key and value to its slot and adds
 //     x ← x + W_O · (g_p ⊙ softmax(q kᵀ / √HD) v),   q, k, v = RoPE(W_QKV · RMSNorm(x)) at the positions start,
 // reading x as the pass before left it. A looped layer's steps k = 1..K (Eq. 6, spec Sec. 7) are such a run, and
-// any pass is a run of one. Here, and on a GPU past 12 rows or a few heads, it is the composition of the ops
-// above (detail::compose_decode_passes, backend/common.hpp); a GPU runs a run over up to 12 rows and a few heads as
-// one kernel, a thread-block cluster for every two rows (backend/cuda/decode_pass.cuh), since a pass over two heads
-// of one token is three chained steps of a few hundred kilobytes each, bound by kernel boundaries. qkv (B, 3, n,
-// HD), o (B, n·HD), a (B, C), rstd (B) and workspace (decode_attention_workspace) are scratch.
+// any pass is a run of one. Here, and on a GPU past one row or a few heads, it is the composition of the ops above
+// (detail::compose_decode_passes, backend/common.hpp); a GPU runs a run over one row and a few heads as one kernel
+// of a thread-block cluster (backend/cuda/decode_pass.cuh), since a pass over two heads of one token is three
+// chained steps of a few hundred kilobytes each, bound by kernel boundaries. qkv (B, 3, n, HD), o (B, n·HD),
+// a (B, C), rstd (B) and workspace (decode_attention_workspace) are scratch.
 template <class T>
 void decode_passes(cpu, T* x, T* qkv, T* o, T* a, T* rstd, std::span<const decode_slot<T>> slots, const T* norm,
                    const T* w_qkv, const T* w_o, const T* cos_table, const T* sin_table, const std::int32_t* start,

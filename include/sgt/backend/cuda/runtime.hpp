@@ -292,7 +292,7 @@ inline void set_few_rows_tensor_cores(cuda, std::int64_t max_weights) {
             max_weights);
     detail::context().few_rows_tc_weights = max_weights;
 }
-// Whether this thread's runs of decode attention passes over a few rows and heads (decode_pass.cuh) run as one
+// Whether this thread's runs of decode attention passes over one row and a few heads (decode_pass.cuh) run as one
 // cluster kernel each (the default) or as the ops they are composed of (to compare the two). Off, or with
 // set_fuse_few_rows(false), the composition.
 inline void set_fuse_decode_passes(cuda, bool on) { detail::context().fuse_decode_passes = on; }
