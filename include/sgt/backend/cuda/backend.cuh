@@ -105,6 +105,12 @@ inline std::size_t smem_optin_limit() {
     return limit;
 }
 
+// Lets `kernel` take `bytes` of dynamic shared memory (above 48 KB, up to smem_optin_limit()).
+template <class Kernel>
+void allow_smem(Kernel kernel, std::size_t bytes) {
+    SGT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
 template <class... Params, class... Args>
 void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, Args... args) {
     cudaLaunchAttribute attr{};

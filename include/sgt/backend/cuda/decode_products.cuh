@@ -367,11 +367,7 @@ template <int MT, few_rows_epilogue E>
 void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p) {
     constexpr int NT = E == few_rows_epilogue::plain ? 1 : 2;
     auto* kernel = few_rows_tc_kernel<MT, E>;
-    static const bool opted_in = [&] {  // this instance may have more than 48 KB
-        SGT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            int(smem_optin_limit())));
-        return true;
-    }();
+    static const bool opted_in = (allow_smem(kernel, smem_optin_limit()), true);  // may exceed 48 KB; once
     (void)opted_in;
     launch_dependent(kernel, std::min(p.units / few_rows_tc_width, 4 * multiprocessors()), few_rows_tc_threads,
                      few_rows_tc_smem(MT, NT, p.I), p);

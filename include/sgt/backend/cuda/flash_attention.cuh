@@ -417,11 +417,6 @@ __global__ void __launch_bounds__(threads) backward_q_kernel(bf16* dqkv, const b
                    stage + warp * 16 * ld_acc<HD>, scale);
 }
 
-template <class Kernel>
-void allow_smem(Kernel kernel, std::size_t bytes) {
-    SGT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
-
 // entropy (B, n) from qkv (B, T, 3, n, HD) by last_row_entropy_kernel (also cuDNN's path, attention.cuh).
 inline void last_row_entropy(double* entropy, const bf16* qkv, int B, int T_, int n, int HD) {
     const std::size_t smem = std::size_t(T_) * sizeof(float);
