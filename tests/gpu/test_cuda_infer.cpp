@@ -333,7 +333,8 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
         CAPTURE(HD);
         CAPTURE(C);
         CAPTURE(sh.first);
-        CHECK(decode_passes_one_kernel<T>(cuda{}, B, C, n, HD) == (B == 1 && n * HD <= 256));
+        const bool one_kernel = decode_passes_one_kernel<T>(cuda{}, B, C, n, HD);
+        CHECK(one_kernel == (B == 1 && n * HD <= 256));
         rng r(std::uint64_t(1000 * B + 10 * n + HD));
         const auto x = test::rounded<T>(test::random_vector(r, std::size_t(B) * C));
         auto norm = test::random_vector(r, std::size_t(C));
@@ -376,8 +377,9 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
         device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
         std::vector<device_buffer<T>> d_gains;
         for (int p = 0; p < P; ++p) d_gains.push_back(test::to_device<T>(gains[std::size_t(p)]));
-        std::vector<std::vector<double>> outs;  // fused where it fits, then composed
+        std::vector<std::vector<double>> outs;  // the one kernel where it takes the shape, then composed
         for (const bool fused : {true, false}) {
+            if (fused && !one_kernel) continue;  // the composition either way: it runs once
             set_fuse_decode_passes(cuda{}, fused);
             if (!fused) CHECK_FALSE(decode_passes_one_kernel<T>(cuda{}, B, C, n, HD));
             auto d_x = test::to_device<T>(x);
@@ -394,7 +396,7 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
             decode_passes(cuda{}, d_x.data(), d_qkv.data(), d_o.data(), d_a.data(), d_rstd.data(),
                           std::span<const decode_slot<T>>(slots), d_norm.data(), d_wqkv.data(), d_wo.data(),
                           rope.d_cos.data(), rope.d_sin.data(), rope.d_pos.data(), B, C, n, HD, ctx, 1e-5, ws.data());
-            const std::string how = fused ? " (one kernel where it fits)" : " (composed)";
+            const std::string how = fused ? " (one kernel)" : " (composed)";
             test::check_error<T>("residual after the passes" + how, test::rel_error(test::to_host(d_x), x_ref));
             std::vector<double> all = test::to_host(d_x), keys, values, keys_ref, values_ref;
             for (int p = 0; p < P; ++p) {
@@ -411,7 +413,7 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
             outs.push_back(all);
         }
         set_fuse_decode_passes(cuda{}, true);
-        test::check_error<T>("one kernel against composed", test::rel_error(outs[0], outs[1]));
+        if (one_kernel) test::check_error<T>("one kernel against composed", test::rel_error(outs[0], outs[1]));
     }
 }
 
