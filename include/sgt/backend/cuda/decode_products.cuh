@@ -270,6 +270,7 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
                                           few_rows_tc_rows_bytes(16 * MT, p.I));
     T* nw = reinterpret_cast<T*>(red + few_rows_tc_warps * MT * NT * 256);  // (I) the norm's weights
     const int units = p.units / few_rows_tc_width;
+    const int r0 = 16 * MT * blockIdx.y, rows = min(p.N - r0, 16 * MT);  // this block's rows: grid.y splits them
     // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait).
     auto load_unit = [&](int u) {
         const few_rows_unit<T> at = few_rows_unit_at<E>(p, u, few_rows_tc_width);
@@ -286,15 +287,17 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     allow_dependents();
     // The rows, written by the kernel before: every copy in flight at once, then normalised in place (a warp's
     // rows one after another, from shared memory).
-    for (int i = threadIdx.x; i < p.N * packs; i += few_rows_tc_threads) {
+    for (int i = threadIdx.x; i < rows * packs; i += few_rows_tc_threads) {
         const int r = i / packs, c = i % packs;
-        async_copy16(xs + std::int64_t(r) * ld + c * W, p.x + std::int64_t(r) * p.I + c * W);
+        async_copy16(xs + std::int64_t(r) * ld + c * W, p.x + std::int64_t(r0 + r) * p.I + c * W);
     }
-    for (int i = threadIdx.x; i < (MT * 16 - p.N) * p.I; i += few_rows_tc_threads)
-        xs[std::int64_t(p.N + i / p.I) * ld + i % p.I] = __float2bfloat16(0.0f);
+    for (int i = threadIdx.x; i < (MT * 16 - rows) * p.I; i += few_rows_tc_threads)
+        xs[std::int64_t(rows + i / p.I) * ld + i % p.I] = __float2bfloat16(0.0f);
     async_copy_wait();
     __syncthreads();
-    few_rows_stage<T, W, true>(p, xs, ld, nw, xs, ld);
+    few_rows_args<T> mine = p;
+    mine.N = rows;
+    few_rows_stage<T, W, true>(mine, xs, ld, nw, xs, ld);
 
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
         if (u != blockIdx.x) at = load_unit(u);
@@ -324,13 +327,13 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
             for (int t = 0; t < NT; ++t)
                 wmma::store_matrix_sync(red + ((warp * MT + m) * NT + t) * 256, acc[m][t], 16, wmma::mem_row_major);
         __syncthreads();  // every warp's sums; ws free for the next unit
-        for (int i = threadIdx.x; i < p.N * 16; i += few_rows_tc_threads) {
+        for (int i = threadIdx.x; i < rows * 16; i += few_rows_tc_threads) {
             const int r = i / 16, c = i % 16, m = r / 16;
             float d[2] = {0.0f, 0.0f};
             for (int v = 0; v < few_rows_tc_warps; ++v)
 #pragma unroll
                 for (int t = 0; t < NT; ++t) d[t] += red[((v * MT + m) * NT + t) * 256 + (r % 16) * 16 + c];
-            few_rows_store<E>(p, r, at, c, d[0], d[1]);
+            few_rows_store<E>(p, r0 + r, at, c, d[0], d[1]);
         }
         __syncthreads();  // red is the next unit's
     }
@@ -369,8 +372,9 @@ void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p) {
     auto* kernel = few_rows_tc_kernel<MT, E>;
     static const bool opted_in = (allow_smem(kernel, smem_optin_limit()), true);  // may exceed 48 KB; once
     (void)opted_in;
-    launch_dependent(kernel, std::min(p.units / few_rows_tc_width, 4 * multiprocessors()), few_rows_tc_threads,
-                     few_rows_tc_smem(MT, NT, p.I), p);
+    const dim3 grid(unsigned(std::min(p.units / few_rows_tc_width, 4 * multiprocessors())),
+                    unsigned((p.N + 16 * MT - 1) / (16 * MT)));
+    launch_dependent(kernel, grid, few_rows_tc_threads, few_rows_tc_smem(MT, NT, p.I), p);
 }
 
 // The launch of a product that few_rows_choice gave a kernel.
@@ -379,8 +383,7 @@ void launch_few_rows(few_rows_path path, const few_rows_args<T>& p) {
     if (path == few_rows_path::tensor_cores) {
         // few_rows_choice gives this path to bf16 products with their norm only (`fuses`).
         if constexpr (std::is_same_v<T, __nv_bfloat16> && Norm) {
-            if (p.N <= 16) launch_few_rows_tc<1, E>(p);
-            else launch_few_rows_tc<2, E>(p);
+            launch_few_rows_tc<1, E>(p);  // a block a 16-row tile
         } else {
             fail("launch_few_rows: the tensor-core kernel takes bf16 products with their norm only");
         }
