@@ -233,7 +233,9 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
 // set_few_rows_tensor_cores weights: SGT's loop-pass products over |S| heads) in bf16. On the CUDA cores 32 rows
 // cost a pass of arithmetic over the weights per row and were far slower than cuBLASLt ("Decode experiments not
 // kept"); here WMMA's 16 x 16 x 16 products take 16 rows at a time, so the kernel does in one launch what the
-// composition does in two or three (RMSNorm, the product, the epilogue op). A block takes output tiles of 16
+// composition does in two or three (RMSNorm, the product, the epilogue op). A block takes MT tiles of 16 rows (the
+// launch gives one: 17 to 32 rows are two blocks a unit, grid.y, which took a gpt2 loop pass's q/k/v at batch 32
+// from 9.8 to 7.5 µs on an H100 against one block of both tiles; docs/BENCHMARKS.md) and output tiles of 16
 // columns (a unit: 16 weight rows, or 16 of w1 and the same 16 of w3, or 16 of a head's q, k or v with the 16 that
 // RoPE pairs them with). Its first unit's weights and the norm's are copied into shared memory while the kernel
 // before this one ends (they are not written by it); then its rows are copied there, all at once, and normalised
