@@ -293,11 +293,13 @@ TEST_CASE_TEMPLATE("a decode step's normed products of a few rows on the GPU mat
 TEST_CASE("a decode step's thin products of 5 to 32 rows on the GPU's tensor cores match the CPU and the composition") {
     // bf16, whole tiles of 16 outputs (48 outputs, 32 of SwiGLU, heads of 32: one tile a half-head) and 16 inputs:
     // 5 to 16 rows take one 16-row tile, 17 to 32 two; 48 inputs give 3 of the block's 8 warps a step each, 784
-    // inputs 49 steps (every warp 6 or 7). 33 rows, a product of more weights than the limit and a product without
-    // a norm (added to a residual, as W_O's: one cuBLASLt call either way) take the composition.
+    // inputs 49 steps (every warp 6 or 7), 2048 inputs rows wider than a block of both 16-row tiles could hold in
+    // Hopper's 227 KB (about 300 KB; a block takes one tile, 213 KB). 33 rows, a product of more weights than the
+    // limit and a product without a norm (added to a residual, as W_O's: one cuBLASLt call either way) take the
+    // composition.
     const int O = 48, F = 32, n = 2, HD = 32;
     const std::int64_t tc_default = detail::context().few_rows_tc_weights;
-    for (const int I : {48, 784})
+    for (const int I : {48, 784, 2048})
         for (const int N : {5, 13, 16, 17, 32, 33}) {
             const std::int64_t weights = 3 * std::int64_t(n) * HD * I;  // the largest of the products: q/k/v's
             set_few_rows_tensor_cores(cuda{}, weights);

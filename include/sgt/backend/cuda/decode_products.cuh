@@ -361,7 +361,7 @@ few_rows_path few_rows_choice(int N, int I, std::int64_t weights, bool tiles, bo
     }
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         bool tc = N <= few_rows_tc_max && tiles && fuses && I % 16 == 0 && weights <= context().few_rows_tc_weights &&
-                  few_rows_tc_smem(2, 2, I) <= smem_optin_limit();  // two tiles' need; the launch takes one
+                  few_rows_tc_smem(1, 2, I) <= smem_optin_limit();  // the launch's one tile of rows
         for (const void* ptr : ptrs) tc = tc && reinterpret_cast<std::uintptr_t>(ptr) % 32 == 0;  // WMMA's loads
         if (tc) return few_rows_path::tensor_cores;
     }
