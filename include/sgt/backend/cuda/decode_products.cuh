@@ -130,16 +130,16 @@ __device__ inline void few_rows_store(const few_rows_args<T>& p, int r, const fe
     }
 }
 
-// A few-row kernel's first step: rows 0..N of x (row r at x + r·x_ld) into shared memory (row r at xs + r·ld),
+// A few-row kernel's first step: rows 0..rows of x (row r at x + r·x_ld) into shared memory (row r at xs + r·ld),
 // normalised by RMSNorm's arithmetic and rounding to T (one warp a row; norm: its weights) or copied as they are.
 // x may be xs itself (the rows already copied there): each lane rewrites only the packs it has read.
 template <class T, int W, bool Norm>
-__device__ inline void few_rows_stage(const few_rows_args<T>& p, const T* x_rows, int x_ld, const T* norm, T* xs,
-                                      int ld) {
+__device__ inline void few_rows_stage(const few_rows_args<T>& p, int rows, const T* x_rows, int x_ld, const T* norm,
+                                      T* xs, int ld) {
     using A = accum_t<T>;
     using P = pack<T, W>;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32, packs = p.I / W;
-    for (int r = warp; r < p.N; r += warps) {
+    for (int r = warp; r < rows; r += warps) {
         const P* x = reinterpret_cast<const P*>(x_rows + std::int64_t(r) * x_ld);
         P* dst = reinterpret_cast<P*>(xs + std::int64_t(r) * ld);
         if constexpr (Norm) {
@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
     prefetch(first);
     wait_for_prior_grids();
     allow_dependents();
-    few_rows_stage<T, W, Norm>(p, p.x, p.I, p.norm, xs, p.I);
+    few_rows_stage<T, W, Norm>(p, p.N, p.x, p.I, p.norm, xs, p.I);
     __syncthreads();
 
     for (int u = first; u < p.units; u += stride) {
@@ -233,32 +233,32 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
 // set_few_rows_tensor_cores weights: SGT's loop-pass products over |S| heads) in bf16. On the CUDA cores 32 rows
 // cost a pass of arithmetic over the weights per row and were far slower than cuBLASLt ("Decode experiments not
 // kept"); here WMMA's 16 x 16 x 16 products take 16 rows at a time, so the kernel does in one launch what the
-// composition does in two or three (RMSNorm, the product, the epilogue op). A block takes MT tiles of 16 rows (the
-// launch gives one: 17 to 32 rows are two blocks a unit, grid.y, which took a gpt2 loop pass's q/k/v at batch 32
-// from 9.8 to 7.5 µs on an H100 against one block of both tiles; docs/BENCHMARKS.md) and output tiles of 16
+// composition does in two or three (RMSNorm, the product, the epilogue op). A block takes one tile of 16 rows (17
+// to 32 rows are two blocks a unit, grid.y, which took a gpt2 loop pass's q/k/v at batch 32 from 9.8 to 7.5 µs on
+// an H100 against one block of both tiles; docs/BENCHMARKS.md) and output tiles of 16
 // columns (a unit: 16 weight rows, or 16 of w1 and the same 16 of w3, or 16 of a head's q, k or v with the 16 that
 // RoPE pairs them with). Its first unit's weights and the norm's are copied into shared memory while the kernel
 // before this one ends (they are not written by it); then its rows are copied there, all at once, and normalised
-// in place as few_rows_stage does, zero rows filling the last 16-row tile. Its warps split a unit's sum along the
+// in place as few_rows_stage does, zero rows filling the tile. Its warps split a unit's sum along the
 // inputs (16 at a time, warp w taking steps w, w + 8, ...), and after a barrier each thread adds one output's
 // partial sums in warp order and writes it as few_rows_store does. So the results are the composition's but for
 // the order of the sums, and the same run after run.
-constexpr int few_rows_tc_max = 32;  // rows: two tiles of 16
+constexpr int few_rows_tc_max = 32;  // rows: two blocks of a 16-row tile
 constexpr int few_rows_tc_width = 16;  // outputs a unit: one tile's columns
 constexpr int few_rows_tc_warps = 8, few_rows_tc_threads = 32 * few_rows_tc_warps;
 
-// Shared memory of the tensor-core kernel: a unit's NT weight tiles and MT·16 staged rows, each row of I + 8
-// elements (the 8 against bank conflicts of the fragment loads), then each warp's MT x NT accumulator tiles of
-// 16 x 16 floats and the norm's I weights.
+// Shared memory of the tensor-core kernel: a unit's NT weight tiles and 16 staged rows, each row of I + 8 elements
+// (the 8 against bank conflicts of the fragment loads), then each warp's NT accumulator tiles of 16 x 16 floats and
+// the norm's I weights.
 __host__ __device__ inline std::size_t few_rows_tc_rows_bytes(int rows, int I) {
     return (std::size_t(rows) * (I + 8) * 2 + 127) / 128 * 128;
 }
-inline std::size_t few_rows_tc_smem(int MT, int NT, int I) {
-    return few_rows_tc_rows_bytes(16 * NT, I) + few_rows_tc_rows_bytes(16 * MT, I) +
-           std::size_t(few_rows_tc_warps) * MT * NT * 256 * sizeof(float) + std::size_t(I) * 2;
+inline std::size_t few_rows_tc_smem(int NT, int I) {
+    return few_rows_tc_rows_bytes(16 * NT, I) + few_rows_tc_rows_bytes(16, I) +
+           std::size_t(few_rows_tc_warps) * NT * 256 * sizeof(float) + std::size_t(I) * 2;
 }
 
-template <int MT, few_rows_epilogue E>
+template <few_rows_epilogue E>
 __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const few_rows_args<__nv_bfloat16> p) {
     using T = __nv_bfloat16;
     namespace wmma = nvcuda::wmma;
@@ -267,12 +267,12 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     extern __shared__ __align__(128) unsigned char few_rows_tc_smem_[];
     const int ld = p.I + 8, warp = threadIdx.x / 32, steps = p.I / 16, packs = p.I / W;
     T* ws = reinterpret_cast<T*>(few_rows_tc_smem_);  // (NT·16, ld): the unit's weight rows
-    T* xs = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I));  // (MT·16, ld)
+    T* xs = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I));  // (16, ld)
     float* red = reinterpret_cast<float*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I) +
-                                          few_rows_tc_rows_bytes(16 * MT, p.I));
-    T* nw = reinterpret_cast<T*>(red + few_rows_tc_warps * MT * NT * 256);  // (I) the norm's weights
+                                          few_rows_tc_rows_bytes(16, p.I));
+    T* nw = reinterpret_cast<T*>(red + few_rows_tc_warps * NT * 256);  // (I) the norm's weights
     const int units = p.units / few_rows_tc_width;
-    const int r0 = 16 * MT * blockIdx.y, rows = min(p.N - r0, 16 * MT);  // this block's rows: grid.y splits them
+    const int r0 = 16 * blockIdx.y, rows = min(p.N - r0, 16);  // this block's rows: grid.y splits them
     // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait).
     auto load_unit = [&](int u) {
         const few_rows_unit<T> at = few_rows_unit_at<E>(p, u, few_rows_tc_width);
@@ -293,48 +293,39 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
         const int r = i / packs, c = i % packs;
         async_copy16(xs + std::int64_t(r) * ld + c * W, p.x + std::int64_t(r0 + r) * p.I + c * W);
     }
-    for (int i = threadIdx.x; i < (MT * 16 - rows) * p.I; i += few_rows_tc_threads)
+    for (int i = threadIdx.x; i < (16 - rows) * p.I; i += few_rows_tc_threads)
         xs[std::int64_t(rows + i / p.I) * ld + i % p.I] = __float2bfloat16(0.0f);
     async_copy_wait();
     __syncthreads();
-    few_rows_args<T> mine = p;
-    mine.N = rows;
-    few_rows_stage<T, W, true>(mine, xs, ld, nw, xs, ld);
+    few_rows_stage<T, W, true>(p, rows, xs, ld, nw, xs, ld);
 
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
         if (u != blockIdx.x) at = load_unit(u);
         async_copy_wait();
         __syncthreads();  // the unit's weights and (first) the staged rows
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[MT][NT];
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[NT];
 #pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int t = 0; t < NT; ++t) wmma::fill_fragment(acc[m][t], 0.0f);
+        for (int t = 0; t < NT; ++t) wmma::fill_fragment(acc[t], 0.0f);
         for (int k = warp; k < steps; k += few_rows_tc_warps) {
             // B (16 inputs x 16 outputs) column-major is 16 rows of W: element (i, o) at ws[o·ld + i].
             wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b[NT];
 #pragma unroll
             for (int t = 0; t < NT; ++t) wmma::load_matrix_sync(b[t], ws + std::int64_t(16 * t) * ld + 16 * k, ld);
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+            wmma::load_matrix_sync(a, xs + 16 * k, ld);
 #pragma unroll
-            for (int m = 0; m < MT; ++m) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-                wmma::load_matrix_sync(a, xs + std::int64_t(16 * m) * ld + 16 * k, ld);
-#pragma unroll
-                for (int t = 0; t < NT; ++t) wmma::mma_sync(acc[m][t], a, b[t], acc[m][t]);
-            }
+            for (int t = 0; t < NT; ++t) wmma::mma_sync(acc[t], a, b[t], acc[t]);
         }
 #pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int t = 0; t < NT; ++t)
-                wmma::store_matrix_sync(red + ((warp * MT + m) * NT + t) * 256, acc[m][t], 16, wmma::mem_row_major);
+        for (int t = 0; t < NT; ++t)
+            wmma::store_matrix_sync(red + (warp * NT + t) * 256, acc[t], 16, wmma::mem_row_major);
         __syncthreads();  // every warp's sums; ws free for the next unit
         for (int i = threadIdx.x; i < rows * 16; i += few_rows_tc_threads) {
-            const int r = i / 16, c = i % 16, m = r / 16;
+            const int r = i / 16, c = i % 16;
             float d[2] = {0.0f, 0.0f};
             for (int v = 0; v < few_rows_tc_warps; ++v)
 #pragma unroll
-                for (int t = 0; t < NT; ++t) d[t] += red[((v * MT + m) * NT + t) * 256 + (r % 16) * 16 + c];
+                for (int t = 0; t < NT; ++t) d[t] += red[(v * NT + t) * 256 + r * 16 + c];
             few_rows_store<E>(p, r0 + r, at, c, d[0], d[1]);
         }
         __syncthreads();  // red is the next unit's
@@ -361,22 +352,21 @@ few_rows_path few_rows_choice(int N, int I, std::int64_t weights, bool tiles, bo
     }
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         bool tc = N <= few_rows_tc_max && tiles && fuses && I % 16 == 0 && weights <= context().few_rows_tc_weights &&
-                  few_rows_tc_smem(1, 2, I) <= smem_optin_limit();  // the launch's one tile of rows
+                  few_rows_tc_smem(2, I) <= smem_optin_limit();
         for (const void* ptr : ptrs) tc = tc && reinterpret_cast<std::uintptr_t>(ptr) % 32 == 0;  // WMMA's loads
         if (tc) return few_rows_path::tensor_cores;
     }
     return few_rows_path::composed;
 }
 
-template <int MT, few_rows_epilogue E>
+template <few_rows_epilogue E>
 void launch_few_rows_tc(const few_rows_args<__nv_bfloat16>& p) {
     constexpr int NT = E == few_rows_epilogue::plain ? 1 : 2;
-    auto* kernel = few_rows_tc_kernel<MT, E>;
+    auto* kernel = few_rows_tc_kernel<E>;
     static const bool opted_in = (allow_smem(kernel, smem_optin_limit()), true);  // may exceed 48 KB; once
     (void)opted_in;
-    const dim3 grid(unsigned(std::min(p.units / few_rows_tc_width, 4 * multiprocessors())),
-                    unsigned((p.N + 16 * MT - 1) / (16 * MT)));
-    launch_dependent(kernel, grid, few_rows_tc_threads, few_rows_tc_smem(MT, NT, p.I), p);
+    const dim3 grid(unsigned(std::min(p.units / few_rows_tc_width, 4 * multiprocessors())), unsigned((p.N + 15) / 16));
+    launch_dependent(kernel, grid, few_rows_tc_threads, few_rows_tc_smem(NT, p.I), p);
 }
 
 // The launch of a product that few_rows_choice gave a kernel.
@@ -385,7 +375,7 @@ void launch_few_rows(few_rows_path path, const few_rows_args<T>& p) {
     if (path == few_rows_path::tensor_cores) {
         // few_rows_choice gives this path to bf16 products with their norm only (`fuses`).
         if constexpr (std::is_same_v<T, __nv_bfloat16> && Norm) {
-            launch_few_rows_tc<1, E>(p);  // a block a 16-row tile
+            launch_few_rows_tc<E>(p);
         } else {
             fail("launch_few_rows: the tensor-core kernel takes bf16 products with their norm only");
         }
