@@ -258,6 +258,20 @@ inline std::size_t few_rows_tc_smem(int NT, int I) {
            std::size_t(few_rows_tc_warps) * NT * 256 * sizeof(float) + std::size_t(I) * 2;
 }
 
+// Calls f(row, c) for packs c = 0..packs of rows 0..rows, the block's threads taking them in turn: a division for a
+// thread's first (row, c), then steps of the block's size, not a division in every turn.
+template <class F>
+__device__ inline void few_rows_tc_each_pack(int rows, int packs, F f) {
+    const int step_rows = few_rows_tc_threads / packs, step_c = few_rows_tc_threads % packs;
+    int row = threadIdx.x / packs, c = threadIdx.x % packs;
+    while (row < rows) {
+        f(row, c);
+        row += step_rows;
+        c += step_c;
+        if (c >= packs) c -= packs, ++row;  // step_c < packs
+    }
+}
+
 template <few_rows_epilogue E>
 __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const few_rows_args<__nv_bfloat16> p) {
     using T = __nv_bfloat16;
@@ -276,11 +290,10 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait).
     auto load_unit = [&](int u) {
         const few_rows_unit<T> at = few_rows_unit_at<E>(p, u, few_rows_tc_width);
-        for (int i = threadIdx.x; i < NT * 16 * packs; i += few_rows_tc_threads) {
-            const int row = i / packs, c = i % packs;  // row t·16 + r: row r of tile t
+        few_rows_tc_each_pack(NT * 16, packs, [&](int row, int c) {  // row t·16 + r: row r of tile t
             async_copy16(ws + std::int64_t(row) * ld + c * W,
                          (row < 16 ? at.w0 : at.w1) + std::int64_t(row % 16) * p.I + c * W);
-        }
+        });
         return at;
     };
     few_rows_unit<T> at = load_unit(blockIdx.x);  // the grid has at most `units` blocks
@@ -289,12 +302,15 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     allow_dependents();
     // The rows, written by the kernel before: every copy in flight at once, then normalised in place (a warp's
     // rows one after another, from shared memory).
-    for (int i = threadIdx.x; i < rows * packs; i += few_rows_tc_threads) {
-        const int r = i / packs, c = i % packs;
+    few_rows_tc_each_pack(rows, packs, [&](int r, int c) {
         async_copy16(xs + std::int64_t(r) * ld + c * W, p.x + std::int64_t(r0 + r) * p.I + c * W);
-    }
-    for (int i = threadIdx.x; i < (16 - rows) * p.I; i += few_rows_tc_threads)
-        xs[std::int64_t(rows + i / p.I) * ld + i % p.I] = __float2bfloat16(0.0f);
+    });
+    pack<T, W> zero;
+#pragma unroll
+    for (int k = 0; k < W; ++k) zero.v[k] = __float2bfloat16(0.0f);
+    few_rows_tc_each_pack(16 - rows, packs, [&](int r, int c) {  // the tile's rows past the block's
+        reinterpret_cast<pack<T, W>*>(xs + std::int64_t(rows + r) * ld)[c] = zero;
+    });
     async_copy_wait();
     __syncthreads();
     few_rows_stage<T, W, true>(p, rows, xs, ld, nw, xs, ld);
