@@ -7,7 +7,11 @@
 #      by cudaMemcpy), racecheck (shared-memory hazards) and synccheck (barrier misuse); SGT_SANITIZER_TOOLS picks
 #      a subset (default "memcheck initcheck racecheck synccheck"). racecheck and synccheck skip cuDNN's kernels
 #      (`--kernel-name-exclude kns=cudnn`): its Hopper attention kernels synchronise through mbarriers, which the
-#      tools do not model, and they report hazards there (134 on 2026-12-02); memcheck and initcheck cover them;
+#      tools do not model, and they report hazards there (134 on 2026-12-02); memcheck and initcheck cover them.
+#      cuBLASLt's Hopper products (nvjet_sm90_* kernels) synchronise so too, and racecheck reports hazards inside
+#      them (40 in the inference test's composed bf16 products on 2026-12-06); excluding them by name made
+#      racecheck fail ("failed to handle a hardware exception") in a later product, so they run instrumented and
+#      a racecheck counts as failed only where the test fails or a hazard lies in a kernel of ours;
 #      initcheck runs the fp32 and double cases only: it does not see the stores of cuBLASLt's Hopper bf16 products
 #      (nvjet_sm90 kernels), so every read of their output is reported as uninitialised (a lone product into a
 #      fresh buffer and a read of it: 36,000 reports, none once the buffer is cleared first; docs/BENCHMARKS.md,
@@ -53,6 +57,13 @@ for tool in $tools; do
             --test-case-exclude="$skip" > "$out/${tool}_$t.log" 2>&1
         rc=$?
         tail -2 "$out/${tool}_$t.log"
+        if [ $tool = racecheck ] && [ $rc -eq 3 ] && grep -q "Status: SUCCESS" "$out/${tool}_$t.log"; then
+            ours=$(grep -oE "(Read|Write) access at [^ ]*" "$out/${tool}_$t.log" | grep -vc "access at nvjet_")
+            theirs=$(grep -oE "(Read|Write) access at nvjet_" "$out/${tool}_$t.log" | wc -l)
+            echo "   racecheck: hazards' accesses in cuBLASLt's nvjet kernels $theirs, elsewhere $ours"
+            others=$(grep -E "=========.*Error" "$out/${tool}_$t.log" | grep -vc "Race reported")  # not races
+            [ "$ours" -eq 0 ] && [ "$others" -eq 0 ] && rc=0
+        fi
         echo "   ($tool, $t: exit $rc, $((SECONDS - start)) s)"
         [ $rc -eq 0 ] || status=1
     done
