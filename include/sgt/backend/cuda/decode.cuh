@@ -160,13 +160,17 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
 //           sums are then added up per dimension.
 // A larger Sub moves more bytes per block for the same fixed work (the query, three barriers, the partial's
 // write, the ticket): decode_attention takes it when there are blocks enough to fill the GPU without it.
-template <class T, int W, int Sub>
+// Dh: the head size where it is known when compiled (64 or 128 with full packs; the loops over a head's packs and
+// the value rows then unroll and the divisions go), 0 where it comes at run time as head_dim.
+template <class T, int W, int Sub, int Dh>
 __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po,
                                                                         unsigned* tickets, const T* qkv,
                                                                         const T* k_cache, const T* v_cache,
                                                                         const std::int32_t* pos, const T* gain, int n,
-                                                                        int HD, int ctx, int splits, accum_t<T> scale) {
+                                                                        int head_dim, int ctx, int splits,
+                                                                        accum_t<T> scale) {
     using A = accum_t<T>;
+    const int HD = Dh > 0 ? Dh : head_dim;
     using P = pack<T, W>;
     static_assert(decode_chunk * 2 == decode_threads, "two threads per key");
     constexpr int chunk = Sub * decode_chunk;
@@ -233,7 +237,10 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
                 for (int c = 0; c < Sub; ++c)
 #pragma unroll
                     for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(kx[c][r].v[w]);
-        for (int e = t % 2 + 2 * KE; e < packs; e += 2) {
+#pragma unroll
+        for (int r = KE; 2 * r < packs; ++r) {  // the same packs as e = t % 2 + 2·KE, ... < packs, counted by r
+            const int e = t % 2 + 2 * r;
+            if (e >= packs) break;
             P x[Sub];
 #pragma unroll
             for (int c = 0; c < Sub; ++c) x[c] = kr[c][e];
@@ -276,12 +283,21 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
 #pragma unroll
                 for (int w = 0; w < W; ++w) acc[w] += p * load(vx[r].v[w]);
             }
-#pragma unroll 4
-        for (int j = g + VN * G; j < keys; j += G) {
+        auto add = [&](int j) {
             const A p = s_p[j];
             const P x = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[e];
 #pragma unroll
             for (int w = 0; w < W; ++w) acc[w] += p * load(x.v[w]);
+        };
+        if constexpr (Dh > 0) {  // the rows' count known: every key of the row in flight at once
+            constexpr int rows = decode_threads / (Dh / W);
+            static_assert(rows > 0 && chunk % rows == 0, "the rows take every key of the chunk");
+#pragma unroll
+            for (int r = VN; r < chunk / rows; ++r)
+                if (const int j = g + r * rows; j < keys) add(j);
+        } else {
+#pragma unroll 4
+            for (int j = g + VN * G; j < keys; j += G) add(j);
         }
 #pragma unroll
         for (int w = 0; w < W; ++w) s_o[g * HD + e * W + w] = acc[w];
@@ -362,8 +378,16 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     unsigned* tickets = detail::context().zeroed_scratch<unsigned>(detail::slot_decode_tickets, std::int64_t(B) * n);
     auto launch = [&]<int W>() {
         auto with = [&]<int Sub>() {
-            detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub>, grid, detail::decode_threads, 0, out,
-                                     ml, po, tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits, scale);
+            auto go = [&]<int Dh>() {
+                detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub, Dh>, grid, detail::decode_threads, 0,
+                                         out, ml, po, tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits,
+                                         scale);
+            };
+            if constexpr (W == detail::pack_width<T>) {
+                if (HD == 64) return go.template operator()<64>();
+                if (HD == 128) return go.template operator()<128>();
+            }
+            go.template operator()<0>();
         };
         if (sub == 4) with.template operator()<4>();
         else if (sub == 2) with.template operator()<2>();
