@@ -48,6 +48,10 @@ for tool in $tools; do
         start=$SECONDS
         exclude=()
         case $tool in racecheck | synccheck) exclude=(--kernel-name-exclude kns=cudnn) ;; esac
+        # synccheck's automatic count of cuda::barriers a block overflows in cuBLASLt's Hopper products, and the tool
+        # then breaks the product it watches (CUBLAS_STATUS_EXECUTION_FAILED in the inference test, 2026-12-06);
+        # with 1024 tracked the same cases pass, 0 errors (docs/BENCHMARKS.md, "the head size known when compiled").
+        [ "$tool" = synccheck ] && exclude+=(--num-cuda-barriers 1024)
         # NCCL's communicator setup (the model test's data-parallel cases) probes kernels built for other GPUs
         # (cudaFuncGetAttributes fails with "no kernel image", 32 times on an H200), which memcheck reports as API
         # errors: that test counts memory errors only (our own CUDA calls are all checked and throw).
