@@ -124,6 +124,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
     std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on", tc_weights = "default";
+    std::string decode_tc = "on";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -143,6 +144,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--decode-keys", decode_keys,
                    "keys per block of decode attention: 64, 128, 256, or 0 to choose by the shape; a list runs each")
+        ->capture_default_str();
+    app.add_option("--decode-tensor-cores", decode_tc,
+                   "on, off or on,off: bf16 decode attention over heads of 64 or 128 computes its scores and value "
+                   "sums on the tensor cores, or with multiply-adds")
         ->capture_default_str();
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
     app.add_option("--pass-kernel", pass_kernel,
@@ -170,13 +175,16 @@ int main(int argc, char** argv) {
                                 for (const auto& pk : split_list(pass_kernel))
                                     for (const auto& g : split_list(gate_closed.empty() ? std::string("-1") : gate_closed))
                                         for (const auto& tc : split_list(tc_weights))
-                                            grid.push_back({f, dk, m, v, b, c, g, pk, tc});
+                                            for (const auto& dt : split_list(decode_tc))
+                                                grid.push_back({f, dk, m, v, b, c, g, pk, tc, dt});
         for (const auto& row : grid) {
             const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6], &pk = row[7];
             require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
             require(pk == "on" || pk == "off", "--pass-kernel: expected on or off, found '{}'", pk);
             set_fuse_few_rows(cuda{}, f == "on");
             set_fuse_decode_passes(cuda{}, pk == "on");
+            require(row[9] == "on" || row[9] == "off", "--decode-tensor-cores: expected on or off, found '{}'", row[9]);
+            set_decode_tensor_cores(cuda{}, row[9] == "on");
             const int keys = parse_number<int>(row[1], "--decode-keys"), B = parse_number<int>(row[4], "--batches");
             const int ctx = parse_number<int>(row[5], "--contexts");
             set_decode_block_keys(cuda{}, keys);
@@ -196,6 +204,7 @@ int main(int argc, char** argv) {
             j["pass_kernel"] = pk == "on";
             j["tc_weights"] = tc;
             j["decode_block_keys"] = keys;  // 0: chosen by the shape
+            j["decode_tensor_cores"] = row[9] == "on";
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);
         }

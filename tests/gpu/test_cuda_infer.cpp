@@ -21,11 +21,17 @@ constexpr model_config long_cfg{
     .shape = {.layers = 4, .heads = 4, .head_dim = 32, .d_ff = 96, .vocab = 64, .max_seq = 640},
     .loops = {.h = 2, .L = 3, .k_max = 3}};
 constexpr int NL = 4, NH = 4, V = 64;
+// The same with heads of 64, which decode attention compiles for (and, in bf16 in blocks of 128 keys, runs on the
+// tensor cores).
+constexpr model_config wide_cfg{
+    .shape = {.layers = NL, .heads = NH, .head_dim = 64, .d_ff = 96, .vocab = V, .max_seq = 640},
+    .loops = {.h = 2, .L = 3, .k_max = 3}};
 
+template <model_config Cfg = long_cfg>
 std::vector<double> strong_weights(std::uint64_t seed) {
     rng r(seed);
-    std::vector<double> w(std::size_t(long_cfg.shape.total_params()));
-    for (const auto& e : parameter_table::llama(long_cfg.shape)) {
+    std::vector<double> w(std::size_t(Cfg.shape.total_params()));
+    for (const auto& e : parameter_table::llama(Cfg.shape)) {
         const double sd = 1.0 / std::sqrt(double(e.shape.back()));
         for (std::int64_t i = 0; i < e.numel(); ++i)
             w[std::size_t(e.offset + i)] = e.decay ? sd * r.normal() : 1.0 + 0.2 * r.normal();
@@ -191,11 +197,20 @@ TEST_CASE_TEMPLATE("decode attention on the GPU matches the CPU at head sizes 64
         for (const int keys : {64, 128, 256, 0}) {
             CAPTURE(keys);
             set_decode_block_keys(cuda{}, keys);
-            auto d_out = test::poisoned<T>(out_ref.size());
-            decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD, ctx,
-                             ws.data());
-            test::check_error<T>("decode attention", test::rel_error(test::to_host(d_out), out_ref));
+            std::vector<double> got[2];
+            for (const bool tc : {true, false}) {  // bf16 at 64 and 128 wide in blocks of 64 or 128 keys: two forms
+                CAPTURE(tc);
+                set_decode_tensor_cores(cuda{}, tc);
+                auto d_out = test::poisoned<T>(out_ref.size());
+                decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD,
+                                 ctx, ws.data());
+                got[tc] = test::to_host(d_out);
+                test::check_error<T>(tc ? "decode attention" : "decode attention (multiply-adds)",
+                                     test::rel_error(got[tc], out_ref));
+            }
+            test::check_error<T>("tensor cores against multiply-adds", test::rel_error(got[1], got[0]));
         }
+        set_decode_tensor_cores(cuda{}, true);
     }
 }
 
@@ -419,9 +434,11 @@ TEST_CASE_TEMPLATE("a run of decode attention passes on the GPU matches the CPU,
     }
 }
 
-TEST_CASE_TEMPLATE("prefill + decode on the GPU match the CPU at every position, for every loop structure", T, float,
-                   bf16) {
-    const auto w = strong_weights(4);
+// Prefill and 12 decode steps of every plan on the GPU against the CPU in double.
+template <class T, model_config Cfg>
+void check_prefill_decode() {
+    CAPTURE(Cfg.shape.head_dim);
+    const auto w = strong_weights<Cfg>(4);
     const std::vector<float> w32(w.begin(), w.end());
     std::vector<T> wt(w.size());
     for (std::size_t i = 0; i < w.size(); ++i) wt[i] = T(w32[i]);
@@ -432,15 +449,24 @@ TEST_CASE_TEMPLATE("prefill + decode on the GPU match the CPU at every position,
     for (int i = 0; i < 12; ++i) next.push_back(random_tokens(r, 3));
     for (const auto& [name, plan] : plans()) {
         CAPTURE(name);
-        inference<double, long_cfg> cpu_inf(3, 320, plan);
+        inference<double, Cfg> cpu_inf(3, 320, plan);
         cpu_inf.parameters_from_host(w);
-        inference<T, long_cfg, cuda> gpu_inf(3, 320, plan);
+        inference<T, Cfg, cuda> gpu_inf(3, 320, plan);
         gpu_inf.parameters_from_host(wt);
         const auto ref = run(cpu_inf, prompts, next);
         const auto got = run(gpu_inf, prompts, next);
         CHECK(gpu_inf.step_graph_captured());
         test::check_error<T>("logits, prefill + 12 decode steps: " + name, test::rel_error(got, ref));
     }
+}
+
+TEST_CASE_TEMPLATE("prefill + decode on the GPU match the CPU at every position, for every loop structure", T, float,
+                   bf16) {
+    check_prefill_decode<T, long_cfg>();
+    check_prefill_decode<T, wide_cfg>();
+    set_decode_block_keys(cuda{}, 128);  // these shapes take 64 keys a block; 128 runs the tensor-core form in bf16
+    check_prefill_decode<T, wide_cfg>();
+    set_decode_block_keys(cuda{}, 0);
 }
 
 TEST_CASE("the decode step recorded as a CUDA graph gives the bits of the eager step") {

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/rope.cuh"  // rotate_pair
@@ -101,6 +102,31 @@ int decode_pack_width(int HD, std::initializer_list<const void*> ptrs) {
     return 1;
 }
 
+// One m16n8k16 product on the tensor cores, bf16 in and fp32 accumulated in place (PTX's fragment layouts: lane
+// L = 4·g + c holds A's rows g and g + 8 at columns 2c, 2c + 1 (a0, a1) and 2c + 8, 2c + 9 (a2, a3), B's column g
+// at rows 2c, 2c + 1 (b0) and 2c + 8, 2c + 9 (b1), and D's rows g and g + 8 at columns 2c, 2c + 1).
+__device__ inline void mma_bf16(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+                                unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 2^x by the special function unit (relative error about 2^-22; 2^-inf = 0), where P is rounded to bf16 after.
+__device__ inline float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// The transpose of an 8 x 8 matrix of 16-bit elements held a pair a lane (lane 4·g + c: row g, columns 2c, 2c + 1).
+__device__ inline unsigned transposed_pairs(unsigned x) {
+    unsigned y;
+    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));
+    return y;
+}
+
 // Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
 // without gains). The partials are other blocks' writes, read past L1. The merge is the tail of the kernel, so
 // its loads are issued together, not one chunk after another: thread t combines the (max, sum) pairs of chunks
@@ -162,7 +188,18 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
 // write, the ticket): decode_attention takes it when there are blocks enough to fill the GPU without it.
 // Dh: the head size where it is known when compiled (64 or 128 with full packs; the loops over a head's packs and
 // the value rows then unroll and the divisions go), 0 where it comes at run time as head_dim.
-template <class T, int W, int Sub, int Dh>
+// Mma (bf16, Dh known, Sub ≤ 2): the scores and the value sums on the tensor cores instead, each warp a quarter of
+// the chunk (16·Sub keys): S = q Kᵀ over its keys, then P V with P rounded to bf16 (as FlashAttention does), in
+// place of about a conversion and a multiply-add per element a thread. Lane 4g + c loads the contiguous quarter c
+// of a key row's dimensions (Dh / 4), so a row is read whole by four lanes:
+//   scores: the product's reduction runs over a head's dimensions in any order, so its k index is laid over the
+//           lane's quarter (k-step s: dimensions c·Dh/4 + 4s + 0..3), q the same; every row of A is q, so D's row g
+//           holds the scores of the tile's keys 2c and 2c + 1;
+//   values: the lane's word x of key row g (dimensions c·Dh/4 + 2x, + 1) is a pair of an 8 x 8 matrix x (keys x
+//           those dimensions); transposed, it is B's fragment of P V, whose output column 2c + e is then dimension
+//           c·Dh/4 + 2x + e: lane c ends with its own quarter of the head. The first pass's scores are D's pairs,
+//           which are P's A fragment as they lie.
+template <class T, int W, int Sub, int Dh, bool Mma>
 __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po,
                                                                         unsigned* tickets, const T* qkv,
                                                                         const T* k_cache, const T* v_cache,
@@ -200,117 +237,213 @@ __global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, 
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     __shared__ A s_q[decode_max_hd], s_p[chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
     __shared__ A s_m, s_l;
-    // With one sub-chunk (the shapes with few blocks, where a block's chain of loads sets the time), thread t's
-    // first KE key packs (keys t / 2 + c·decode_chunk, packs t % 2, t % 2 + 2, ...) and first VN value packs
-    // (below) are requested before q, so that the block's keys and values are in flight together; with more (many
-    // blocks, the cache streamed) those registers cost more blocks an SM than they save.
-    constexpr int KE = Sub == 1 ? 4 : 0, VN = Sub == 1 ? 4 : 0;
-    const P* kr[Sub];
-    P kx[Sub][KE > 0 ? KE : 1];
+    constexpr int warps = decode_threads / 32;
+    __shared__ A s_mw[warps], s_lw[warps];
+    int rows_o;  // the rows of s_o (HD each) that the partial sums
+    if constexpr (Mma) {
+        static_assert(std::is_same_v<T, __nv_bfloat16> && W == 8 && (Dh == 64 || Dh == 128) && Sub <= 2);
+        constexpr int per_warp = chunk / warps, tiles = per_warp / 8, quarter = Dh / 4, row_packs = quarter / 8;
+        constexpr int steps = Dh / 16;  // k-steps of the scores
+        using row_t = uint4[row_packs];  // a lane's quarter of a key row
+        const int lane = t % 32, w = t / 32, g = lane / 4, c = lane % 4, kw = w * per_warp;
+        auto load_row = [&](row_t& dst, const T* base, int key) {  // a key past the length reads key 0, masked
+            const T* row = base + std::int64_t(key < keys ? key : 0) * Dh + c * quarter;
+            const uint4* p = reinterpret_cast<const uint4*>(row);
 #pragma unroll
-    for (int c = 0; c < Sub; ++c) {
-        const int j = t / 2 + c * decode_chunk;
-        kr[c] = reinterpret_cast<const P*>(k + std::int64_t(j < keys ? j : 0) * HD);
+            for (int x = 0; x < row_packs; ++x) dst[x] = p[x];
+        };
+        auto word = [](const row_t& r, int x) { return reinterpret_cast<const unsigned*>(r)[x]; };
+        row_t kf[tiles], qf;
 #pragma unroll
-        for (int r = 0; r < KE; ++r)
-            if (const int e = t % 2 + 2 * r; e < packs) kx[c][r] = kr[c][e];
-    }
-    const int G = decode_threads / packs;  // values: thread t is pack e = t % packs of row g = t / packs
-    const int ve = t % packs, vg = t / packs;
-    P vx[VN > 0 ? VN : 1];
+        for (int j = 0; j < tiles; ++j) load_row(kf[j], k, kw + 8 * j + g);
+        // Values early where the registers allow (a block's 64 or 128 keys of a 64-wide head), else per k16 group.
+        constexpr bool v_early = Sub * Dh <= 128;
+        row_t vf[v_early ? Sub : 1][2];
+        if constexpr (v_early)
 #pragma unroll
-    for (int r = 0; r < VN; ++r)
-        if (const int j = vg + r * G; vg < G && j < keys)
-            vx[r] = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[ve];
-    for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
-    __syncthreads();
-
-    // Scores
-    {
-        A dot[Sub];
+            for (int grp = 0; grp < Sub; ++grp)
 #pragma unroll
-        for (int c = 0; c < Sub; ++c) dot[c] = 0;
+                for (int h = 0; h < 2; ++h) load_row(vf[grp][h], v, kw + 16 * grp + 8 * h + g);
+        {
+            const uint4* p = reinterpret_cast<const uint4*>(q + c * quarter);
 #pragma unroll
-        for (int r = 0; r < KE; ++r)
-            if (const int e = t % 2 + 2 * r; e < packs)
-#pragma unroll
-                for (int c = 0; c < Sub; ++c)
-#pragma unroll
-                    for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(kx[c][r].v[w]);
-#pragma unroll
-        for (int r = KE; 2 * r < packs; ++r) {  // the same packs as e = t % 2 + 2·KE, ... < packs, counted by r
-            const int e = t % 2 + 2 * r;
-            if (e >= packs) break;
-            P x[Sub];
-#pragma unroll
-            for (int c = 0; c < Sub; ++c) x[c] = kr[c][e];
-#pragma unroll
-            for (int c = 0; c < Sub; ++c)
-#pragma unroll
-                for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(x[c].v[w]);
+            for (int x = 0; x < row_packs; ++x) qf[x] = p[x];
         }
+        // Scores in log2 units (scale·log2 e folded in), so that exp2 is one instruction; the partial's max goes out
+        // in natural units.
+        const A scale2 = scale * A(1.4426950408889634);
+        float sc[tiles][2];
+        A m = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < tiles; ++j) {
+            float d[4] = {0, 0, 0, 0};
+#pragma unroll
+            for (int st = 0; st < steps; ++st) {
+                const unsigned a0 = word(qf, 2 * st), a1 = word(qf, 2 * st + 1);
+                mma_bf16(d, a0, a0, a1, a1, word(kf[j], 2 * st), word(kf[j], 2 * st + 1));
+            }
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                sc[j][e] = kw + 8 * j + 2 * c + e < keys ? d[e] * scale2 : A(-INFINITY);
+                m = max(m, sc[j][e]);
+            }
+        }
+        m = max(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = max(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        if (lane == 0) s_mw[w] = m;
+        __syncthreads();
+        A M = s_mw[0];  // finite: the chunk's first key is below the length
+#pragma unroll
+        for (int r = 1; r < warps; ++r) M = max(M, s_mw[r]);
+        unsigned pp[tiles];  // exp(score − M) of the lane's two keys a tile, rounded to bf16, as the sums use them
+        A l = 0;
+#pragma unroll
+        for (int j = 0; j < tiles; ++j) {
+            const __nv_bfloat162 p2 = __floats2bfloat162_rn(exp2_approx(sc[j][0] - M), exp2_approx(sc[j][1] - M));
+            l += __low2float(p2) + __high2float(p2);
+            pp[j] = reinterpret_cast<const unsigned&>(p2);
+        }
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float o[Dh / 8][4] = {};
+#pragma unroll
+        for (int grp = 0; grp < Sub; ++grp) {
+            if constexpr (!v_early)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) load_row(vf[0][h], v, kw + 16 * grp + 8 * h + g);
+            const row_t(&vv)[2] = vf[v_early ? grp : 0];
+            const unsigned a0 = pp[2 * grp], a2 = pp[2 * grp + 1];
+#pragma unroll
+            for (int x = 0; x < Dh / 8; ++x)
+                mma_bf16(o[x], a0, a0, a2, a2, transposed_pairs(word(vv[0], x)), transposed_pairs(word(vv[1], x)));
+        }
+        if (g == 0)
+#pragma unroll
+            for (int x = 0; x < Dh / 8; ++x)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) s_o[w * Dh + c * quarter + 2 * x + e] = o[x][e];
+        if (lane == 0) s_lw[w] = l;  // the partial's max is taken from s_mw again when it is written
+        rows_o = warps;
+    } else {
+        // With one sub-chunk (the shapes with few blocks, where a block's chain of loads sets the time), thread t's
+        // first KE key packs (keys t / 2 + c·decode_chunk, packs t % 2, t % 2 + 2, ...) and first VN value packs
+        // (below) are requested before q, so that the block's keys and values are in flight together; with more (many
+        // blocks, the cache streamed) those registers cost more blocks an SM than they save.
+        constexpr int KE = Sub == 1 ? 4 : 0, VN = Sub == 1 ? 4 : 0;
+        const P* kr[Sub];
+        P kx[Sub][KE > 0 ? KE : 1];
 #pragma unroll
         for (int c = 0; c < Sub; ++c) {
             const int j = t / 2 + c * decode_chunk;
-            dot[c] += __shfl_xor_sync(0xffffffffu, dot[c], 1);
-            if (t % 2 == 0) s_p[j] = j < keys ? dot[c] : A(-INFINITY);
+            kr[c] = reinterpret_cast<const P*>(k + std::int64_t(j < keys ? j : 0) * HD);
+#pragma unroll
+            for (int r = 0; r < KE; ++r)
+                if (const int e = t % 2 + 2 * r; e < packs) kx[c][r] = kr[c][e];
         }
-    }
-    __syncthreads();
-    if (t < 32) {
-        A m = -INFINITY;
-        for (int j = t; j < chunk; j += 32) m = max(m, s_p[j]);
-        m = warp_max(m);
-        A l = 0;
-        for (int j = t; j < chunk; j += 32) {
-            const A p = j < keys ? exp(s_p[j] - m) : A(0);
-            s_p[j] = p;
-            l += p;
-        }
-        l = warp_sum(l);
-        if (t == 0) s_m = m, s_l = l;
-    }
-    __syncthreads();
-
-    // Values: rows take every G-th key, the first VN from registers.
-    const int e = ve, g = vg;
-    if (g < G) {
-        A acc[W] = {};
+        const int G = decode_threads / packs;  // values: thread t is pack e = t % packs of row g = t / packs
+        const int ve = t % packs, vg = t / packs;
+        P vx[VN > 0 ? VN : 1];
 #pragma unroll
         for (int r = 0; r < VN; ++r)
-            if (const int j = g + r * G; j < keys) {
-                const A p = s_p[j];
+            if (const int j = vg + r * G; vg < G && j < keys)
+                vx[r] = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[ve];
+        for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
+        __syncthreads();
+
+        // Scores
+        {
+            A dot[Sub];
 #pragma unroll
-                for (int w = 0; w < W; ++w) acc[w] += p * load(vx[r].v[w]);
+            for (int c = 0; c < Sub; ++c) dot[c] = 0;
+#pragma unroll
+            for (int r = 0; r < KE; ++r)
+                if (const int e = t % 2 + 2 * r; e < packs)
+#pragma unroll
+                    for (int c = 0; c < Sub; ++c)
+#pragma unroll
+                        for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(kx[c][r].v[w]);
+#pragma unroll
+            for (int r = KE; 2 * r < packs; ++r) {  // the same packs as e = t % 2 + 2·KE, ... < packs, counted by r
+                const int e = t % 2 + 2 * r;
+                if (e >= packs) break;
+                P x[Sub];
+#pragma unroll
+                for (int c = 0; c < Sub; ++c) x[c] = kr[c][e];
+#pragma unroll
+                for (int c = 0; c < Sub; ++c)
+#pragma unroll
+                    for (int w = 0; w < W; ++w) dot[c] += s_q[e * W + w] * load(x[c].v[w]);
             }
-        auto add = [&](int j) {
-            const A p = s_p[j];
-            const P x = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[e];
 #pragma unroll
-            for (int w = 0; w < W; ++w) acc[w] += p * load(x.v[w]);
-        };
-        if constexpr (Dh > 0) {  // the rows' count known: every key of the row in flight at once
-            constexpr int rows = decode_threads / (Dh / W);
-            static_assert(rows > 0 && chunk % rows == 0, "the rows take every key of the chunk");
-#pragma unroll
-            for (int r = VN; r < chunk / rows; ++r)
-                if (const int j = g + r * rows; j < keys) add(j);
-        } else {
-#pragma unroll 4
-            for (int j = g + VN * G; j < keys; j += G) add(j);
+            for (int c = 0; c < Sub; ++c) {
+                const int j = t / 2 + c * decode_chunk;
+                dot[c] += __shfl_xor_sync(0xffffffffu, dot[c], 1);
+                if (t % 2 == 0) s_p[j] = j < keys ? dot[c] : A(-INFINITY);
+            }
         }
+        __syncthreads();
+        if (t < 32) {
+            A m = -INFINITY;
+            for (int j = t; j < chunk; j += 32) m = max(m, s_p[j]);
+            m = warp_max(m);
+            A l = 0;
+            for (int j = t; j < chunk; j += 32) {
+                const A p = j < keys ? exp(s_p[j] - m) : A(0);
+                s_p[j] = p;
+                l += p;
+            }
+            l = warp_sum(l);
+            if (t == 0) s_m = m, s_l = l;
+        }
+        __syncthreads();
+
+        // Values: rows take every G-th key, the first VN from registers.
+        const int e = ve, g = vg;
+        if (g < G) {
+            A acc[W] = {};
 #pragma unroll
-        for (int w = 0; w < W; ++w) s_o[g * HD + e * W + w] = acc[w];
+            for (int r = 0; r < VN; ++r)
+                if (const int j = g + r * G; j < keys) {
+                    const A p = s_p[j];
+#pragma unroll
+                    for (int w = 0; w < W; ++w) acc[w] += p * load(vx[r].v[w]);
+                }
+            auto add = [&](int j) {
+                const A p = s_p[j];
+                const P x = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[e];
+#pragma unroll
+                for (int w = 0; w < W; ++w) acc[w] += p * load(x.v[w]);
+            };
+            if constexpr (Dh > 0) {  // the rows' count known: every key of the row in flight at once
+                constexpr int rows = decode_threads / (Dh / W);
+                static_assert(rows > 0 && chunk % rows == 0, "the rows take every key of the chunk");
+#pragma unroll
+                for (int r = VN; r < chunk / rows; ++r)
+                    if (const int j = g + r * rows; j < keys) add(j);
+            } else {
+#pragma unroll 4
+                for (int j = g + VN * G; j < keys; j += G) add(j);
+            }
+#pragma unroll
+            for (int w = 0; w < W; ++w) s_o[g * HD + e * W + w] = acc[w];
+        }
+        rows_o = G;
     }
     __syncthreads();
     for (int d = t; d < HD; d += decode_threads) {
         A o = 0;
-        for (int r = 0; r < G; ++r) o += s_o[r * HD + d];
+        for (int r = 0; r < rows_o; ++r) o += s_o[r * HD + d];
         po[part * HD + d] = o;
     }
     if (t == 0) {
-        ml[2 * part] = s_m;
-        ml[2 * part + 1] = s_l;
+        A m = s_m, l = s_l;
+        if constexpr (Mma) {
+            m = s_mw[0], l = s_lw[0];
+            for (int r = 1; r < warps; ++r) m = max(m, s_mw[r]), l += s_lw[r];
+            m *= A(0.6931471805599453);  // log2 units to natural ones
+        }
+        ml[2 * part] = m;
+        ml[2 * part + 1] = l;
     }
     // The last of the head's `used` chunks to finish merges them (and leaves its ticket at 0 for the next call).
     __shared__ bool s_last;
@@ -379,9 +512,19 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
     auto launch = [&]<int W>() {
         auto with = [&]<int Sub>() {
             auto go = [&]<int Dh>() {
-                detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub, Dh>, grid, detail::decode_threads, 0,
-                                         out, ml, po, tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx, splits,
-                                         scale);
+                auto with_mma = [&]<bool Mma>() {
+                    detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub, Dh, Mma>, grid,
+                                             detail::decode_threads, 0, out, ml, po, tickets, qkv, k_cache, v_cache,
+                                             pos, gain, n, HD, ctx, splits, scale);
+                };
+                // The tensor cores for blocks of 128 keys, and of 64 only where set_decode_block_keys asks for them:
+                // the shapes that take 64 by themselves (few blocks: batch 1) ran slower on them at 4,096 keys
+                // (docs/BENCHMARKS.md, 2026-12-06 22:02).
+                if constexpr (std::is_same_v<T, __nv_bfloat16> && Dh > 0 && Sub <= 2)
+                    if (detail::context().decode_tensor_cores &&
+                        (Sub == 2 || detail::context().decode_block_keys == Sub * detail::decode_chunk))
+                        return with_mma.template operator()<true>();
+                with_mma.template operator()<false>();
             };
             if constexpr (W == detail::pack_width<T>) {
                 if (HD == 64) return go.template operator()<64>();

@@ -199,6 +199,7 @@ struct cuda_context {
     std::int64_t few_rows_tc_weights = 384 * 768;  // see set_few_rows_tensor_cores
     bool fuse_decode_passes = true;  // see set_fuse_decode_passes
     int decode_block_keys = 0;  // see set_decode_block_keys
+    bool decode_tensor_cores = true;  // see set_decode_tensor_cores
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -303,6 +304,11 @@ inline void set_decode_block_keys(cuda, int keys) {
             "set_decode_block_keys: expected 0 (chosen by the shape), 64, 128 or 256 keys, found {}", keys);
     detail::context().decode_block_keys = keys;
 }
+// Whether this thread's decode attention in bf16 over heads of 64 or 128 and blocks of 128 keys (or of 64 where
+// set_decode_block_keys asks for them) computes its scores and value sums on the tensor cores (the default; P rounded
+// to bf16 before P V) or with a thread's multiply-adds in fp32 (to compare the two). Other types, head sizes and
+// blocks always take the latter.
+inline void set_decode_tensor_cores(cuda, bool on) { detail::context().decode_tensor_cores = on; }
 
 // ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
 
