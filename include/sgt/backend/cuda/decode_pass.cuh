@@ -339,9 +339,12 @@ __global__ void __launch_bounds__(pass_threads, 1) decode_pass_kernel(const pass
                     A total = 0;
                     for (int w = 0; w < pass_warps; ++w) total += red[w * pass_max_rows + r];
                     const A rs = load(store<T>(A(1.0 / sqrt(double(total) / C + p.eps))));
+                    // this thread's pack of the row again, from xr (held in registers across the barrier, it
+                    // spilled to local memory in the 16-block bf16 kernel)
+                    const P xw = reinterpret_cast<const P*>(xr + std::int64_t(r) * C)[c];
                     P y;
 #pragma unroll
-                    for (int k = 0; k < W; ++k) y.v[k] = store<T>(load(xv[r].v[k]) * rs * load(wv.v[k]));
+                    for (int k = 0; k < W; ++k) y.v[k] = store<T>(load(xw.v[k]) * rs * load(wv.v[k]));
                     reinterpret_cast<P*>(xs + std::int64_t(r) * C)[c] = y;
                 }
             }
