@@ -14,15 +14,21 @@
 namespace sgt {
 
 namespace detail {
-// Calls f(i, r, j, m) for the runs [i, i + m) of the flat (rows, F) index space in [b, e) that lie within one row:
-// row r, columns [j, j + m).
+constexpr int swiglu_chunk = 256;  // elements a step: its exponentials go into an aligned array on the stack
+
+// Calls f(i, at, m) over the threads for the pieces of the flat (rows, F) index space that lie within one row, at
+// most swiglu_chunk elements each: elements [i, i + m) of the (rows, F) arrays, [at, at + m) of those of stride ld.
 template <class F>
-void row_runs(std::int64_t b, std::int64_t e, std::int64_t cols, F&& f) {
-    for (std::int64_t i = b; i < e;) {
-        const std::int64_t r = i / cols, j = i % cols, m = std::min(e - i, cols - j);
-        f(i, r, j, m);
-        i += m;
-    }
+void swiglu_chunks(int rows, int cols, std::int64_t ld, F&& f) {
+    const std::int64_t n = std::int64_t(rows) * cols;
+    parallel_blocks(n, grain_for(n, 1 << 15), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e;) {
+            const std::int64_t r = i / cols, j = i % cols;
+            const std::int64_t m = std::min<std::int64_t>({e - i, cols - j, swiglu_chunk});
+            f(i, r * ld + j, m);
+            i += m;
+        }
+    });
 }
 }  // namespace detail
 
@@ -32,18 +38,11 @@ void row_runs(std::int64_t b, std::int64_t e, std::int64_t cols, F&& f) {
 // (as in the backward): the result is the same wherever out lies (issue found by a test of the strided layout).
 template <class T>
 void swiglu_forward(cpu, T* out, const T* gate, const T* up, int rows, int F, std::int64_t ld) {
-    constexpr int chunk = 256;
-    const std::int64_t n = std::int64_t(rows) * F;
-    parallel_blocks(n, detail::grain_for(n, 1 << 15), [&](std::int64_t b, std::int64_t e) {
-        detail::row_runs(b, e, F, [&](std::int64_t i0, std::int64_t r, std::int64_t j0, std::int64_t len) {
-            for (std::int64_t k = 0; k < len; k += chunk) {
-                const std::int64_t m = std::min<std::int64_t>(chunk, len - k), at = r * ld + j0 + k;
-                const auto g = detail::const_vector_map<T>(gate + at, m).array();
-                const auto u = detail::const_vector_map<T>(up + at, m).array();
-                const Eigen::Array<T, Eigen::Dynamic, 1, 0, chunk, 1> den = T(1) + (-g).exp();
-                detail::vector_map<T>(out + i0 + k, m).array() = g / den * u;
-            }
-        });
+    detail::swiglu_chunks(rows, F, ld, [&](std::int64_t i, std::int64_t at, std::int64_t m) {
+        const auto g = detail::const_vector_map<T>(gate + at, m).array();
+        const auto u = detail::const_vector_map<T>(up + at, m).array();
+        const Eigen::Array<T, Eigen::Dynamic, 1, 0, detail::swiglu_chunk, 1> den = T(1) + (-g).exp();
+        detail::vector_map<T>(out + i, m).array() = g / den * u;
     });
 }
 
@@ -53,20 +52,13 @@ void swiglu_forward(cpu, T* out, const T* gate, const T* up, int rows, int F, st
 template <class T>
 void swiglu_backward(cpu, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int rows, int F,
                      std::int64_t ld) {
-    constexpr int chunk = 256;
-    const std::int64_t n = std::int64_t(rows) * F;
-    parallel_blocks(n, detail::grain_for(n, 1 << 15), [&](std::int64_t b, std::int64_t e) {
-        detail::row_runs(b, e, F, [&](std::int64_t i0, std::int64_t r, std::int64_t j0, std::int64_t len) {
-            for (std::int64_t k = 0; k < len; k += chunk) {
-                const std::int64_t m = std::min<std::int64_t>(chunk, len - k), at = r * ld + j0 + k;
-                const auto g = detail::const_vector_map<T>(gate + at, m).array();
-                const auto u = detail::const_vector_map<T>(up + at, m).array();
-                const auto dy = detail::const_vector_map<T>(dout + i0 + k, m).array();
-                const Eigen::Array<T, Eigen::Dynamic, 1, 0, chunk, 1> sig = T(1) / (T(1) + (-g).exp());
-                detail::vector_map<T>(dup + at, m).array() = dy * g * sig;  // before dgate, which may be dout itself
-                detail::vector_map<T>(dgate + at, m).array() = dy * u * sig * (T(1) + g * (T(1) - sig));
-            }
-        });
+    detail::swiglu_chunks(rows, F, ld, [&](std::int64_t i, std::int64_t at, std::int64_t m) {
+        const auto g = detail::const_vector_map<T>(gate + at, m).array();
+        const auto u = detail::const_vector_map<T>(up + at, m).array();
+        const auto dy = detail::const_vector_map<T>(dout + i, m).array();
+        const Eigen::Array<T, Eigen::Dynamic, 1, 0, detail::swiglu_chunk, 1> sig = T(1) / (T(1) + (-g).exp());
+        detail::vector_map<T>(dup + at, m).array() = dy * g * sig;  // before dgate, which may be dout itself
+        detail::vector_map<T>(dgate + at, m).array() = dy * u * sig * (T(1) + g * (T(1) - sig));
     });
 }
 
