@@ -200,15 +200,19 @@ void attention_forward(cuda, T* out, T* probs, double* entropy, const T* qkv, in
     if (B <= 0 || n <= 0) return;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         switch (detail::attention_path_for<T>(T_, HD)) {
-            case detail::attention_path::cudnn: {
-                // The saved buffer as the fused kernels lay it out: log-sum-exp, then the output.
-                const std::int64_t rows = std::int64_t(B) * n * T_;
-                T* saved_out = probs + (2 * rows + 7) / 8 * 8;
-                detail::cudnn::attention_forward(saved_out, reinterpret_cast<float*>(probs), qkv, B, T_, n, HD);
-                copy(cuda{}, out, saved_out, rows * HD);
-                if (entropy) detail::flash::last_row_entropy(entropy, qkv, B, T_, n, HD);
-                return;
-            }
+            case detail::attention_path::cudnn:
+                // Chosen only where cuDNN was built in; without it the call must not be compiled at all, since
+                // an unoptimised build keeps calls that attention_path_for's result rules out.
+                if constexpr (detail::cudnn_built) {
+                    // The saved buffer as the fused kernels lay it out: log-sum-exp, then the output.
+                    const std::int64_t rows = std::int64_t(B) * n * T_;
+                    T* saved_out = probs + (2 * rows + 7) / 8 * 8;
+                    detail::cudnn::attention_forward(saved_out, reinterpret_cast<float*>(probs), qkv, B, T_, n, HD);
+                    copy(cuda{}, out, saved_out, rows * HD);
+                    if (entropy) detail::flash::last_row_entropy(entropy, qkv, B, T_, n, HD);
+                    return;
+                }
+                break;
             case detail::attention_path::fused:
                 return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::forward<D>(out, probs, entropy, qkv, B, T_, n); });
             default: break;
@@ -239,12 +243,14 @@ void attention_backward(cuda, T* dqkv, const T* dout, const T* qkv, const T* pro
     if (B <= 0 || n <= 0) return;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         switch (detail::attention_path_for<T>(T_, HD)) {
-            case detail::attention_path::cudnn: {
-                const std::int64_t rows = std::int64_t(B) * n * T_;
-                return detail::cudnn::attention_backward(dqkv, dout, qkv, probs + (2 * rows + 7) / 8 * 8,
-                                                         reinterpret_cast<const float*>(probs), B, T_, n, HD,
-                                                         detail::context().deterministic);
-            }
+            case detail::attention_path::cudnn:
+                if constexpr (detail::cudnn_built) {  // as in the forward
+                    const std::int64_t rows = std::int64_t(B) * n * T_;
+                    return detail::cudnn::attention_backward(dqkv, dout, qkv, probs + (2 * rows + 7) / 8 * 8,
+                                                             reinterpret_cast<const float*>(probs), B, T_, n, HD,
+                                                             detail::context().deterministic);
+                }
+                break;
             case detail::attention_path::fused:
                 return detail::flash::with_head_dim(HD, [&]<int D>() { detail::flash::backward<D>(dqkv, dout, qkv, probs, B, T_, n); });
             default: break;
