@@ -1,6 +1,7 @@
 # CI's build settings, preloaded into CMake's cache by .ci/run (cmake -C): a build that only CI makes, on 2 cores
 # with no GPU. Every one of them only shortens the build; a user's build keeps the defaults (Release at -O3).
-# Times measured on the 2-core development machine on 2026-12-07, each translation unit compiled alone.
+# Times measured on the 2-core development machine on 2026-12-07: kernels.cu's two builds one after the other,
+# train.cpp's two side by side (one a core).
 
 # C++ at -Og instead of -O3 (-O1 before): examples/train.cpp compiles in 94 s instead of 144 s at -O1, for about
 # half again the run time of the heaviest tests (test_model 25 s instead of 17; the products run in OpenBLAS
