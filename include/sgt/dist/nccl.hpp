@@ -152,7 +152,8 @@ public:
         buckets_.reset();
         SGT_CUDA_CHECK(cudaEventRecord(done_, stream_));
         SGT_CUDA_CHECK(cudaStreamWaitEvent(::sgt::detail::stream(), done_, 0));
-        if (widen()) convert(cuda{}, grads_.data(), wide_.data(), std::int64_t(grads_.size()));
+        if constexpr (is_bf16)  // not a plain `if`: convert<float, float> has no instantiation to link against
+            if (widen()) convert(cuda{}, grads_.data(), wide_.data(), std::int64_t(grads_.size()));
     }
     bool replayable() const override { return lib_.version >= 20900; }  // NCCL 2.9 and later can be captured
     // The op stream's work so far (the step, eager or replayed, which joined the NCCL stream's) is done.
@@ -204,11 +205,12 @@ private:
         cudaEvent_t e = events_[used_events_++];
         void* data = grads_.data() + b.offset;
         ncclDataType_t type = type_of();
-        if (widen()) {
-            convert(cuda{}, wide_.data() + b.offset, grads_.data() + b.offset, b.count);
-            data = wide_.data() + b.offset;
-            type = ncclFloat32;
-        }
+        if constexpr (is_bf16)
+            if (widen()) {
+                convert(cuda{}, wide_.data() + b.offset, grads_.data() + b.offset, b.count);
+                data = wide_.data() + b.offset;
+                type = ncclFloat32;
+            }
         SGT_CUDA_CHECK(cudaEventRecord(e, ::sgt::detail::stream()));
         SGT_CUDA_CHECK(cudaStreamWaitEvent(stream_, e, 0));
         lib_.check(lib_.all_reduce(data, data, std::size_t(b.count), type, ncclSum, comm_, stream_), "ncclAllReduce");
