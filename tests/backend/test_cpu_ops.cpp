@@ -193,8 +193,9 @@ naive_attn naive_attention(const dvec& qkv, int B, int T, int n, int HD) {
 TEST_CASE("matmul_forward: y = x Wᵀ against naive loops, and the accumulate flag") {
     // Up to 16 rows and from 2^20 weights the product is split into blocks of output columns (here 18 of about
     // 230), else into blocks of rows.
-    for (const auto [N, I, O] : {std::array{5, 7, 3}, std::array{40, 7, 3}, std::array{1, 256, 4156},
-                                 std::array{16, 256, 4156}, std::array{17, 256, 4156}, std::array{3, 255, 4111}}) {
+    for (const auto shape : {std::array{5, 7, 3}, std::array{40, 7, 3}, std::array{1, 256, 4156},
+                             std::array{16, 256, 4156}, std::array{17, 256, 4156}, std::array{3, 255, 4111}}) {
+        const int N = shape[0], I = shape[1], O = shape[2];  // not a structured binding: CAPTURE's lambda reads them
         CAPTURE(N);
         CAPTURE(O);
         const double tol = 1e-14 * I;  // rounding of I-term sums, added in another order than the naive loop's

@@ -105,7 +105,9 @@ TEST_CASE("prefill + decode give the logits of the uncached forward at every pos
     tiny_model m(1, cfg.shape.max_seq);
     m.parameters_from_host(weights);
     m.set_training(false);
-    for (const auto& [name, plan] : plans()) {
+    for (const auto& entry : plans()) {
+        const std::string& name = entry.first;  // not a structured binding: lambdas (CAPTURE's too) read them
+        const loop_plan& plan = entry.second;
         CAPTURE(name);
         tiny_inference inf(3, 24, plan);
         inf.load(m);
@@ -322,7 +324,9 @@ TEST_CASE("decoding with learned head gates: cached = uncached logits; closed he
     }
     m.set_training(false);
     const int ng = NH - go.n_dense;
-    for (const auto& [name, plan] : plans()) {
+    for (const auto& entry : plans()) {
+        const std::string& name = entry.first;  // not a structured binding: lambdas (CAPTURE's too) read them
+        const loop_plan& plan = entry.second;
         CAPTURE(name);
         tiny_inference inf(2, 24, plan);
         inf.set_gates(go);

@@ -725,12 +725,15 @@ TEST_CASE("atomic write: failures leave the target intact and no temporary file"
         const fs::path target = dir.path / "model.safetensors";
         old_w.write(target);
         const std::vector<std::byte> before = read_file(target);
-        for (const auto& [op, err, text] : {std::tuple{io::file_op::open, EROFS, "Read-only file system"},
-                                             std::tuple{io::file_op::write, ENOSPC, "No space left on device"},
-                                             std::tuple{io::file_op::fsync, EIO, "Input/output error"},
-                                             std::tuple{io::file_op::rename, EIO, "Input/output error"}}) {
+        for (const auto& fault : {std::tuple{io::file_op::open, EROFS, "Read-only file system"},
+                                  std::tuple{io::file_op::write, ENOSPC, "No space left on device"},
+                                  std::tuple{io::file_op::fsync, EIO, "Input/output error"},
+                                  std::tuple{io::file_op::rename, EIO, "Input/output error"}}) {
+            const io::file_op op = std::get<0>(fault);  // not a structured binding: CAPTURE's lambda reads op
+            const int err = std::get<1>(fault);
+            const char* const text = std::get<2>(fault);
             CAPTURE(io::to_string(op));
-            io::scoped_file_faults faults([op = op, err = err](io::file_op o, const fs::path&) { return o == op ? err : 0; });
+            io::scoped_file_faults faults([op, err](io::file_op o, const fs::path&) { return o == op ? err : 0; });
             CHECK_THROWS_WITH_AS(new_w.write(target),
                                  contains(fmt::format("cannot write safetensors file '{}'", target.string())),
                                  sgt::error);

@@ -59,7 +59,7 @@ public:
     // share: ZeRO-1's (set_shard), given here so that the whole moments are never allocated.
     adamw(const parameter_table& table, std::int64_t n_params, adamw_options o = {},
           std::optional<adamw_shard> share = std::nullopt)
-        : table_(table), opt_(o), n_(n_params), shard_{0, n_params} {
+        : table_(table), opt_(o), n_(n_params), shard_{0, n_params, true, {}} {
         if (share) shard_ = checked(std::move(*share));
         zero_moments();
         values_.resize(1);

@@ -237,7 +237,7 @@ public:
         const std::int64_t n = std::int64_t(model_.parameters().size());
         shards_.clear();
         if (!shard_optimizer) {
-            if (opt_.sharded()) opt_.set_shard({0, n});
+            if (opt_.sharded()) opt_.set_shard({0, n, true, {}});
             return;
         }
         for (int r = 0; r < sync->world(); ++r) shards_.push_back(dist::shard_of(n, r, sync->world()));
