@@ -12,8 +12,11 @@
 #
 #   scripts/sanitize.sh
 #
+# The compiler is clang++ where one links these sanitizers (else the default compiler): the main build (test.sh)
+# uses g++, so CI compiles the library's CPU code with both.
+#
 # Environment: SGT_ASAN_BUILD_DIR (default build-asan), SGT_JOBS (default nproc), SGT_ASAN_TESTS (the CTest names
-# to build and run; default below).
+# to build and run; default below), SGT_ASAN_CXX (the C++ compiler; default as above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${SGT_ASAN_BUILD_DIR:-build-asan}
@@ -21,8 +24,21 @@ jobs=${SGT_JOBS:-$(nproc)}
 tests=(${SGT_ASAN_TESTS:-io_test_checkpoint test_trainer io_test_safetensors data_test_shards dist_test_data_parallel})
 
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+cxx=${SGT_ASAN_CXX:-}
+if [ -z "$cxx" ]; then
+  for c in clang++ clang++-14; do
+    command -v "$c" > /dev/null 2>&1 || continue
+    probe=$(mktemp -d)
+    echo 'int main() { return 0; }' > "$probe/probe.cpp"
+    if "$c" -fsanitize=address,undefined "$probe/probe.cpp" -o "$probe/probe" > /dev/null 2>&1; then cxx=$c; fi
+    rm -rf "$probe"
+    [ -n "$cxx" ] && break
+  done
+fi
+cxx=${cxx:-${CXX:-c++}}
+echo "sgt sanitize: building with $cxx into $build_dir"
 start=$SECONDS
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1" \
+cmake -S . -B "$build_dir" -DCMAKE_CXX_COMPILER="$(command -v "$cxx")" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1" \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
   -DSGT_ENABLE_CUDA=OFF -DSGT_BUILD_EXAMPLES=OFF -DSGT_BUILD_BENCHMARKS=OFF -DSGT_NATIVE=OFF > /dev/null
 # The tests' shared object first, then one build per test, side by side: make builds the targets of one
