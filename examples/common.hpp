@@ -74,7 +74,8 @@ struct precision_choice {
     template <class Run>
     int dispatch(Run&& run) const {
         int rc = 0;
-        (void)((value == precision_name<Precisions>::value ? (rc = run.template operator()<Precisions>(), true) : false) ||
+        (void)((value == precision_name<Precisions>::value ? (rc = run.template operator()<Precisions>(), true)
+                                                            : false) ||
                ...);
         return rc;
     }

@@ -38,8 +38,9 @@ fi
 cxx=${cxx:-${CXX:-c++}}
 echo "sgt sanitize: building with $cxx into $build_dir"
 start=$SECONDS
-cmake -S . -B "$build_dir" -DCMAKE_CXX_COMPILER="$(command -v "$cxx")" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1" \
-  -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+cmake -S . -B "$build_dir" -DCMAKE_CXX_COMPILER="$(command -v "$cxx")" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1" -DCMAKE_CXX_FLAGS="$flags" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
   -DSGT_ENABLE_CUDA=OFF -DSGT_BUILD_EXAMPLES=OFF -DSGT_BUILD_BENCHMARKS=OFF -DSGT_NATIVE=OFF > /dev/null
 # The tests' shared object first, then one build per test, side by side: make builds the targets of one
 # `--target a b c` one after another.
