@@ -26,12 +26,11 @@ jobs=${SGT_JOBS:-$(nproc)}
 work=$(mktemp -d "${TMPDIR:-/tmp}/sgt_fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
+source scripts/compiler_links.sh
 # True when $1 compiles and links a libFuzzer target.
 links_fuzzer() {
-  command -v "$1" >/dev/null 2>&1 || return 1
-  printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' \
-    >"$work/probe.cpp"
-  "$1" -fsanitize=fuzzer,address,undefined "$work/probe.cpp" -o "$work/probe" >/dev/null 2>&1
+  compiler_links "$1" -fsanitize=fuzzer,address,undefined \
+    'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }'
 }
 
 apt_install() {

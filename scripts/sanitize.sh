@@ -24,15 +24,11 @@ jobs=${SGT_JOBS:-$(nproc)}
 tests=(${SGT_ASAN_TESTS:-io_test_checkpoint test_trainer io_test_safetensors data_test_shards dist_test_data_parallel})
 
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+source scripts/compiler_links.sh
 cxx=${SGT_ASAN_CXX:-}
 if [ -z "$cxx" ]; then
   for c in clang++ clang++-14; do
-    command -v "$c" > /dev/null 2>&1 || continue
-    probe=$(mktemp -d)
-    echo 'int main() { return 0; }' > "$probe/probe.cpp"
-    if "$c" -fsanitize=address,undefined "$probe/probe.cpp" -o "$probe/probe" > /dev/null 2>&1; then cxx=$c; fi
-    rm -rf "$probe"
-    [ -n "$cxx" ] && break
+    if compiler_links "$c" -fsanitize=address,undefined 'int main() { return 0; }'; then cxx=$c; break; fi
   done
 fi
 cxx=${cxx:-${CXX:-c++}}
