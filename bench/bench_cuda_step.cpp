@@ -36,6 +36,7 @@ bool use_graphs = true;  // --no-graphs: every step eager (trainer::set_graphs)
 bool one_nccl_rank = false;  // --nccl-rank: the data-parallel step of one NCCL rank (what several GPUs add)
 std::int64_t logits_chunk = 0;  // --logits-chunk: model::set_logits_chunk
 std::string loop_subspace = "on";  // --loop-subspace on|off: model::set_loop_subspace
+std::string product_tuning_flag = "on";  // --product-tuning on|off: set_product_tuning
 
 struct event_timer {
     cudaEvent_t start{}, stop{};
@@ -86,6 +87,7 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
 #else
         require(!one_nccl_rank, "--nccl-rank: this build has no NCCL (CMake found no nccl.h)");
 #endif
+        const std::size_t tuned_before = product_tunings(cuda{}).size();
         const batch b = sgt_bench::random_batch(B, S, Cfg.shape.vocab, 1234);
         event_timer timer;
         std::vector<double> ms;
@@ -100,6 +102,15 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
         const double vanilla = step_flops(Cfg.shape, B, S, loop_plan::vanilla(Cfg.shape.layers));
         cudaDeviceProp prop{};
         SGT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+        // The product shapes this variant tuned first (the variants before it tuned the ones they share).
+        int shapes = 0, switched = 0;
+        double first_ms = 0.0, kept_ms = 0.0, tuning_s = 0.0;
+        const auto tunings = product_tunings(cuda{});
+        for (std::size_t i = tuned_before; i < tunings.size(); ++i) {
+            ++shapes;
+            switched += tunings[i].chosen != 0;
+            first_ms += tunings[i].first_ms, kept_ms += tunings[i].chosen_ms, tuning_s += tunings[i].seconds;
+        }
         j = {{"impl", "sgt-cuda"},
              {"variant", variant},
              {"precision", std::is_same_v<T, float> ? "fp32" : "bf16"},
@@ -123,6 +134,13 @@ nlohmann::json bench(const std::string& variant, int B, int S, int steps, int wa
              {"logits_chunk_rows", m.logits_chunk_rows(std::int64_t(B) * S)},
              {"loop_subspace", m.loop_subspace()},
              {"subspace_runs", m.subspace_runs()},
+             {"product_tuning",
+              {{"on", product_tuning_flag == "on"},
+               {"new_shapes", shapes},
+               {"switched", switched},
+               {"first_ms_sum", first_ms},
+               {"kept_ms_sum", kept_ms},
+               {"seconds", tuning_s}}},
              {"device", prop.name}};
     }
     return j;
@@ -269,8 +287,14 @@ int main(int argc, char** argv) {
                    "loop steps over the same heads in their subspace (model::set_loop_subspace): on or off")
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
+    app.add_option("--product-tuning", product_tuning_flag,
+                   "time cuBLASLt's algorithms that give its first choice's bits, before a step is recorded "
+                   "(set_product_tuning): on or off")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     use_graphs = !no_graphs;
+    set_product_tuning(cuda{}, product_tuning_flag == "on");
     try {
         require(attention == "auto" || attention == "cudnn" || attention == "fused" || attention == "materialized",
                 "--attention: expected auto, cudnn, fused or materialized, found '{}'", attention);

@@ -2,6 +2,7 @@
 // (rounded) random inputs, at several odd sizes. Bounds: fp32 relative error ≤ 1e-5, bf16 ≤ 2e-2. Outputs
 // are poisoned with NaN before each run, and NaN never passes (test::rel_error).
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <span>
@@ -68,6 +69,88 @@ TEST_CASE_TEMPLATE("matmul through cuBLASLt matches the CPU", T, float, bf16, do
     check_matmul<T>(37, 53, 29, r);
     check_matmul<T>(1, 7, 3, r);
     check_matmul<T>(130, 96, 250, r);
+}
+
+namespace {
+template <class T>
+std::vector<T> device_bits(const device_buffer<T>& d) {
+    std::vector<T> h(d.size());
+    copy_to_host(dev, h.data(), d.data(), std::int64_t(h.size()));
+    return h;
+}
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+}  // namespace
+
+// tune_products keeps only algorithms that give the first choice's bits, so every product of a shape gives the
+// same bits before and after it: a forward with a residual in its epilogue, din, and dw accumulated into, at
+// gpt2's shapes (where cuBLASLt offers algorithms that split the k sum, which give other bits) and odd ones.
+TEST_CASE_TEMPLATE("products tuned by timing give the bits of cuBLASLt's first choice", T, float, bf16) {
+    sgt::rng r(11);
+    const std::vector<std::tuple<int, int, int>> shapes =
+        std::is_same_v<T, bf16> ? std::vector<std::tuple<int, int, int>>{{16384, 2048, 768}, {16384, 768, 4096}, {37, 53, 29}}
+                                : std::vector<std::tuple<int, int, int>>{{4096, 1024, 768}, {37, 53, 29}};
+    const std::size_t logged = product_tunings(dev).size();
+    for (const auto& shape : shapes) {
+        const int N = std::get<0>(shape), I = std::get<1>(shape), O = std::get<2>(shape);
+        CAPTURE(N);
+        CAPTURE(I);
+        CAPTURE(O);
+        auto x = test::to_device<T>(test::random_vector(r, std::size_t(N) * I));
+        auto w = test::to_device<T>(test::random_vector(r, std::size_t(O) * I, 0.2));
+        auto y0 = test::to_device<T>(test::random_vector(r, std::size_t(N) * O));
+        auto dy = test::to_device<T>(test::random_vector(r, std::size_t(N) * O));
+        const auto dw0 = test::random_vector(r, std::size_t(O) * I);
+        auto products = [&] {
+            auto y = test::poisoned<T>(std::size_t(N) * O);
+            auto dx = test::poisoned<T>(std::size_t(N) * I);
+            auto dw = test::to_device<T>(dw0);
+            matmul_forward(dev, y.data(), x.data(), w.data(), N, I, O, false, y0.data());
+            matmul_backward(dev, dx.data(), dw.data(), dy.data(), x.data(), w.data(), N, I, O,
+                            overwrite{.din = true});
+            return std::tuple{device_bits(y), device_bits(dx), device_bits(dw)};
+        };
+        const auto [y1, dx1, dw1] = products();
+        tune_products(dev);
+        const auto [y2, dx2, dw2] = products();
+        CHECK(same_bits(y1, y2));
+        CHECK(same_bits(dx1, dx2));
+        CHECK(same_bits(dw1, dw2));
+    }
+    // Each shape's three products were looked at (here, or by a call before that met their plans first).
+    const auto log = product_tunings(dev);
+    CHECK(log.size() > logged);
+    for (const auto& shape : shapes) {
+        const int N = std::get<0>(shape), I = std::get<1>(shape), O = std::get<2>(shape);
+        for (const auto& product : {std::tuple{O, N, I, true, false, true}, std::tuple{I, N, O, false, false, false},
+                                    std::tuple{I, O, N, false, true, true}}) {  // out + residual, din, dw added to
+            const int m = std::get<0>(product), n = std::get<1>(product), k = std::get<2>(product);
+            const bool ta = std::get<3>(product), tb = std::get<4>(product), accumulate = std::get<5>(product);
+            CAPTURE(m);
+            CAPTURE(n);
+            CAPTURE(k);
+            const auto t = std::find_if(log.begin(), log.end(), [&](const product_tuning& e) {
+                return e.m == m && e.n == n && e.k == k && e.ta == ta && e.tb == tb && e.accumulate == accumulate &&
+                       e.element_bytes == int(sizeof(T));
+            });
+            REQUIRE(t != log.end());
+            std::printf("  tuned %5d x %5d x %5d (%s%s%s, %d-byte): %d algorithms, %d with the first's bits, kept "
+                        "#%d: %.4f -> %.4f ms%s%s\n",
+                        t->m, t->n, t->k, t->ta ? "T" : "N", t->tb ? "T" : "N", t->accumulate ? ", accumulate" : "",
+                        t->element_bytes, t->candidates, t->identical, t->chosen, t->first_ms, t->chosen_ms,
+                        t->skipped ? ", not timed: " : "", t->skipped ? t->skipped : "");
+            CHECK(t->candidates >= 1);
+            CHECK(t->identical >= 1);
+            CHECK(t->identical <= t->candidates);
+            CHECK(t->chosen < t->candidates);
+            CHECK(t->chosen_ms <= t->first_ms);
+        }
+    }
+    // Tuned once: a second call looks at nothing new.
+    tune_products(dev);
+    CHECK(product_tunings(dev).size() == log.size());
 }
 
 TEST_CASE_TEMPLATE("rmsnorm forward and backward match the CPU", T, float, bf16) {

@@ -12,9 +12,11 @@
 #include <cublasLt.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "sgt/backend/cuda/backend.cuh"
 
@@ -54,7 +56,11 @@ struct gemm_key {
 struct gemm_plan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
+    cublasLtMatmulAlgo_t algo{};  // what gemm runs: the heuristics' first choice, or tune_products's
+    // The heuristics' choices, best first by their estimate (an array: nvcc 13 fails on a vector of algorithms).
+    std::array<cublasLtMatmulAlgo_t, 8> candidates{};
+    int found = 0;  // how many of candidates they made
+    bool tuned = false;  // tune_products has looked at it
 
     gemm_plan() = default;
     gemm_plan(const gemm_plan&) = delete;
@@ -79,8 +85,17 @@ inline cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int col
     return l;
 }
 
-inline const gemm_plan& plan_for(const gemm_key& key) {
+// This thread's plans, one per product shape, type and alignment.
+inline std::map<gemm_key, gemm_plan>& gemm_plans() {
     thread_local std::map<gemm_key, gemm_plan> plans;
+    return plans;
+}
+
+// The heuristics' choices a plan keeps for tune_products to time.
+inline constexpr int gemm_candidates = int(std::tuple_size_v<decltype(gemm_plan::candidates)>);
+
+inline const gemm_plan& plan_for(const gemm_key& key) {
+    auto& plans = gemm_plans();
     auto [it, inserted] = plans.try_emplace(key);
     gemm_plan& p = it->second;
     if (!inserted) return p;
@@ -106,15 +121,17 @@ inline const gemm_plan& plan_for(const gemm_key& key) {
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab));
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac));
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac));
-        cublasLtMatmulHeuristicResult_t result{};
+        std::array<cublasLtMatmulHeuristicResult_t, gemm_candidates> results{};
         int found = 0;
-        const cublasStatus_t st =
-            cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+        const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.op, p.a, p.b, p.c, p.c, pref,
+                                                                 gemm_candidates, results.data(), &found);
         cublasLtMatmulPreferenceDestroy(pref);
         SGT_CUBLAS_CHECK(st);
         require(found > 0, "cuBLASLt: no algorithm for a {}x{}x{} product (batch {}, type {})", key.m, key.n, key.k,
                 key.batch, int(key.type));
-        p.algo = result.algo;
+        p.found = found;
+        for (int i = 0; i < found; ++i) p.candidates[std::size_t(i)] = results[std::size_t(i)].algo;
+        p.algo = p.candidates[0];
     } catch (...) {
         plans.erase(it);
         throw;
@@ -145,7 +162,135 @@ void gemm(bool ta, bool tb, int m, int n, int k, const T* A, std::int64_t lda, s
                                     ctx.workspace.data(), ctx.workspace.size(), ctx.stream));
 }
 
+// The tunings of this thread's plans, in the order tune_products met them.
+inline std::vector<product_tuning>& product_tuning_log() {
+    thread_local std::vector<product_tuning> log;
+    return log;
+}
+
+// Uniform values in [-1, 1) of type U from a fixed seed, into device memory: the operands tune_plan times on.
+template <class U>
+void fill_random(void* device, std::size_t count, std::uint64_t seed) {
+    rng r(seed);
+    std::vector<U> host(count);
+    for (U& x : host) x = U(float(std::int64_t(r.next_u64() >> 40) - (std::int64_t(1) << 23)) * 0x1p-23f);
+    SGT_CUDA_CHECK(cudaMemcpy(device, host.data(), count * sizeof(U), cudaMemcpyHostToDevice));
+}
+inline void fill_random(void* device, std::size_t count, cudaDataType_t type, std::uint64_t seed) {
+    if (type == CUDA_R_16BF) fill_random<__nv_bfloat16>(device, count, seed);
+    else if (type == CUDA_R_32F) fill_random<float>(device, count, seed);
+    else fill_random<double>(device, count, seed);
+}
+
+// tune_plan's measurement, on operands at `mem` (A, B, C and D of the plan's shape, in that order).
+inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p, std::byte* mem, std::size_t es,
+                            std::size_t na, std::size_t nb, std::size_t nd, cudaEvent_t start, cudaEvent_t stop) {
+    std::byte *A = mem, *B = A + es * na, *C = B + es * nb, *D = C + es * nd;
+    fill_random(A, na, key.type, 1);
+    fill_random(B, nb, key.type, 2);
+    fill_random(C, nd, key.type, 3);
+    auto& ctx = context();
+    const bool dbl = key.type == CUDA_R_64F;
+    const double one = 1.0, beta_d = key.accumulate ? 1.0 : 0.0;
+    const float onef = 1.0f, beta_f = key.accumulate ? 1.0f : 0.0f;
+    const void* alpha = dbl ? static_cast<const void*>(&one) : &onef;
+    const void* beta = dbl ? static_cast<const void*>(&beta_d) : &beta_f;
+    auto run = [&](const cublasLtMatmulAlgo_t& algo) {
+        return cublasLtMatmul(ctx.lt, p.op, alpha, A, p.a, B, p.b, beta, C, p.c, D, p.c, &algo, ctx.workspace.data(),
+                              ctx.workspace.size(), stream());
+    };
+    auto median_ms = [&](const cublasLtMatmulAlgo_t& algo) {
+        for (int i = 0; i < 2; ++i) SGT_CUBLAS_CHECK(run(algo));
+        std::array<float, 5> ms{};
+        for (float& m : ms) {
+            SGT_CUDA_CHECK(cudaEventRecord(start, stream()));
+            SGT_CUBLAS_CHECK(run(algo));
+            SGT_CUDA_CHECK(cudaEventRecord(stop, stream()));
+            SGT_CUDA_CHECK(cudaEventSynchronize(stop));
+            SGT_CUDA_CHECK(cudaEventElapsedTime(&m, start, stop));
+        }
+        std::sort(ms.begin(), ms.end());
+        return double(ms[2]);
+    };
+    std::vector<unsigned char> first(es * nd), other(es * nd);
+    SGT_CUBLAS_CHECK(run(p.candidates[0]));
+    SGT_CUDA_CHECK(cudaMemcpy(first.data(), D, first.size(), cudaMemcpyDeviceToHost));
+    t.first_ms = t.chosen_ms = median_ms(p.candidates[0]);
+    for (std::size_t i = 1; i < std::size_t(p.found); ++i) {
+        SGT_CUDA_CHECK(cudaMemsetAsync(D, 0xff, es * nd, stream()));  // NaNs: a candidate must write all of D
+        if (run(p.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // not for this workspace or shape
+        SGT_CUDA_CHECK(cudaMemcpy(other.data(), D, other.size(), cudaMemcpyDeviceToHost));
+        if (other != first) continue;
+        ++t.identical;
+        const double ms = median_ms(p.candidates[i]);
+        if (ms < t.chosen_ms) t.chosen_ms = ms, t.chosen = int(i);
+    }
+    p.algo = p.candidates[std::size_t(t.chosen)];
+}
+
+// One plan's tuning (tune_products): each candidate runs once on random operands of the plan's shape, and those
+// whose result equals the first candidate's bit for bit are timed (median of 5 after 2); the fastest is kept.
+// Two algorithms' results differ where they add a product's terms in another order (a split of the k sum, as
+// cuBLASLt's split-K), which random operands of the whole shape show at almost every element; equal bits there are
+// taken as the same order, and so the same bits on any operands (the GPU tests check it on others).
+inline product_tuning tune_plan(const gemm_key& key, gemm_plan& p) {
+    product_tuning t{.m = key.m, .n = key.n, .k = key.k, .ta = key.ta, .tb = key.tb, .accumulate = key.accumulate,
+                     .candidates = p.found, .identical = 1};
+    const std::size_t es = key.type == CUDA_R_16BF ? 2 : key.type == CUDA_R_32F ? 4 : 8;
+    t.element_bytes = int(es);
+    if (key.batch != 1) {
+        t.skipped = "batched";
+        return t;
+    }
+    if (p.found < 2) {
+        t.skipped = "one algorithm";
+        return t;
+    }
+    const std::size_t na = std::size_t(key.lda) * std::size_t(key.ta ? key.m : key.k);
+    const std::size_t nb = std::size_t(key.ldb) * std::size_t(key.tb ? key.k : key.n);
+    const std::size_t nd = std::size_t(key.ldc) * std::size_t(key.n);
+    const std::size_t bytes = es * (na + nb + 2 * nd);  // A, B, C and D
+    if (bytes > (std::size_t(512) << 20)) {
+        t.skipped = "operands above 512 MiB";
+        return t;
+    }
+    std::byte* mem = nullptr;
+    if (cudaMalloc(&mem, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();  // a refusal here is not an error of a later call
+        t.skipped = "no device memory for its operands";
+        return t;
+    }
+    cudaEvent_t start = nullptr, stop = nullptr;
+    try {
+        SGT_CUDA_CHECK(cudaEventCreate(&start));
+        SGT_CUDA_CHECK(cudaEventCreate(&stop));
+        time_candidates(t, key, p, mem, es, na, nb, nd, start, stop);
+    } catch (...) {
+        if (start) cudaEventDestroy(start);
+        if (stop) cudaEventDestroy(stop);
+        cudaFree(mem);
+        throw;
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    SGT_CUDA_CHECK(cudaFree(mem));
+    return t;
+}
+
 }  // namespace detail
+
+void tune_products(cuda) {
+    for (auto& [key, plan] : detail::gemm_plans()) {
+        if (plan.tuned) continue;
+        plan.tuned = true;
+        const auto start = std::chrono::steady_clock::now();
+        product_tuning t = detail::tune_plan(key, plan);
+        t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        detail::product_tuning_log().push_back(t);
+    }
+}
+
+std::vector<product_tuning> product_tunings(cuda) { return detail::product_tuning_log(); }
 
 // out (N, O) = in (N, I) · w (O, I)ᵀ, plus `add` (N, O) where given (cuBLASLt's C input: a residual added in the
 // product's epilogue); with accumulate, out += instead.

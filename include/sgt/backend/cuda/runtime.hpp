@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
@@ -200,6 +201,7 @@ struct cuda_context {
     bool fuse_decode_passes = true;  // see set_fuse_decode_passes
     int decode_block_keys = 0;  // see set_decode_block_keys
     bool decode_tensor_cores = true;  // see set_decode_tensor_cores
+    bool tune_products = true;  // see set_product_tuning
 
     cuda_context() {
         SGT_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -310,6 +312,30 @@ inline void set_decode_block_keys(cuda, int keys) {
 // blocks always take the latter.
 inline void set_decode_tensor_cores(cuda, bool on) { detail::context().decode_tensor_cores = on; }
 
+// What tune_products did for one product shape (column-major m x n x k, as matmul.cuh writes it): the algorithms
+// cuBLASLt's heuristics offered, how many of them gave the first one's result bit for bit on random operands, the
+// one kept (0: the first), the medians of the first and of the kept one, and the time the tuning took.
+struct product_tuning {
+    int m = 0, n = 0, k = 0;
+    bool ta = false, tb = false, accumulate = false;
+    int element_bytes = 0;
+    int candidates = 0, identical = 0, chosen = 0;
+    double first_ms = 0.0, chosen_ms = 0.0;
+    double seconds = 0.0;  // what looking at it took, operands and timings included
+    const char* skipped = nullptr;  // why it was not timed (a batched product, scratch too large), or null
+};
+// Times cuBLASLt's other algorithms for each product shape this thread made a plan for since the last call, and
+// keeps the fastest of those that give the heuristics' first choice's result bit for bit (on random operands of
+// the shape), so that results do not depend on the tuning, its timings or the process. step_graph calls it before
+// it records a step (the eager step before has made every plan it uses); set_product_tuning(false) turns that
+// off. It allocates its random operands for the time of the call (at most 512 MiB; larger products keep the
+// first choice) and synchronises the device.
+void tune_products(cuda);
+// Every shape tune_products has looked at on this thread, in the order of their plans.
+std::vector<product_tuning> product_tunings(cuda);
+// Whether step_graph tunes this thread's products before it records a step (the default; tune_products).
+inline void set_product_tuning(cuda, bool on) { detail::context().tune_products = on; }
+
 // ---- copies (stream-ordered) and transfers (synchronous) ------------------------------------------------
 
 template <class T>
@@ -337,11 +363,11 @@ void copy_to_host(cuda, T* host_dst, const T* src, std::int64_t n) {
 
 // A step that runs many times with the same shapes and buffers (the decode step of infer/engine.hpp, a training
 // step of train/trainer.hpp), recorded once as a CUDA graph and replayed: one launch per step instead of one per
-// op. The first run is eager (it
-// sizes every scratch buffer and makes the cuBLASLt plans, which a recording must not do); the second records
-// the step on a stream of the graph's own, instantiates and launches it; later runs launch it. The stream is a
-// blocking one, so work on the legacy default stream before and after (the token upload, the logits download)
-// stays ordered with the replays. reset() forgets the recording (after the shapes or buffers change).
+// op. The first run is eager (it sizes every scratch buffer and makes the cuBLASLt plans, which a recording must
+// not do); the second tunes the plans (tune_products), then records the step on a stream of the graph's own,
+// instantiates and launches it; later runs launch it. The stream is a blocking one, so work on the legacy default
+// stream before and after (the token upload, the logits download) stays ordered with the replays. reset() forgets
+// the recording (after the shapes or buffers change).
 template <>
 class step_graph<cuda> {
 public:
@@ -387,6 +413,7 @@ private:
     void record(F& step) {
         if (!stream_) SGT_CUDA_CHECK(cudaStreamCreate(&stream_));
         auto& ctx = detail::context();
+        if (ctx.tune_products) tune_products(cuda{});  // the eager run before made the plans the step uses
         ctx.stream = stream_;
         cudaGraph_t graph = nullptr;
         try {
