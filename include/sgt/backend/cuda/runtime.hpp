@@ -329,7 +329,7 @@ struct product_tuning {
 // the shape), so that results do not depend on the tuning, its timings or the process. step_graph calls it before
 // it records a step (the eager step before has made every plan it uses); set_product_tuning(false) turns that
 // off. It allocates its random operands for the time of the call (at most 512 MiB; larger products keep the
-// first choice) and synchronises the device.
+// first choice) and synchronises the device: not while this thread's stream is being recorded.
 void tune_products(cuda);
 // Every shape tune_products has looked at on this thread, in the order of their plans.
 std::vector<product_tuning> product_tunings(cuda);
