@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
     std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on", tc_weights = "default";
-    std::string decode_tc = "on";
+    std::string decode_tc = "on", product_tuning = "on";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -160,7 +160,13 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
+    app.add_option("--product-tuning", product_tuning,
+                   "tune the cuBLASLt products before a decode step is recorded (set_product_tuning): on or off, "
+                   "once for the whole run (a product tuned stays so)")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    set_product_tuning(cuda{}, product_tuning == "on");
     const std::int64_t default_tc_weights = detail::context().few_rows_tc_weights;
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
@@ -205,6 +211,7 @@ int main(int argc, char** argv) {
             j["tc_weights"] = tc;
             j["decode_block_keys"] = keys;  // 0: chosen by the shape
             j["decode_tensor_cores"] = row[9] == "on";
+            j["product_tuning"] = product_tuning == "on";
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);
         }
