@@ -168,27 +168,61 @@ inline std::vector<product_tuning>& product_tuning_log() {
     return log;
 }
 
-// Uniform values in [-1, 1) of type U from a fixed seed, into device memory: the operands tune_plan times on.
-template <class U>
-void fill_random(void* device, std::size_t count, std::uint64_t seed) {
-    rng r(seed);
-    std::vector<U> host(count);
-    for (U& x : host) x = U(float(std::int64_t(r.next_u64() >> 40) - (std::int64_t(1) << 23)) * 0x1p-23f);
-    SGT_CUDA_CHECK(cudaMemcpy(device, host.data(), count * sizeof(U), cudaMemcpyHostToDevice));
-}
-inline void fill_random(void* device, std::size_t count, cudaDataType_t type, std::uint64_t seed) {
-    if (type == CUDA_R_16BF) fill_random<__nv_bfloat16>(device, count, seed);
-    else if (type == CUDA_R_32F) fill_random<float>(device, count, seed);
-    else fill_random<double>(device, count, seed);
+// splitmix64's finaliser: the hash tune_plan's operands and its result checks are made of.
+__host__ __device__ inline std::uint64_t mix64(std::uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
-// tune_plan's measurement, on operands at `mem` (A, B, C and D of the plan's shape, in that order).
+// Uniform values in [-1, 1) of type U, a hash of (seed, index): the operands tune_plan times on.
+template <class U>
+__global__ void tuning_fill_kernel(U* x, std::int64_t n, std::uint64_t seed) {
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+         i += std::int64_t(gridDim.x) * blockDim.x) {
+        const std::int64_t u = std::int64_t(mix64(seed * 0x9E3779B97F4A7C15ull + std::uint64_t(i)) >> 40);
+        x[i] = U(float(u - (std::int64_t(1) << 23)) * 0x1p-23f);
+    }
+}
+inline void tuning_fill(void* x, std::int64_t n, cudaDataType_t type, std::uint64_t seed) {
+    const unsigned blocks = std::min(blocks_for(n), 4096u);
+    if (type == CUDA_R_16BF)
+        tuning_fill_kernel<<<blocks, threads_per_block, 0, stream()>>>(static_cast<__nv_bfloat16*>(x), n, seed);
+    else if (type == CUDA_R_32F)
+        tuning_fill_kernel<<<blocks, threads_per_block, 0, stream()>>>(static_cast<float*>(x), n, seed);
+    else
+        tuning_fill_kernel<<<blocks, threads_per_block, 0, stream()>>>(static_cast<double*>(x), n, seed);
+    SGT_CUDA_LAUNCHED(tuning_fill_kernel);
+}
+
+// A 64-bit digest of a result's bits, independent of the order of the sum: two results with equal digests are
+// equal bit for bit but with a chance of about 2^-64.
+__global__ void tuning_digest_kernel(const std::uint16_t* x, std::int64_t n, unsigned long long* digest) {
+    unsigned long long h = 0;
+    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+         i += std::int64_t(gridDim.x) * blockDim.x)
+        h += mix64((std::uint64_t(i) << 16) ^ x[i]);
+    atomicAdd(digest, h);
+}
+
+// tune_plan's measurement, on operands at `mem` (a digest of D, then A, B, C and D of the plan's shape).
 inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p, std::byte* mem, std::size_t es,
                             std::size_t na, std::size_t nb, std::size_t nd, cudaEvent_t start, cudaEvent_t stop) {
-    std::byte *A = mem, *B = A + es * na, *C = B + es * nb, *D = C + es * nd;
-    fill_random(A, na, key.type, 1);
-    fill_random(B, nb, key.type, 2);
-    fill_random(C, nd, key.type, 3);
+    auto* digest = reinterpret_cast<unsigned long long*>(mem);
+    std::byte *A = mem + 256, *B = A + es * na, *C = B + es * nb, *D = C + es * nd;
+    tuning_fill(A, std::int64_t(na), key.type, 1);
+    tuning_fill(B, std::int64_t(nb), key.type, 2);
+    tuning_fill(C, std::int64_t(nd), key.type, 3);
+    auto digest_of_d = [&] {  // D's bits, as a digest
+        const std::int64_t halves = std::int64_t(es * nd / 2);
+        SGT_CUDA_CHECK(cudaMemsetAsync(digest, 0, sizeof(*digest), stream()));
+        tuning_digest_kernel<<<std::min(blocks_for(halves), 1024u), threads_per_block, 0, stream()>>>(
+            reinterpret_cast<const std::uint16_t*>(D), halves, digest);
+        SGT_CUDA_LAUNCHED(tuning_digest_kernel);
+        unsigned long long h = 0;
+        SGT_CUDA_CHECK(cudaMemcpy(&h, digest, sizeof(h), cudaMemcpyDeviceToHost));
+        return h;
+    };
     auto& ctx = context();
     const bool dbl = key.type == CUDA_R_64F;
     const double one = 1.0, beta_d = key.accumulate ? 1.0 : 0.0;
@@ -212,15 +246,13 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
         std::sort(ms.begin(), ms.end());
         return double(ms[2]);
     };
-    std::vector<unsigned char> first(es * nd), other(es * nd);
     SGT_CUBLAS_CHECK(run(p.candidates[0]));
-    SGT_CUDA_CHECK(cudaMemcpy(first.data(), D, first.size(), cudaMemcpyDeviceToHost));
+    const unsigned long long first = digest_of_d();
     t.first_ms = t.chosen_ms = median_ms(p.candidates[0]);
     for (std::size_t i = 1; i < std::size_t(p.found); ++i) {
         SGT_CUDA_CHECK(cudaMemsetAsync(D, 0xff, es * nd, stream()));  // NaNs: a candidate must write all of D
         if (run(p.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // not for this workspace or shape
-        SGT_CUDA_CHECK(cudaMemcpy(other.data(), D, other.size(), cudaMemcpyDeviceToHost));
-        if (other != first) continue;
+        if (digest_of_d() != first) continue;
         ++t.identical;
         const double ms = median_ms(p.candidates[i]);
         if (ms < t.chosen_ms) t.chosen_ms = ms, t.chosen = int(i);
@@ -229,7 +261,8 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
 }
 
 // One plan's tuning (tune_products): each candidate runs once on random operands of the plan's shape, and those
-// whose result equals the first candidate's bit for bit are timed (median of 5 after 2); the fastest is kept.
+// whose result equals the first candidate's bit for bit (by their digests) are timed (median of 5 after 2); the
+// fastest is kept.
 // Two algorithms' results differ where they add a product's terms in another order (a split of the k sum, as
 // cuBLASLt's split-K), which random operands of the whole shape show at almost every element; equal bits there are
 // taken as the same order, and so the same bits on any operands (the GPU tests check it on others).
@@ -249,7 +282,7 @@ inline product_tuning tune_plan(const gemm_key& key, gemm_plan& p) {
     const std::size_t na = std::size_t(key.lda) * std::size_t(key.ta ? key.m : key.k);
     const std::size_t nb = std::size_t(key.ldb) * std::size_t(key.tb ? key.k : key.n);
     const std::size_t nd = std::size_t(key.ldc) * std::size_t(key.n);
-    const std::size_t bytes = es * (na + nb + 2 * nd);  // A, B, C and D
+    const std::size_t bytes = 256 + es * (na + nb + 2 * nd);  // D's digest, then A, B, C and D
     if (bytes > (std::size_t(512) << 20)) {
         t.skipped = "operands above 512 MiB";
         return t;
