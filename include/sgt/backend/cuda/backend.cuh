@@ -19,6 +19,17 @@ inline unsigned blocks_for(std::int64_t n, int per_thread = 1) {
     return unsigned(std::clamp<std::int64_t>(b, 1, 65535 * 16));
 }
 
+// splitmix64's finaliser: a 64-bit hash (dropout's masks, tune_products's operands and digests).
+__host__ __device__ inline std::uint64_t mix64(std::uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+// mix64 of key + (i + 1) times the golden ratio: a uniform double in [0, 1).
+__device__ inline double hash_uniform(std::uint64_t key, std::uint64_t i) {
+    return double(mix64(key + (i + 1) * 0x9E3779B97F4A7C15ull) >> 11) * 0x1.0p-53;
+}
+
 template <class T>
 __host__ __device__ inline accum_t<T> load(const T& x) {
     return static_cast<accum_t<T>>(x);

@@ -8,17 +8,6 @@
 
 namespace sgt {
 
-namespace detail {
-// splitmix64's finaliser of key + i: a uniform double in [0, 1).
-__device__ inline double hash_uniform(std::uint64_t key, std::uint64_t i) {
-    std::uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return double(z >> 11) * 0x1.0p-53;
-}
-}  // namespace detail
-
 // mask (n) ∈ {0, 1/(1−p)}; x ⊙= mask. The mask is kept for the backward.
 template <class T>
 void dropout_forward(cuda, T* x, T* mask, std::int64_t n, double p, rng& r) {

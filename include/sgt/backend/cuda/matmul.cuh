@@ -168,31 +168,17 @@ inline std::vector<product_tuning>& product_tuning_log() {
     return log;
 }
 
-// splitmix64's finaliser: the hash tune_plan's operands and its result checks are made of.
-__host__ __device__ inline std::uint64_t mix64(std::uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Uniform values in [-1, 1) of type U, a hash of (seed, index): the operands tune_plan times on.
 template <class U>
-__global__ void tuning_fill_kernel(U* x, std::int64_t n, std::uint64_t seed) {
-    for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
-         i += std::int64_t(gridDim.x) * blockDim.x) {
-        const std::int64_t u = std::int64_t(mix64(seed * 0x9E3779B97F4A7C15ull + std::uint64_t(i)) >> 40);
-        x[i] = U(float(u - (std::int64_t(1) << 23)) * 0x1p-23f);
-    }
+void tuning_fill(U* x, std::int64_t n, std::uint64_t seed) {
+    for_each_index(x, n, [=] __device__(std::int64_t i) {
+        return store<U>(2.0 * hash_uniform(seed, std::uint64_t(i)) - 1.0);
+    });
 }
 inline void tuning_fill(void* x, std::int64_t n, cudaDataType_t type, std::uint64_t seed) {
-    const unsigned blocks = std::min(blocks_for(n), 4096u);
-    if (type == CUDA_R_16BF)
-        tuning_fill_kernel<<<blocks, threads_per_block, 0, stream()>>>(static_cast<__nv_bfloat16*>(x), n, seed);
-    else if (type == CUDA_R_32F)
-        tuning_fill_kernel<<<blocks, threads_per_block, 0, stream()>>>(static_cast<float*>(x), n, seed);
-    else
-        tuning_fill_kernel<<<blocks, threads_per_block, 0, stream()>>>(static_cast<double*>(x), n, seed);
-    SGT_CUDA_LAUNCHED(tuning_fill_kernel);
+    if (type == CUDA_R_16BF) tuning_fill(static_cast<__nv_bfloat16*>(x), n, seed);
+    else if (type == CUDA_R_32F) tuning_fill(static_cast<float*>(x), n, seed);
+    else tuning_fill(static_cast<double*>(x), n, seed);
 }
 
 // A 64-bit digest of a result's bits, independent of the order of the sum: two results with equal digests are
