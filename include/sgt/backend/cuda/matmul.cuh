@@ -219,18 +219,21 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
         return cublasLtMatmul(ctx.lt, p.op, alpha, A, p.a, B, p.b, beta, C, p.c, D, p.c, &algo, ctx.workspace.data(),
                               ctx.workspace.size(), stream());
     };
+    // A product's time as a step sees it: runs back to back (as in a replayed graph), 8 between two events, the
+    // median of 5 such samples after 2 runs of warm-up, divided by 8.
     auto median_ms = [&](const cublasLtMatmulAlgo_t& algo) {
+        constexpr int runs = 8;
         for (int i = 0; i < 2; ++i) SGT_CUBLAS_CHECK(run(algo));
         std::array<float, 5> ms{};
         for (float& m : ms) {
             SGT_CUDA_CHECK(cudaEventRecord(start, stream()));
-            SGT_CUBLAS_CHECK(run(algo));
+            for (int i = 0; i < runs; ++i) SGT_CUBLAS_CHECK(run(algo));
             SGT_CUDA_CHECK(cudaEventRecord(stop, stream()));
             SGT_CUDA_CHECK(cudaEventSynchronize(stop));
             SGT_CUDA_CHECK(cudaEventElapsedTime(&m, start, stop));
         }
         std::sort(ms.begin(), ms.end());
-        return double(ms[2]);
+        return double(ms[2]) / runs;
     };
     SGT_CUBLAS_CHECK(run(p.candidates[0]));
     const unsigned long long first = digest_of_d();
@@ -247,8 +250,8 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
 }
 
 // One plan's tuning (tune_products): each candidate runs once on random operands of the plan's shape, and those
-// whose result equals the first candidate's bit for bit (by their digests) are timed (median of 5 after 2); the
-// fastest is kept.
+// whose result equals the first candidate's bit for bit (by their digests) are timed (median_ms: back to back, as in
+// a step); the fastest is kept.
 // Two algorithms' results differ where they add a product's terms in another order (a split of the k sum, as
 // cuBLASLt's split-K), which random operands of the whole shape show at almost every element; equal bits there are
 // taken as the same order, and so the same bits on any operands (the GPU tests check it on others).
