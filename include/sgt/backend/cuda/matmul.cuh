@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "sgt/backend/cuda/backend.cuh"
@@ -32,6 +34,16 @@ constexpr cudaDataType_t cuda_data_type() {
         static_assert(std::is_same_v<T, __nv_bfloat16>, "cuda backend: matmul supports float, double and bf16");
         return CUDA_R_16BF;
     }
+}
+
+// Calls f(std::type_identity<T>{}) with the stored type T whose cuBLASLt data type is `type` (the inverse of
+// cuda_data_type<T>).
+template <class F>
+decltype(auto) with_stored_type(cudaDataType_t type, F&& f) {
+    if (type == CUDA_R_16BF) return f(std::type_identity<__nv_bfloat16>{});
+    if (type == CUDA_R_32F) return f(std::type_identity<float>{});
+    if (type == CUDA_R_64F) return f(std::type_identity<double>{});
+    fail("cuda backend: no stored type has the cuBLASLt data type {}", int(type));
 }
 
 // Largest power of two (up to 256) dividing the address: cuBLASLt picks kernels for the alignment it is told.
@@ -175,11 +187,6 @@ void tuning_fill(U* x, std::int64_t n, std::uint64_t seed) {
         return store<U>(2.0 * hash_uniform(seed, std::uint64_t(i)) - 1.0);
     });
 }
-inline void tuning_fill(void* x, std::int64_t n, cudaDataType_t type, std::uint64_t seed) {
-    if (type == CUDA_R_16BF) tuning_fill(static_cast<__nv_bfloat16*>(x), n, seed);
-    else if (type == CUDA_R_32F) tuning_fill(static_cast<float*>(x), n, seed);
-    else tuning_fill(static_cast<double*>(x), n, seed);
-}
 
 // A 64-bit digest of a result's bits, independent of the order of the sum: two results with equal digests are
 // equal bit for bit but with a chance of about 2^-64.
@@ -191,16 +198,19 @@ __global__ void tuning_digest_kernel(const std::uint16_t* x, std::int64_t n, uns
     atomicAdd(digest, h);
 }
 
-// tune_plan's measurement, on operands at `mem` (a digest of D, then A, B, C and D of the plan's shape).
-inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p, std::byte* mem, std::size_t es,
-                            std::size_t na, std::size_t nb, std::size_t nd, cudaEvent_t start, cudaEvent_t stop) {
+// tune_plan's measurement of a plan whose stored type is U, on operands at `mem` (a digest of D, then A, B, C and
+// D of the plan's shape).
+template <class U>
+void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p, std::byte* mem, std::size_t na,
+                     std::size_t nb, std::size_t nd) {
     auto* digest = reinterpret_cast<unsigned long long*>(mem);
-    std::byte *A = mem + 256, *B = A + es * na, *C = B + es * nb, *D = C + es * nd;
-    tuning_fill(A, std::int64_t(na), key.type, 1);
-    tuning_fill(B, std::int64_t(nb), key.type, 2);
-    tuning_fill(C, std::int64_t(nd), key.type, 3);
+    U* A = reinterpret_cast<U*>(mem + 256);
+    U *B = A + na, *C = B + nb, *D = C + nd;
+    tuning_fill(A, std::int64_t(na), 1);
+    tuning_fill(B, std::int64_t(nb), 2);
+    tuning_fill(C, std::int64_t(nd), 3);
     auto digest_of_d = [&] {  // D's bits, as a digest
-        const std::int64_t halves = std::int64_t(es * nd / 2);
+        const std::int64_t halves = std::int64_t(sizeof(U) * nd / 2);
         SGT_CUDA_CHECK(cudaMemsetAsync(digest, 0, sizeof(*digest), stream()));
         tuning_digest_kernel<<<std::min(blocks_for(halves), 1024u), threads_per_block, 0, stream()>>>(
             reinterpret_cast<const std::uint16_t*>(D), halves, digest);
@@ -210,15 +220,13 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
         return h;
     };
     auto& ctx = context();
-    const bool dbl = key.type == CUDA_R_64F;
-    const double one = 1.0, beta_d = key.accumulate ? 1.0 : 0.0;
-    const float onef = 1.0f, beta_f = key.accumulate ? 1.0f : 0.0f;
-    const void* alpha = dbl ? static_cast<const void*>(&one) : &onef;
-    const void* beta = dbl ? static_cast<const void*>(&beta_d) : &beta_f;
+    using scale = std::conditional_t<std::is_same_v<U, double>, double, float>;  // gemm's α and β
+    const scale alpha = 1, beta = key.accumulate ? 1 : 0;
     auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-        return cublasLtMatmul(ctx.lt, p.op, alpha, A, p.a, B, p.b, beta, C, p.c, D, p.c, &algo, ctx.workspace.data(),
-                              ctx.workspace.size(), stream());
+        return cublasLtMatmul(ctx.lt, p.op, &alpha, A, p.a, B, p.b, &beta, C, p.c, D, p.c, &algo,
+                              ctx.workspace.data(), ctx.workspace.size(), stream());
     };
+    const device_event start, stop;
     // A product's time as a step sees it: runs back to back (as in a replayed graph), 8 between two events, the
     // median of 5 such samples after 2 runs of warm-up, divided by 8.
     auto median_ms = [&](const cublasLtMatmulAlgo_t& algo) {
@@ -239,7 +247,7 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
     const unsigned long long first = digest_of_d();
     t.first_ms = t.chosen_ms = median_ms(p.candidates[0]);
     for (std::size_t i = 1; i < std::size_t(p.found); ++i) {
-        SGT_CUDA_CHECK(cudaMemsetAsync(D, 0xff, es * nd, stream()));  // NaNs: a candidate must write all of D
+        SGT_CUDA_CHECK(cudaMemsetAsync(D, 0xff, sizeof(U) * nd, stream()));  // NaNs: a candidate must write all of D
         if (run(p.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // not for this workspace or shape
         if (digest_of_d() != first) continue;
         ++t.identical;
@@ -256,47 +264,41 @@ inline void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p
 // cuBLASLt's split-K), which random operands of the whole shape show at almost every element; equal bits there are
 // taken as the same order, and so the same bits on any operands (the GPU tests check it on others).
 inline product_tuning tune_plan(const gemm_key& key, gemm_plan& p) {
-    product_tuning t{.m = key.m, .n = key.n, .k = key.k, .ta = key.ta, .tb = key.tb, .accumulate = key.accumulate,
-                     .candidates = p.found, .identical = 1};
-    const std::size_t es = key.type == CUDA_R_16BF ? 2 : key.type == CUDA_R_32F ? 4 : 8;
-    t.element_bytes = int(es);
-    if (key.batch != 1) {
-        t.skipped = "batched";
+    return with_stored_type(key.type, [&]<class U>(std::type_identity<U>) {
+        product_tuning t{.m = key.m, .n = key.n, .k = key.k, .ta = key.ta, .tb = key.tb, .accumulate = key.accumulate,
+                         .element_bytes = int(sizeof(U)), .candidates = p.found, .identical = 1};
+        if (key.batch != 1) {
+            t.skipped = "batched";
+            return t;
+        }
+        if (p.found < 2) {
+            t.skipped = "one algorithm";
+            return t;
+        }
+        const std::size_t na = std::size_t(key.lda) * std::size_t(key.ta ? key.m : key.k);
+        const std::size_t nb = std::size_t(key.ldb) * std::size_t(key.tb ? key.k : key.n);
+        const std::size_t nd = std::size_t(key.ldc) * std::size_t(key.n);
+        const std::size_t bytes = 256 + sizeof(U) * (na + nb + 2 * nd);  // D's digest, then A, B, C and D
+        if (bytes > (std::size_t(512) << 20)) {
+            t.skipped = "operands above 512 MiB";
+            return t;
+        }
+        // Allocated here, not as a device_buffer: the operands live only while the plan is tuned and are not
+        // counted with the model's memory, and a refusal skips the tuning instead of failing it.
+        std::byte* mem = nullptr;
+        if (cudaMalloc(&mem, bytes) != cudaSuccess) {
+            (void)cudaGetLastError();  // a refusal here is not an error of a later call
+            t.skipped = "no device memory for its operands";
+            return t;
+        }
+        struct cuda_free {
+            void operator()(std::byte* q) const { cudaFree(q); }
+        };
+        std::unique_ptr<std::byte, cuda_free> held(mem);  // freed if the measurement throws
+        time_candidates<U>(t, key, p, mem, na, nb, nd);
+        SGT_CUDA_CHECK(cudaFree(held.release()));
         return t;
-    }
-    if (p.found < 2) {
-        t.skipped = "one algorithm";
-        return t;
-    }
-    const std::size_t na = std::size_t(key.lda) * std::size_t(key.ta ? key.m : key.k);
-    const std::size_t nb = std::size_t(key.ldb) * std::size_t(key.tb ? key.k : key.n);
-    const std::size_t nd = std::size_t(key.ldc) * std::size_t(key.n);
-    const std::size_t bytes = 256 + es * (na + nb + 2 * nd);  // D's digest, then A, B, C and D
-    if (bytes > (std::size_t(512) << 20)) {
-        t.skipped = "operands above 512 MiB";
-        return t;
-    }
-    std::byte* mem = nullptr;
-    if (cudaMalloc(&mem, bytes) != cudaSuccess) {
-        (void)cudaGetLastError();  // a refusal here is not an error of a later call
-        t.skipped = "no device memory for its operands";
-        return t;
-    }
-    cudaEvent_t start = nullptr, stop = nullptr;
-    try {
-        SGT_CUDA_CHECK(cudaEventCreate(&start));
-        SGT_CUDA_CHECK(cudaEventCreate(&stop));
-        time_candidates(t, key, p, mem, es, na, nb, nd, start, stop);
-    } catch (...) {
-        if (start) cudaEventDestroy(start);
-        if (stop) cudaEventDestroy(stop);
-        cudaFree(mem);
-        throw;
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    SGT_CUDA_CHECK(cudaFree(mem));
-    return t;
+    });
 }
 
 }  // namespace detail

@@ -165,6 +165,19 @@ private:
     std::size_t n_ = 0;
 };
 
+// A CUDA event (cudaEventCreateWithFlags), destroyed with its owner; converts to cudaEvent_t.
+class device_event {
+public:
+    explicit device_event(unsigned flags = cudaEventDefault) { SGT_CUDA_CHECK(cudaEventCreateWithFlags(&e_, flags)); }
+    device_event(const device_event&) = delete;
+    device_event& operator=(const device_event&) = delete;
+    ~device_event() { cudaEventDestroy(e_); }  // no throw from a destructor
+    operator cudaEvent_t() const { return e_; }
+
+private:
+    cudaEvent_t e_ = nullptr;
+};
+
 struct cuda {
     static constexpr const char* name = "cuda";
     static constexpr bool host_memory = false;
