@@ -52,11 +52,12 @@ double train_forward_tokens_per_s(const loop_plan& plan, int B, int T_) {
 
 template <model_config Cfg, class T>
 nlohmann::json bench(const std::string& name, const std::string& variant, int B, int ctx, int decode_tokens, bool graph,
-                     bool train_forward, double gate_closed, std::int64_t prefill_tokens) {
+                     bool tune, bool train_forward, double gate_closed, std::int64_t prefill_tokens) {
     constexpr int NH = Cfg.shape.heads;
     const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
     inference<T, Cfg, cuda> inf(B, ctx, plan, prefill_tokens);
     inf.use_step_graph(graph);
+    inf.use_product_tuning(tune);
     const int closed = gate_closed >= 0 ? int(std::lround(gate_closed * NH)) : 0;
     if (gate_closed >= 0) inf.set_gates(gate_options{});
     {
@@ -124,7 +125,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
     std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on", tc_weights = "default";
-    std::string decode_tc = "on", product_tuning = "on";
+    std::string decode_tc = "on", product_tuning = "off";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false;
     std::string gate_closed;
@@ -161,12 +162,11 @@ int main(int argc, char** argv) {
     app.add_option("--gate-closed", gate_closed,
                    "shares of heads closed by learned gates, e.g. 0,0.5 (each variant runs with gates at each)");
     app.add_option("--product-tuning", product_tuning,
-                   "tune the cuBLASLt products before a decode step is recorded (set_product_tuning): on or off, "
-                   "once for the whole run (a product tuned stays so)")
+                   "tune the cuBLASLt products before a decode step is recorded (inference::use_product_tuning; "
+                   "off, the engine's default, or on: a product tuned stays so for the rest of the run)")
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
-    set_product_tuning(cuda{}, product_tuning == "on");
     const std::int64_t default_tc_weights = detail::context().few_rows_tc_weights;
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
@@ -200,10 +200,11 @@ int main(int argc, char** argv) {
             const double gc = parse_number<double>(g, "--gate-closed");
             require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
             auto run = [&]<model_config Cfg>() {
-                return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph,
+                const bool tune = product_tuning == "on";
+                return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, tune,
                                                                        train_forward, gc, prefill_tokens)
-                                           : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, train_forward,
-                                                               gc, prefill_tokens);
+                                           : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, tune,
+                                                               train_forward, gc, prefill_tokens);
             };
             nlohmann::json j = sgt_bench::with_infer_model(m, run);
             j["fused_products"] = f == "on";

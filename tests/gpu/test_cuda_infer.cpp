@@ -490,6 +490,31 @@ TEST_CASE("the decode step recorded as a CUDA graph gives the bits of the eager 
     CHECK(c == d);
 }
 
+// The decode graph records without tuning the products unless asked (use_product_tuning): tuned, it gives the
+// untuned one's bits, since tune_products keeps only algorithms that give the first choice's bits.
+TEST_CASE("the decode graph tunes its products only when asked, and gives the same bits either way") {
+    const auto w = strong_weights(9);
+    const std::vector<float> w32(w.begin(), w.end());
+    const loop_plan plan = plans()["sgt K=3 fade"];
+    rng r(4);
+    const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 7), random_tokens(r, 11),
+                                                          random_tokens(r, 3)};
+    std::vector<std::vector<std::int32_t>> next;
+    for (int i = 0; i < 5; ++i) next.push_back(random_tokens(r, 3));
+    inference<float, long_cfg, cuda> plain(3, 48, plan), tuned(3, 48, plan);
+    plain.parameters_from_host(w32);
+    tuned.parameters_from_host(w32);
+    tuned.use_product_tuning(true);
+    const std::size_t before = product_tunings(cuda{}).size();
+    const auto a = run(plain, prompts, next);
+    CHECK(plain.step_graph_captured());
+    CHECK(product_tunings(cuda{}).size() == before);  // recorded, nothing tuned
+    const auto b = run(tuned, prompts, next);
+    CHECK(tuned.step_graph_captured());
+    CHECK(product_tunings(cuda{}).size() > before);  // the plans the plain one made, tuned now
+    CHECK(a == b);
+}
+
 TEST_CASE("greedy generation on the GPU (fp32) emits the CPU's tokens") {
     const auto w = strong_weights(12);
     const std::vector<float> w32(w.begin(), w.end());

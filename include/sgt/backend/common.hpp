@@ -155,10 +155,19 @@ std::vector<std::remove_const_t<U>> to_host(Backend be, std::span<U> x) {
     return h;
 }
 
+// The host memory that results read back every step are copied into (inference's logits): a std::vector, or the
+// vector a backend names by specialising host_copy (the CUDA backend's is page-locked: the copy needs no staging).
+template <class Backend, class T>
+struct host_copy {
+    using type = std::vector<T>;
+};
+template <class Backend, class T>
+using host_copy_t = typename host_copy<Backend, T>::type;
+
 // n values of backend memory readable on the host: the memory itself on a host backend, else a copy made into
 // `copy` (which the view then refers to).
-template <class Backend, class T>
-std::span<const T> host_view(Backend be, const T* x, std::size_t n, std::vector<T>& copy) {
+template <class Backend, class T, class Allocator>
+std::span<const T> host_view(Backend be, const T* x, std::size_t n, std::vector<T, Allocator>& copy) {
     if constexpr (Backend::host_memory) {
         return {x, n};
     } else {

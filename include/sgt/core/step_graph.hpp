@@ -15,6 +15,7 @@ public:
     void reset() {}
     bool captured() const { return false; }
     void set_enabled(bool) {}
+    void set_product_tuning(bool) {}
 };
 
 }  // namespace sgt

@@ -103,6 +103,7 @@ public:
         rope_sin_.resize(rope_cos_.size());
         rope_tables(Backend{}, rope_cos_.data(), rope_sin_.data(), max_context, HD, config.rope_base);
         set_structure(capacity);
+        graph_.set_product_tuning(false);  // use_product_tuning
     }
 
     // ---- weights (the model's parameter table, Hugging Face names) -------------------------------------------
@@ -194,6 +195,9 @@ public:
     const kv_cache<T, Backend>& cache() const { return cache_; }
     // Decode steps recorded once and replayed as a graph on a GPU backend (on by default; off: every step eager).
     void use_step_graph(bool on) { graph_.set_enabled(on); }
+    // Whether the decode graph tunes the cuBLASLt products before it records (tune_products; off by default: with
+    // it on, decode steps were no faster at any batch measured and up to 2.4% slower, docs/BENCHMARKS.md).
+    void use_product_tuning(bool on) { graph_.set_product_tuning(on); }
     bool step_graph_captured() const { return graph_.captured(); }
 
     // Bytes of the weights, of the cache arena, and of everything this object holds on the backend.
@@ -657,7 +661,7 @@ private:
     buffer<accum_t<T>> decode_ws_;     // decode attention's scratch (decode_attention_workspace)
     buffer<T> last_;                   // (B, C) the last position's hidden state of each prompt
     buffer<T> logits_;                 // (B, V)
-    std::vector<T> logits_host_;       // (B, V) host copy on a device backend
+    detail::host_copy_t<Backend, T> logits_host_;  // (B, V) host copy on a device backend (page-locked on a GPU)
     std::vector<T> all_logits_;        // (Σ T_b, V) of prefill(…, true)
 
     // Learned head gates (set_gates): per pass its gated slot (-1: not gated), per slot the gated heads' rows of

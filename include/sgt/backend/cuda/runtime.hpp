@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "sgt/backend/common.hpp"  // host_copy
 #include "sgt/core/precision.hpp"
 #include "sgt/core/rng.hpp"
 #include "sgt/core/error.hpp"
@@ -372,12 +373,40 @@ void copy_to_host(cuda, T* host_dst, const T* src, std::int64_t n) {
     if (n > 0) SGT_CUDA_CHECK(cudaMemcpy(host_dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToHost));
 }
 
+// Page-locked host memory (cudaMallocHost) for a std::vector: a copy between it and the device is one DMA, where
+// a copy to or from pageable memory goes through a staging buffer of the driver's. Decode's logits, read back
+// every step, are copied into it (host_copy).
+template <class T>
+struct pinned_allocator {
+    using value_type = T;
+    pinned_allocator() = default;
+    template <class U>
+    pinned_allocator(const pinned_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+        void* p = nullptr;
+        SGT_CUDA_CHECK(cudaMallocHost(&p, n * sizeof(T)));
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, std::size_t) noexcept { cudaFreeHost(p); }
+    template <class U>
+    bool operator==(const pinned_allocator<U>&) const noexcept {
+        return true;
+    }
+};
+namespace detail {
+template <class T>
+struct host_copy<cuda, T> {
+    using type = std::vector<T, pinned_allocator<T>>;
+};
+}  // namespace detail
+
 // ---- step graphs ----------------------------------------------------------------------------------------
 
 // A step that runs many times with the same shapes and buffers (the decode step of infer/engine.hpp, a training
 // step of train/trainer.hpp), recorded once as a CUDA graph and replayed: one launch per step instead of one per
 // op. The first run is eager (it sizes every scratch buffer and makes the cuBLASLt plans, which a recording must
-// not do); the second tunes the plans (tune_products), then records the step on a stream of the graph's own,
+// not do); the second tunes the plans (tune_products, unless this graph or the thread says not to), then records
+// the step on a stream of the graph's own,
 // instantiates and launches it; later runs launch it. The stream is a blocking one, so work on the legacy default
 // stream before and after (the token upload, the logits download) stays ordered with the replays. reset() forgets
 // the recording (after the shapes or buffers change).
@@ -420,13 +449,16 @@ public:
         reset();
         enabled_ = on;
     }
+    // Off: this graph records its step without tuning the products first (set_product_tuning(cuda, false) turns the
+    // tuning off for every graph of the thread).
+    void set_product_tuning(bool on) { tune_ = on; }
 
 private:
     template <class F>
     void record(F& step) {
         if (!stream_) SGT_CUDA_CHECK(cudaStreamCreate(&stream_));
         auto& ctx = detail::context();
-        if (ctx.tune_products) tune_products(cuda{});  // the eager run before made the plans the step uses
+        if (tune_ && ctx.tune_products) tune_products(cuda{});  // the eager run before made the step's plans
         ctx.stream = stream_;
         cudaGraph_t graph = nullptr;
         try {
@@ -454,7 +486,7 @@ private:
     cudaStream_t stream_ = nullptr;
     cudaGraphExec_t exec_ = nullptr;
     std::int64_t allocations_ = 0;  // detail::device_allocations() when the recording was made
-    bool warmed_ = false, enabled_ = true;
+    bool warmed_ = false, enabled_ = true, tune_ = true;
 };
 
 }  // namespace sgt
