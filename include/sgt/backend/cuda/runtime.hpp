@@ -406,10 +406,9 @@ struct host_copy<cuda, T> {
 // step of train/trainer.hpp), recorded once as a CUDA graph and replayed: one launch per step instead of one per
 // op. The first run is eager (it sizes every scratch buffer and makes the cuBLASLt plans, which a recording must
 // not do); the second tunes the plans (tune_products, unless this graph or the thread says not to), then records
-// the step on a stream of the graph's own,
-// instantiates and launches it; later runs launch it. The stream is a blocking one, so work on the legacy default
-// stream before and after (the token upload, the logits download) stays ordered with the replays. reset() forgets
-// the recording (after the shapes or buffers change).
+// the step on a stream of the graph's own, instantiates and launches it; later runs launch it. The stream is a
+// blocking one, so work on the legacy default stream before and after (the token upload, the logits download)
+// stays ordered with the replays. reset() forgets the recording (after the shapes or buffers change).
 template <>
 class step_graph<cuda> {
 public:
