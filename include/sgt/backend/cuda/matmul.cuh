@@ -36,6 +36,10 @@ constexpr cudaDataType_t cuda_data_type() {
     }
 }
 
+// The type of gemm's α and β for stored type T (cuBLASLt's scale type: double for double, else float).
+template <class T>
+using gemm_scale_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
 // Calls f(std::type_identity<T>{}) with the stored type T whose cuBLASLt data type is `type` (the inverse of
 // cuda_data_type<T>).
 template <class F>
@@ -163,7 +167,7 @@ void gemm(bool ta, bool tb, int m, int n, int k, const T* A, std::int64_t lda, s
                        pointer_alignment(A), pointer_alignment(B), std::min(pointer_alignment(D), pointer_alignment(C))};
     const gemm_plan& p = plan_for(key);
     auto& ctx = context();
-    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    using S = gemm_scale_t<T>;
     const S a = S(alpha), b = accumulate ? S(1) : S(0);
     if (k <= 0) {  // an empty sum: D = β C
         if (!accumulate) SGT_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(T) * std::size_t(ldd) * n * batch, stream()));
@@ -220,8 +224,7 @@ void time_candidates(product_tuning& t, const gemm_key& key, gemm_plan& p, std::
         return h;
     };
     auto& ctx = context();
-    using scale = std::conditional_t<std::is_same_v<U, double>, double, float>;  // gemm's α and β
-    const scale alpha = 1, beta = key.accumulate ? 1 : 0;
+    const gemm_scale_t<U> alpha = 1, beta = key.accumulate ? 1 : 0;
     auto run = [&](const cublasLtMatmulAlgo_t& algo) {
         return cublasLtMatmul(ctx.lt, p.op, &alpha, A, p.a, B, p.b, &beta, C, p.c, D, p.c, &algo,
                               ctx.workspace.data(), ctx.workspace.size(), stream());
