@@ -39,15 +39,7 @@ std::string loop_subspace = "on";  // --loop-subspace on|off: model::set_loop_su
 std::string product_tuning_flag = "on";  // --product-tuning on|off: set_product_tuning
 
 struct event_timer {
-    cudaEvent_t start{}, stop{};
-    event_timer() {
-        SGT_CUDA_CHECK(cudaEventCreate(&start));
-        SGT_CUDA_CHECK(cudaEventCreate(&stop));
-    }
-    ~event_timer() {
-        cudaEventDestroy(start);
-        cudaEventDestroy(stop);
-    }
+    device_event start, stop;
     template <class F>
     double milliseconds(F&& f) {
         SGT_CUDA_CHECK(cudaEventRecord(start));

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <span>
 #include <string>
@@ -114,8 +115,12 @@ public:
         if (g.rank() == 0) lib_.check(lib_.get_unique_id(&id), "ncclGetUniqueId");
         g.broadcast(std::span<char>(id.internal, sizeof id.internal));
         lib_.check(lib_.comm_init_rank(&comm_, g.size(), id, g.rank()), "ncclCommInitRank");
-        SGT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-        SGT_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+        try {
+            SGT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        } catch (...) {  // the destructor does not run for an object whose constructor threw
+            lib_.comm_abort(comm_);
+            throw;
+        }
     }
     nccl_data_parallel(const nccl_data_parallel&) = delete;
     nccl_data_parallel& operator=(const nccl_data_parallel&) = delete;
@@ -128,8 +133,6 @@ public:
                 lib_.comm_destroy(comm_);
             }
         }
-        for (cudaEvent_t e : events_) cudaEventDestroy(e);
-        if (done_) cudaEventDestroy(done_);
         if (stream_) cudaStreamDestroy(stream_);
     }
 
@@ -197,12 +200,8 @@ private:
 
     // One bucket: after the backward work that finished it (an event on the op stream), on the NCCL stream.
     void reduce(param_range b) {
-        if (used_events_ == events_.size()) {
-            cudaEvent_t e = nullptr;
-            SGT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-            events_.push_back(e);
-        }
-        cudaEvent_t e = events_[used_events_++];
+        if (used_events_ == events_.size()) events_.emplace_back(cudaEventDisableTiming);
+        const cudaEvent_t e = events_[used_events_++];
         void* data = grads_.data() + b.offset;
         ncclDataType_t type = type_of();
         if constexpr (is_bf16)
@@ -255,8 +254,8 @@ private:
     std::int64_t bucket_elems_;
     ncclComm_t comm_ = nullptr;
     cudaStream_t stream_ = nullptr;
-    cudaEvent_t done_ = nullptr;
-    std::vector<cudaEvent_t> events_;
+    device_event done_{cudaEventDisableTiming};
+    std::deque<device_event> events_;  // one per bucket of a step, made as the buckets first need them
     std::size_t used_events_ = 0;
     std::span<T> grads_;
     std::optional<bucketer> buckets_;
