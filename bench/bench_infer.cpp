@@ -167,6 +167,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    const bool tune = product_tuning == "on";
     const std::int64_t default_tc_weights = detail::context().few_rows_tc_weights;
     try {
         require(precision == "bf16" || precision == "fp32", "--precision: expected bf16 or fp32, found '{}'", precision);
@@ -200,7 +201,6 @@ int main(int argc, char** argv) {
             const double gc = parse_number<double>(g, "--gate-closed");
             require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
             auto run = [&]<model_config Cfg>() {
-                const bool tune = product_tuning == "on";
                 return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, tune,
                                                                        train_forward, gc, prefill_tokens)
                                            : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, tune,
@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
             j["tc_weights"] = tc;
             j["decode_block_keys"] = keys;  // 0: chosen by the shape
             j["decode_tensor_cores"] = row[9] == "on";
-            j["product_tuning"] = product_tuning == "on";
+            j["product_tuning"] = tune;
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);
         }
