@@ -45,6 +45,13 @@ std::vector<std::int32_t> random_tokens(rng& r, int n) {
     return t;
 }
 
+// `steps` decode steps of `width` random tokens each (a token a sequence).
+std::vector<std::vector<std::int32_t>> random_steps(rng& r, int steps, int width) {
+    std::vector<std::vector<std::int32_t>> s;
+    for (int i = 0; i < steps; ++i) s.push_back(random_tokens(r, width));
+    return s;
+}
+
 std::map<std::string, loop_plan> plans() {
     std::map<std::string, loop_plan> p;
     p["vanilla"] = loop_plan::vanilla(NL);
@@ -445,8 +452,7 @@ void check_prefill_decode() {
     rng r(6);
     // Prompts of different lengths, one longer than a key chunk; decode steps cross the 256-key boundary.
     const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 250), random_tokens(r, 9), random_tokens(r, 300)};
-    std::vector<std::vector<std::int32_t>> next;
-    for (int i = 0; i < 12; ++i) next.push_back(random_tokens(r, 3));
+    const auto next = random_steps(r, 12, 3);
     for (const auto& [name, plan] : plans()) {
         CAPTURE(name);
         inference<double, Cfg> cpu_inf(3, 320, plan);
@@ -475,8 +481,7 @@ TEST_CASE("the decode step recorded as a CUDA graph gives the bits of the eager 
     loop_plan plan = plans()["sgt K=3 fade"];
     rng r(3);
     const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 5), random_tokens(r, 17)};
-    std::vector<std::vector<std::int32_t>> next;
-    for (int i = 0; i < 6; ++i) next.push_back(random_tokens(r, 2));
+    const auto next = random_steps(r, 6, 2);
     inference<float, long_cfg, cuda> graphed(2, 64, plan), eager(2, 64, plan);
     graphed.parameters_from_host(w32);
     eager.parameters_from_host(w32);
@@ -499,8 +504,7 @@ TEST_CASE("the decode graph tunes its products only when asked, and gives the sa
     rng r(4);
     const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 7), random_tokens(r, 11),
                                                           random_tokens(r, 3)};
-    std::vector<std::vector<std::int32_t>> next;
-    for (int i = 0; i < 5; ++i) next.push_back(random_tokens(r, 3));
+    const auto next = random_steps(r, 5, 3);
     inference<float, long_cfg, cuda> plain(3, 48, plan), tuned(3, 48, plan);
     plain.parameters_from_host(w32);
     tuned.parameters_from_host(w32);
@@ -612,8 +616,7 @@ TEST_CASE("decoding with learned head gates on the GPU (fp32) matches the CPU, w
                 w[std::size_t(e.offset + i)] = e.name.ends_with("weight") ? 0.5 * r.normal() : r.normal();
     const std::vector<float> w32(w.begin(), w.end());
     const std::vector<std::vector<std::int32_t>> prompts{random_tokens(r, 70), random_tokens(r, 3)};
-    std::vector<std::vector<std::int32_t>> next;
-    for (int i = 0; i < 10; ++i) next.push_back(random_tokens(r, 2));
+    const auto next = random_steps(r, 10, 2);
     for (const char* name : {"vanilla", "sgt K=2 fade", "block loop"}) {
         CAPTURE(name);
         const loop_plan plan = plans()[name];
