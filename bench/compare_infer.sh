@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# bench/compare_infer.sh BEFORE_DIR AFTER_DIR [MODELS] [ROUNDS]: two builds' decode steps in one job on one GPU,
+# interleaved (before, after, before, after, ... ROUNDS times, default 2) so that both see the same clocks and the
+# same neighbours: bench_infer of each directory (decode steps replayed as a CUDA graph, the median of its steps).
+# Prints a markdown table per model, context and batch: each variant's decode step before and after (the mean of
+# the rounds, with each round's), the change, and the looped variants' overhead over vanilla on each side (issue
+# 10's bar: SGT's decode overhead no more than its per-token FLOPs and cache-bytes overhead). The JSON lines go to
+# $OUT/compare_infer.jsonl (or ./compare_infer.jsonl). Steps move between GPUs and jobs by more than most kernel
+# changes (docs/BENCHMARKS.md): compare builds within one run of this script, not across runs.
+#   SGT_INFER_ARGS: bench_infer's arguments for both sides (default below: vanilla and SGT, batches 32, 16 and 1,
+#                   context 1024);
+#   SGT_BEFORE_ARGS, SGT_AFTER_ARGS: more arguments for one side, so that one build can be compared with itself
+#                   under another setting, e.g. a head's partials merged through L2 against a cluster's merge:
+#   SGT_BEFORE_ARGS="--decode-merge ticket" bench/compare_infer.sh BIN BIN gpt2 2
+set -uo pipefail
+[ $# -ge 2 ] || { echo "usage: bench/compare_infer.sh BEFORE_DIR AFTER_DIR [MODELS] [ROUNDS]" >&2; exit 2; }
+before=$1
+after=$2
+models=${3:-gpt2,char_small}
+rounds=${4:-2}
+for dir in "$before" "$after"; do
+    [ -x "$dir/bench_infer" ] || { echo "compare_infer: no bench_infer in $dir" >&2; exit 2; }
+done
+log=${OUT:-.}/compare_infer.jsonl
+: > "$log"
+read -ra common <<< "${SGT_INFER_ARGS:---variants vanilla,sgt --batches 32,16,1 --contexts 1024}"
+status=0
+for r in $(seq "$rounds"); do
+    for side in before after; do
+        dir=$before args=${SGT_BEFORE_ARGS:-}
+        [ $side = after ] && dir=$after args=${SGT_AFTER_ARGS:-}
+        read -ra side_args <<< "$args"
+        lines=$("$dir/bench_infer" --models "$models" "${common[@]}" "${side_args[@]}") ||
+            { echo "compare_infer: $dir/bench_infer failed ($side, round $r)" >&2; status=1; }
+        grep '^{' <<< "$lines" | sed "s/^{/{\"side\":\"$side\",\"round\":$r,/" >> "$log"
+    done
+done
+python3 - "$log" << 'PY'
+import json, sys
+from collections import defaultdict
+runs = defaultdict(list)  # (model, context, batch, variant, side) -> decode step medians, ms
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    runs[(j["model"], j["context"], j["batch"], j["variant"], j["side"])].append(j["decode_step_ms"])
+if not runs:
+    sys.exit("compare_infer: no results")
+mean = lambda xs: sum(xs) / len(xs)
+cell = lambda xs: f"{mean(xs):.4f} ({', '.join(f'{x:.4f}' for x in xs)})" if xs else "–"
+print("| model | context | batch | variant | before ms | after ms | change | over vanilla: before → after |")
+print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
+for shape in dict.fromkeys(k[:3] for k in runs):
+    variants = list(dict.fromkeys(k[3] for k in runs if k[:3] == shape))
+    for variant in sorted(variants, key=lambda v: v != "vanilla"):  # vanilla first, the rest as they ran
+        b, a = (runs.get(shape + (variant, s), []) for s in ("before", "after"))
+        change = f"{100 * (mean(a) / mean(b) - 1):+.1f}%" if a and b else "–"
+        over = "–"
+        if variant != "vanilla":
+            o = []
+            for s, xs in (("before", b), ("after", a)):
+                v0 = runs.get(shape + ("vanilla", s))
+                o.append(f"{100 * (mean(xs) / mean(v0) - 1):+.1f}%" if xs and v0 else "–")
+            over = " → ".join(o)
+        model, context, batch = shape
+        print(f"| {model} | {context} | {batch} | {variant} | {cell(b)} | {cell(a)} | {change} | {over} |")
+PY
+exit $status

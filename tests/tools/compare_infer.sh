@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bench/compare_infer.sh on two stand-in builds (bench_infer scripts written here that print bench_infer's JSON
+# lines with step times set by the test): the table's means, changes and overheads, worked out by hand in the
+# comments; each side's own arguments; a missing build and a failing one. Skipped (exit 77) where python3 is missing.
+set -uo pipefail
+script=$1
+command -v python3 > /dev/null || { echo "python3 is missing: skipped"; exit 77; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+expect() {  # expect FILE TEXT: FILE holds the line fragment TEXT
+  grep -qF -- "$2" "$1" || { fail "expected '$2' in:"; cat "$1"; }
+}
+
+# A stand-in bench_infer: one JSON line per model, variant and batch of its arguments, decode step VANILLA ms for
+# vanilla and SGT ms for sgt, plus 0.01 ms for each earlier call (its rounds); its arguments go to args.txt.
+stub() {  # stub DIR VANILLA SGT
+  mkdir -p "$1"
+  cat > "$1/bench_infer" << EOF
+#!/usr/bin/env bash
+echo "\$*" >> "$1/args.txt"
+calls=\$(cat "$1/calls" 2> /dev/null || echo 0)
+echo \$((calls + 1)) > "$1/calls"
+while [ \$# -gt 0 ]; do
+  case \$1 in --models) models=\$2 ;; --variants) variants=\$2 ;; --batches) batches=\$2 ;; esac
+  shift
+done
+echo "progress on stdout that is not JSON"
+for m in \${models//,/ }; do for v in \${variants//,/ }; do for b in \${batches//,/ }; do
+  base=$2; [ \$v = sgt ] && base=$3
+  ms=\$(python3 -c "print(\$base + 0.01 * \$calls)")
+  echo "{\"impl\":\"sgt-cuda\",\"model\":\"\$m\",\"variant\":\"\$v\",\"batch\":\$b,\"context\":1024,\"decode_step_ms\":\$ms}"
+done; done; done
+EOF
+  chmod +x "$1/bench_infer"
+}
+stub "$work/before" 1.00 1.20
+stub "$work/after" 0.90 1.00
+
+OUT="$work" SGT_BEFORE_ARGS="--decode-merge ticket" SGT_INFER_ARGS="--variants vanilla,sgt --batches 32,1" \
+  bash "$script" "$work/before" "$work/after" gpt2 2 > "$work/table.md" 2>&1 || fail "compare_infer: rc $?"
+# before: vanilla 1.00 and 1.01 (mean 1.005), SGT 1.20 and 1.21 (1.205): +19.9% over vanilla;
+# after: vanilla 0.90 and 0.91 (0.905, −9.95%), SGT 1.00 and 1.01 (1.005, −16.6%): +11.0%
+expect "$work/table.md" "| gpt2 | 1024 | 32 | vanilla | 1.0050 (1.0000, 1.0100) | 0.9050 (0.9000, 0.9100) | -10.0% | – |"
+expect "$work/table.md" "| gpt2 | 1024 | 32 | sgt | 1.2050 (1.2000, 1.2100) | 1.0050 (1.0000, 1.0100) | -16.6% | +19.9% → +11.0% |"
+expect "$work/table.md" "| gpt2 | 1024 | 1 | sgt |"
+[ "$(grep -c "^{" "$work/compare_infer.jsonl")" = 16 ] || fail "expected 16 JSON lines (2 sides, 2 rounds, 2 variants, 2 batches)"
+grep -q '"side":"after","round":2,' "$work/compare_infer.jsonl" || fail "the JSON lines name their side and round"
+# Each side's own arguments: the before side ran with --decode-merge ticket, the after side without
+[ "$(grep -c -- '--decode-merge ticket' "$work/before/args.txt")" = 2 ] || fail "before's arguments: $(cat "$work/before/args.txt")"
+grep -q -- '--decode-merge' "$work/after/args.txt" && fail "after's arguments: $(cat "$work/after/args.txt")"
+grep -q -- '--models gpt2 --variants vanilla,sgt --batches 32,1' "$work/after/args.txt" || fail "common arguments"
+
+# A directory without bench_infer: a usage error, nothing run
+bash "$script" "$work/before" "$work/none" > "$work/missing.txt" 2>&1
+rc=$?
+[ $rc = 2 ] || fail "a missing build: rc $rc, expected 2"
+expect "$work/missing.txt" "compare_infer: no bench_infer in $work/none"
+
+# A build whose bench_infer fails: the other side's table still printed, the exit status 1
+mkdir -p "$work/broken"
+printf '#!/usr/bin/env bash\necho "error: no GPU" >&2\nexit 1\n' > "$work/broken/bench_infer"
+chmod +x "$work/broken/bench_infer"
+OUT="$work" bash "$script" "$work/broken" "$work/after" gpt2 1 > "$work/broken.md" 2>&1
+rc=$?
+[ $rc = 1 ] || fail "a failing build: rc $rc, expected 1"
+expect "$work/broken.md" "compare_infer: $work/broken/bench_infer failed (before, round 1)"
+expect "$work/broken.md" "| gpt2 | 1024 | 32 | vanilla | – |"
+
+[ $fails = 0 ] && echo "compare_infer: all checks passed"
+exit $((fails > 0))
