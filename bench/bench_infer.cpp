@@ -12,7 +12,15 @@
 // position's logits and the loss, with the training records), the yardstick of prefill. --gate-closed 0,0.5
 // runs each variant again with learned head gates (GATES.md Sec. 3.1) on every layer, set so that that share of
 // the heads is closed for every token (bias −20 on the first ones, +20 on the rest, weights 0): the decode
-// steps then skip those heads' cache reads, and the JSON reports the reads skipped.
+// steps then skip those heads' cache reads, and the JSON reports the reads skipped. --profile-decode brackets the
+// decode steps after the first (which records the graph) with cudaProfilerStart / cudaProfilerStop, so that a
+// profiler started with its collection off sees those steps alone, not the prefills (bench/compare_infer.sh's
+// SGT_NCU):
+//
+//     ncu --profile-from-start off ... bench_infer --models gpt2 --variants sgt --batches 32 --contexts 1024
+//         --decode-tokens 3 --no-graph --profile-decode      (2 decode steps' kernels)
+#include <cuda_profiler_api.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -52,7 +60,7 @@ double train_forward_tokens_per_s(const loop_plan& plan, int B, int T_) {
 
 template <model_config Cfg, class T>
 nlohmann::json bench(const std::string& name, const std::string& variant, int B, int ctx, int decode_tokens, bool graph,
-                     bool tune, bool train_forward, double gate_closed, std::int64_t prefill_tokens) {
+                     bool tune, bool train_forward, double gate_closed, std::int64_t prefill_tokens, bool profile) {
     constexpr int NH = Cfg.shape.heads;
     const loop_plan plan = sgt_bench::make_plan(variant, Cfg.shape, Cfg.loops);
     inference<T, Cfg, cuda> inf(B, ctx, plan, prefill_tokens);
@@ -86,10 +94,12 @@ nlohmann::json bench(const std::string& name, const std::string& variant, int B,
     std::vector<std::int32_t> next(static_cast<std::size_t>(B));
     for (int i = 0; i < decode_tokens; ++i) {
         for (auto& x : next) x = std::int32_t(r.below(Cfg.shape.vocab));
+        if (profile && i == 1) SGT_CUDA_CHECK(cudaProfilerStart());
         t0 = std::chrono::steady_clock::now();
         inf.decode(next);  // returns the logits on the host: synchronous
         steps.push_back(seconds_since(t0));
     }
+    if (profile && decode_tokens > 1) SGT_CUDA_CHECK(cudaProfilerStop());
     std::vector<double> sorted(steps.begin() + std::min<int>(2, decode_tokens - 1), steps.end());
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
@@ -127,7 +137,7 @@ int main(int argc, char** argv) {
     std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on", tc_weights = "default";
     std::string decode_tc = "on", product_tuning = "off";
     int decode_tokens = 64;
-    bool no_graph = false, train_forward = false;
+    bool no_graph = false, train_forward = false, profile_decode = false;
     std::string gate_closed;
     std::int64_t prefill_tokens = 32768;  // inference's default
     app.add_option("--models", models, "gpt2, char_small")->capture_default_str();
@@ -150,6 +160,9 @@ int main(int argc, char** argv) {
                    "on, off or on,off: bf16 decode attention over heads of 64 or 128 computes its scores and value "
                    "sums on the tensor cores, or with multiply-adds")
         ->capture_default_str();
+    app.add_flag("--profile-decode", profile_decode,
+                 "collect profiles (cudaProfilerStart/Stop) over the decode steps after the first only, for a profiler "
+                 "started with its collection off (ncu --profile-from-start off)");
     app.add_flag("--train-forward", train_forward, "also time the training forward over the prefill's tokens");
     app.add_option("--pass-kernel", pass_kernel,
                    "on, off or on,off: a run of decode attention passes over one sequence and a few heads as one "
@@ -202,9 +215,10 @@ int main(int argc, char** argv) {
             require(gc == -1 || (gc >= 0 && gc <= 1), "--gate-closed: expected shares in [0, 1], found {}", g);
             auto run = [&]<model_config Cfg>() {
                 return precision == "bf16" ? bench<Cfg, __nv_bfloat16>(m, v, B, ctx, decode_tokens, !no_graph, tune,
-                                                                       train_forward, gc, prefill_tokens)
+                                                                       train_forward, gc, prefill_tokens,
+                                                                       profile_decode)
                                            : bench<Cfg, float>(m, v, B, ctx, decode_tokens, !no_graph, tune,
-                                                               train_forward, gc, prefill_tokens);
+                                                               train_forward, gc, prefill_tokens, profile_decode);
             };
             nlohmann::json j = sgt_bench::with_infer_model(m, run);
             j["fused_products"] = f == "on";

@@ -38,18 +38,20 @@ EOF
 stub "$work/before" 1.00 1.20
 stub "$work/after" 0.90 1.00
 
-OUT="$work" SGT_BEFORE_ARGS="--decode-merge ticket" SGT_INFER_ARGS="--variants vanilla,sgt --batches 32,1" \
+OUT="$work" SGT_BEFORE_ARGS="--decode-tensor-cores off" SGT_INFER_ARGS="--variants vanilla,sgt --batches 32,1" \
   bash "$script" "$work/before" "$work/after" gpt2 2 > "$work/table.md" 2>&1 || fail "compare_infer: rc $?"
 # before: vanilla 1.00 and 1.01 (mean 1.005), SGT 1.20 and 1.21 (1.205): +19.9% over vanilla;
 # after: vanilla 0.90 and 0.91 (0.905, −9.95%), SGT 1.00 and 1.01 (1.005, −16.6%): +11.0%
 expect "$work/table.md" "| gpt2 | 1024 | 32 | vanilla | 1.0050 (1.0000, 1.0100) | 0.9050 (0.9000, 0.9100) | -10.0% | – |"
 expect "$work/table.md" "| gpt2 | 1024 | 32 | sgt | 1.2050 (1.2000, 1.2100) | 1.0050 (1.0000, 1.0100) | -16.6% | +19.9% → +11.0% |"
 expect "$work/table.md" "| gpt2 | 1024 | 1 | sgt |"
-[ "$(grep -c "^{" "$work/compare_infer.jsonl")" = 16 ] || fail "expected 16 JSON lines (2 sides, 2 rounds, 2 variants, 2 batches)"
+[ "$(grep -c "^{" "$work/compare_infer.jsonl")" = 16 ] ||
+  fail "expected 16 JSON lines (2 sides, 2 rounds, 2 variants, 2 batches)"
 grep -q '"side":"after","round":2,' "$work/compare_infer.jsonl" || fail "the JSON lines name their side and round"
-# Each side's own arguments: the before side ran with --decode-merge ticket, the after side without
-[ "$(grep -c -- '--decode-merge ticket' "$work/before/args.txt")" = 2 ] || fail "before's arguments: $(cat "$work/before/args.txt")"
-grep -q -- '--decode-merge' "$work/after/args.txt" && fail "after's arguments: $(cat "$work/after/args.txt")"
+# Each side's own arguments: the before side ran with --decode-tensor-cores off, the after side without
+[ "$(grep -c -- '--decode-tensor-cores off' "$work/before/args.txt")" = 2 ] ||
+  fail "before's arguments: $(cat "$work/before/args.txt")"
+grep -q -- '--decode-tensor-cores' "$work/after/args.txt" && fail "after's arguments: $(cat "$work/after/args.txt")"
 grep -q -- '--models gpt2 --variants vanilla,sgt --batches 32,1' "$work/after/args.txt" || fail "common arguments"
 
 # A directory without bench_infer: a usage error, nothing run
@@ -67,6 +69,44 @@ rc=$?
 [ $rc = 1 ] || fail "a failing build: rc $rc, expected 1"
 expect "$work/broken.md" "compare_infer: $work/broken/bench_infer failed (before, round 1)"
 expect "$work/broken.md" "| gpt2 | 1024 | 32 | vanilla | – |"
+
+# SGT_NCU with no step rounds: each side's decode steps under a stand-in ncu (on PATH) that checks the profiling
+# arguments and writes Nsight Compute's CSV: decode attention 12 µs a launch before and 8 after, the q/k/v
+# kernel 7 µs, two launches of each in the 2 profiled steps (--decode-tokens 3)
+mkdir -p "$work/bin"
+cat > "$work/bin/ncu" << 'EOF2'
+#!/usr/bin/env bash
+echo "$*" >> "$(dirname "$0")/ncu_args.txt"
+for a in "--profile-from-start off" "--no-graph" "--profile-decode" "--decode-tokens 3"; do
+  [[ " $* " == *" $a "* ]] || { echo "ncu stand-in: missing $a" >&2; exit 3; }
+done
+us=8; [[ " $* " == */before/* ]] && us=12
+echo '"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"'
+id=0
+for k in 'void sgt::detail::decode_partial_kernel<__nv_bfloat16, 8, 2, 64, true, true>(int)' \
+         'void sgt::detail::few_rows_tc_kernel<(sgt::detail::few_rows_epilogue)2>(int)'; do
+  t=$us; [[ $k == *few_rows* ]] && t=7
+  for i in 1 2; do
+    echo "\"$id\",\"1\",\"bench_infer\",\"host\",\"$k\",\"1\",\"7\",\"(256, 1, 1)\",\"(8, 64, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"gpu__time_duration.sum\",\"usecond\",\"$t\""
+    id=$((id + 1))
+  done
+done
+EOF2
+chmod +x "$work/bin/ncu"
+OUT="$work" PATH="$work/bin:$PATH" SGT_NCU=1 SGT_AFTER_ARGS="--fuse off" \
+  bash "$script" "$work/before" "$work/after" gpt2 0 > "$work/ncu.md" 2>&1 || fail "SGT_NCU: rc $?"
+# per step: before (2 x 12 + 2 x 7) / 2 = 19 µs, after (2 x 8 + 2 x 7) / 2 = 15 µs, both kinds "decode"
+expect "$work/ncu.md" "| decode | 2 | 0.019 | 2 | 0.015 | -0.004 |"
+expect "$work/ncu.md" "Decode steps one kernel at a time (ncu; 2 steps of bench_infer"
+grep -q "^| model" "$work/ncu.md" && fail "ROUNDS 0 printed a step table"
+[ -s "$work/ncu_before.csv" ] && [ -s "$work/ncu_after.csv" ] || fail "the CSV files were not written"
+grep -q -- "/after/bench_infer .*--fuse off --no-graph --profile-decode" "$work/bin/ncu_args.txt" ||
+  fail "ncu's arguments: $(cat "$work/bin/ncu_args.txt")"
+OUT="$work" PATH="$work/bin:$PATH" SGT_NCU=1 SGT_NCU_ARGS="--models gpt2 --decode-tokens 1" \
+  bash "$script" "$work/before" "$work/after" gpt2 0 > "$work/ncu1.md" 2>&1
+rc=$?
+[ $rc = 2 ] || fail "one decode token under ncu: rc $rc, expected 2"
+expect "$work/ncu1.md" "SGT_NCU_ARGS needs --decode-tokens of at least 2"
 
 [ $fails = 0 ] && echo "compare_infer: all checks passed"
 exit $((fails > 0))
