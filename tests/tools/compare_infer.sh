@@ -2,16 +2,9 @@
 # bench/compare_infer.sh on two stand-in builds (bench_infer scripts written here that print bench_infer's JSON
 # lines with step times set by the test): the table's means, changes and overheads, worked out by hand in the
 # comments; each side's own arguments; a missing build and a failing one. Skipped (exit 77) where python3 is missing.
-set -uo pipefail
 script=$1
 command -v python3 > /dev/null || { echo "python3 is missing: skipped"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-expect() {  # expect FILE TEXT: FILE holds the line fragment TEXT
-  grep -qF -- "$2" "$1" || { fail "expected '$2' in:"; cat "$1"; }
-}
+source "$(dirname "$0")/checks.sh"
 
 # A stand-in bench_infer: one JSON line per model, variant and batch of its arguments, decode step VANILLA ms for
 # vanilla and SGT ms for sgt, plus 0.01 ms for each earlier call (its rounds); its arguments go to args.txt.
@@ -108,5 +101,4 @@ rc=$?
 [ $rc = 2 ] || fail "one decode token under ncu: rc $rc, expected 2"
 expect "$work/ncu1.md" "SGT_NCU_ARGS needs --decode-tokens of at least 2"
 
-[ $fails = 0 ] && echo "compare_infer: all checks passed"
-exit $((fails > 0))
+finish "compare_infer: all checks passed"

@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
 # scripts/experiments.sh's logic on the CPU: the same flags with examples/train on tiny settings (char_micro,
 # 2 seeds, 40 steps, two loop layers), then tools/summarize.py's tables. Skipped (exit 77) without python3.
-set -uo pipefail
 train=$1
 root=$2
 command -v python3 > /dev/null || { echo "python3 is missing: skipped"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/checks.sh"
 cat "$root/README.md" "$root/docs/RESULTS.md" > "$work/text.txt"
 OUT="$work/out" SGT_TRAIN="$train" SGT_PRECISION=fp32 SGT_DATA="$work/text.txt" SGT_PRESET=char_micro \
   SGT_BATCH=2 SGT_SEQ=32 SGT_SEEDS="1 2" SGT_STEPS=40 SGT_LOOP_LAYERS="1 3" SGT_EVAL_BATCHES=2 \
@@ -32,6 +28,5 @@ OUT="$work/late" SGT_TRAIN="$train" SGT_PRECISION=fp32 SGT_DATA="$work/text.txt"
   OMP_NUM_THREADS=1 bash "$root/scripts/experiments.sh" > /dev/null 2>&1
 late=$(grep -c "skipped (would end after" "$work/late/progress.txt")
 [ "$late" -eq 10 ] || fail "with the deadline passed, expected 10 of 11 runs skipped, found $late"
-[ $fails -eq 0 ] && echo "ok: 28 runs, Tables 1, 2, 3 and 9 summarised; the deadline skips runs"
-[ $fails -eq 0 ] || { cat "$work/stdout.txt" | tail -20; }
-exit $fails
+[ $fails -eq 0 ] || tail -20 "$work/stdout.txt"
+finish "ok: 28 runs, Tables 1, 2, 3 and 9 summarised; the deadline skips runs"

@@ -2,14 +2,10 @@
 # scripts/isoflop.sh on tiny settings (char_micro, 2 seeds, 40 dense steps): one row per configuration, each run's
 # training FLOPs within one step of the dense run's, the gated rows with a sparsity; bad input is named.
 # Skipped (exit 77) without python3.
-set -uo pipefail
 train=$1
 root=$2
 command -v python3 > /dev/null || { echo "python3 is missing: skipped"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/checks.sh"
 cat "$root/README.md" "$root/docs/RESULTS.md" > "$work/text.txt"
 tiny=(SGT_DATA="$work/text.txt" SGT_PRESET=char_micro SGT_BATCH=2 SGT_SEQ=32 SGT_STEPS=40 SGT_T_START=4 SGT_DT=2
       SGT_EVAL_BATCHES=2 SGT_THREADS=1)
@@ -43,5 +39,4 @@ out=$(env OUT="$work/bad" "${tiny[@]}" SGT_DATA="$work/missing.txt" bash "$root/
 out=$(env OUT="$work/bad" "${tiny[@]}" SGT_LAMBDAS="-1" bash "$root/scripts/isoflop.sh" "$train" 2>&1)
 [ $? -ne 0 ] && grep -qF "the calibration of gated_l-1 failed" <<< "$out" && grep -qi "λ" <<< "$out" \
     || fail "negative λ: $out"
-[ $fails -eq 0 ] && echo "ok: 5 configurations x 2 seeds at equal FLOPs, table written, bad input named"
-exit $fails
+finish "ok: 5 configurations x 2 seeds at equal FLOPs, table written, bad input named"

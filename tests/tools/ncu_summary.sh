@@ -3,16 +3,9 @@
 # with the profiled program's own lines mixed in): the kinds of work, the per-step times, the bandwidth against the
 # copy rate, two runs side by side, and its messages on bad input. The expected numbers are worked out by hand in
 # the comments. Skipped (exit 77) where python3 is missing.
-set -uo pipefail
 tool=$1
 command -v python3 > /dev/null || { echo "python3 is missing: skipped"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-expect() {  # expect FILE TEXT: FILE's output holds the line fragment TEXT
-  grep -qF -- "$2" "$1" || { fail "expected '$2' in:"; cat "$1"; }
-}
+source "$(dirname "$0")/checks.sh"
 
 header='"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"'
 norm='void sgt::detail::rmsnorm_forward_kernel<8, __nv_bfloat16>(__nv_bfloat16 *, float *, const __nv_bfloat16 *, int)'
@@ -83,5 +76,4 @@ grep -v gpu__time_duration "$work/before.csv" > "$work/notime.csv"
 out=$(python3 "$tool" "$work/notime.csv" 2>&1) && fail "a file without kernel times was accepted"
 [[ $out == *"has no gpu__time_duration.sum"* ]] || fail "message for a file without times: $out"
 
-[ "$fails" -eq 0 ] && echo "ncu_summary: all checks passed"
-exit $((fails > 0))
+finish "ncu_summary: all checks passed"

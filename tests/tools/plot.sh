@@ -2,14 +2,10 @@
 # tools/plot.py on a short log of examples/train (SGT growing, entropies every 2 steps, the contribution flow at
 # every evaluation): every figure is written as a PNG; a log without entropy records is refused with a message.
 # Skipped (exit 77) where python3 or matplotlib is missing.
-set -uo pipefail
 train=$1
 plot=$2
 python3 -c "import matplotlib" 2> /dev/null || { echo "matplotlib is not importable: skipped"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/checks.sh"
 
 "$train" --steps 16 --batch 4 --seq 32 --warmup 2 --t-start 2 --dt 2 --k-max 2 --eval-interval 8 --eval-batches 1 \
   --entropy-every 2 --log-flow --quiet --threads 1 --log "$work/run.jsonl" > /dev/null 2>&1 \
@@ -33,5 +29,4 @@ if [ $rc -eq 0 ] || ! grep -qF "$want" <<< "$out"; then fail "($rc) a log withou
 out=$(python3 "$plot" "$work/no_entropy.jsonl" --out "$work/flops" --figures flops,growth 2>&1) \
   || fail "loss against FLOPs needs no entropies: $out"
 [ -s "$work/flops/loss_vs_flops.png" ] || fail "loss_vs_flops.png missing"
-[ $fails -eq 0 ] && echo "ok: 6 figures drawn; a log without entropies refused"
-exit $fails
+finish "ok: 6 figures drawn; a log without entropies refused"

@@ -1,0 +1,13 @@
+# tests/tools/checks.sh, sourced by the tools' tests beside it: a scratch directory $work (removed on exit);
+# fail MESSAGE counts a failed check and prints it; expect FILE TEXT checks that FILE holds the line fragment TEXT;
+# finish MESSAGE prints MESSAGE where every check passed and exits 0, else exits 1.
+set -uo pipefail
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+expect() { grep -qF -- "$2" "$1" || { fail "expected '$2' in:"; cat "$1"; }; }
+finish() {
+  [ "$fails" -eq 0 ] && echo "$1"
+  exit $((fails > 0))
+}
