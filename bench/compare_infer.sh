@@ -33,11 +33,15 @@ log=$out/compare_infer.jsonl
 : > "$log"
 read -ra common <<< "${SGT_INFER_ARGS:---variants vanilla,sgt --batches 32,16,1 --contexts 1024}"
 status=0
+use_side() {  # use_side before|after: its build directory (dir) and its own arguments (side_args)
+    local args=${SGT_BEFORE_ARGS:-}
+    dir=$before
+    [ "$1" = after ] && dir=$after args=${SGT_AFTER_ARGS:-}
+    read -ra side_args <<< "$args"
+}
 for r in $(seq "$rounds"); do
     for side in before after; do
-        dir=$before args=${SGT_BEFORE_ARGS:-}
-        [ $side = after ] && dir=$after args=${SGT_AFTER_ARGS:-}
-        read -ra side_args <<< "$args"
+        use_side $side
         lines=$("$dir/bench_infer" --models "$models" "${common[@]}" "${side_args[@]}") ||
             { echo "compare_infer: $dir/bench_infer failed ($side, round $r)" >&2; status=1; }
         grep '^{' <<< "$lines" | sed "s/^{/{\"side\":\"$side\",\"round\":$r,/" >> "$log"
@@ -81,9 +85,7 @@ for ((i = 0; i + 1 < ${#ncu_args[@]}; ++i)); do
 done
 [ $profiled -ge 1 ] || { echo "compare_infer: SGT_NCU_ARGS needs --decode-tokens of at least 2" >&2; exit 2; }
 for side in before after; do
-    dir=$before args=${SGT_BEFORE_ARGS:-}
-    [ $side = after ] && dir=$after args=${SGT_AFTER_ARGS:-}
-    read -ra side_args <<< "$args"
+    use_side $side
     ncu --profile-from-start off --csv --print-units base --cache-control none --clock-control none \
         --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
         "$dir/bench_infer" "${ncu_args[@]}" "${side_args[@]}" --no-graph --profile-decode > "$out/ncu_$side.csv" ||
