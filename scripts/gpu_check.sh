@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh BIN_DIR [bench]: the GPU checks of the CUDA backend, run on a machine with an NVIDIA GPU
 # (docs/BENCHMARKS.md and the GPU tests' results come from it). BIN_DIR holds the gpu_test_* binaries and
-# bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`); SGT_GPU_TESTS names a subset.
+# bench_cuda_step (built by `cmake --build build --target gpu_test_cuda_ops ...`; scripts/pack_gpu.sh packs them for
+# a GPU machine without our dependencies); SGT_GPU_TESTS names a subset.
 #   1. the GPU tests (every op and the whole model against the CPU backend);
 #   2. compute-sanitizer on every test binary: memcheck, initcheck (reads of device memory never written, also
 #      by cudaMemcpy), racecheck (shared-memory hazards) and synccheck (barrier misuse); SGT_SANITIZER_TOOLS picks

@@ -2,7 +2,8 @@
 # scripts/gpu_infer.sh BIN_DIR [bench]: the GPU side of inference (issue 10), on a machine with an NVIDIA GPU, from
 # the repository root. BIN_DIR holds gpu_test_cuda_infer, gpu_test_cuda_ops, gpu_test_cuda_model, train_cuda,
 # generate_cuda and bench_infer, built where the toolkit and the C++ dependencies are (the GPU machine has no
-# Eigen or fmt: `cmake --build build --target <those>`, then copy them with libfmt.so.9 and libgomp.so.1), and:
+# Eigen or fmt: `cmake --build build --target <those>`, then copy them with libfmt.so.9 and libgomp.so.1, or pack
+# them with scripts/pack_gpu.sh), and:
 #   1. the GPU tests: gpu_test_cuda_infer (decode ops, prefill + decode against the CPU for every loop structure,
 #      the CUDA graph, greedy tokens), gpu_test_cuda_ops and gpu_test_cuda_model; compute-sanitizer memcheck on
 #      gpu_test_cuda_infer, racecheck on its case of the decode pass kernel (decode_pass.cuh's shared memory);
