@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Inference throughput of the CUDA backend (prefill and decode tokens/s, KV cache bytes)"};
     std::string models = "gpt2,char_small", variants = "vanilla,sgt,block", batches = "1,32", contexts = "1024,4096";
     std::string precision = "bf16", fuse = "on", decode_keys = "0", pass_kernel = "on", tc_weights = "default";
-    std::string decode_tc = "on", decode_merge = "cluster", product_tuning = "off";
+    std::string decode_tc = "on", product_tuning = "off";
     int decode_tokens = 64;
     bool no_graph = false, train_forward = false, profile_decode = false;
     std::string gate_closed;
@@ -159,10 +159,6 @@ int main(int argc, char** argv) {
     app.add_option("--decode-tensor-cores", decode_tc,
                    "on, off or on,off: bf16 decode attention over heads of 64 or 128 computes its scores and value "
                    "sums on the tensor cores, or with multiply-adds")
-        ->capture_default_str();
-    app.add_option("--decode-merge", decode_merge,
-                   "cluster, ticket or cluster,ticket: decode attention on the tensor cores merges a head's partials in a "
-                   "thread-block cluster (a head of at most 8 blocks of keys) or through global memory")
         ->capture_default_str();
     app.add_flag("--profile-decode", profile_decode,
                  "collect profiles (cudaProfilerStart/Stop) over the decode steps after the first only, for a profiler "
@@ -200,8 +196,7 @@ int main(int argc, char** argv) {
                                     for (const auto& g : split_list(gate_closed.empty() ? std::string("-1") : gate_closed))
                                         for (const auto& tc : split_list(tc_weights))
                                             for (const auto& dt : split_list(decode_tc))
-                                                for (const auto& dm : split_list(decode_merge))
-                                                    grid.push_back({f, dk, m, v, b, c, g, pk, tc, dt, dm});
+                                                grid.push_back({f, dk, m, v, b, c, g, pk, tc, dt});
         for (const auto& row : grid) {
             const std::string &f = row[0], &m = row[2], &v = row[3], &g = row[6], &pk = row[7];
             require(f == "on" || f == "off", "--fuse: expected on or off, found '{}'", f);
@@ -210,9 +205,6 @@ int main(int argc, char** argv) {
             set_fuse_decode_passes(cuda{}, pk == "on");
             require(row[9] == "on" || row[9] == "off", "--decode-tensor-cores: expected on or off, found '{}'", row[9]);
             set_decode_tensor_cores(cuda{}, row[9] == "on");
-            require(row[10] == "cluster" || row[10] == "ticket", "--decode-merge: expected cluster or ticket, found '{}'",
-                    row[10]);
-            set_decode_cluster_merge(cuda{}, row[10] == "cluster");
             const int keys = parse_number<int>(row[1], "--decode-keys"), B = parse_number<int>(row[4], "--batches");
             const int ctx = parse_number<int>(row[5], "--contexts");
             set_decode_block_keys(cuda{}, keys);
@@ -234,7 +226,6 @@ int main(int argc, char** argv) {
             j["tc_weights"] = tc;
             j["decode_block_keys"] = keys;  // 0: chosen by the shape
             j["decode_tensor_cores"] = row[9] == "on";
-            j["decode_merge"] = row[10];
             j["product_tuning"] = tune;
             fmt::print("{}\n", j.dump());
             std::fflush(stdout);

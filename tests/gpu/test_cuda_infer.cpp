@@ -181,63 +181,43 @@ TEST_CASE_TEMPLATE("decode attention on the GPU matches the CPU at head sizes 64
                    bf16) {
     // Head sizes whose rows take more packs than a thread's first loads (128, 256: the loops past them), the merge
     // with more groups than one and with one (64, 256), and more chunks than the merge has threads (9,000 keys of
-    // 64 are 141 chunks); heads of at most 8 blocks (700, 500 and 1,000 keys in blocks of 128, 500 in blocks of 64),
-    // which the tensor-core form merges in a cluster, with sequences that leave blocks of the cluster past their
-    // length (1 key, 200, 517), and gains, one of them a closed head.
+    // 64 are 141 chunks).
     struct shape {
         int B, n, HD, ctx;
         std::vector<std::int32_t> pos;
-        std::vector<double> gains;  // (B·n), or none
     };
-    for (const shape& sh : {shape{2, 2, 64, 9000, {8999, 4000}, {}}, shape{1, 3, 128, 700, {699}, {}},
-                            shape{2, 1, 256, 300, {0, 299}, {}}, shape{2, 2, 64, 500, {499, 200}, {0.7, 0, 1, 0.3}},
-                            shape{3, 2, 64, 1000, {999, 0, 516}, {0.7, 0, 1, 0.3, 0.9, 0.5}}}) {
+    for (const shape& sh : {shape{2, 2, 64, 9000, {8999, 4000}}, shape{1, 3, 128, 700, {699}},
+                            shape{2, 1, 256, 300, {0, 299}}}) {
         const int B = sh.B, n = sh.n, HD = sh.HD, ctx = sh.ctx;
         CAPTURE(HD);
-        CAPTURE(ctx);
         rng r(7);
         const auto k = test::rounded<T>(test::random_vector(r, std::size_t(B) * n * ctx * HD));
         const auto v = test::rounded<T>(test::random_vector(r, k.size()));
         const auto qkv = test::rounded<T>(test::random_vector(r, std::size_t(B) * 3 * n * HD));
-        const auto gains = test::rounded<T>(sh.gains);
-        const double* gain = gains.empty() ? nullptr : gains.data();
         std::vector<double> out_ref(std::size_t(B) * n * HD);
         decode_attention(cpu{}, out_ref.data(), qkv.data(), k.data(), v.data(), sh.pos.data(), B, n, HD, ctx,
-                         static_cast<double*>(nullptr), gain);
+                         static_cast<double*>(nullptr));
         auto d_qkv = test::to_device<T>(qkv), d_k = test::to_device<T>(k), d_v = test::to_device<T>(v);
-        auto d_gain = test::to_device<T>(gains);
         device_buffer<std::int32_t> d_pos(sh.pos.size());
         copy_from_host(cuda{}, d_pos.data(), sh.pos.data(), std::int64_t(sh.pos.size()));
         device_buffer<accum_t<T>> ws(std::size_t(decode_attention_workspace<T>(cuda{}, B, n, HD, ctx)));
-        // The forms: bf16 at 64 and 128 wide in blocks of 128 keys (or of 64 where asked for) on the tensor cores,
-        // merged in a cluster or through global memory, or with multiply-adds; other cases take multiply-adds in all.
-        struct form {
-            const char* name;
-            bool tc, cluster;
-        };
         for (const int keys : {64, 128, 256, 0}) {
             CAPTURE(keys);
             set_decode_block_keys(cuda{}, keys);
-            std::vector<double> got[3];
-            int f = 0;
-            for (const form fm : {form{"decode attention", true, true},
-                                  form{"decode attention (merged through global memory)", true, false},
-                                  form{"decode attention (multiply-adds)", false, true}}) {
-                CAPTURE(fm.name);
-                set_decode_tensor_cores(cuda{}, fm.tc);
-                set_decode_cluster_merge(cuda{}, fm.cluster);
+            std::vector<double> got[2];
+            for (const bool tc : {true, false}) {  // bf16 at 64 and 128 wide in blocks of 64 or 128 keys: two forms
+                CAPTURE(tc);
+                set_decode_tensor_cores(cuda{}, tc);
                 auto d_out = test::poisoned<T>(out_ref.size());
                 decode_attention(cuda{}, d_out.data(), d_qkv.data(), d_k.data(), d_v.data(), d_pos.data(), B, n, HD,
-                                 ctx, ws.data(), gain ? d_gain.data() : nullptr);
-                got[f] = test::to_host(d_out);
-                test::check_error<T>(fm.name, test::rel_error(got[f], out_ref));
-                ++f;
+                                 ctx, ws.data());
+                got[tc] = test::to_host(d_out);
+                test::check_error<T>(tc ? "decode attention" : "decode attention (multiply-adds)",
+                                     test::rel_error(got[tc], out_ref));
             }
-            test::check_error<T>("cluster merge against global memory", test::rel_error(got[0], got[1]));
-            test::check_error<T>("tensor cores against multiply-adds", test::rel_error(got[0], got[2]));
+            test::check_error<T>("tensor cores against multiply-adds", test::rel_error(got[1], got[0]));
         }
         set_decode_tensor_cores(cuda{}, true);
-        set_decode_cluster_merge(cuda{}, true);
     }
 }
 

@@ -137,56 +137,6 @@ void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, std::siz
     SGT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
 }
 
-// The cluster's barrier in two halves: arrive (this thread's writes, distributed shared memory included, become
-// visible to the cluster) and wait (the cluster's writes before its arrivals are visible here). Work between
-// them must not read what the barrier orders. Not the .aligned forms: a warp may reach them diverged.
-__device__ inline void cluster_arrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release;" ::: "memory");
-#endif
-}
-__device__ inline void cluster_arrive_relaxed() {  // orders nothing: only says that this block runs
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
-#endif
-}
-__device__ inline void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
-#endif
-}
-
-// launch_dependent for a kernel of thread-block clusters of `cluster` blocks (grid a multiple of it); sm_90.
-template <class... Params, class... Args>
-void launch_dependent_clusters(dim3 cluster, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
-                               Args... args) {
-    cudaLaunchAttribute attrs[2]{};
-    attrs[0].id = cudaLaunchAttributeClusterDimension;
-    attrs[0].val.clusterDim.x = cluster.x, attrs[0].val.clusterDim.y = cluster.y, attrs[0].val.clusterDim.z = cluster.z;
-    attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[1].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream();
-    cfg.attrs = attrs;
-    cfg.numAttrs = 2;
-    SGT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
-}
-
-// The architecture a kernel's code was built for (cudaFuncAttributes::binaryVersion: 90 for sm_90), 0 where the
-// query fails (no image for this GPU).
-template <class Kernel>
-int kernel_binary_version(Kernel kernel) {
-    cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
-        (void)cudaGetLastError();  // not an error of a later call
-        return 0;
-    }
-    return fa.binaryVersion;
-}
-
 // The sum of x over the 32 lanes of a warp, in every lane.
 template <class A>
 __device__ inline A warp_sum(A x) {

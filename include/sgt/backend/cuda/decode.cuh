@@ -6,11 +6,9 @@
 // to max_context cached keys is too little work for one block, so block (s, b·n + i) takes the keys of chunk s
 // (decode_chunk keys, or 2 or 4 times that where there are blocks enough), computes all their scores at once,
 // their max and sum, and their weighted value sum, and writes its partial (max, sum, unnormalised output); the
-// last block of a head to finish (a ticket per head, counted atomically) merges the head's chunks, or, where the
-// head's blocks are few (≤ decode_cluster_max, on Hopper), they run as a thread-block cluster and block 0 merges
-// the partials from the blocks' shared memory. So a decode pass takes one kernel for its attention. The number of
-// chunks is fixed by max_context, not by the current length (chunks past the length write nothing that is read),
-// so a recorded decode step replays at every length.
+// last block of a head to finish (a ticket per head, counted atomically) merges the head's chunks, so a decode
+// pass takes one kernel for its attention. The number of chunks is fixed by max_context, not by the current
+// length (chunks past the length write nothing that is read), so a recorded decode step replays at every length.
 // Arithmetic in accum_t<T>.
 #pragma once
 
@@ -18,8 +16,6 @@
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
-
-#include <cooperative_groups.h>
 
 #include "sgt/backend/cuda/backend.cuh"
 #include "sgt/backend/cuda/rope.cuh"  // rotate_pair
@@ -30,12 +26,6 @@ namespace detail {
 
 constexpr int decode_threads = 2 * decode_chunk;  // two threads per key of a chunk
 constexpr int decode_max_hd = 256;
-constexpr int decode_cluster_max = 8;  // a head's blocks merged in a cluster: at most the portable cluster size
-
-// A block's threads: two a key of a chunk (decode_threads), or on the tensor cores a warp per 16 keys.
-__host__ __device__ constexpr int decode_block_threads(int sub, bool mma) {
-    return mma ? sub * decode_chunk / 16 * 32 : decode_threads;
-}
 
 template <class T>
 __global__ void kv_cache_write_kernel(T* k_cache, T* v_cache, const T* qkv, const std::int32_t* start, int B, int T_,
@@ -137,26 +127,19 @@ __device__ inline unsigned transposed_pairs(unsigned x) {
     return y;
 }
 
-// The head's output element from its merged sum o / L: times the head's gain (rounded to T first, as the composed
-// ops round the attention before the gain), or as it is without gains.
-template <class T>
-__device__ inline T decode_output(accum_t<T> o_over_l, const T* gain, int bh) {
-    return store<T>(gain ? load(gain[bh]) * load(store<T>(o_over_l)) : o_over_l);
-}
-
 // Block bh merges the chunks below the length: out = gain · Σ_s e^{m_s − M} o_s / Σ_s e^{m_s − M} l_s (gain 1
 // without gains). The partials are other blocks' writes, read past L1. The merge is the tail of the kernel, so
 // its loads are issued together, not one chunk after another: thread t combines the (max, sum) pairs of chunks
-// t, t + threads, ... online, the warps' pairs are combined by shuffles and the block's warps' in warp order; then
+// t, t + threads, ... online, the warps' pairs are combined by shuffles and the block's four in warp order; then
 // item (g, d) sums dimension d over the chunks g, g + G, ... (G = threads / HD groups of a head row) and the
 // groups' sums are added in group order. Same order every run.
-template <class T, int Threads>
+template <class T>
 __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po, int used, const T* gain, int bh,
                              int HD, int splits) {
     using A = accum_t<T>;
-    constexpr int warps = Threads / 32;
+    constexpr int warps = decode_threads / 32;
     __shared__ A s_m[warps], s_l[warps], s_sum[decode_max_hd];  // G·HD ≤ max(threads, HD) ≤ decode_max_hd
-    static_assert(Threads <= decode_max_hd);
+    static_assert(decode_threads <= decode_max_hd);
     const int t = threadIdx.x;
     const A* m = ml + std::int64_t(bh) * splits * 2;
     auto combine = [](A& M, A& L, A m2, A l2) {  // (M, L) ← the pair of both parts, L = Σ l e^{m − M}
@@ -166,7 +149,7 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
         M = M2;
     };
     A M = -INFINITY, L = 0;
-    for (int s = t; s < used; s += Threads) combine(M, L, __ldcg(m + 2 * s), __ldcg(m + 2 * s + 1));
+    for (int s = t; s < used; s += decode_threads) combine(M, L, __ldcg(m + 2 * s), __ldcg(m + 2 * s + 1));
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) {
         const A m2 = __shfl_xor_sync(0xffffffffu, M, o), l2 = __shfl_xor_sync(0xffffffffu, L, o);
@@ -176,9 +159,9 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
     __syncthreads();
     M = s_m[0], L = s_l[0];
     for (int w = 1; w < warps; ++w) combine(M, L, s_m[w], s_l[w]);
-    const int G = max(1, Threads / HD);
+    const int G = max(1, decode_threads / HD);
     const A* p = po + std::int64_t(bh) * splits * HD;
-    for (int item = t; item < G * HD; item += Threads) {
+    for (int item = t; item < G * HD; item += decode_threads) {
         const int g = item / HD, d = item % HD;
         A o = 0;
 #pragma unroll 8
@@ -186,40 +169,11 @@ __device__ void decode_merge(T* out, const accum_t<T>* ml, const accum_t<T>* po,
         s_sum[item] = o;
     }
     __syncthreads();
-    for (int d = t; d < HD; d += Threads) {
+    for (int d = t; d < HD; d += decode_threads) {
         A o = 0;
         for (int g = 0; g < G; ++g) o += s_sum[g * HD + d];
-        out[std::int64_t(bh) * HD + d] = decode_output(o / L, gain, bh);
+        out[std::int64_t(bh) * HD + d] = store<T>(gain ? load(gain[bh]) * load(store<T>(o / L)) : o / L);
     }
-}
-
-// The merge of a head's partials where its blocks form a thread-block cluster (decode_partial_kernel's Cluster
-// form): block 0 reads every block's (max, sum, row) from their shared memory (distributed shared memory), once
-// the cluster's barrier has made them visible, and writes the head's output: out = gain · Σ_r e^{m_r − M} o_r /
-// Σ_r e^{m_r − M} l_r over the `used` blocks below the length, in block order. No global partials, fences or
-// tickets.
-template <class T, int Threads>
-__device__ void decode_merge_cluster(T* out, const accum_t<T>* s_part, const accum_t<T>* s_pm, const accum_t<T>* s_pl,
-                                     int used, const T* gain, int bh, int HD) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    namespace cg = cooperative_groups;
-    using A = accum_t<T>;
-    cg::cluster_group cluster = cg::this_cluster();
-    A m[decode_cluster_max], M = -INFINITY, L = 0;
-#pragma unroll
-    for (int r = 0; r < decode_cluster_max; ++r)
-        if (r < used) m[r] = *cluster.map_shared_rank(s_pm, r), M = max(M, m[r]);
-#pragma unroll
-    for (int r = 0; r < decode_cluster_max; ++r)
-        if (r < used) m[r] = exp(m[r] - M), L += *cluster.map_shared_rank(s_pl, r) * m[r];  // m[r]: e^{m_r − M}
-    for (int d = threadIdx.x; d < HD; d += Threads) {
-        A o = 0;
-#pragma unroll
-        for (int r = 0; r < decode_cluster_max; ++r)
-            if (r < used) o += cluster.map_shared_rank(s_part, r)[d] * m[r];
-        out[std::int64_t(bh) * HD + d] = decode_output(o / L, gain, bh);
-    }
-#endif
 }
 
 // Block (s, bh): keys [s·C, min(len, (s+1)·C)) of head bh, C = Sub·decode_chunk. ml (B·n, splits, 2): max and
@@ -234,9 +188,8 @@ __device__ void decode_merge_cluster(T* out, const accum_t<T>* s_part, const acc
 // write, the ticket): decode_attention takes it when there are blocks enough to fill the GPU without it.
 // Dh: the head size where it is known when compiled (64 or 128 with full packs; the loops over a head's packs and
 // the value rows then unroll and the divisions go), 0 where it comes at run time as head_dim.
-// Mma (bf16, Dh known, Sub ≤ 2): the scores and the value sums on the tensor cores instead, a warp per 16 keys of
-// the chunk (decode_block_threads: 8 warps for 128 keys), its keys, values and q all requested before the first
-// product: S = q Kᵀ over its keys, then P V with P rounded to bf16 (as FlashAttention does), in
+// Mma (bf16, Dh known, Sub ≤ 2): the scores and the value sums on the tensor cores instead, each warp a quarter of
+// the chunk (16·Sub keys): S = q Kᵀ over its keys, then P V with P rounded to bf16 (as FlashAttention does), in
 // place of about a conversion and a multiply-add per element a thread. Lane 4g + c loads the contiguous quarter c
 // of a key row's dimensions (Dh / 4), so a row is read whole by four lanes:
 //   scores: the product's reduction runs over a head's dimensions in any order, so its k index is laid over the
@@ -246,24 +199,20 @@ __device__ void decode_merge_cluster(T* out, const accum_t<T>* s_part, const acc
 //           those dimensions); transposed, it is B's fragment of P V, whose output column 2c + e is then dimension
 //           c·Dh/4 + 2x + e: lane c ends with its own quarter of the head. The first pass's scores are D's pairs,
 //           which are P's A fragment as they lie.
-// Cluster (an Mma instance, where a head has at most decode_cluster_max blocks): the head's blocks are one
-// thread-block cluster, each keeps its partial in shared memory, and block 0 merges them after the cluster's barrier
-// (decode_merge_cluster) where otherwise the partials go through global memory and the last block merges them.
-template <class T, int W, int Sub, int Dh, bool Mma, bool Cluster>
-__global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
-    decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po, unsigned* tickets, const T* qkv, const T* k_cache,
-                          const T* v_cache, const std::int32_t* pos, const T* gain, int n, int head_dim, int ctx,
-                          int splits, accum_t<T> scale) {
+template <class T, int W, int Sub, int Dh, bool Mma>
+__global__ void __launch_bounds__(decode_threads) decode_partial_kernel(T* out, accum_t<T>* ml, accum_t<T>* po,
+                                                                        unsigned* tickets, const T* qkv,
+                                                                        const T* k_cache, const T* v_cache,
+                                                                        const std::int32_t* pos, const T* gain, int n,
+                                                                        int head_dim, int ctx, int splits,
+                                                                        accum_t<T> scale) {
     using A = accum_t<T>;
     const int HD = Dh > 0 ? Dh : head_dim;
     using P = pack<T, W>;
     static_assert(decode_chunk * 2 == decode_threads, "two threads per key");
-    static_assert(!Cluster || Mma, "the cluster merge is an instance of the tensor-core form");
-    constexpr int Threads = decode_block_threads(Sub, Mma), warps = Threads / 32;
     constexpr int chunk = Sub * decode_chunk;
     const int s = blockIdx.x, bh = blockIdx.y, b = bh / n, i = bh % n, t = threadIdx.x;
     const int len = pos[b] + 1, j0 = s * chunk, keys = min(len - j0, chunk);
-    const int used = (len + chunk - 1) / chunk;  // the head's blocks below the length
     const std::int64_t part = std::int64_t(bh) * splits + s;
     const T* k = k_cache + (std::int64_t(bh) * ctx + j0) * HD;
     const T* v = v_cache + (std::int64_t(bh) * ctx + j0) * HD;
@@ -272,39 +221,31 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
     // newest) ends. (All of a larger chunk, in every resident block, would overflow L2 and be fetched twice.)
     if (keys > 0)
         for (std::int64_t l = t; l < (std::int64_t(min(keys, decode_chunk)) * HD * sizeof(T) + 127) / 128;
-             l += Threads) {
+             l += decode_threads) {
             prefetch_l2(reinterpret_cast<const char*>(k) + 128 * l);
             prefetch_l2(reinterpret_cast<const char*>(v) + 128 * l);
         }
     wait_for_prior_grids();
     allow_dependents();
-    if (gain && load(gain[bh]) == accum_t<T>(0)) {  // a closed head reads nothing (all its blocks); its output is 0
+    if (keys <= 0) return;  // the merge reads only chunks below the length
+    if (gain && load(gain[bh]) == accum_t<T>(0)) {  // a closed head reads nothing; its output is 0
         if (s == 0)
-            for (int d = t; d < HD; d += Threads) out[std::int64_t(bh) * HD + d] = store<T>(A(0));
-        return;
-    }
-    // The partial where the cluster merges it: (max, sum, row), in shared memory for block 0 to read.
-    __shared__ A s_part[Cluster ? decode_max_hd : 1], s_pm, s_pl;
-    if (keys <= 0) {  // the merge reads only blocks below the length; in a cluster, this one takes its barriers
-        if constexpr (Cluster) {
-            cluster_arrive(), cluster_wait();  // the partials written
-            cluster_arrive(), cluster_wait();  // block 0 has read them
-        }
+            for (int d = t; d < HD; d += decode_threads) out[std::int64_t(bh) * HD + d] = store<T>(A(0));
         return;
     }
     const int packs = HD / W;
     const T* q = qkv + std::int64_t(b) * 3 * n * HD + std::int64_t(i) * HD;
     __shared__ A s_q[decode_max_hd], s_p[chunk], s_o[decode_threads * pack_width<T>];  // G·HD ≤ threads·W
     __shared__ A s_m, s_l;
+    constexpr int warps = decode_threads / 32;
     __shared__ A s_mw[warps], s_lw[warps];
     int rows_o;  // the rows of s_o (HD each) that the partial sums
     if constexpr (Mma) {
         static_assert(std::is_same_v<T, __nv_bfloat16> && W == 8 && (Dh == 64 || Dh == 128) && Sub <= 2);
-        static_assert(warps * Dh <= decode_threads * pack_width<T>, "s_o holds a row a warp");
-        constexpr int quarter = Dh / 4, row_packs = quarter / 8;
+        constexpr int per_warp = chunk / warps, tiles = per_warp / 8, quarter = Dh / 4, row_packs = quarter / 8;
         constexpr int steps = Dh / 16;  // k-steps of the scores
         using row_t = uint4[row_packs];  // a lane's quarter of a key row
-        const int lane = t % 32, w = t / 32, g = lane / 4, c = lane % 4, kw = 16 * w;  // the warp's 16 keys
+        const int lane = t % 32, w = t / 32, g = lane / 4, c = lane % 4, kw = w * per_warp;
         auto load_row = [&](row_t& dst, const T* base, int key) {  // a key past the length reads key 0, masked
             const T* row = base + std::int64_t(key < keys ? key : 0) * Dh + c * quarter;
             const uint4* p = reinterpret_cast<const uint4*>(row);
@@ -312,12 +253,17 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
             for (int x = 0; x < row_packs; ++x) dst[x] = p[x];
         };
         auto word = [](const row_t& r, int x) { return reinterpret_cast<const unsigned*>(r)[x]; };
-        // The warp's keys (two tiles of 8) and values (two 8-key halves of its k16 group), then q: all in flight.
-        row_t kf[2], vf[2], qf;
+        row_t kf[tiles], qf;
 #pragma unroll
-        for (int j = 0; j < 2; ++j) load_row(kf[j], k, kw + 8 * j + g);
+        for (int j = 0; j < tiles; ++j) load_row(kf[j], k, kw + 8 * j + g);
+        // Values early where the registers allow (a block's 64 or 128 keys of a 64-wide head), else per k16 group.
+        constexpr bool v_early = Sub * Dh <= 128;
+        row_t vf[v_early ? Sub : 1][2];
+        if constexpr (v_early)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) load_row(vf[h], v, kw + 8 * h + g);
+            for (int grp = 0; grp < Sub; ++grp)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) load_row(vf[grp][h], v, kw + 16 * grp + 8 * h + g);
         {
             const uint4* p = reinterpret_cast<const uint4*>(q + c * quarter);
 #pragma unroll
@@ -326,10 +272,10 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
         // Scores in log2 units (scale·log2 e folded in), so that exp2 is one instruction; the partial's max goes out
         // in natural units.
         const A scale2 = scale * A(1.4426950408889634);
-        float sc[2][2];
+        float sc[tiles][2];
         A m = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < tiles; ++j) {
             float d[4] = {0, 0, 0, 0};
 #pragma unroll
             for (int st = 0; st < steps; ++st) {
@@ -349,10 +295,10 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
         A M = s_mw[0];  // finite: the chunk's first key is below the length
 #pragma unroll
         for (int r = 1; r < warps; ++r) M = max(M, s_mw[r]);
-        unsigned pp[2];  // exp(score − M) of the lane's two keys a tile, rounded to bf16, as the sums use them
+        unsigned pp[tiles];  // exp(score − M) of the lane's two keys a tile, rounded to bf16, as the sums use them
         A l = 0;
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < tiles; ++j) {
             const __nv_bfloat162 p2 = __floats2bfloat162_rn(exp2_approx(sc[j][0] - M), exp2_approx(sc[j][1] - M));
             l += __low2float(p2) + __high2float(p2);
             pp[j] = reinterpret_cast<const unsigned&>(p2);
@@ -361,8 +307,16 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
         l += __shfl_xor_sync(0xffffffffu, l, 2);
         float o[Dh / 8][4] = {};
 #pragma unroll
-        for (int x = 0; x < Dh / 8; ++x)
-            mma_bf16(o[x], pp[0], pp[0], pp[1], pp[1], transposed_pairs(word(vf[0], x)), transposed_pairs(word(vf[1], x)));
+        for (int grp = 0; grp < Sub; ++grp) {
+            if constexpr (!v_early)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) load_row(vf[0][h], v, kw + 16 * grp + 8 * h + g);
+            const row_t(&vv)[2] = vf[v_early ? grp : 0];
+            const unsigned a0 = pp[2 * grp], a2 = pp[2 * grp + 1];
+#pragma unroll
+            for (int x = 0; x < Dh / 8; ++x)
+                mma_bf16(o[x], a0, a0, a2, a2, transposed_pairs(word(vv[0], x)), transposed_pairs(word(vv[1], x)));
+        }
         if (g == 0)
 #pragma unroll
             for (int x = 0; x < Dh / 8; ++x)
@@ -386,14 +340,14 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
             for (int r = 0; r < KE; ++r)
                 if (const int e = t % 2 + 2 * r; e < packs) kx[c][r] = kr[c][e];
         }
-        const int G = Threads / packs;  // values: thread t is pack e = t % packs of row g = t / packs
+        const int G = decode_threads / packs;  // values: thread t is pack e = t % packs of row g = t / packs
         const int ve = t % packs, vg = t / packs;
         P vx[VN > 0 ? VN : 1];
 #pragma unroll
         for (int r = 0; r < VN; ++r)
             if (const int j = vg + r * G; vg < G && j < keys)
                 vx[r] = reinterpret_cast<const P*>(v + std::int64_t(j) * HD)[ve];
-        for (int d = t; d < HD; d += Threads) s_q[d] = load(q[d]) * scale;
+        for (int d = t; d < HD; d += decode_threads) s_q[d] = load(q[d]) * scale;
         __syncthreads();
 
         // Scores
@@ -461,7 +415,7 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
                 for (int w = 0; w < W; ++w) acc[w] += p * load(x.v[w]);
             };
             if constexpr (Dh > 0) {  // the rows' count known: every key of the row in flight at once
-                constexpr int rows = Threads / (Dh / W);
+                constexpr int rows = decode_threads / (Dh / W);
                 static_assert(rows > 0 && chunk % rows == 0, "the rows take every key of the chunk");
 #pragma unroll
                 for (int r = VN; r < chunk / rows; ++r)
@@ -476,11 +430,10 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
         rows_o = G;
     }
     __syncthreads();
-    A* row_out = Cluster ? s_part : po + part * HD;  // the partial's row: this block's shared memory, or global
-    for (int d = t; d < HD; d += Threads) {
+    for (int d = t; d < HD; d += decode_threads) {
         A o = 0;
         for (int r = 0; r < rows_o; ++r) o += s_o[r * HD + d];
-        row_out[d] = o;
+        po[part * HD + d] = o;
     }
     if (t == 0) {
         A m = s_m, l = s_l;
@@ -489,25 +442,20 @@ __global__ void __launch_bounds__(decode_block_threads(Sub, Mma))
             for (int r = 1; r < warps; ++r) m = max(m, s_mw[r]), l += s_lw[r];
             m *= A(0.6931471805599453);  // log2 units to natural ones
         }
-        if constexpr (Cluster) s_pm = m, s_pl = l;
-        else ml[2 * part] = m, ml[2 * part + 1] = l;
-    }
-    if constexpr (Cluster) {
-        cluster_arrive(), cluster_wait();  // every block's partial written, and visible to block 0
-        if (s == 0) decode_merge_cluster<T, Threads>(out, s_part, &s_pm, &s_pl, used, gain, bh, HD);
-        cluster_arrive(), cluster_wait();  // the blocks' shared memory stays until block 0 has read it
-        return;
+        ml[2 * part] = m;
+        ml[2 * part + 1] = l;
     }
     // The last of the head's `used` chunks to finish merges them (and leaves its ticket at 0 for the next call).
     __shared__ bool s_last;
     __threadfence();
     __syncthreads();
+    const int used = (len + chunk - 1) / chunk;
     if (t == 0) s_last = atomicAdd(tickets + bh, 1u) == unsigned(used - 1);
     __syncthreads();
     if (!s_last) return;
     __threadfence();
     if (t == 0) tickets[bh] = 0;
-    decode_merge<T, Threads>(out, ml, po, used, gain, bh, HD, splits);
+    decode_merge(out, ml, po, used, gain, bh, HD, splits);
 }
 
 // The sub-chunks of a block: 2 (128 keys) where that still gives three blocks per multiprocessor over the whole
@@ -565,20 +513,9 @@ void decode_attention(cuda, T* out, const T* qkv, const T* k_cache, const T* v_c
         auto with = [&]<int Sub>() {
             auto go = [&]<int Dh>() {
                 auto with_mma = [&]<bool Mma>() {
-                    constexpr int threads = detail::decode_block_threads(Sub, Mma);
-                    if constexpr (Mma) {
-                        // A head's blocks as one cluster where they are few enough and the kernel was built for
-                        // Hopper (clusters need sm_90).
-                        auto* clustered = detail::decode_partial_kernel<T, W, Sub, Dh, true, true>;
-                        static const bool built = detail::kernel_binary_version(clustered) >= 90;
-                        if (detail::context().decode_cluster_merge && built && splits <= detail::decode_cluster_max)
-                            return detail::launch_dependent_clusters(dim3(unsigned(splits)), clustered, grid, threads,
-                                                                     0, out, ml, po, tickets, qkv, k_cache, v_cache,
-                                                                     pos, gain, n, HD, ctx, splits, scale);
-                    }
-                    detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub, Dh, Mma, false>, grid, threads,
-                                             0, out, ml, po, tickets, qkv, k_cache, v_cache, pos, gain, n, HD, ctx,
-                                             splits, scale);
+                    detail::launch_dependent(detail::decode_partial_kernel<T, W, Sub, Dh, Mma>, grid,
+                                             detail::decode_threads, 0, out, ml, po, tickets, qkv, k_cache, v_cache,
+                                             pos, gain, n, HD, ctx, splits, scale);
                 };
                 // The tensor cores for blocks of 128 keys, and of 64 only where set_decode_block_keys asks for them:
                 // the shapes that take 64 by themselves (few blocks: batch 1) ran slower on them at 4,096 keys

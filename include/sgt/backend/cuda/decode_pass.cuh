@@ -150,6 +150,25 @@ __device__ inline P load_cg(const P* ptr) {
     return out;
 }
 
+// The cluster's barrier in two halves: arrive (this thread's writes, distributed shared memory included, become
+// visible to the cluster) and wait (the cluster's writes before its arrivals are visible here). Work between
+// them must not read what the barrier orders. Not the .aligned forms: a warp may reach them diverged.
+__device__ inline void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+#endif
+}
+__device__ inline void cluster_arrive_relaxed() {  // orders nothing: only says that this block runs
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+#endif
+}
+__device__ inline void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+#endif
+}
+
 // 2^x: the softmax here works in base 2, its scores scaled by log2(e) with 1/√HD.
 __device__ inline float exp2_of(float x) { return exp2f(x); }
 __device__ inline double exp2_of(double x) { return exp2(x); }
@@ -575,7 +594,8 @@ template <class T, int DL>
 int pass_cluster_size() {
     static const int size = [] {
         auto* kernel = decode_pass_kernel<T, DL>;
-        if (kernel_binary_version(kernel) < 90 ||
+        cudaFuncAttributes fa{};
+        if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_optin_limit())) !=
                 cudaSuccess) {
             (void)cudaGetLastError();
@@ -615,8 +635,19 @@ int pass_cluster_size_for(int dl) {
 template <class T, int DL>
 void launch_decode_pass(const pass_args<T>& p, std::size_t smem) {
     const int cs = pass_cluster_size<T, DL>();
-    const dim3 grid(unsigned(cs * ((p.B + pass_max_rows - 1) / pass_max_rows)));  // a cluster per pass_max_rows rows
-    launch_dependent_clusters(dim3(unsigned(cs)), decode_pass_kernel<T, DL>, grid, pass_threads, smem, p);
+    cudaLaunchAttribute attrs[2]{};
+    attrs[0].id = cudaLaunchAttributeClusterDimension;
+    attrs[0].val.clusterDim.x = unsigned(cs), attrs[0].val.clusterDim.y = 1, attrs[0].val.clusterDim.z = 1;
+    attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[1].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned(cs * ((p.B + pass_max_rows - 1) / pass_max_rows)));  // a cluster per 2 sequences
+    cfg.blockDim = dim3(pass_threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream();
+    cfg.attrs = attrs;
+    cfg.numAttrs = 2;
+    SGT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_pass_kernel<T, DL>, p));
 }
 
 // The shared memory a launch for B rows of this shape takes, at the cluster size it launches with; 0 where no

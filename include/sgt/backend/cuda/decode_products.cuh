@@ -239,28 +239,23 @@ __global__ void __launch_bounds__(few_rows_threads) few_rows_kernel(const few_ro
 // columns (a unit: 16 weight rows, or 16 of w1 and the same 16 of w3, or 16 of a head's q, k or v with the 16 that
 // RoPE pairs them with). Its first unit's weights and the norm's are copied into shared memory while the kernel
 // before this one ends (they are not written by it); then its rows are copied there, all at once, and normalised
-// in place as few_rows_stage does, zero rows filling the tile. Its 16 warps split a unit's sum along the
-// inputs (16 at a time, warp w taking steps w, w + 16, ...: at 768 inputs three steps a warp) and, once every warp
-// is done with the unit's weights, store their sums where the weights were; then two threads an output add the
-// sums of the even and of the odd warps, in warp order, the two halves are added by a shuffle, and the first writes
-// the output as few_rows_store does. So the results are the composition's but for the order of the sums, and the
-// same run after run.
+// in place as few_rows_stage does, zero rows filling the tile. Its warps split a unit's sum along the
+// inputs (16 at a time, warp w taking steps w, w + 8, ...), and after a barrier each thread adds one output's
+// partial sums in warp order and writes it as few_rows_store does. So the results are the composition's but for
+// the order of the sums, and the same run after run.
 constexpr int few_rows_tc_max = 32;  // rows: two blocks of a 16-row tile
 constexpr int few_rows_tc_width = 16;  // outputs a unit: one tile's columns
-constexpr int few_rows_tc_warps = 16, few_rows_tc_threads = 32 * few_rows_tc_warps;
+constexpr int few_rows_tc_warps = 8, few_rows_tc_threads = 32 * few_rows_tc_warps;
 
-// Shared memory of the tensor-core kernel: a unit's NT weight tiles, each row of I + 8 elements (the 8 against bank
-// conflicts of the fragment loads), or after its products each warp's NT accumulator tiles of 16 x 16 floats, in
-// the same bytes; 16 staged rows of I + 8; the norm's I weights.
+// Shared memory of the tensor-core kernel: a unit's NT weight tiles and 16 staged rows, each row of I + 8 elements
+// (the 8 against bank conflicts of the fragment loads), then each warp's NT accumulator tiles of 16 x 16 floats and
+// the norm's I weights.
 __host__ __device__ inline std::size_t few_rows_tc_rows_bytes(int rows, int I) {
     return (std::size_t(rows) * (I + 8) * 2 + 127) / 128 * 128;
 }
-__host__ __device__ inline std::size_t few_rows_tc_unit_bytes(int NT, int I) {
-    const std::size_t sums = std::size_t(few_rows_tc_warps) * NT * 256 * sizeof(float);
-    return few_rows_tc_rows_bytes(16 * NT, I) > sums ? few_rows_tc_rows_bytes(16 * NT, I) : sums;
-}
 inline std::size_t few_rows_tc_smem(int NT, int I) {
-    return few_rows_tc_unit_bytes(NT, I) + few_rows_tc_rows_bytes(16, I) + std::size_t(I) * 2;
+    return few_rows_tc_rows_bytes(16 * NT, I) + few_rows_tc_rows_bytes(16, I) +
+           std::size_t(few_rows_tc_warps) * NT * 256 * sizeof(float) + std::size_t(I) * 2;
 }
 
 // Calls f(row, c) for packs c = 0..packs of rows 0..rows, the block's threads taking them in turn: a division for a
@@ -286,10 +281,10 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
     extern __shared__ __align__(128) unsigned char few_rows_tc_smem_[];
     const int ld = p.I + 8, warp = threadIdx.x / 32, steps = p.I / 16, packs = p.I / W;
     T* ws = reinterpret_cast<T*>(few_rows_tc_smem_);  // (NT·16, ld): the unit's weight rows
-    float* red = reinterpret_cast<float*>(few_rows_tc_smem_);  // (warps, NT, 16, 16): then the warps' sums
-    T* xs = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_unit_bytes(NT, p.I));  // (16, ld)
-    T* nw = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_unit_bytes(NT, p.I) +
-                                 few_rows_tc_rows_bytes(16, p.I));  // (I) the norm's weights
+    T* xs = reinterpret_cast<T*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I));  // (16, ld)
+    float* red = reinterpret_cast<float*>(few_rows_tc_smem_ + few_rows_tc_rows_bytes(16 * NT, p.I) +
+                                          few_rows_tc_rows_bytes(16, p.I));
+    T* nw = reinterpret_cast<T*>(red + few_rows_tc_warps * NT * 256);  // (I) the norm's weights
     const int units = p.units / few_rows_tc_width;
     const int r0 = 16 * blockIdx.y, rows = min(p.N - r0, 16);  // this block's rows: grid.y splits them
     // Unit u's weight tiles into ws (this thread's copies; it waits for them with async_copy_wait).
@@ -337,23 +332,19 @@ __global__ void __launch_bounds__(few_rows_tc_threads) few_rows_tc_kernel(const 
 #pragma unroll
             for (int t = 0; t < NT; ++t) wmma::mma_sync(acc[t], a, b[t], acc[t]);
         }
-        __syncthreads();  // every warp done with the weights: their bytes take the sums
 #pragma unroll
         for (int t = 0; t < NT; ++t)
             wmma::store_matrix_sync(red + (warp * NT + t) * 256, acc[t], 16, wmma::mem_row_major);
-        __syncthreads();
-        static_assert(few_rows_tc_threads >= 2 * 16 * 16, "two threads an output of the tile");
-        if (const int i = threadIdx.x / 2, half = threadIdx.x % 2; i < rows * 16) {  // whole warps: rows·32 threads
+        __syncthreads();  // every warp's sums; ws free for the next unit
+        for (int i = threadIdx.x; i < rows * 16; i += few_rows_tc_threads) {
             const int r = i / 16, c = i % 16;
             float d[2] = {0.0f, 0.0f};
-            for (int v = half; v < few_rows_tc_warps; v += 2)
+            for (int v = 0; v < few_rows_tc_warps; ++v)
 #pragma unroll
                 for (int t = 0; t < NT; ++t) d[t] += red[(v * NT + t) * 256 + r * 16 + c];
-#pragma unroll
-            for (int t = 0; t < NT; ++t) d[t] += __shfl_xor_sync(0xffffffffu, d[t], 1);
-            if (half == 0) few_rows_store<E>(p, r0 + r, at, c, d[0], d[1]);
+            few_rows_store<E>(p, r0 + r, at, c, d[0], d[1]);
         }
-        __syncthreads();  // the sums read: the bytes take the next unit's weights
+        __syncthreads();  // red is the next unit's
     }
 }
 

@@ -23,8 +23,6 @@ __global__ void rmsnorm_forward_kernel(T* out, T* rstd, const T* in, const T* w,
     using A = accum_t<T>;
     using P = pack<T, W>;
     const int row = blockIdx.x * rms_rows + threadIdx.x / 32, lane = threadIdx.x % 32;
-    wait_for_prior_grids();  // a dependent launch (rmsnorm_forward): `in` may be the kernel before's output
-    allow_dependents();
     if (row >= N) return;
     const P* x = reinterpret_cast<const P*>(in + std::int64_t(row) * C);
     P* y = reinterpret_cast<P*>(out + std::int64_t(row) * C);
@@ -241,13 +239,11 @@ void rmsnorm_forward(cuda, T* out, T* rstd, const T* in, const T* w, int N, int 
     constexpr int W = detail::pack_width<T>;
     using detail::aligned16;
     const unsigned blocks = unsigned((N + detail::rms_rows - 1) / detail::rms_rows);
-    // A dependent launch: its start overlaps the end of the kernel before (a decode step's norms are mostly launch).
     if (C % W == 0 && aligned16(out) && aligned16(in) && aligned16(w))
-        detail::launch_dependent(detail::rmsnorm_forward_kernel<W, T>, blocks, detail::rms_threads, 0, out, rstd, in, w,
-                                 N, C, eps);
+        detail::rmsnorm_forward_kernel<W><<<blocks, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, N, C, eps);
     else
-        detail::launch_dependent(detail::rmsnorm_forward_kernel<1, T>, blocks, detail::rms_threads, 0, out, rstd, in, w,
-                                 N, C, eps);
+        detail::rmsnorm_forward_kernel<1><<<blocks, detail::rms_threads, 0, detail::stream()>>>(out, rstd, in, w, N, C, eps);
+    SGT_CUDA_LAUNCHED(rmsnorm_forward_kernel);
 }
 
 // din (N, C) += ∂L/∂x; dw (C) += ∂L/∂w.

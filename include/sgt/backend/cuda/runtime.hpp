@@ -215,7 +215,6 @@ struct cuda_context {
     bool fuse_decode_passes = true;  // see set_fuse_decode_passes
     int decode_block_keys = 0;  // see set_decode_block_keys
     bool decode_tensor_cores = true;  // see set_decode_tensor_cores
-    bool decode_cluster_merge = true;  // see set_decode_cluster_merge
     bool tune_products = true;  // see set_product_tuning
 
     cuda_context() {
@@ -326,10 +325,6 @@ inline void set_decode_block_keys(cuda, int keys) {
 // to bf16 before P V) or with a thread's multiply-adds in fp32 (to compare the two). Other types, head sizes and
 // blocks always take the latter.
 inline void set_decode_tensor_cores(cuda, bool on) { detail::context().decode_tensor_cores = on; }
-// Whether this thread's decode attention on the tensor cores merges a head's partials in a thread-block cluster where
-// the head has at most 8 blocks of keys (the default; on Hopper, decode.cuh) or through global memory, the last
-// block to finish merging (to compare the two). Results differ only in the order of the merge's sums.
-inline void set_decode_cluster_merge(cuda, bool on) { detail::context().decode_cluster_merge = on; }
 
 // What tune_products did for one product shape (column-major m x n x k, as matmul.cuh writes it): the algorithms
 // cuBLASLt's heuristics offered, how many of them gave the first one's result bit for bit on random operands, the
