@@ -34,18 +34,11 @@ expect "$work/run" "threads "
 "$work/unpacked/br/train_cuda" > "$work/run2" 2>&1
 expect "$work/run2" "plain"
 
-refused() {  # refused MESSAGE ARGS...: pack_gpu exits 2 and prints MESSAGE
-  local msg=$1
-  shift
-  bash "$script" "$@" > "$work/err" 2>&1
-  local rc=$?
-  [ $rc -eq 2 ] || fail "pack_gpu $* exited $rc, expected 2"
-  expect "$work/err" "$msg"
-}
-refused "usage: scripts/pack_gpu.sh OUT.txz NAME=BUILD_DIR" "$work/x.txz"
-refused "expected NAME=BUILD_DIR (NAME letters, digits, _ . -, not lib), found '$work/a'" "$work/x.txz" "$work/a"
-refused "found 'lib=$work/a'" "$work/x.txz" "lib=$work/a"
-refused "$work/missing (for m) is not a directory" "$work/x.txz" "m=$work/missing"
-refused "main is named twice" "$work/x.txz" "main=$work/a" "main=$work/b"
-refused "no GPU program in $work/none" "$work/x.txz" "n=$work/none"
+exits 2 "usage: scripts/pack_gpu.sh OUT.txz NAME=BUILD_DIR" bash "$script" "$work/x.txz"
+exits 2 "expected NAME=BUILD_DIR (NAME letters, digits, _ . -, not lib), found '$work/a'" \
+  bash "$script" "$work/x.txz" "$work/a"
+exits 2 "found 'lib=$work/a'" bash "$script" "$work/x.txz" "lib=$work/a"
+exits 2 "$work/missing (for m) is not a directory" bash "$script" "$work/x.txz" "m=$work/missing"
+exits 2 "main is named twice" bash "$script" "$work/x.txz" "main=$work/a" "main=$work/b"
+exits 2 "no GPU program in $work/none" bash "$script" "$work/x.txz" "n=$work/none"
 finish "pack_gpu: every check passed"
