@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/compare_infer.sh on two stand-in builds (bench_infer scripts written here that print bench_infer's JSON
-# lines with step times set by the test): the table's means, changes and overheads, worked out by hand in the
-# comments; each side's own arguments; a missing build and a failing one. Skipped (exit 77) where python3 is missing.
+# bench/compare_infer.sh on stand-in builds (bench_infer scripts written here that print bench_infer's JSON lines
+# with step times set by the test): the table's means, changes and overheads, worked out by hand in the comments;
+# each side's own arguments; named sides (three, one with its own arguments); a missing build and a failing one;
+# Nsight Compute over the first and the last side. Skipped (exit 77) where python3 is missing.
 script=$1
 command -v python3 > /dev/null || { echo "python3 is missing: skipped"; exit 77; }
 source "$(dirname "$0")/checks.sh"
@@ -46,6 +47,27 @@ grep -q '"side":"after","round":2,' "$work/compare_infer.jsonl" || fail "the JSO
   fail "before's arguments: $(cat "$work/before/args.txt")"
 grep -q -- '--decode-tensor-cores' "$work/after/args.txt" && fail "after's arguments: $(cat "$work/after/args.txt")"
 grep -q -- '--models gpt2 --variants vanilla,sgt --batches 32,1' "$work/after/args.txt" || fail "common arguments"
+
+# Named sides, three of them, the last one build under its own arguments (after a colon): a table with a column per
+# side and the change from the side before; each stand-in counts its own calls, so the rounds add 0.01 ms as above
+stub "$work/a" 1.00 1.20
+stub "$work/b" 0.90 1.00
+OUT="$work" SGT_INFER_ARGS="--variants vanilla,sgt --batches 32" \
+  bash "$script" main="$work/a" br="$work/b" "br-ticket=$work/b:--decode-merge ticket" gpt2 1 > "$work/named.md" 2>&1 ||
+  fail "compare_infer with named sides: rc $?"
+# main: vanilla 1.00, SGT 1.20 (+20.0%); br: 0.90 and 1.00 (+11.1%); br-ticket, b's second call: 0.91 and 1.01
+# (+11.0%); changes br vs main -10.0% (vanilla), -16.7% (SGT); br-ticket vs br +1.1% and +1.0%
+expect "$work/named.md" "| model | context | batch | variant | main ms | br ms | br-ticket ms | br vs main | br-ticket vs br |"
+expect "$work/named.md" "| gpt2 | 1024 | 32 | vanilla | 1.0000 (1.0000) | 0.9000 (0.9000) | 0.9100 (0.9100) | -10.0% | +1.1% | – |"
+expect "$work/named.md" \
+  "| gpt2 | 1024 | 32 | sgt | 1.2000 (1.2000) | 1.0000 (1.0000) | 1.0100 (1.0100) | -16.7% | +1.0% | +20.0% → +11.1% → +11.0% |"
+grep -q '"side":"br-ticket","round":1,' "$work/compare_infer.jsonl" || fail "the JSON lines name a named side"
+[ "$(grep -c -- '--decode-merge ticket' "$work/b/args.txt")" = 1 ] || fail "b's arguments: $(cat "$work/b/args.txt")"
+grep -q -- '--decode-merge' "$work/a/args.txt" && fail "a's arguments: $(cat "$work/a/args.txt")"
+exits 2 "compare_infer: side main is named twice" bash "$script" main="$work/a" main="$work/b"
+exits 2 "found 'a b' in 'a b=$work/a'" bash "$script" "a b=$work/a" c="$work/b"
+exits 2 "usage: bench/compare_infer.sh" bash "$script" main="$work/a" gpt2
+exits 2 "ROUNDS is a count of rounds, found 'x'" bash "$script" "$work/a" "$work/b" gpt2 x
 
 # A directory without bench_infer: a usage error, nothing run
 exits 2 "compare_infer: no bench_infer in $work/none" bash "$script" "$work/before" "$work/none"
@@ -94,5 +116,14 @@ grep -q -- "/after/bench_infer .*--fuse off --no-graph --profile-decode" "$work/
   fail "ncu's arguments: $(cat "$work/bin/ncu_args.txt")"
 exits 2 "SGT_NCU_ARGS needs --decode-tokens of at least 2" env OUT="$work" PATH="$work/bin:$PATH" SGT_NCU=1 \
   SGT_NCU_ARGS="--models gpt2 --decode-tokens 1" bash "$script" "$work/before" "$work/after" gpt2 0
+
+# SGT_NCU with named sides: the first and the last side profiled (the middle one not), each into ncu_NAME.csv
+: > "$work/bin/ncu_args.txt"
+OUT="$work" PATH="$work/bin:$PATH" SGT_NCU=1 bash "$script" main="$work/a" br="$work/b" "br-ticket=$work/b:--x y" \
+  gpt2 0 > "$work/ncu3.md" 2>&1 || fail "SGT_NCU with named sides: rc $?"
+[ -s "$work/ncu_main.csv" ] && [ -s "$work/ncu_br-ticket.csv" ] && [ ! -e "$work/ncu_br.csv" ] ||
+  fail "named sides' CSV files: $(ls "$work")"
+[ "$(wc -l < "$work/bin/ncu_args.txt")" = 2 ] || fail "ncu ran $(wc -l < "$work/bin/ncu_args.txt") times, expected 2"
+grep -q -- "/b/bench_infer .*--x y --no-graph" "$work/bin/ncu_args.txt" || fail "the last side's own arguments under ncu"
 
 finish "compare_infer: all checks passed"
