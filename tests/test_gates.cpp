@@ -370,6 +370,16 @@ TEST_CASE("gate options: bad values are refused with messages saying what was ex
     CHECK(msg({.layers = {2, 1}}) == "gates: expected the gated layers ascending and distinct, found 1 after 2");
     CHECK(msg({.layers = {-1}}) == "gates: expected gated layers ≥ 0, found -1");
     CHECK(msg({.threshold = 0.3, .n_dense = 4}).empty());
+    // The same checks on options read back from a checkpoint's metadata (what to_json writes)
+    auto j = gated_variant(gate_options{.threshold = 0.3, .layers = {1, 2}}).to_json();
+    CHECK(gated_variant::options_from_json(j, "ck").layers == std::vector<int>{1, 2});
+    j["threshold"] = 1.5;
+    CHECK(test::error_of([&] { gated_variant::options_from_json(j, "ck"); }) ==
+          "gates: expected a threshold θ in (0, 1), found 1.5");
+    j["threshold"] = 0.3;
+    j["layers"] = {2, 2};
+    CHECK(test::error_of([&] { gated_variant::options_from_json(j, "ck"); }) ==
+          "gates: expected the gated layers ascending and distinct, found 2 after 2");
 }
 
 TEST_CASE("gate allocation (GATES.md Sec. 3.2): S_l = the h heads with the highest mean gate score, in growth") {

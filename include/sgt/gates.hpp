@@ -69,16 +69,19 @@ struct gate_report {
 
 class gated_variant : public paper_variant {
 public:
-    explicit gated_variant(gate_options o = {}) : o_(std::move(o)) {
-        require(o_.threshold > 0.0 && o_.threshold < 1.0, "gates: expected a threshold θ in (0, 1), found {}",
-                o_.threshold);
-        require(o_.lambda >= 0.0, "gates: expected a sparsity weight λ ≥ 0, found {}", o_.lambda);
-        require(o_.n_dense >= 0, "gates: expected n_dense ≥ 0 dense heads, found {}", o_.n_dense);
-        for (std::size_t i = 0; i < o_.layers.size(); ++i) {
-            require(o_.layers[i] >= 0, "gates: expected gated layers ≥ 0, found {}", o_.layers[i]);
-            require(i == 0 || o_.layers[i] > o_.layers[i - 1],
-                    "gates: expected the gated layers ascending and distinct, found {} after {}", o_.layers[i],
-                    o_.layers[i - 1]);
+    explicit gated_variant(gate_options o = {}) : o_(std::move(o)) { validate(o_); }
+
+    // Refuses options out of range, saying which and what was found.
+    static void validate(const gate_options& o) {
+        require(o.threshold > 0.0 && o.threshold < 1.0, "gates: expected a threshold θ in (0, 1), found {}",
+                o.threshold);
+        require(o.lambda >= 0.0, "gates: expected a sparsity weight λ ≥ 0, found {}", o.lambda);
+        require(o.n_dense >= 0, "gates: expected n_dense ≥ 0 dense heads, found {}", o.n_dense);
+        for (std::size_t i = 0; i < o.layers.size(); ++i) {
+            require(o.layers[i] >= 0, "gates: expected gated layers ≥ 0, found {}", o.layers[i]);
+            require(i == 0 || o.layers[i] > o.layers[i - 1],
+                    "gates: expected the gated layers ascending and distinct, found {} after {}", o.layers[i],
+                    o.layers[i - 1]);
         }
     }
 
@@ -111,7 +114,7 @@ public:
         o.n_dense = json_get<int>(j, "n_dense", where);
         o.lambda = json_get<double>(j, "lambda", where);
         o.layers = json_get<std::vector<int>>(j, "layers", where);
-        gated_variant{o};  // refuses values out of range
+        validate(o);
         return o;
     }
 

@@ -177,6 +177,7 @@ inline std::vector<fs::path> step_dirs(const fs::path& dir) {
     }
     std::sort(found.begin(), found.end());
     std::vector<fs::path> out;
+    out.reserve(found.size());
     for (auto& [n, p] : found) out.push_back(std::move(p));
     return out;
 }
@@ -356,7 +357,7 @@ fs::path save_checkpoint(const fs::path& dir, Trainer& tr, const nlohmann::json&
         fail("checkpoint: cannot create the directory '{}': {}", dir.string(), e.what());
     }
     const std::string name = detail::step_name(tr.steps());
-    const fs::path final_dir = dir / name;
+    fs::path final_dir = dir / name;
     const fs::path tmp = dir / fmt::format(".{}.tmp.{}", name, ::getpid());
     try {
         recover_interrupted_saves(dir);
@@ -544,7 +545,7 @@ nlohmann::json load_weights(const io::safetensors& weights, Model& m) {
     using T = typename Model::value_type;
     using M = accum_t<T>;
     detail::check_weights<Model>(weights, m.parameter_table(), detail::state_table_of(m));
-    const auto schedule = detail::parse_metadata(weights, "schedule");
+    auto schedule = detail::parse_metadata(weights, "schedule");
     std::vector<M> params(m.parameters().size());
     for (const auto& e : m.parameter_table())
         weights.template read_into<M>(e.name, e.shape, std::span<M>(params.data() + e.offset, std::size_t(e.numel())));
@@ -588,7 +589,7 @@ nlohmann::json load_weights_subset(const fs::path& path, Model& m, Pred may_be_n
     for (const auto& e : state) found += weights.contains(e.name) ? 1 : 0;
     require(weights.size() == found, "{}: holds {} tensors that this model does not have", weights.source(),
             weights.size() - found);
-    const auto schedule = detail::parse_metadata(weights, "schedule");
+    auto schedule = detail::parse_metadata(weights, "schedule");
     const auto current = m.parameters_to_host();
     std::vector<M> params(current.begin(), current.end());
     for (const auto& e : m.parameter_table())
@@ -628,7 +629,7 @@ nlohmann::json load_checkpoint(const io::safetensors& weights, const io::safeten
     const int adamw_step = detail::metadata_count(optim, "adamw_step");
     const rng::state_type dropout = detail::rng_state_from_json(
         detail::parse_metadata(optim, "dropout_rng"), fmt::format("{}: metadata 'dropout_rng'", optim.source()));
-    const auto data = detail::parse_metadata(optim, "data");
+    auto data = detail::parse_metadata(optim, "data");
     check_data(data);
     std::vector<M> params(m.parameters().size()), m1(params.size()), m2(params.size());
     for (const auto& e : m.parameter_table()) {
