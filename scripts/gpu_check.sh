@@ -25,6 +25,10 @@
 #      SGT_SANITIZER_TOOLS=none SGT_PROFILE_ARGS="--preset gpt2 --variants sgt --loop-subspace off" \
 #      SGT_PROFILE_AFTER_ARGS="--preset gpt2 --variants sgt" ... profile
 # (The test of a failing cudaMalloc is left out of the sanitizers: they report its deliberate error.)
+#   SGT_TEST_CASES: a doctest filter (--test-case) for every run of the tests, plain and under the sanitizers, e.g.
+#                   the cases a change touches, where a whole test under racecheck outlasts the machine's time;
+#   SGT_STEP_LIMIT: seconds for each run (plain or under a sanitizer); a run stopped by it counts as failed, and
+#                   the runs after it still run.
 # Logs go to $OUT (or ./gpu-check) as well as the terminal.
 set -uo pipefail
 bin=$(realpath "${1:?usage: gpu_check.sh BIN_DIR [bench]}")
@@ -33,13 +37,31 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"  # cuDNN: lib or system
 export OMP_NUM_THREADS=1  # the tests' CPU references: more threads only slow them on a many-core machine
 status=0
+cases=()
+[ -n "${SGT_TEST_CASES:-}" ] && cases=(--test-case="$SGT_TEST_CASES")
+limit=()
+if [ -n "${SGT_STEP_LIMIT:-}" ]; then
+    [[ $SGT_STEP_LIMIT =~ ^[1-9][0-9]*$ ]] ||
+        { echo "gpu_check: SGT_STEP_LIMIT is a number of seconds, found '$SGT_STEP_LIMIT'" >&2; exit 2; }
+    limit=(timeout --kill-after=10 "$SGT_STEP_LIMIT")
+fi
+stopped() {  # stopped RC: says so where the run was stopped by SGT_STEP_LIMIT (timeout's 124, or 137 once killed)
+    [ ${#limit[@]} -gt 0 ] && { [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; } &&
+        echo "   stopped after $SGT_STEP_LIMIT s by SGT_STEP_LIMIT: not a result"
+}
 tests=(${SGT_GPU_TESTS:-$(cd "$bin" && ls gpu_test_* 2> /dev/null | sort)})
 [ ${#tests[@]} -gt 0 ] || { echo "gpu_check: no gpu_test_* binary in $bin" >&2; exit 2; }
+for t in "${tests[@]}"; do
+    [ -x "$bin/$t" ] || { echo "gpu_check: no $t in $bin (SGT_GPU_TESTS names the tests)" >&2; exit 2; }
+done
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 for t in "${tests[@]}"; do
     echo "== $t"
-    "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions" || true
-    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    "${limit[@]}" "$bin/$t" -s "${cases[@]}" 2>&1 | tee "$out/$t.log" |
+        grep -E "rel error|loss|step|bf16|SUCCESS|FAIL|ERROR|test cases|assertions"
+    rc=${PIPESTATUS[0]}  # the test's own status (a crash that prints nothing the filter keeps is still a failure)
+    stopped $rc
+    [ "$rc" -eq 0 ] || { echo "   ($t: exit $rc)"; status=1; }
 done
 tools=${SGT_SANITIZER_TOOLS:-memcheck initcheck racecheck synccheck}
 [ "$tools" = none ] && tools=""
@@ -59,10 +81,11 @@ for tool in $tools; do
         [ "$t" = gpu_test_cuda_model ] && exclude+=(--report-api-errors no)
         skip="*failing CUDA call*"
         [ $tool = initcheck ] && skip+=",*<bf16>,bf16 *"
-        compute-sanitizer --tool "$tool" "${exclude[@]}" --error-exitcode 3 "$bin/$t" \
-            --test-case-exclude="$skip" > "$out/${tool}_$t.log" 2>&1
+        "${limit[@]}" compute-sanitizer --tool "$tool" "${exclude[@]}" --error-exitcode 3 "$bin/$t" \
+            "${cases[@]}" --test-case-exclude="$skip" > "$out/${tool}_$t.log" 2>&1
         rc=$?
         tail -2 "$out/${tool}_$t.log"
+        stopped $rc
         if [ $tool = racecheck ] && [ $rc -eq 3 ] && grep -q "Status: SUCCESS" "$out/${tool}_$t.log"; then
             ours=$(grep -oE "(Read|Write) access at [^ ]*" "$out/${tool}_$t.log" | grep -vc "access at nvjet_")
             theirs=$(grep -oE "(Read|Write) access at nvjet_" "$out/${tool}_$t.log" | wc -l)

@@ -26,8 +26,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 export OMP_NUM_THREADS=1  # the tests' CPU references: more threads only slow them on a many-core machine
 for t in gpu_test_cuda_infer gpu_test_cuda_ops gpu_test_cuda_model; do
     echo "== $t"
-    "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|greedy|SUCCESS|FAIL|ERROR|test cases|assertions" || true
-    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    "$bin/$t" -s 2>&1 | tee "$out/$t.log" | grep -E "rel error|greedy|SUCCESS|FAIL|ERROR|test cases|assertions"
+    rc=${PIPESTATUS[0]}  # the test's own status (under pipefail, `|| true` here would have hidden it)
+    [ "$rc" -eq 0 ] || { echo "   ($t: exit $rc)"; status=1; }
 done
 echo "== compute-sanitizer memcheck (gpu_test_cuda_infer)"
 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/gpu_test_cuda_infer" > "$out/memcheck_infer.log" 2>&1 \
