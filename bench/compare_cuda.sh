@@ -18,6 +18,9 @@ here=$(dirname "$0")
 log=${OUT:-.}/compare.jsonl
 : > "$log"
 export PYTHONUNBUFFERED=1
+err=$(mktemp)  # a run's messages (its progress, or why it failed: the last line is shown)
+trap 'rm -f "$err"' EXIT
+status=0
 flags=(--variants vanilla,sgt,block --precision bf16 --steps 20 --warmup 5)
 for p in $presets; do
     for r in $(seq "$rounds"); do
@@ -25,16 +28,18 @@ for p in $presets; do
             dir=$before args=${SGT_BEFORE_ARGS:-}
             [ $side = after ] && dir=$after args=${SGT_AFTER_ARGS:-}
             read -ra side_flags <<< "$args"
-            "$dir/bench_cuda_step" --preset "$p" "${flags[@]}" "${side_flags[@]}" 2> /dev/null | grep '^{' |
-                sed "s/^{/{\"side\":\"$side\",\"round\":$r,/" >> "$log"
+            lines=$("$dir/bench_cuda_step" --preset "$p" "${flags[@]}" "${side_flags[@]}" 2> "$err") ||
+                { echo "compare_cuda: $dir/bench_cuda_step failed ($side, round $r): $(tail -1 "$err")" >&2; status=1; }
+            grep '^{' <<< "$lines" | sed "s/^{/{\"side\":\"$side\",\"round\":$r,/" >> "$log"
         done
     done
     if [ -z "${SGT_NO_TORCH:-}" ]; then
-        python3 "$here/torch_step.py" --preset "$p" --modes compile "${flags[@]}" 2> /dev/null | grep '^{' |
-            sed 's/^{/{"side":"compile",/' >> "$log"
+        lines=$(python3 "$here/torch_step.py" --preset "$p" --modes compile "${flags[@]}" 2> "$err") ||
+            { echo "compare_cuda: torch_step.py failed: $(tail -1 "$err")" >&2; status=1; }
+        grep '^{' <<< "$lines" | sed 's/^{/{"side":"compile",/' >> "$log"
     fi
 done
-python3 - "$log" << 'PY'
+python3 - "$log" << 'PY' || status=1
 import json, sys
 from collections import defaultdict
 runs = defaultdict(list)  # (preset, variant, side) -> step medians
@@ -65,3 +70,4 @@ for preset in dict.fromkeys(k[0] for k in runs):
         m = f"{m:.0f}" if m is not None else "–"
         print(f"| {preset} | {variant} | {cell(b)} | {cell(a)} | {change} | {cell(c)} | {ratio} | {over} | {m} |")
 PY
+exit $status
