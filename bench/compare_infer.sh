@@ -45,6 +45,9 @@ if [[ ${1:-} == *=* ]]; then
         shift
     done
     [ ${#names[@]} -ge 2 ] || usage
+    [ -z "${SGT_BEFORE_ARGS:-}${SGT_AFTER_ARGS:-}" ] ||
+        { echo "compare_infer: with named sides, give a side's own arguments after a colon (NAME=DIR:ARGS), not" \
+               "in SGT_BEFORE_ARGS or SGT_AFTER_ARGS" >&2; exit 2; }
 else
     [ $# -ge 2 ] || usage
     names=(before after) dirs=("$1" "$2") own_args=("${SGT_BEFORE_ARGS:-}" "${SGT_AFTER_ARGS:-}")

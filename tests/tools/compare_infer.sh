@@ -67,6 +67,8 @@ grep -q -- '--decode-merge' "$work/a/args.txt" && fail "a's arguments: $(cat "$w
 exits 2 "compare_infer: side main is named twice" bash "$script" main="$work/a" main="$work/b"
 exits 2 "found 'a b' in 'a b=$work/a'" bash "$script" "a b=$work/a" c="$work/b"
 exits 2 "usage: bench/compare_infer.sh" bash "$script" main="$work/a" gpt2
+exits 2 "with named sides, give a side's own arguments after a colon" \
+  env SGT_AFTER_ARGS="--fuse off" bash "$script" main="$work/a" br="$work/b"
 exits 2 "ROUNDS is a count of rounds, found 'x'" bash "$script" "$work/a" "$work/b" gpt2 x
 
 # A directory without bench_infer: a usage error, nothing run
