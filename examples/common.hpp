@@ -26,6 +26,7 @@
 #include "sgt/infer/engine.hpp"
 #include "sgt/io/checkpoint.hpp"
 #include "sgt/io/file.hpp"
+#include "sgt/io/hugging_face.hpp"
 #include "sgt/sgt.hpp"
 
 namespace examples {
@@ -259,6 +260,9 @@ struct run_options {
     std::string distill_from;
     // σReparam on every linear layer (sgt/sigma_reparam.hpp, GATES.md Sec. 5): --sigma-reparam.
     bool sigma_reparam = false;
+    // A Hugging Face LlamaForCausalLM directory of the preset's shape whose weights a new run starts from
+    // (io/hugging_face.hpp): --init-hugging-face.
+    std::string init_hugging_face;
     // Data parallelism (sgt/dist/): this process's place in the run (one process when not launched as a rank).
     // `batch` is then the global batch of a step, split over the ranks; rank 0 alone writes the log and the
     // checkpoints, evaluates and prints.
@@ -425,6 +429,10 @@ run_result train_run(const run_options& o, any_dataset& data, any_schedule& sche
     model_t m(local_batch, o.seq, o.seed, std::move(variant), sigma_reparam_options{.enabled = o.sigma_reparam});
     if constexpr (gated) {
         if (gate_scores) *gate_scores = &m.variant();
+    }
+    if (!o.init_hugging_face.empty() && o.resume.empty()) {  // before the trainer takes its master weights
+        load_hugging_face(o.init_hugging_face, m);
+        if (!o.quiet) fmt::print(stderr, "init: weights from the Hugging Face model in {}\n", o.init_hugging_face);
     }
     m.set_dropout(o.dropout);
     m.set_logits_chunk(o.logits_chunk);
@@ -938,6 +946,7 @@ nlohmann::json run_flags(const run_options& o, const growth_flags& g, const std:
                   {"gate-lambda", o.gates.lambda}, {"n-dense", o.gates.n_dense}, {"gate-layers", o.gates.layers}});
     if (!o.distill_from.empty()) f["distill-gates"] = o.distill_from;
     if (o.sigma_reparam) f["sigma-reparam"] = true;  // absent = off, as in checkpoints from before the flag
+    if (!o.init_hugging_face.empty()) f["init-hugging-face"] = absolute(o.init_hugging_face);
     return f;
 }
 

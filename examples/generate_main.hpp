@@ -1,7 +1,7 @@
 // examples/generate_main.hpp: the program examples/generate (CPU) and examples/generate_cuda (GPU) share: loads a
-// checkpoint of train / train_cuda (its preset found from the checkpoint, its loop plan frozen), takes a prompt
-// (text for byte-level models, or token ids), streams the generated text, and ends with prefill and decode
-// tokens/s.
+// checkpoint of train / train_cuda (its preset found from the checkpoint, its loop plan frozen) or a Hugging Face
+// LlamaForCausalLM directory of a preset's shape (run as vanilla), takes a prompt (text for byte-level models, or
+// token ids), streams the generated text, and ends with prefill and decode tokens/s.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -12,17 +12,45 @@
 
 #include "common.hpp"
 #include "sgt/infer/load.hpp"
+#include "sgt/io/hugging_face.hpp"
 
 namespace examples {
 
-// The preset whose config a checkpoint was written with (tiny, char_mini or char_small).
+// The preset whose config a checkpoint was written with: every preset's config is compared (char_7m's and gpt2's
+// too, which this program does not instantiate: their name then leads to with_preset's message).
 inline std::string checkpoint_preset(const std::string& path) {
     const auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
     const auto config = detail::parse_metadata(weights, "config");
-    for (const char* name : {"tiny", "char_mini", "char_small"})
-        if (with_preset(name, [&]<model_config Cfg>() { return detail::shape_json(Cfg) == config; })) return name;
-    fail("{}: the checkpoint's model config {} is none of the presets tiny, char_mini, char_small", weights.source(),
-         config.dump());
+    const auto matches = [&]<model_config Cfg>() { return detail::shape_json(Cfg) == config; };
+    for (const auto& name : preset_names()) {
+        const bool match = name == "char_7m" ? matches.template operator()<presets::char_7m>()
+                           : name == "gpt2"  ? matches.template operator()<presets::gpt2>()
+                                             : with_preset(name, matches);
+        if (match) return name;
+    }
+    fail("{}: the checkpoint's model config {} is none of the presets {}", weights.source(), config.dump(),
+         fmt::join(preset_names(), ", "));
+}
+
+// The preset whose shape a Hugging Face directory's config.json describes (the first of the presets this program
+// offers that it matches); none: an error that says how to see the first field that differs.
+inline std::string hugging_face_preset(const std::string& dir) {
+    const auto file = std::filesystem::path(dir) / "config.json";
+    const auto config = detail::read_json_file(file);
+    for (const auto& name : preset_names()) {
+        if (name == "char_7m" || name == "gpt2") continue;  // not instantiated by this program (with_preset)
+        const bool match = with_preset(name, [&]<model_config Cfg>() {
+            try {
+                detail::check_hf_config(config, Cfg, file.string());
+                return true;
+            } catch (const sgt::error&) {
+                return false;
+            }
+        });
+        if (match) return name;
+    }
+    fail("{}: describes none of the presets this program runs ({}); give --preset NAME to see the first field that "
+         "differs from it", file.string(), fmt::join(preset_names(), ", "));
 }
 
 // Token ids "1,2,3" (or space-separated).
@@ -58,15 +86,18 @@ inline void print_token(std::int32_t t, int vocab) {
 
 template <class Backend, class... Precisions>
 int generate_main(int argc, char** argv) {
-    CLI::App app{fmt::format("Generate text from a checkpoint of train on the {}", Backend::name)};
-    std::string checkpoint, prompt, prompt_ids, preset;
+    CLI::App app{fmt::format("Generate text from a checkpoint of train (or a Hugging Face LLaMA) on the {}",
+                                 Backend::name)};
+    std::string checkpoint, hugging_face, prompt, prompt_ids, preset;
     int tokens = 200, batch = 1, context = 0, threads = 0;
     generation_options go;
     go.sampling.temperature = 0.8;
     go.sampling.seed = 1;
     bool quiet = false;
-    app.add_option("--checkpoint", checkpoint, "a checkpoint directory of train (or one of its step_* directories)")
-        ->required();
+    app.add_option("--checkpoint", checkpoint, "a checkpoint directory of train (or one of its step_* directories)");
+    app.add_option("--hugging-face", hugging_face,
+                   "instead: a Hugging Face LlamaForCausalLM directory (config.json and model.safetensors, or shards) "
+                   "of a preset's shape, run as vanilla");
     app.add_option("--prompt", prompt, "the prompt as text (byte-level models)");
     app.add_option("--prompt-ids", prompt_ids, "the prompt as token ids, e.g. 1,2,3");
     app.add_option("--tokens", tokens, "tokens to generate")->capture_default_str();
@@ -89,6 +120,9 @@ int generate_main(int argc, char** argv) {
 
     try {
         set_threads(threads);
+        require(checkpoint.empty() != hugging_face.empty(),
+                "expected the model as --checkpoint DIR or --hugging-face DIR (one of them), found {}",
+                checkpoint.empty() ? "neither" : "both");
         require(prompt.empty() || prompt_ids.empty(), "give either --prompt or --prompt-ids, not both");
         require(tokens >= 1, "--tokens: expected at least 1, found {}", tokens);
         require(batch >= 1, "--batch: expected at least 1, found {}", batch);
@@ -97,7 +131,8 @@ int generate_main(int argc, char** argv) {
                 "--precision: expected one of {}, found '{}'", precision.listed(), precision.value);
         go.sampling.validate();
         go.max_new_tokens = tokens;
-        if (preset.empty()) preset = checkpoint_preset(checkpoint);
+        if (preset.empty())
+            preset = hugging_face.empty() ? checkpoint_preset(checkpoint) : hugging_face_preset(hugging_face);
         auto run = [&]<class T>() {
             return with_preset(preset, [&]<model_config Cfg>() {
                 std::vector<std::int32_t> ids;
@@ -122,7 +157,13 @@ int generate_main(int argc, char** argv) {
                         "sequence {}",
                         ids.size(), tokens, ctx, Cfg.shape.max_seq);
                 inference<T, Cfg, Backend> inf(batch, ctx, model<T, Cfg, Backend>::budget_plan());
-                const loop_plan plan = load_checkpoint_for_inference(checkpoint, inf);
+                loop_plan plan = loop_plan::vanilla(Cfg.shape.layers);  // a Hugging Face LLaMA: no loops
+                if (hugging_face.empty()) {
+                    plan = load_checkpoint_for_inference(checkpoint, inf);
+                } else {
+                    load_hugging_face(hugging_face, inf);
+                    inf.set_structure(plan);
+                }
                 if (!quiet) {
                     fmt::print(stderr, "sgt generate | preset {} | {} {} | structure {} | cache {:.2f} MiB\n", preset,
                                Backend::name, precision_name<T>::value,

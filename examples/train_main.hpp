@@ -110,6 +110,10 @@ int train_main(int argc, char** argv) {
     app.add_flag("--sigma-reparam", o.sigma_reparam,
                  "σReparam (GATES.md Sec. 5) on every linear layer: W used as (γ/σ(W)) W, σ by one power-iteration "
                  "step per step, γ learned");
+    app.add_option("--init-hugging-face", o.init_hugging_face,
+                   "start from the weights of this Hugging Face LlamaForCausalLM directory (config.json and "
+                   "model.safetensors, or shards) of the preset's shape")
+        ->check(CLI::ExistingDirectory);
     precision_choice<Precisions...> precision;
     app.add_option("--precision", precision.value,
                    "stored type: " + precision.listed() + " (bf16: mixed precision, fp32 master weights)")
@@ -139,7 +143,11 @@ int train_main(int argc, char** argv) {
                             !app.count("--n-dense") && !app.count("--gate-layers") && !gate_soft &&
                             o.distill_from.empty()),
                 "the gate options (--gate-*, --n-dense, --allocation gate, --distill-gates) need --gates");
-        if (o.gated) gated_variant{o.gates};  // refuses bad values before anything runs
+        if (o.gated) gated_variant::validate(o.gates);  // bad values refused before anything runs
+        require(o.init_hugging_face.empty() || (!o.gated && !o.sigma_reparam),
+                "--init-hugging-face with {}: a LLaMA checkpoint has no weights for {}; start from it without, or "
+                "train the dense model first",
+                o.gated ? "--gates" : "--sigma-reparam", o.gated ? "the head gates" : "σReparam's γ");
         require(!o.gated || o.grad_accum == 1,
                 "--grad-accum {} with --gates: the gates' loss term would count once per micro-batch (gradient "
                 "accumulation takes variants without a loss term)",
