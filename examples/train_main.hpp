@@ -144,10 +144,11 @@ int train_main(int argc, char** argv) {
                             o.distill_from.empty()),
                 "the gate options (--gate-*, --n-dense, --allocation gate, --distill-gates) need --gates");
         if (o.gated) gated_variant::validate(o.gates);  // bad values refused before anything runs
+        const char* extra = o.gated ? "--gates" : "--sigma-reparam";
         require(o.init_hugging_face.empty() || (!o.gated && !o.sigma_reparam),
-                "--init-hugging-face with {}: a LLaMA checkpoint has no weights for {}; start from it without, or "
-                "train the dense model first",
-                o.gated ? "--gates" : "--sigma-reparam", o.gated ? "the head gates" : "σReparam's γ");
+                "--init-hugging-face with {}: a LLaMA checkpoint has no weights for {}; start from it without {}{}",
+                extra, o.gated ? "the head gates" : "σReparam's γ", extra,
+                o.gated ? " (then --gates --distill-gates on that run's checkpoint trains gates for it)" : "");
         require(!o.gated || o.grad_accum == 1,
                 "--grad-accum {} with --gates: the gates' loss term would count once per micro-batch (gradient "
                 "accumulation takes variants without a loss term)",

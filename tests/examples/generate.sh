@@ -142,8 +142,10 @@ expect_train() {  # expect_train "message part" args...: train exits 1 with the 
     echo "ok: $want"
   fi
 }
-expect_train "--init-hugging-face with --gates: a LLaMA checkpoint has no weights for the head gates" \
+expect_train "--init-hugging-face with --gates: a LLaMA checkpoint has no weights for the head gates; start from it without --gates" \
   --preset tiny --gates --init-hugging-face "$hf/single" --steps 3 --warmup 1
+expect_train "--init-hugging-face with --sigma-reparam: a LLaMA checkpoint has no weights for σReparam's γ" \
+  --preset tiny --sigma-reparam --init-hugging-face "$hf/single" --steps 3 --warmup 1
 expect_train "\"hidden_size\" is 32, the preset expects 64" --preset char_micro --init-hugging-face "$hf/single" \
   --steps 3 --warmup 1 --batch 2 --seq 16
 expect "describes none of the presets this program runs" --prompt-ids 1 --tokens 2 --hugging-face "$work/badhf"
