@@ -16,41 +16,46 @@
 
 namespace examples {
 
-// The preset whose config a checkpoint was written with: every preset's config is compared (char_7m's and gpt2's
-// too, which this program does not instantiate: their name then leads to with_preset's message).
-inline std::string checkpoint_preset(const std::string& path) {
-    const auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
-    const auto config = detail::parse_metadata(weights, "config");
-    const auto matches = [&]<model_config Cfg>() { return detail::shape_json(Cfg) == config; };
+// The first preset whose config `matches` (called as matches.template operator()<Cfg>()), over every preset:
+// char_7m's and gpt2's configs too, which this program does not instantiate (their name then leads to with_preset's
+// message); empty where none does.
+template <class F>
+std::string find_preset(F&& matches) {
     for (const auto& name : preset_names()) {
         const bool match = name == "char_7m" ? matches.template operator()<presets::char_7m>()
                            : name == "gpt2"  ? matches.template operator()<presets::gpt2>()
                                              : with_preset(name, matches);
         if (match) return name;
     }
-    fail("{}: the checkpoint's model config {} is none of the presets {}", weights.source(), config.dump(),
-         fmt::join(preset_names(), ", "));
+    return {};
 }
 
-// The preset whose shape a Hugging Face directory's config.json describes (the first of the presets this program
-// offers that it matches); none: an error that says how to see the first field that differs.
+// The preset whose config a checkpoint was written with.
+inline std::string checkpoint_preset(const std::string& path) {
+    const auto weights = io::safetensors::from_file(resolve_checkpoint(path) / "model.safetensors");
+    const auto config = detail::parse_metadata(weights, "config");
+    const std::string name = find_preset([&]<model_config Cfg>() { return detail::shape_json(Cfg) == config; });
+    require(!name.empty(), "{}: the checkpoint's model config {} is none of the presets {}", weights.source(),
+            config.dump(), fmt::join(preset_names(), ", "));
+    return name;
+}
+
+// The preset whose shape a Hugging Face directory's config.json describes; none: an error that says how to see the
+// first field that differs.
 inline std::string hugging_face_preset(const std::string& dir) {
     const auto file = std::filesystem::path(dir) / "config.json";
     const auto config = detail::read_json_file(file);
-    for (const auto& name : preset_names()) {
-        if (name == "char_7m" || name == "gpt2") continue;  // not instantiated by this program (with_preset)
-        const bool match = with_preset(name, [&]<model_config Cfg>() {
-            try {
-                detail::check_hf_config(config, Cfg, file.string());
-                return true;
-            } catch (const sgt::error&) {
-                return false;
-            }
-        });
-        if (match) return name;
-    }
-    fail("{}: describes none of the presets this program runs ({}); give --preset NAME to see the first field that "
-         "differs from it", file.string(), fmt::join(preset_names(), ", "));
+    const std::string name = find_preset([&]<model_config Cfg>() {
+        try {
+            detail::check_hf_config(config, Cfg, file.string());
+            return true;
+        } catch (const sgt::error&) {
+            return false;
+        }
+    });
+    require(!name.empty(), "{}: describes none of the presets ({}); give --preset NAME to see the first field that "
+            "differs from it", file.string(), fmt::join(preset_names(), ", "));
+    return name;
 }
 
 // Token ids "1,2,3" (or space-separated).

@@ -148,5 +148,5 @@ expect_train "--init-hugging-face with --sigma-reparam: a LLaMA checkpoint has n
   --preset tiny --sigma-reparam --init-hugging-face "$hf/single" --steps 3 --warmup 1
 expect_train "\"hidden_size\" is 32, the preset expects 64" --preset char_micro --init-hugging-face "$hf/single" \
   --steps 3 --warmup 1 --batch 2 --seq 16
-expect "describes none of the presets this program runs" --prompt-ids 1 --tokens 2 --hugging-face "$work/badhf"
+expect "config.json: describes none of the presets (tiny, char_micro," --prompt-ids 1 --tokens 2 --hugging-face "$work/badhf"
 exit $fails

@@ -97,8 +97,9 @@ void load_hugging_face(const std::filesystem::path& dir, Target& target) {
     using M = accum_t<T>;
     require(fs::is_directory(dir), "hugging face: '{}' is not a directory; expected one with config.json and "
                                    "model.safetensors", dir.string());
-    detail::check_hf_config(detail::read_json_file(dir / "config.json"), Target::config, (dir / "config.json").string());
-    const bool tied = detail::read_json_file(dir / "config.json").value("tie_word_embeddings", false);
+    const nlohmann::json config = detail::read_json_file(dir / "config.json");
+    detail::check_hf_config(config, Target::config, (dir / "config.json").string());
+    const bool tied = config.value("tie_word_embeddings", false);
 
     // Which file holds each tensor: one file, or the shards of the index's weight_map.
     std::map<std::string, std::string> file_of;
